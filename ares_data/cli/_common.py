@@ -1,0 +1,77 @@
+"""What every command shares: the state on ctx.obj, error handling, shared options."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from ..errors import AresError
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class State:
+    """Settings that travel on `ctx.obj`; the store is opened on first use."""
+
+    db: Optional[str] = None
+    _store: Optional["Store"] = field(default=None, repr=False)
+
+    def store(self) -> "Store":
+        if self._store is None:
+            from ..store import Store
+
+            self._store = Store(self.db)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = State()
+    return root.obj
+
+
+def store(ctx: typer.Context) -> "Store":
+    return state(ctx).store()
+
+
+class AresGroup(TyperGroup):
+    """Turns the project's own errors into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx):  # noqa: ANN001
+        try:
+            return super().invoke(ctx)
+        except AresError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+        finally:
+            if isinstance(ctx.obj, State):
+                ctx.obj.close()
+
+
+def fail(message: str) -> "typer.Exit":
+    """Print one error line and return the Exit to raise (for CLI-level input problems)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Training round (1, 2, ...).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Stop after this many items.")]

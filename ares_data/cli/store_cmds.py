@@ -1,0 +1,91 @@
+"""Store commands: `init`, `status`, `sql`, `split`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ._common import console, store
+
+
+class SqlFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, type(None), bool)) else str(value)
+
+
+def print_rows(columns: list[str], rows: list, fmt: SqlFormat = SqlFormat.table, title: str | None = None) -> None:
+    """Rows as a rich table, a JSON list of objects, or CSV (shared by every listing command)."""
+    if fmt is SqlFormat.json:
+        sys.stdout.write(json.dumps([{c: _jsonable(v) for c, v in zip(columns, r)} for r in rows], indent=2) + "\n")
+    elif fmt is SqlFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns, title=title)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+
+
+def init(ctx: typer.Context) -> None:
+    """Create the store (or bring it up to date) by applying the migrations in db/."""
+    opened = store(ctx)
+    applied = opened.applied_now
+    from ..store import redact
+
+    console.print(f"store {redact(opened.url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+
+
+def status(ctx: typer.Context) -> None:
+    """Counts per table, per dataset and split, and per round and stage."""
+    from ..audit import status_tables
+
+    for title, (columns, rows) in status_tables(store(ctx)).items():
+        print_rows(columns, rows, title=title)
+
+
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="A read-only SQL query, e.g. \"SELECT * FROM v_round_summary\".")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of row objects.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")] = False,
+) -> None:
+    """Run a read-only query; writes are refused by the database itself."""
+    columns, rows = store(ctx).query_readonly(query)
+    fmt = SqlFormat.json if as_json else SqlFormat.csv if as_csv else SqlFormat.table
+    print_rows(columns, rows, fmt)
+
+
+def split(
+    text: Annotated[Optional[str], typer.Argument(help="Text to split; '-' or nothing reads stdin.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='Print [{"text","start","end"}, ...].')] = False,
+) -> None:
+    """Split text into sentences the way every stage of ARES does."""
+    from ..splitter import split_sentences
+
+    source = sys.stdin.read() if text in (None, "-") else text
+    spans = split_sentences(source)
+    if as_json:
+        sys.stdout.write(json.dumps([s._asdict() for s in spans], ensure_ascii=False) + "\n")
+    else:
+        for span in spans:
+            sys.stdout.write(span.text.replace("\n", " ") + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(status)
+    app.command()(sql)
+    app.command()(split)

@@ -1,0 +1,179 @@
+"""SQLModel classes mapped onto the tables that `db/migrations/*.sql` create.
+
+The SQL files own the schema; these classes only map it (a test checks that both agree).
+All timestamps are timezone-aware datetimes in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(name: str | None = None, nullable: bool = True) -> Any:
+    col = Column(name, JSON, nullable=nullable) if name else Column(JSON, nullable=nullable)
+    return Field(default=None, sa_column=col)
+
+
+class Question(SQLModel, table=True):
+    __tablename__ = "question"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    dataset: str
+    source_id: str
+    split: str
+    question: str
+    choices: list = Field(sa_column=Column(JSON, nullable=False))
+    answer_index: Optional[int] = None
+    hint: str = ""
+    caption: str = ""
+    image_path: Optional[str] = None
+    image_sha256: Optional[str] = None
+    lecture: str = ""
+    solution: str = ""
+    subject: Optional[str] = None
+    grade: Optional[str] = None
+    meta: Optional[dict] = _json("metadata")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelCheckpoint(SQLModel, table=True):
+    __tablename__ = "model_checkpoint"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str
+    path: str
+    base_model: str
+    adapter_path: Optional[str] = None
+    parent_id: Optional[int] = Field(default=None, foreign_key="model_checkpoint.id")
+    round: Optional[int] = None
+    stage: str  # base | rl | sft
+    meta: Optional[dict] = _json("metadata")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Rationale(SQLModel, table=True):
+    __tablename__ = "rationale"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    question_id: int = Field(foreign_key="question.id")
+    source: str  # gold | student | correction
+    model_checkpoint_id: Optional[int] = Field(default=None, foreign_key="model_checkpoint.id")
+    parent_rationale_id: Optional[int] = Field(default=None, foreign_key="rationale.id")
+    round: Optional[int] = None
+    sample_index: int = 0
+    text: str
+    predicted_answer: Optional[int] = None
+    generation: Optional[dict] = _json()
+    dedup_key: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Sentence(SQLModel, table=True):
+    __tablename__ = "sentence"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    rationale_id: int = Field(foreign_key="rationale.id")
+    idx: int
+    text: str
+    start_char: int
+    end_char: int
+
+
+class TeacherCall(SQLModel, table=True):
+    __tablename__ = "teacher_call"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str  # score | correct | judge
+    provider: str
+    model: str
+    prompt_name: str
+    prompt_version: str
+    request_hash: str
+    request: dict = Field(sa_column=Column(JSON, nullable=False))
+    response: Optional[str] = None
+    status: str  # ok | invalid | failed | error
+    error: Optional[str] = None
+    attempts: int = 0
+    tokens_in: Optional[int] = None
+    tokens_out: Optional[int] = None
+    cached_tokens_in: Optional[int] = None
+    cost_usd: Optional[float] = None
+    latency_ms: Optional[float] = None
+    question_id: Optional[int] = Field(default=None, foreign_key="question.id")
+    rationale_id: Optional[int] = Field(default=None, foreign_key="rationale.id")
+    repair_of_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SentenceScore(SQLModel, table=True):
+    __tablename__ = "sentence_score"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    sentence_id: int = Field(foreign_key="sentence.id")
+    teacher_call_id: int = Field(foreign_key="teacher_call.id")
+    score: float
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Correction(SQLModel, table=True):
+    __tablename__ = "correction"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    rationale_id: int = Field(foreign_key="rationale.id")
+    teacher_call_id: int = Field(foreign_key="teacher_call.id")
+    corrected_rationale_id: int = Field(foreign_key="rationale.id")
+    text: str
+    edit_distance: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Export(SQLModel, table=True):
+    __tablename__ = "export"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str
+    round: Optional[int] = None
+    path: str
+    row_count: int
+    skipped: Optional[dict] = _json()
+    content_hash: str
+    query: str
+    code_version: str
+    manifest: Optional[dict] = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TrainingRun(SQLModel, table=True):
+    __tablename__ = "training_run"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str  # rl | sft
+    round: Optional[int] = None
+    status: str  # running | done | failed
+    config: Optional[dict] = _json()
+    metrics: Optional[dict] = _json()
+    input_checkpoint_id: Optional[int] = Field(default=None, foreign_key="model_checkpoint.id")
+    output_checkpoint_id: Optional[int] = Field(default=None, foreign_key="model_checkpoint.id")
+    export_id: Optional[int] = Field(default=None, foreign_key="export.id")
+    error: Optional[str] = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class EvalResult(SQLModel, table=True):
+    __tablename__ = "eval_result"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str  # accuracy | winrate
+    model_checkpoint_id: int = Field(foreign_key="model_checkpoint.id")
+    opponent_checkpoint_id: Optional[int] = Field(default=None, foreign_key="model_checkpoint.id")
+    question_id: int = Field(foreign_key="question.id")
+    split: str
+    rationale_id: Optional[int] = Field(default=None, foreign_key="rationale.id")
+    predicted_answer: Optional[int] = None
+    correct: Optional[bool] = None
+    outcome: Optional[str] = None  # win | tie | loss
+    a_position: Optional[str] = None  # A | B: where model_checkpoint's rationale was shown
+    teacher_call_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")
+    details: Optional[dict] = _json()
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,192 @@
+"""The store: one SQLAlchemy engine over SQLite (default) or any SQLAlchemy URL.
+
+Opening a store applies the pending migrations from `db/`. SQLite runs in WAL mode with a
+busy timeout, so an auditor (or Datasette) reading in another process never blocks a
+collector. Every write goes through `Store.session()`, one transaction per block.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import create_engine, event, func, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlmodel import Session, select
+
+from db.migrate import SchemaError, migrate
+
+from .errors import ReadOnlyError, StoreError
+from .models import ModelCheckpoint, Rationale, Sentence
+from .splitter import split_sentences
+
+DEFAULT_DB = "ares.db"
+TABLES = (
+    "question", "model_checkpoint", "rationale", "sentence", "teacher_call",
+    "sentence_score", "correction", "export", "training_run", "eval_result",
+)  # fmt: skip
+BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(target: str | os.PathLike | None) -> str:
+    """A path becomes `sqlite:///ABS_PATH`; a URL (anything with `://`) is kept as it is."""
+    target = str(target or os.environ.get("ARES_DB") or DEFAULT_DB)
+    if "://" in target:
+        return target
+    return f"sqlite:///{Path(target).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
+    """pysqlite's own transaction handling skips BEGIN before DDL; take it over (SQLAlchemy docs)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            cur.execute("PRAGMA query_only = ON")
+        else:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN")
+
+
+def _make_engine(url: str, *, read_only: bool = False) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if read_only and database and database != ":memory:":
+            # mode=ro: the database itself refuses writes, whatever the SQL says.
+            url = f"sqlite:///file:{Path(database).resolve()}?mode=ro&uri=true"
+        elif database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        _sqlite_pragmas(engine, read_only=read_only)
+        return engine
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    engine = create_engine(url, **options)
+    if read_only and parsed.get_backend_name() == "postgresql":
+        engine = engine.execution_options(postgresql_readonly=True)
+    return engine
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as it was given
+        return url
+
+
+class Store:
+    """An opened, migrated store."""
+
+    def __init__(self, target: str | os.PathLike | None = None):
+        self.url = resolve_url(target)
+        try:
+            self.engine = _make_engine(self.url)
+            self.applied_now = migrate(self.engine)
+        except SchemaError as exc:
+            raise StoreError(f"{redact(self.url)}: {exc}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open store {redact(self.url)}: {exc.__class__.__name__}: "
+                             f"{getattr(exc, 'orig', exc)}") from exc
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    # -- writes shared by importers, rollouts and collectors -------------------------------
+
+    def add_rationale(
+        self,
+        session: Session,
+        *,
+        question_id: int,
+        source: str,
+        text: str,
+        dedup_key: str,
+        **fields: Any,
+    ) -> tuple[Rationale, bool]:
+        """Insert a rationale and its sentences unless `dedup_key` exists; return (row, created)."""
+        existing = session.exec(select(Rationale).where(Rationale.dedup_key == dedup_key)).first()
+        if existing is not None:
+            return existing, False
+        row = Rationale(question_id=question_id, source=source, text=text, dedup_key=dedup_key, **fields)
+        session.add(row)
+        session.flush()
+        for idx, span in enumerate(split_sentences(text)):
+            session.add(Sentence(rationale_id=row.id, idx=idx, text=span.text,
+                                 start_char=span.start, end_char=span.end))
+        return row, True
+
+    def register_checkpoint(self, session: Session, *, name: str, **fields: Any) -> ModelCheckpoint:
+        """The checkpoint named `name`, created with `fields` the first time."""
+        found = session.exec(select(ModelCheckpoint).where(ModelCheckpoint.name == name)).first()
+        if found is not None:
+            return found
+        row = ModelCheckpoint(name=name, **fields)
+        session.add(row)
+        session.flush()
+        return row
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def table_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
+
+    def query_readonly(self, sql: str, params: dict | None = None) -> tuple[list[str], list[Sequence[Any]]]:
+        """Run `sql` on a connection the database itself keeps read-only."""
+        engine = _make_engine(self.url, read_only=True)
+        try:
+            with engine.connect() as conn:
+                result = conn.execute(text(sql), params or {})
+                if not result.returns_rows:
+                    return [], []
+                return list(result.keys()), [tuple(r) for r in result.fetchall()]
+        except DBAPIError as exc:
+            message = str(exc.orig).strip().splitlines()[0]
+            lowered = message.lower()
+            if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
+                raise ReadOnlyError(f"refused by the database (read-only): {message}") from exc
+            raise StoreError(f"SQL error: {message}") from exc
+        finally:
+            engine.dispose()
+
+
+def count(session: Session, model: type, *where: Any) -> int:
+    """`SELECT COUNT(*)` of a mapped class, with optional WHERE clauses."""
+    stmt = select(func.count()).select_from(model)
+    for clause in where:
+        stmt = stmt.where(clause)
+    return session.execute(stmt).scalar_one()
