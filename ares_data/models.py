@@ -177,3 +177,26 @@ class EvalResult(SQLModel, table=True):
     teacher_call_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")
     details: Optional[dict] = _json()
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class PipelineRun(SQLModel, table=True):
+    __tablename__ = "pipeline_run"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_key: str  # hash of the effective config without `rounds`: the same command resumes
+    config: dict = Field(sa_column=Column(JSON, nullable=False))
+    status: str  # running | done | failed
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+
+
+class PipelineStage(SQLModel, table=True):
+    __tablename__ = "pipeline_stage"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    pipeline_run_id: int = Field(foreign_key="pipeline_run.id")
+    round: int
+    stage: str
+    status: str  # running | done | failed | skipped
+    outcome: Optional[dict] = _json()
+    error: Optional[str] = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
