@@ -1,0 +1,85 @@
+"""Evaluation arithmetic and read-back, free of torch: A/B order, outcomes, win rate, accuracy.
+
+The generation side lives in `ares_train.evaluate`; this module decides and summarises, so
+`ares report` and the tests can use it without a model.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from .store import Store
+
+Z95 = 1.959963984540054
+
+
+def assign_positions(question_ids: list[int], seed: int) -> dict[int, str]:
+    """Where checkpoint A's rationale is shown to the judge, per question: 'A' or 'B'.
+
+    Seeded and independent of the judge, so a judge's position bias averages out
+    instead of deciding the result.
+    """
+    rng = random.Random(seed)
+    return {qid: rng.choice("AB") for qid in question_ids}
+
+
+def outcome_for_a(judge_pick: str, a_position: str) -> str:
+    """The result for checkpoint A, given the judge's pick ('A', 'B' or 'tie') and where A was shown."""
+    if judge_pick == "tie":
+        return "tie"
+    return "win" if judge_pick == a_position else "loss"
+
+
+@dataclass(frozen=True)
+class WinRate:
+    wins: int
+    ties: int
+    losses: int
+    rate: float  # (wins + ties / 2) / n
+    low: float  # 95% Wilson interval
+    high: float
+
+    @property
+    def n(self) -> int:
+        return self.wins + self.ties + self.losses
+
+
+def win_rate(outcomes: list[str]) -> WinRate:
+    """Win rate with ties counted as half a win, and its 95% Wilson score interval."""
+    wins, ties, losses = (outcomes.count(o) for o in ("win", "tie", "loss"))
+    n = wins + ties + losses
+    if n == 0:
+        return WinRate(0, 0, 0, float("nan"), float("nan"), float("nan"))
+    p = (wins + ties / 2) / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    return WinRate(wins, ties, losses, p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+_ACCURACY_BY = {
+    "overall": "'all'",
+    "subject": "COALESCE(q.subject, '-')",
+    "grade": "COALESCE(q.grade, '-')",
+}
+
+
+def accuracy_tables(store: Store, checkpoint_id: int, split: str) -> dict[str, tuple[list[str], list]]:
+    """Accuracy overall and by subject and grade, with unparseable answers counted (as wrong)."""
+    tables = {}
+    for title, group in _ACCURACY_BY.items():
+        tables[title] = store.query_readonly(
+            f"""
+            SELECT {group} AS "group", COUNT(*) AS questions,
+                   SUM(CASE WHEN e.correct THEN 1 ELSE 0 END) AS correct,
+                   ROUND(AVG(CASE WHEN e.correct THEN 1.0 ELSE 0.0 END), 4) AS accuracy,
+                   SUM(CASE WHEN e.predicted_answer IS NULL THEN 1 ELSE 0 END) AS unparsed
+            FROM eval_result e JOIN question q ON q.id = e.question_id
+            WHERE e.kind = 'accuracy' AND e.model_checkpoint_id = :ckpt AND e.split = :split
+            GROUP BY {group} ORDER BY {group}
+            """,
+            {"ckpt": checkpoint_id, "split": split},
+        )
+    return tables
