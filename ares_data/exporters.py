@@ -1,0 +1,235 @@
+"""Shards: what the training backend reads, written as parquet with a manifest and an `export` row.
+
+    export_rl    one row per scored rollout: prompt, response, sentence spans, sentence scores
+    export_verl  the same rollouts in the layout verl's RL trainer reads
+    export_sft   prompt + teacher-corrected rationale ending in the answer sentence
+
+Each export records its row count, the rows it left out by reason, the sha256 of the
+parquet file, the store queries it ran and the code version, so a checkpoint can be traced
+back to the exact data it saw. `datasets` is imported inside functions (no torch here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import subprocess
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import select
+
+from .errors import ExportError
+from .formatting import answer_sentence, letter, parse_answer, student_prompt
+from .models import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
+from .paths import default_shard_dir
+from .splitter import split_sentences
+from .store import Store
+
+PARQUET = "data.parquet"
+MANIFEST = "manifest.json"
+FAILED_STATUSES = ("failed", "error", "invalid")
+
+
+@dataclass
+class ScoredRollout:
+    rationale: Rationale
+    question: Question
+    sentences: list[Sentence]
+    teacher_call_id: int
+    teacher_model: str
+    scores: list[float]
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when the code runs from a checkout."""
+    try:
+        version = importlib.metadata.version("ares-toolkit")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version}+g{commit}" if commit else version
+
+
+def _sql(store: Store, stmt: Any) -> str:
+    return str(stmt.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def scored_rollouts(store: Store, round: int, teacher: str | None = None) -> tuple[list[ScoredRollout], Counter, list[str]]:
+    """(rollouts of the round scored sentence by sentence by one `ok` teacher call, the others
+    counted by reason, the queries run). Several teachers: refused unless `teacher` picks one."""
+    of_round = (Rationale.source == "student", Rationale.round == round)
+    rollouts_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
+                  .where(*of_round).order_by(Rationale.id))
+    sentences_q = (select(Sentence).join(Rationale, Rationale.id == Sentence.rationale_id)
+                   .where(*of_round).order_by(Sentence.rationale_id, Sentence.idx))
+    scores_q = (select(TeacherCall.rationale_id, TeacherCall.id, TeacherCall.model, TeacherCall.status,
+                       Sentence.idx, SentenceScore.score)
+                .join(Rationale, Rationale.id == TeacherCall.rationale_id)
+                .outerjoin(SentenceScore, SentenceScore.teacher_call_id == TeacherCall.id)
+                .outerjoin(Sentence, Sentence.id == SentenceScore.sentence_id)
+                .where(TeacherCall.kind == "score", *of_round).order_by(TeacherCall.id, Sentence.idx))
+    with store.session() as session:
+        rollouts = session.exec(rollouts_q).all()
+        sentences: dict[int, list[Sentence]] = defaultdict(list)
+        for sentence in session.exec(sentences_q):
+            sentences[sentence.rationale_id].append(sentence)
+        calls: dict[int, dict[int, dict]] = defaultdict(dict)
+        for rationale_id, call_id, model, status, idx, score in session.exec(scores_q):
+            call = calls[rationale_id].setdefault(call_id, {"model": model, "status": status, "scores": []})
+            if idx is not None:
+                call["scores"].append((idx, score))
+    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == "ok"})
+    if teacher is None and len(teachers) > 1:
+        raise ExportError(f"round {round} was scored by several teachers ({', '.join(teachers)}); "
+                          "choose one with --teacher MODEL")
+    kept, skipped = [], Counter()
+    for rationale, question in rollouts:
+        per_call = calls.get(rationale.id, {})
+        ok = {cid: c for cid, c in per_call.items() if c["status"] == "ok"}
+        chosen = {cid: c for cid, c in ok.items() if teacher is None or c["model"] == teacher}
+        if not per_call:
+            skipped["unscored"] += 1
+        elif not ok:
+            skipped["scoring_failed" if any(c["status"] in FAILED_STATUSES for c in per_call.values())
+                    else "unscored"] += 1
+        elif not chosen:
+            skipped["other_teacher"] += 1
+        else:
+            call_id = max(chosen)  # the latest ok call of that teacher
+            call, own = chosen[call_id], sentences.get(rationale.id, [])
+            if not own or [i for i, _ in call["scores"]] != [s.idx for s in own]:
+                skipped["score_count_mismatch"] += 1
+                continue
+            kept.append(ScoredRollout(rationale, question, own, call_id, call["model"],
+                                      [float(s) for _, s in call["scores"]]))
+    return kept, skipped, [_sql(store, q) for q in (rollouts_q, sentences_q, scores_q)]
+
+
+def _write(store: Store, kind: str, round: int, rows: list[dict], skipped: Counter, queries: list[str],
+           out_dir: str | Path | None, **details: Any) -> Export:
+    """Parquet + manifest.json + an `export` row; refuses an empty shard."""
+    if not rows:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) or "no candidates in the store"
+        raise ExportError(f"nothing to export for {kind} round {round} ({reasons})")
+    from datasets import Dataset
+
+    out = Path(out_dir) if out_dir else default_shard_dir(kind, round)
+    parquet = out / PARQUET
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        Dataset.from_list(rows).to_parquet(str(parquet))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ExportError(f"cannot write {parquet}: {exc}") from exc
+    manifest = {
+        "kind": kind, "round": round, "file": PARQUET, "row_count": len(rows), "columns": list(rows[0]),
+        "skipped": dict(skipped), "content_hash": "sha256:" + hashlib.sha256(parquet.read_bytes()).hexdigest(),
+        "code_version": code_version(), "created_at": utcnow().isoformat(), **details,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    with store.session() as session:
+        row = Export(kind=kind, round=round, path=str(out.resolve()), row_count=len(rows), skipped=dict(skipped),
+                     content_hash=manifest["content_hash"], query=";\n".join(queries), code_version=manifest["code_version"],
+                     manifest=manifest)
+        session.add(row)
+    return row
+
+
+def _spans(rollout: ScoredRollout) -> tuple[list[int], list[int]]:
+    return [s.start_char for s in rollout.sentences], [s.end_char for s in rollout.sentences]
+
+
+def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None) -> Export:
+    """One row per scored rollout of the round: what sentence-reward PPO trains on."""
+    rollouts, skipped, queries = scored_rollouts(store, round, teacher)
+    rows = []
+    for r in rollouts:
+        starts, ends = _spans(r)
+        rows.append({
+            "rationale_id": r.rationale.id, "question_id": r.question.id, "round": r.rationale.round,
+            "model_checkpoint_id": r.rationale.model_checkpoint_id, "prompt": student_prompt(r.question),
+            "response": r.rationale.text, "sentence_starts": starts, "sentence_ends": ends, "scores": r.scores,
+            "teacher_model": r.teacher_model, "teacher_call_id": r.teacher_call_id,
+        })
+    return _write(store, "rl", round, rows, skipped, queries, out_dir, teacher=teacher)
+
+
+def export_verl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None) -> Export:
+    """The scored rollouts in verl's layout; the sentence rewards travel in `extra_info`."""
+    rollouts, skipped, queries = scored_rollouts(store, round, teacher)
+    rows = []
+    for r in rollouts:
+        if r.question.answer_index is None:
+            skipped["no_gold_answer"] += 1
+            continue
+        rows.append({
+            "data_source": f"ares/{r.question.dataset}",
+            "prompt": [{"role": "user", "content": student_prompt(r.question)}],
+            "ability": "reasoning",
+            "reward_model": {"style": "rule", "ground_truth": letter(r.question.answer_index)},
+            "extra_info": {
+                "split": r.question.split, "index": len(rows), "rationale_id": r.rationale.id,
+                "question_id": r.question.id, "response": r.rationale.text, "sentence_ends": _spans(r)[1],
+                "scores": r.scores,
+            },
+        })
+    return _write(store, "verl", round, rows, skipped, queries, out_dir, teacher=teacher)
+
+
+def _ends_with_answer(text: str, n_choices: int) -> bool:
+    sentences = split_sentences(text)
+    return bool(sentences) and parse_answer(sentences[-1].text, n_choices) is not None
+
+
+def export_sft(store: Store, round: int, out_dir: str | Path | None = None) -> Export:
+    """Prompt + the teacher-corrected rationale of the round, ending in the answer sentence."""
+    query = (select(Correction, Rationale, Question)
+             .join(Rationale, Rationale.id == Correction.corrected_rationale_id)
+             .join(Question, Question.id == Rationale.question_id)
+             .where(Rationale.source == "correction", Rationale.round == round).order_by(Correction.id))
+    rows, skipped = [], Counter()
+    with store.session() as session:
+        found = session.exec(query).all()
+    for correction, corrected, question in found:
+        completion = corrected.text.strip()
+        if not completion:
+            skipped["empty_correction"] += 1
+            continue
+        if not _ends_with_answer(completion, len(question.choices)):
+            if question.answer_index is None:
+                skipped["no_gold_answer"] += 1
+                continue
+            completion = f"{completion} {answer_sentence(question.answer_index)}"
+        rows.append({
+            "prompt": student_prompt(question), "completion": completion, "rationale_id": corrected.id,
+            "source_rationale_id": correction.rationale_id, "question_id": question.id,
+            "correction_id": correction.id, "teacher_call_id": correction.teacher_call_id, "round": round,
+        })
+    return _write(store, "sft", round, rows, skipped, [_sql(store, query)], out_dir)
+
+
+def read_shard(shard_dir: str | Path) -> list[dict]:
+    """The rows of a shard directory, read back through `datasets`."""
+    from datasets import load_dataset
+
+    parquet = Path(shard_dir) / PARQUET
+    if not parquet.is_file():
+        raise ExportError(f"{shard_dir} is not a shard directory (no {PARQUET})")
+    try:
+        return load_dataset("parquet", data_files=str(parquet), split="train").to_list()
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read {parquet}: {exc}") from exc
+
+
+def find_export(store: Store, shard_dir: str | Path) -> Export | None:
+    """The latest `export` row that wrote `shard_dir`, if the store made it."""
+    with store.session() as session:
+        stmt = select(Export).where(Export.path == str(Path(shard_dir).resolve())).order_by(Export.id.desc())
+        return session.exec(stmt).first()

@@ -1,0 +1,159 @@
+"""Rollouts: k sampled rationales per question, stored as the student rationales of a round.
+
+Each batch of questions is committed on its own, and every rationale has a dedup key
+naming its checkpoint, round, question and sample index, so an interrupted run resumes
+where it stopped and a finished one adds nothing when run again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+from sqlalchemy import func
+from sqlmodel import select
+
+from ares_data.formatting import parse_answer, student_prompt
+from ares_data.models import ModelCheckpoint, Question, Rationale
+from ares_data.store import Store
+
+from .models import load_checkpoint
+from .prompting import format_prompt
+
+
+@dataclass
+class SamplingSettings:
+    """How rollouts are sampled; stored as JSON with every rationale."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 50
+    seed: int | None = None
+    batch_size: int = 8  # questions per generate() call
+
+
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    user_texts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    num_return_sequences: int = 1,
+    batch_size: int = 8,
+    seed: int | None = None,
+) -> list[list[str]]:
+    """For each user text, `num_return_sequences` continuations of its formatted prompt (greedy
+    when do_sample is False); shared by rollouts and evaluation."""
+    import torch
+    from transformers import set_seed
+
+    if seed is not None:
+        set_seed(seed)
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if do_sample else {"do_sample": False}
+    tokenizer.padding_side = "left"  # generation continues every row from its last token
+    model.eval()
+    out: list[list[str]] = []
+    for start in range(0, len(user_texts), batch_size):
+        prompts = [format_prompt(tokenizer, t) for t in user_texts[start:start + batch_size]]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                                 pad_token_id=tokenizer.pad_token_id, **sampling)
+        texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = [t.strip() for t in texts]
+        out.extend(texts[i:i + num_return_sequences] for i in range(0, len(texts), num_return_sequences))
+    return out
+
+
+class RateColumn(ProgressColumn):
+    """Completed items per second."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:  # noqa: ANN001
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {self.unit}/s" if speed else f"? {self.unit}/s", style="progress.data.speed")
+
+
+def dedup_key(checkpoint_id: int, round: int, question_id: int, sample_index: int) -> str:
+    return f"student:{checkpoint_id}:{round}:{question_id}:{sample_index}"
+
+
+def pending_questions(store: Store, *, checkpoint_id: int, round: int, split: str, k: int,
+                      limit: int | None) -> tuple[list[Question], int]:
+    """(questions of the split still short of k rollouts, how many were already done); `limit`
+    caps the questions considered, so a re-run with the same limit adds nothing."""
+    with store.session() as session:
+        stmt = select(Question).where(Question.split == split).order_by(Question.id).limit(limit)
+        questions = list(session.exec(stmt))
+        done_counts = dict(session.exec(
+            select(Rationale.question_id, func.count()).where(
+                Rationale.source == "student", Rationale.round == round,
+                Rationale.model_checkpoint_id == checkpoint_id,
+            ).group_by(Rationale.question_id)
+        ).all())
+    pending = [q for q in questions if done_counts.get(q.id, 0) < k]
+    return pending, len(questions) - len(pending)
+
+
+def generate_rollouts(
+    store: Store,
+    *,
+    checkpoint: ModelCheckpoint,
+    round: int,
+    split: str = "train",
+    k: int = 4,
+    limit: int | None = None,
+    settings: SamplingSettings | None = None,
+    progress: bool = True,
+    model_and_tokenizer: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Sample k rationales per pending question of `split` and store them as round `round`.
+
+    `model_and_tokenizer` skips loading the checkpoint when the caller already holds it.
+    """
+    settings = settings or SamplingSettings()
+    pending, skipped = pending_questions(store, checkpoint_id=checkpoint.id, round=round, split=split, k=k,
+                                         limit=limit)
+    summary = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,
+               "questions_done_before": skipped, "questions_generated": 0, "rationales_added": 0}
+    if not pending:
+        return summary
+    model, tokenizer = model_and_tokenizer or load_checkpoint(store, checkpoint)[:2]
+    generation = {**asdict(settings), "k": k, "do_sample": True}
+    started = time.monotonic()
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), RateColumn("questions"),
+               TimeElapsedColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("generate", total=len(pending))
+        for start in range(0, len(pending), settings.batch_size):
+            batch = pending[start:start + settings.batch_size]
+            seed = None if settings.seed is None else settings.seed + start  # resumed runs stay reproducible
+            texts = generate_texts(
+                model, tokenizer, [student_prompt(q) for q in batch], max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature, top_k=settings.top_k, num_return_sequences=k,
+                batch_size=settings.batch_size, seed=seed,
+            )
+            with store.session() as session:
+                for question, samples in zip(batch, texts):
+                    for index, text in enumerate(samples):
+                        _, created = store.add_rationale(
+                            session, question_id=question.id, source="student", text=text,
+                            dedup_key=dedup_key(checkpoint.id, round, question.id, index),
+                            model_checkpoint_id=checkpoint.id, round=round, sample_index=index,
+                            predicted_answer=parse_answer(text, len(question.choices)), generation=generation,
+                        )
+                        summary["rationales_added"] += created
+            summary["questions_generated"] += len(batch)
+            bar.advance(task, len(batch))
+    elapsed = time.monotonic() - started
+    summary.update(seconds=elapsed, questions_per_second=summary["questions_generated"] / elapsed)
+    return summary
