@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from db.migrate import SchemaError, migrate
 
 from .errors import ReadOnlyError, StoreError
-from .models import ModelCheckpoint, Rationale, Sentence
+from .models import ModelCheckpoint, Question, Rationale, Sentence
 from .splitter import split_sentences
 
 DEFAULT_DB = "ares.db"
@@ -127,6 +127,18 @@ class Store:
                 raise
 
     # -- writes shared by importers, rollouts and collectors -------------------------------
+
+    def add_question(self, session: Session, *, dataset: str, source_id: str, **fields: Any) -> tuple[Question, bool]:
+        """Insert a question unless (`dataset`, `source_id`) exists; return (row, created)."""
+        existing = session.exec(
+            select(Question).where(Question.dataset == dataset, Question.source_id == source_id)
+        ).first()
+        if existing is not None:
+            return existing, False
+        row = Question(dataset=dataset, source_id=source_id, **fields)
+        session.add(row)
+        session.flush()
+        return row, True
 
     def add_rationale(
         self,
