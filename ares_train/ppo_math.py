@@ -1,0 +1,112 @@
+"""The PPO arithmetic as small pure functions on tensors; the trainer only orchestrates them.
+
+Every per-token tensor is [batch, response_len], aligned with the response tokens, with a 0/1
+`mask` that is 1 on real tokens. Padding is on the right only, so a padded position never
+lies between two real ones (GAE relies on this).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def logprobs_of(logits: Tensor, labels: Tensor) -> Tensor:
+    """log p(label) per position, from logits [B, T, V] and labels [B, T]."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Entropy of the next-token distribution per position [B, T]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def score_rewards(
+    end_positions: Sequence[Sequence[int]],
+    scores: Sequence[Sequence[float]],
+    mask: Tensor,
+    neutral: float,
+    placement: Literal["sentence", "final"] = "sentence",
+) -> Tensor:
+    """The teacher's part of the reward, [B, T].
+
+    `sentence`: `score_i - neutral` on the last token of sentence i (two sentences ending on
+    the same token add up). `final`: one reward, `mean(scores) - neutral`, on the last real
+    token: the sparse baseline the credit-assignment benchmark compares against.
+    """
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    lengths = mask.sum(-1).long()
+    for b, (positions, row_scores) in enumerate(zip(end_positions, scores)):
+        if not row_scores:
+            continue
+        if placement == "final":
+            out[b, lengths[b] - 1] += sum(row_scores) / len(row_scores) - neutral
+        else:
+            for pos, score in zip(positions, row_scores):
+                out[b, pos] += score - neutral
+    return out
+
+
+def compute_rewards(
+    logprobs: Tensor, ref_logprobs: Tensor, score_reward: Tensor, mask: Tensor, kl_coef: float
+) -> tuple[Tensor, Tensor]:
+    """Per-token reward `-kl_coef * (logp_old - logp_ref) + score_reward`; returns (rewards, kl)."""
+    kl = (logprobs - ref_logprobs) * mask
+    return (score_reward - kl_coef * kl) * mask, kl
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over response tokens; returns (advantages, returns).
+
+    The value after the last real token is 0 (the episode ends there).
+    """
+    rewards, values = rewards * mask, values * mask
+    steps = rewards.shape[-1]
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(steps)):
+        next_value = values[:, t + 1] if t + 1 < steps else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running
+        advantages[:, t] = running
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """Scale to unit variance over the masked entries (population variance); centre if asked."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float
+) -> tuple[Tensor, Tensor]:
+    """Clipped surrogate loss; returns (loss, fraction of tokens where the clip was active)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    return loss, masked_mean((clipped > unclipped).float(), mask)
+
+
+def value_loss(
+    values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_range: float
+) -> tuple[Tensor, Tensor]:
+    """Clipped value loss `0.5 * max((v - R)^2, (v_clip - R)^2)`; returns (loss, clip fraction)."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    unclipped_err = (values - returns) ** 2
+    clipped_err = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask)
+    return loss, masked_mean((clipped_err > unclipped_err).float(), mask)

@@ -1,0 +1,46 @@
+"""Where each sentence of a response ends, in tokens: the position that carries its reward.
+
+Sentence scores are stored against character spans of the response text; PPO (ours and verl's)
+needs them on tokens. A sentence's reward goes on the token that contains its last character,
+found with the tokenizer's offsets (`return_offsets_mapping=True`). When a sentence ends
+mid-token (`stop."` tokenised as `stop` + `."`), that straddling token gets the reward: it is the
+first point where the whole sentence has been written.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Any, Sequence
+
+
+def sentence_end_tokens(offsets: Sequence[Sequence[int]], sentence_ends: Sequence[int]) -> list[int]:
+    """Index of the token holding the last character (`end - 1`) of each sentence.
+
+    `offsets` are (start, end) character spans, one per token; empty spans (special tokens)
+    never hold a character. A character that no token covers (a gap some tokenizers leave for
+    spaces) maps to the nearest token before it. Raises ValueError when a sentence ends before
+    the first token or past the last one.
+    """
+    if not sentence_ends:
+        return []
+    kept = [(i, int(s), int(e)) for i, (s, e) in enumerate(offsets) if e > s]
+    if not kept:
+        raise ValueError("no token covers any character")
+    starts = [s for _, s, _ in kept]
+    last_char = kept[-1][2]
+    positions = []
+    for end in sentence_ends:
+        char = end - 1
+        k = bisect_right(starts, char) - 1
+        if k < 0 or char >= last_char:
+            raise ValueError(f"sentence end {end} lies outside the tokenised text (0..{last_char})")
+        positions.append(kept[k][0])
+    return positions
+
+
+def tokenize_with_sentence_ends(
+    tokenizer: Any, text: str, sentence_ends: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """Token ids of `text` (no special tokens) and the token index of each sentence end."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), sentence_end_tokens(enc["offset_mapping"], sentence_ends)
