@@ -1,0 +1,62 @@
+"""Evaluation and reporting: `ares eval accuracy|winrate`, `ares report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._common import LimitOpt, console, store
+from .store_cmds import print_rows
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate checkpoints: answer accuracy, teacher-judged win rate.")
+
+CheckpointArg = Annotated[str, typer.Option("--checkpoint", help="Checkpoint name, or 'latest' (newest registered).")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Question split to evaluate on.")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Generation length cap.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Questions per generate() call.")]
+
+
+@eval_app.command("accuracy")
+def accuracy(
+    ctx: typer.Context,
+    checkpoint: CheckpointArg = "latest",
+    split: SplitOpt = "test",
+    limit: LimitOpt = None,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    batch_size: BatchOpt = 8,
+) -> None:
+    """Greedy rationale + answer per question; accuracy overall and by subject and grade.
+
+    Unparseable answers count as wrong and are counted in the 'unparsed' column.
+    """
+    from ares_train.evaluate import evaluate_accuracy
+
+    from ..evaluation import accuracy_tables
+
+    opened = store(ctx)
+    row, counts = evaluate_accuracy(opened, checkpoint, split=split, limit=limit,
+                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
+    console.print(f"checkpoint {row.name}: {counts['evaluated_now']} questions evaluated now, "
+                  f"{counts['questions']} in all ({split})")
+    for title, (columns, rows) in accuracy_tables(opened, row.id, split).items():
+        print_rows(columns, rows, title=f"Accuracy ({title})")
+
+
+def report(
+    ctx: typer.Context,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for report.md and the PNG plots "
+                                                "(default: $ARES_HOME/report).")] = None,
+) -> None:
+    """Write a Markdown report with per-round plots and the tables behind them."""
+    from ..paths import ares_home
+    from ..report import write_report
+
+    path = write_report(store(ctx), out or ares_home() / "report")
+    console.print(f"report written to {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
+    app.command()(report)

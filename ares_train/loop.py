@@ -1,0 +1,194 @@
+"""`ares train`: the alternating loop, one recorded stage at a time.
+
+Per round: generate -> score -> export rl -> train rl -> generate (RL checkpoint) ->
+correct -> export sft -> train sft; the next round starts from the SFT checkpoint.
+Each stage is a `pipeline_stage` row (running -> done | skipped | failed) whose outcome
+names what it produced, so re-running the same command after a crash resumes at the first
+unfinished stage. Teacher stages reuse every stored answer (request-hash cache) and
+finished training is never repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from rich.console import Console
+from sqlmodel import select
+
+from ares_data.errors import AresError, ExportError
+from ares_data.models import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
+from ares_data.store import Store
+from ares_data.teacher.config import TeacherConfig
+
+STAGES = ("generate", "score", "export_rl", "train_rl", "generate_rl", "correct", "export_sft", "train_sft")
+# Teacher settings that change how fast we ask, not what we ask: not part of a run's identity.
+_OPERATIONAL = {"rpm", "tpm", "concurrency", "max_attempts", "timeout", "price_in", "price_out"}
+
+
+class Skipped(Exception):
+    """A stage had nothing to do (e.g. no valid scores to train on); the loop goes on."""
+
+
+@dataclass
+class LoopConfig:
+    model: str
+    teacher: TeacherConfig
+    rounds: int = 1
+    split: str = "train"
+    k: int = 4
+    limit: int | None = None
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 50
+    seed: int = 0
+    batch_size: int = 8
+    rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
+    sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "teacher": self.teacher.describe()}
+
+    def run_key(self) -> str:
+        """Same command (any --rounds, any rate limits) -> same run, so it resumes."""
+        identity = self.describe()
+        identity.pop("rounds")
+        identity["teacher"] = {k: v for k, v in identity["teacher"].items() if k not in _OPERATIONAL}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    """Runs stages once each and records them; `console` prints one line per stage."""
+
+    def __init__(self, store: Store, config: LoopConfig, console: Console | None = None):
+        self.store, self.config = store, config
+        self.console = console or Console(stderr=True)
+        key = config.run_key()
+        with store.session() as session:
+            run = session.exec(select(PipelineRun).where(PipelineRun.run_key == key)).first()
+            if run is None:
+                run = PipelineRun(run_key=key, config=config.describe(), status="running")
+                session.add(run)
+            else:
+                run.status, run.config = "running", config.describe()
+                session.add(run)
+            session.flush()
+            self.run_id = run.id
+
+    def _finish_run(self, status: str) -> None:
+        with self.store.session() as session:
+            run = session.get(PipelineRun, self.run_id)
+            run.status, run.finished_at = status, utcnow()
+            session.add(run)
+
+    def stage(self, round: int, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The stage's outcome: stored if it finished before, else from running `work` now."""
+        with self.store.session() as session:
+            row = session.exec(select(PipelineStage).where(
+                PipelineStage.pipeline_run_id == self.run_id, PipelineStage.round == round,
+                PipelineStage.stage == name)).first()
+            if row is not None and row.status in ("done", "skipped"):
+                self.console.print(f"round {round} {name}: {row.status} before, reused")
+                return row.outcome or {}
+            row = row or PipelineStage(pipeline_run_id=self.run_id, round=round, stage=name, status="running")
+            row.status, row.error, row.started_at, row.finished_at = "running", None, utcnow(), None
+            session.add(row)
+            session.flush()
+            stage_id = row.id
+        self.console.print(f"round {round} {name}: running")
+        status, error, outcome = "done", None, {}
+        try:
+            outcome = work()
+        except Skipped as why:
+            status, outcome = "skipped", {"reason": str(why)}
+        except BaseException as exc:
+            status, error = "failed", f"{exc.__class__.__name__}: {exc}"
+            raise
+        finally:
+            with self.store.session() as session:
+                row = session.get(PipelineStage, stage_id)
+                row.status, row.error, row.outcome, row.finished_at = status, error, outcome, utcnow()
+                session.add(row)
+        self.console.print(f"round {round} {name}: {status} {json.dumps(outcome, default=str)}")
+        return outcome
+
+    def run(self, progress: bool = True) -> ModelCheckpoint:
+        """Every round in order; returns the last checkpoint."""
+        from .models import ensure_base_checkpoint
+
+        try:
+            start = ensure_base_checkpoint(self.store, self.config.model)
+            for round in range(1, self.config.rounds + 1):
+                start = self._round(round, start, progress)
+        except BaseException:
+            self._finish_run("failed")
+            raise
+        self._finish_run("done")
+        return start
+
+    def _round(self, round: int, start: ModelCheckpoint, progress: bool) -> ModelCheckpoint:
+        from ares_data.exporters import export_rl, export_sft
+        from ares_data.teacher.collect import collect_corrections, collect_scores
+
+        from .models import find_checkpoint
+        from .rollouts import SamplingSettings, generate_rollouts
+        from .stages import train_rl, train_sft
+
+        cfg = self.config
+        settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                    top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size)
+
+        def generate(checkpoint: ModelCheckpoint) -> Callable[[], dict]:
+            return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
+                                             k=cfg.k, limit=cfg.limit, settings=settings, progress=progress)
+
+        def ask(collector: Callable, checkpoint: ModelCheckpoint) -> Callable[[], dict]:
+            def work() -> dict:
+                summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales="student",
+                                                checkpoint=checkpoint.name, progress=progress))
+                return _plain(summary)
+            return work
+
+        def export(exporter: Callable) -> Callable[[], dict]:
+            def work() -> dict:
+                try:
+                    row = exporter(self.store, round)
+                except ExportError as exc:
+                    raise Skipped(str(exc)) from exc
+                return {"export_id": row.id, "path": row.path, "rows": row.row_count, "skipped": row.skipped}
+            return work
+
+        def train(trainer: Callable, begin: ModelCheckpoint, shard: dict, overrides: dict) -> Callable[[], dict]:
+            def work() -> dict:
+                if "path" not in shard:
+                    raise Skipped("no shard to train on: " + shard.get("reason", "empty export"))
+                made = trainer(self.store, round, start=begin, shard_dir=shard["path"], overrides=overrides)
+                return {"checkpoint": made.name}
+            return work
+
+        def produced(outcome: dict, fallback: ModelCheckpoint) -> ModelCheckpoint:
+            return find_checkpoint(self.store, outcome["checkpoint"]) if "checkpoint" in outcome else fallback
+
+        self.stage(round, "generate", generate(start))
+        self.stage(round, "score", ask(collect_scores, start))
+        rl_shard = self.stage(round, "export_rl", export(export_rl))
+        rl = produced(self.stage(round, "train_rl", train(train_rl, start, rl_shard, cfg.rl)), start)
+        self.stage(round, "generate_rl", generate(rl))
+        self.stage(round, "correct", ask(collect_corrections, rl))
+        sft_shard = self.stage(round, "export_sft", export(export_sft))
+        return produced(self.stage(round, "train_sft", train(train_sft, rl, sft_shard, cfg.sft)), rl)
+
+
+def _plain(summary: Any) -> dict[str, Any]:
+    """A collector summary as JSON-able values."""
+    data = asdict(summary) if hasattr(summary, "__dataclass_fields__") else dict(summary)
+    return json.loads(json.dumps(data, default=str))
+
+
+def run_loop(store: Store, config: LoopConfig, progress: bool = True) -> ModelCheckpoint:
+    if config.rounds < 1:
+        raise AresError("--rounds must be at least 1")
+    return Pipeline(store, config).run(progress=progress)

@@ -1,0 +1,53 @@
+"""`ares report` reads the store and writes Markdown + PNG plots with the figures in it."""
+
+from ares_data import models as m
+
+
+def _seed(store):
+    with store.session() as s:
+        q = m.Question(dataset="d", source_id="1", split="test", question="q", choices=["a", "b"], answer_index=0)
+        s.add(q)
+        base = m.ModelCheckpoint(name="base", path="p", base_model="p", stage="base")
+        s.add(base)
+        s.flush()
+        rl = m.ModelCheckpoint(name="round-1-rl", path="p", base_model="p", stage="rl", round=1, parent_id=base.id)
+        s.add(rl)
+        s.flush()
+        r, _ = store.add_rationale(s, question_id=q.id, source="student", text="One. Two.", dedup_key="k",
+                                   round=1, model_checkpoint_id=base.id)
+        call = m.TeacherCall(kind="score", provider="openai", model="t", prompt_name="score", prompt_version="v",
+                             request_hash="h", request={}, status="ok", cost_usd=0.25, rationale_id=r.id)
+        s.add(call)
+        s.flush()
+        from sqlmodel import select
+
+        for sent, score in zip(s.exec(select(m.Sentence).order_by(m.Sentence.idx)), (0.2, 0.8)):
+            s.add(m.SentenceScore(sentence_id=sent.id, teacher_call_id=call.id, score=score))
+        s.add(m.TrainingRun(kind="rl", round=1, status="done",
+                            metrics={"steps": [{"mean_reward": 0.1, "kl": 0.0}, {"mean_reward": 0.3, "kl": 0.02}]}))
+        s.add(m.EvalResult(kind="accuracy", model_checkpoint_id=rl.id, question_id=q.id, split="test",
+                           predicted_answer=0, correct=True))
+        for outcome in ("win", "win", "loss"):
+            s.add(m.EvalResult(kind="winrate", model_checkpoint_id=rl.id, opponent_checkpoint_id=base.id,
+                               question_id=q.id, split="test", outcome=outcome, a_position="A"))
+
+
+def test_report_writes_plots_and_exact_tables(cli, store, tmp_path):
+    _seed(store)
+    out = tmp_path / "report"
+    result = cli("report", "--out", out)
+    assert result.exit_code == 0, result.output
+    text = (out / "report.md").read_text()
+    for png in ("mean_sentence_score.png", "rl_reward__mean_per_step.png", "accuracy.png", "win_rate.png",
+                "teacher_cost.png"):
+        assert (out / png).stat().st_size > 1000, png
+        assert f"]({png})" in text
+    assert "| 1 | 1 | 2 | 2 | 0.5 | 0 | 0 | 0.25 |" in text  # v_round_summary row
+    assert "| round-1-rl | 1 | base | 2 | 0 | 1 | 0.6667 |" in text  # 2 wins, 1 loss
+    assert "| round-1-rl | 1 | rl | test | 1 | 1 |" in text
+
+
+def test_report_on_an_empty_store_says_no_data(cli, store, tmp_path):
+    result = cli("report", "--out", tmp_path / "r")
+    assert result.exit_code == 0
+    assert "_No data yet._" in (tmp_path / "r" / "report.md").read_text()
