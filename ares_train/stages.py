@@ -1,0 +1,176 @@
+"""Training stages of a round: PPO on sentence scores (`rl`), then SFT on corrections (`sft`).
+
+Both run through `run_stage`, which owns what they share: the start checkpoint, the
+`training_run` row (running -> done | failed), and registering the result as the round's
+checkpoint `round-N-<stage>`, one LoRA link on top of the checkpoint it started from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import distinct
+from sqlmodel import select
+
+from ares_data.errors import AresError, TrainingError
+from ares_data.exporters import export_rl, export_sft, find_export, read_shard
+from ares_data.models import Export, ModelCheckpoint, Rationale, TeacherCall, TrainingRun, utcnow
+from ares_data.paths import default_checkpoint_dir
+from ares_data.store import Store
+
+from .models import ensure_base_checkpoint, find_checkpoint, load_checkpoint
+from .prompting import format_prompt
+from .sft_config import SFTRunConfig
+
+METRICS_FILE = "metrics.jsonl"
+TrainFn = Callable[[Any, Any, Path], dict]  # (model, tokenizer, output_dir) -> metrics
+
+
+def checkpoint_name(round: int, stage: str) -> str:
+    return f"round-{round}-{stage}"
+
+
+def _registered(store: Store, name: str) -> ModelCheckpoint | None:
+    with store.session() as session:
+        return session.exec(select(ModelCheckpoint).where(ModelCheckpoint.name == name)).first()
+
+
+def rollout_checkpoint(store: Store, round: int) -> ModelCheckpoint | None:
+    """The checkpoint that generated the round's scored rollouts (PPO starts from it: on-policy)."""
+    with store.session() as session:
+        ids = session.exec(select(distinct(Rationale.model_checkpoint_id))
+                           .join(TeacherCall, TeacherCall.rationale_id == Rationale.id)
+                           .where(Rationale.source == "student", Rationale.round == round,
+                                  Rationale.model_checkpoint_id.is_not(None),
+                                  TeacherCall.kind == "score", TeacherCall.status == "ok")).all()
+        if len(ids) > 1:
+            raise TrainingError(f"round {round} has rollouts from {len(ids)} checkpoints; choose one with --checkpoint")
+        return session.get(ModelCheckpoint, ids[0]) if ids else None
+
+
+def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | None = None, model: str | None = None,
+                  adapters: Sequence[str | Path] = ()) -> ModelCheckpoint:
+    """Where a stage starts: `checkpoint` when named; else the round's own (rl: the checkpoint
+    that generated its rollouts, sft: `round-N-rl`); else `model` + `adapters` as a base."""
+    if checkpoint:
+        return find_checkpoint(store, checkpoint)
+    found = rollout_checkpoint(store, round) if stage == "rl" else _registered(store, checkpoint_name(round, "rl"))
+    if found is not None:
+        return found
+    if model:
+        return ensure_base_checkpoint(store, model, adapters)
+    raise TrainingError(f"no start checkpoint for {stage} round {round}: pass --model or --checkpoint")
+
+
+def _shard(store: Store, shard_dir: str | Path | None, export: Callable[[], Export]) -> tuple[Export | None, list[dict]]:
+    """The rows of `shard_dir`, or of a fresh export when none is given, with its `export` row."""
+    found = export() if shard_dir is None else find_export(store, shard_dir)
+    return found, read_shard(found.path if shard_dir is None else shard_dir)
+
+
+def _config(cls: type, config: Any, overrides: dict[str, Any] | None) -> Any:
+    """`config` as given, else `cls()` with the overrides that are not None."""
+    if config is not None:
+        return config
+    try:
+        return cls(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    except TypeError as exc:
+        raise TrainingError(f"bad {cls.__name__} override: {exc}") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=float))
+
+
+def _finish(store: Store, run_id: int, **fields: Any) -> None:
+    with store.session() as session:
+        run = session.get(TrainingRun, run_id)
+        for key, value in {**fields, "finished_at": utcnow()}.items():
+            setattr(run, key, value)
+
+
+def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, export: Export | None,
+              output_dir: str | Path | None, config: Any, train: TrainFn) -> ModelCheckpoint:
+    """Load `start`, run `train` into the output dir, register `round-N-<stage>` on top of it."""
+    name = checkpoint_name(round, stage)
+    if _registered(store, name) is not None:
+        raise TrainingError(f"checkpoint {name} already exists; a round's stage is trained once")
+    output = Path(output_dir or default_checkpoint_dir(round, stage)).resolve()
+    with store.session() as session:
+        run = TrainingRun(kind=stage, round=round, status="running", config=_jsonable(asdict(config)),
+                          input_checkpoint_id=start.id, export_id=export.id if export else None)
+        session.add(run)
+        session.flush()
+    try:
+        model, tokenizer, _ = load_checkpoint(store, start)
+        output.mkdir(parents=True, exist_ok=True)
+        metrics = _jsonable(train(model, tokenizer, output))
+    except BaseException as exc:
+        _finish(store, run.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, AresError) or not isinstance(exc, Exception):
+            raise
+        raise TrainingError(f"{stage} training of round {round} failed: {type(exc).__name__}: {exc}") from exc
+    with store.session() as session:
+        checkpoint = store.register_checkpoint(
+            session, name=name, path=str(output), base_model=start.base_model, adapter_path=str(output),
+            parent_id=start.id, round=round, stage=stage, meta={"training_run_id": run.id},
+        )
+    _finish(store, run.id, status="done", metrics=metrics, output_checkpoint_id=checkpoint.id)
+    return checkpoint
+
+
+def training_run_of(store: Store, checkpoint: ModelCheckpoint) -> TrainingRun | None:
+    """The run that produced `checkpoint`."""
+    with store.session() as session:
+        return session.exec(select(TrainingRun).where(TrainingRun.output_checkpoint_id == checkpoint.id)).first()
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
+
+
+def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, shard_dir: str | Path | None = None,
+             output_dir: str | Path | None = None, config: Any = None, overrides: dict[str, Any] | None = None,
+             teacher: str | None = None) -> ModelCheckpoint:
+    """PPO with sentence rewards on the round's RL shard (exported now unless `shard_dir` is given);
+    `config`, else PPOConfig fields in `overrides`."""
+    from .ppo_config import PPOConfig
+    from .ppo_trainer import SentenceRewardPPOTrainer
+
+    config = _config(PPOConfig, config, overrides)
+    start = start or resolve_start(store, "rl", round)
+    export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher))
+
+    def train(model: Any, tokenizer: Any, output: Path) -> dict:
+        trainer = SentenceRewardPPOTrainer(config, model, tokenizer)
+        samples = [{"prompt": format_prompt(tokenizer, r["prompt"]), "response": r["response"],
+                    "sentence_ends": r["sentence_ends"], "scores": r["scores"]} for r in rows]
+        steps = trainer.train(samples, metrics_path=output / METRICS_FILE)
+        trainer.save(output)
+        return {"steps": steps, "summary": {**(steps[-1] if steps else {}), "steps": len(steps), "rows": len(rows)}}
+
+    return run_stage(store, stage="rl", round=round, start=start, export=export, output_dir=output_dir,
+                     config=config, train=train)
+
+
+def train_sft(store: Store, round: int, *, start: ModelCheckpoint | None = None, shard_dir: str | Path | None = None,
+              output_dir: str | Path | None = None, config: SFTRunConfig | None = None,
+              overrides: dict[str, Any] | None = None) -> ModelCheckpoint:
+    """SFT (TRL, LoRA) on the round's corrected rationales, by default on top of `round-N-rl`;
+    `config`, else SFTRunConfig fields in `overrides`."""
+    from .sft_trainer import train_sft_adapter
+
+    config = _config(SFTRunConfig, config, overrides)
+    start = start or resolve_start(store, "sft", round)
+    export, rows = _shard(store, shard_dir, lambda: export_sft(store, round))
+
+    def train(model: Any, tokenizer: Any, output: Path) -> dict:
+        metrics = train_sft_adapter(config, model, tokenizer, rows, output)
+        _write_jsonl(output / METRICS_FILE, metrics["steps"])
+        return {**metrics, "summary": {**metrics["summary"], "rows": len(rows)}}
+
+    return run_stage(store, stage="sft", round=round, start=start, export=export, output_dir=output_dir,
+                     config=config, train=train)
