@@ -1,7 +1,71 @@
-"""(filled in by its issue)"""
+"""Teacher commands: `collect-scores`, `collect-corrections`, `fake-teacher`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Optional
 
 import typer
 
+from ..teacher.config import RationaleSource, TeacherConfig
+from ._common import LimitOpt, RoundOpt, console, err_console, store
+from .teacher_options import teacher_options
+
+RationalesOpt = Annotated[RationaleSource, typer.Option(
+    "--rationales", help="student: the student's rationales of --round; gold: the imported gold rationales.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Count calls, tokens and cost; send nothing.")]
+MaxCostOpt = Annotated[Optional[float], typer.Option(
+    "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
+
+
+def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, **options) -> None:
+    from ..teacher import collect
+
+    run = collect.collect_scores if kind == "score" else collect.collect_corrections
+    try:
+        summary = asyncio.run(run(store(ctx), teacher, progress=True, **options))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every answer received so far is saved; "
+                          "run the same command again to resume (stored answers are not asked again)")
+        raise typer.Exit(130) from None
+    for line in summary.lines():
+        console.print(line, highlight=False)
+
+
+@teacher_options
+def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = RationaleSource.student,
+                   limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
+                   *, teacher: TeacherConfig) -> None:
+    """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
+    _collect(ctx, "score", teacher, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
+             max_cost=max_cost)
+
+
+@teacher_options
+def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
+                        rationales: RationalesOpt = RationaleSource.student, limit: LimitOpt = None,
+                        dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, *, teacher: TeacherConfig) -> None:
+    """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
+    _collect(ctx, "correct", teacher, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
+             max_cost=max_cost)
+
+
+def fake_teacher(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+    latency_ms: Annotated[float, typer.Option(help="Delay before each answer.")] = 0.0,
+    rpm: Annotated[Optional[float], typer.Option(help="Requests per minute allowed; more get 429.")] = None,
+    fault_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests that fail "
+                                              "(500, timeout, malformed JSON, truncated body, wrong count).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the fault draws.")] = 0,
+) -> None:
+    """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts)."""
+    from ..fake_teacher import serve
+
+    err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats); Ctrl-C stops it")
+    serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("collect-scores")(collect_scores)
+    app.command("collect-corrections")(collect_corrections)
+    app.command("fake-teacher")(fake_teacher)

@@ -1,0 +1,70 @@
+"""The teacher flags, defined once: `collect-scores`, `collect-corrections`, and later `train`
+and `eval winrate` take them with `@teacher_options` and receive a resolved `TeacherConfig`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from ..teacher.config import Provider, StructuredOutput, TeacherConfig
+
+_PANEL = "Teacher"
+
+TEACHER_OPTIONS: dict[str, Any] = {
+    "provider": Annotated[Optional[Provider], typer.Option(
+        help="Wire protocol: openai (chat completions: OpenAI, Azure, vLLM, SGLang, Ollama, llama.cpp, "
+             "LiteLLM, transformers serve) or anthropic (Messages API).", rich_help_panel=_PANEL)],
+    "model": Annotated[Optional[str], typer.Option(
+        help="Teacher model name \\[env ARES_TEACHER_MODEL; default gpt-4o-mini / claude-3-5-haiku-latest].",
+        rich_help_panel=_PANEL)],
+    "base_url": Annotated[Optional[str], typer.Option(
+        help="API base URL \\[env OPENAI_BASE_URL or ANTHROPIC_BASE_URL].", rich_help_panel=_PANEL)],
+    "api_key_env": Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="Env var that holds the API key \\[default OPENAI_API_KEY / ANTHROPIC_API_KEY]. "
+                             "Keys are never stored or printed.", rich_help_panel=_PANEL)],
+    "teacher_config": Annotated[Optional[str], typer.Option(
+        envvar="ARES_TEACHER_CONFIG", help="YAML file of teacher settings (flags and env vars win over it).",
+        rich_help_panel=_PANEL)],
+    "rpm": Annotated[Optional[float], typer.Option(help="Requests per minute held by the client \\[500].",
+                                                   rich_help_panel=_PANEL)],
+    "tpm": Annotated[Optional[float], typer.Option(help="Tokens per minute held by the client \\[no limit].",
+                                                   rich_help_panel=_PANEL)],
+    "concurrency": Annotated[Optional[int], typer.Option(help="Calls in flight at once \\[16].",
+                                                         rich_help_panel=_PANEL)],
+    "max_attempts": Annotated[Optional[int], typer.Option(help="HTTP attempts per call, retries included \\[6].",
+                                                          rich_help_panel=_PANEL)],
+    "max_repairs": Annotated[Optional[int], typer.Option(
+        help="Re-asks after an invalid answer before the rationale is marked failed \\[2].", rich_help_panel=_PANEL)],
+    "timeout": Annotated[Optional[float], typer.Option(help="Seconds to wait for one answer \\[60].",
+                                                       rich_help_panel=_PANEL)],
+    "structured_output": Annotated[Optional[StructuredOutput], typer.Option(
+        help="How JSON is requested \\[json_schema for openai, tool for anthropic].", rich_help_panel=_PANEL)],
+    "temperature": Annotated[Optional[float], typer.Option(help="Sampling temperature \\[0].", rich_help_panel=_PANEL)],
+    "price_in": Annotated[Optional[float], typer.Option(
+        help="USD per million input tokens \\[built-in table for common models].", rich_help_panel=_PANEL)],
+    "price_out": Annotated[Optional[float], typer.Option(
+        help="USD per million output tokens \\[built-in table].", rich_help_panel=_PANEL)],
+}
+
+
+def teacher_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the teacher flags to a command; it receives them as one `teacher: TeacherConfig`."""
+    own = \\[p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "teacher"]
+    added = \\[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+             for name, annotation in TEACHER_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name) for name in TEACHER_OPTIONS}
+        config_file = flags.pop("teacher_config")
+        return command(*args, teacher=TeacherConfig.from_options(config_file, **flags), **kwargs)
+
+    params = [*own, *added]
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__
+    return wrapper

@@ -1,0 +1,203 @@
+"""A fake OpenAI-compatible teacher on 127.0.0.1, for tests, benchmarks and offline rehearsals.
+
+It answers the project's scoring, correction and judge prompts with well-formed, deterministic
+answers (a sentence's score comes from the hash of its text), holds its own --rpm with 429 and
+Retry-After, and with --fault-rate injects 500s, timeouts, malformed JSON, truncated bodies and
+wrong sentence counts. `GET /stats` counts requests by outcome and how many identical requests
+were answered 200 more than once (a client that never pays twice keeps that at 0).
+The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
+_NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
+
+
+def _digest(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
+
+
+def sentence_score(sentence: str) -> float:
+    """The fake's score of one sentence: a hash of its text on the 0.1 grid."""
+    return (_digest(sentence) % 11) / 10
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+
+
+def answer(messages: list[dict[str, Any]], fault: str | None = None) -> str:
+    """The reply to a conversation built from the project's prompts."""
+    system = next((_text(m["content"]) for m in messages if m.get("role") == "system"), "")
+    first_user = next((_text(m["content"]) for m in messages if m.get("role") == "user"), "")
+    if "numbered sentence" in system:
+        sentences = [s for _, s in _NUMBERED.findall(first_user)]
+        scores = [sentence_score(s) for s in sentences]
+        if fault == "wrong_count":
+            scores.append(0.5)
+        reply = json.dumps({"scores": scores})
+        return reply[: len(reply) // 2] if fault == "malformed" else reply
+    if "Rationale A:" in first_user:
+        winner = ("A", "B", "tie")[_digest(first_user) % 3]
+        return "{\"winner\": " if fault == "malformed" else json.dumps({"winner": winner})
+    if "Rationale to correct:" in first_user:
+        rationale = " ".join(first_user.split("Rationale to correct:", 1)[1].split())
+        corrected = rationale[:1].upper() + rationale[1:]
+        corrected = corrected if corrected.endswith((".", "!", "?")) else corrected + "."
+        return "" if fault in ("malformed", "wrong_count") else corrected
+    return "I am a fake teacher."
+
+
+class FakeTeacher:
+    def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
+                 seed: int = 0, api_key: str | None = None, hang_s: float = 30.0):
+        self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
+        self.api_key, self.hang_s = api_key, hang_s
+        self.by_status: Counter = Counter()
+        self.answered: Counter = Counter()
+        self.seen: Counter = Counter()
+        self._capacity = max(1.0, rpm / 60) if rpm else 0.0
+        self._tokens, self._at = self._capacity, time.monotonic()
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/models", self.models), Route("/stats", self.stats),
+        ])
+
+    def _take(self) -> float:
+        """0 when a request may pass the --rpm bucket, else the seconds until it could."""
+        if not self.rpm:
+            return 0.0
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self.rpm / 60)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) * 60 / self.rpm
+
+    def _fault(self, key: str) -> str | None:
+        rng = random.Random(f"{self.seed}:{key}:{self.seen[key]}")
+        self.seen[key] += 1
+        return rng.choice(FAULTS) if rng.random() < self.fault_rate else None
+
+    def _error(self, status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
+        self.by_status[str(status)] += 1
+        return JSONResponse({"error": {"message": message, "type": code, "code": code}}, status, headers=headers)
+
+    async def chat(self, request: Request) -> Response:
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return self._error(401, "Incorrect API key provided.", "invalid_api_key")
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+            messages = body["messages"]
+        except (ValueError, KeyError, TypeError):
+            return self._error(400, "the body is not a chat completion request", "invalid_request_error")
+        if body.get("model") == "no-quota":
+            return self._error(429, "You exceeded your current quota.", "insufficient_quota")
+        wait = self._take()
+        if wait:
+            return self._error(429, "Rate limit reached.", "rate_limit_exceeded", {
+                "retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000) + 1),
+                "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{int(wait * 1000) + 1}ms"})
+        key = hashlib.sha256(raw).hexdigest()
+        fault = self._fault(key)
+        await asyncio.sleep(self.latency_s)
+        if fault == "timeout":
+            self.by_status["timeout"] += 1
+            deadline = time.monotonic() + self.hang_s
+            while time.monotonic() < deadline and not await request.is_disconnected():
+                await asyncio.sleep(0.05)
+            return Response(status_code=504)
+        if fault == "500":
+            return self._error(500, "The server had an error.", "server_error")
+        if await request.is_disconnected():
+            self.by_status["disconnected"] += 1
+            return Response(status_code=499)
+        content = answer(messages, fault)
+        envelope = json.dumps({
+            "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": len(raw) // 4, "completion_tokens": max(1, len(content) // 4),
+                      "total_tokens": len(raw) // 4 + max(1, len(content) // 4),
+                      "prompt_tokens_details": {"cached_tokens": 0}},
+        })
+        if fault == "truncated":
+            self.by_status["truncated"] += 1
+            return Response(envelope[: len(envelope) // 2], media_type="application/json")
+        self.by_status["200"] += 1
+        self.answered[key] += 1
+        headers = {"x-ratelimit-limit-requests": str(int(self.rpm or 0)),
+                   "x-ratelimit-remaining-requests": str(int(self._tokens)) if self.rpm else "1000000",
+                   "x-ratelimit-reset-requests": "1s"}
+        return Response(envelope, media_type="application/json", headers=headers)
+
+    async def models(self, request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "ares"}]})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"requests": sum(self.by_status.values()), "by_status": dict(self.by_status),
+                "answered": sum(self.answered.values()),
+                "answered_twice": sum(1 for n in self.answered.values() if n > 1)}
+
+    async def stats(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.snapshot())
+
+
+def _server(teacher: FakeTeacher):
+    import uvicorn
+
+    config = uvicorn.Config(teacher.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
+                            access_log=False)
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serve_in_thread(port: int = 0, **options: Any) -> Iterator[str]:
+    """Run a fake teacher in a background thread; yields its base URL (`http://127.0.0.1:PORT/v1`)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    server = _server(FakeTeacher(**options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+def serve(port: int, **options: Any) -> None:
+    """Serve in the foreground until interrupted (`ares fake-teacher`)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    _server(FakeTeacher(**options)).run(sockets=[sock])

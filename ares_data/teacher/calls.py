@@ -1,0 +1,191 @@
+"""One audited teacher request chain: ask, validate, re-ask with a repair message, record.
+
+Every answer is written as it arrives, in one transaction with what it produced (the scores,
+the correction), keyed by the hash of the full request. A chain that meets a stored answer
+reuses it instead of asking again, so a re-run after a crash pays only for the calls that
+were in flight. Statuses: `ok`; `invalid` (a repair call follows, linked by `repair_of_id`);
+`failed` (the last repair was invalid too; the reason is in `error`); `error` (no answer after
+the retries; a re-run asks again and updates that row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from sqlmodel import Session, select
+
+from ..errors import TeacherError
+from ..models import TeacherCall, utcnow
+from ..store import Store
+from .client import CallFailed, Reply, TeacherClient, build_request, request_hash
+from .pricing import cost, estimate_tokens
+from .prompts import Ask, load, repair_message
+from .validation import InvalidAnswer
+
+
+class BudgetReached(TeacherError):
+    """The next call would take the estimated spend past --max-cost."""
+
+
+@dataclass
+class Task:
+    """What to ask, how to read the answer, and what an accepted answer writes to the store."""
+
+    kind: str  # score | correct | judge
+    prompt: str
+    ask: Ask
+    parse: Callable[[str], Any]
+    repair_values: dict[str, Any] = field(default_factory=dict)
+    question_id: Optional[int] = None
+    rationale_id: Optional[int] = None
+    persist: Optional[Callable[[Session, TeacherCall, Any], None]] = None
+
+
+@dataclass
+class Outcome:
+    status: str  # ok | failed | error
+    result: Any = None
+    call_id: Optional[int] = None
+    reason: Optional[str] = None  # a short code: wrong_count, not_json, error, ...
+
+
+@dataclass
+class Tally:
+    """Running totals of a run, read by the progress bar and the summary."""
+
+    sent: int = 0
+    reused: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    reserved_usd: float = 0.0
+
+
+class Budget:
+    """--max-cost: refuse a call whose estimate would take spent + in flight past the cap."""
+
+    def __init__(self, cap: float | None, tally: Tally):
+        self.cap, self.tally = cap, tally
+
+    def reserve(self, estimate: float) -> None:
+        if self.cap is not None and self.tally.cost_usd + self.tally.reserved_usd + estimate > self.cap:
+            raise BudgetReached(f"stopped before passing --max-cost ${self.cap:.4f} "
+                                f"(spent ${self.tally.cost_usd:.4f})")
+        self.tally.reserved_usd += estimate
+
+
+def estimate_out(task: Task) -> int:
+    """Output tokens a task's answer is expected to take (for dry runs and the budget)."""
+    if task.kind == "score":
+        return 4 * int(task.repair_values.get("n", 1)) + 8
+    if task.kind == "correct":
+        return len(str(task.repair_values.get("rationale", ""))) // 4 + 16
+    return 8
+
+
+def request_key(config, task: Task, ask: Ask) -> tuple[dict, dict, str]:
+    """(body to send, body to store, request hash) of one request of a task."""
+    body, stored = build_request(config, ask)
+    template = load(task.prompt)
+    return body, stored, request_hash(config, template.name, template.version, stored)
+
+
+def stored_answer(store: Store, key: str) -> TeacherCall | None:
+    """The stored answer to this exact request (rows with status `error` hold none)."""
+    with store.session() as session:
+        row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
+    return row if row is not None and row.status != "error" else None
+
+
+class CallRunner:
+    def __init__(self, store: Store, client: TeacherClient, tally: Tally | None = None,
+                 max_cost: float | None = None):
+        self.store, self.client, self.config = store, client, client.config
+        self.tally = tally or Tally()
+        self.budget = Budget(max_cost, self.tally)
+
+    def call_cost(self, tokens_in: int, tokens_out: int) -> float:
+        return cost(self.config.model, tokens_in, tokens_out, self.config.price_in, self.config.price_out)
+
+    async def run(self, task: Task) -> Outcome:
+        ask, repair_of = task.ask, None
+        for repair in range(self.config.max_repairs + 1):
+            final = repair == self.config.max_repairs
+            body, stored, key = request_key(self.config, task, ask)
+            row = stored_answer(self.store, key)
+            if row is not None:
+                self.tally.reused += 1
+                text = row.response or ""
+            else:
+                started = utcnow()
+                try:
+                    reply = await self._send(task, body)
+                except CallFailed as exc:
+                    self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
+                                 attempts=exc.attempts)
+                    if exc.permanent:
+                        raise TeacherError(str(exc)) from None
+                    return Outcome("error", reason="error")
+                text = reply.text
+            try:
+                result = task.parse(text)
+            except InvalidAnswer as exc:
+                reason = f"{exc.code}: {exc}"
+                if row is None:
+                    row = self._record(task, key, stored, "failed" if final else "invalid", reply, repair_of,
+                                       started, error=reason)
+                if final or row.status == "failed":
+                    return Outcome("failed", call_id=row.id, reason=exc.code)
+                repair_of = row.id
+                ask = ask.repaired(text, repair_message(task.prompt, str(exc), **task.repair_values))
+                continue
+            if row is None:
+                row = self._record(task, key, stored, "ok", reply, repair_of, started, result=result)
+            elif task.persist is not None:
+                with self.store.session() as session:
+                    task.persist(session, row, result)
+            return Outcome("ok", result=result, call_id=row.id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, task: Task, body: dict) -> Reply:
+        estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
+        self.budget.reserve(estimate)
+        try:
+            reply = await self.client.send(body)
+        finally:
+            self.tally.reserved_usd -= estimate
+        self.tally.sent += 1
+        self.tally.tokens_in += reply.tokens_in or 0
+        self.tally.tokens_out += reply.tokens_out or 0
+        return reply
+
+    def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
+                repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,
+                result: Any = None) -> TeacherCall:
+        """Insert the call (or update the `error` row of the same request) and what it produced."""
+        template = load(task.prompt)
+        fields: dict[str, Any] = dict(
+            kind=task.kind, provider=self.config.provider.value, model=self.config.model,
+            prompt_name=template.name, prompt_version=template.version, request=stored, status=status,
+            error=error, question_id=task.question_id, rationale_id=task.rationale_id, repair_of_id=repair_of,
+            started_at=started, finished_at=utcnow(), attempts=attempts or 0, response=None,
+        )
+        if reply is not None:
+            price = self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0)
+            self.tally.cost_usd += price
+            fields.update(response=reply.text, attempts=reply.attempts, tokens_in=reply.tokens_in,
+                          tokens_out=reply.tokens_out, cached_tokens_in=reply.cached_tokens_in,
+                          latency_ms=round(reply.latency_ms, 1), cost_usd=price)
+        with self.store.session() as session:
+            row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
+            if row is None:
+                row = TeacherCall(request_hash=key, **fields)
+            else:
+                for name, value in fields.items():
+                    setattr(row, name, value)
+            session.add(row)
+            session.flush()
+            if status == "ok" and task.persist is not None:
+                task.persist(session, row, result)
+        return row

@@ -1,0 +1,191 @@
+"""The async teacher client: provider request formats, limits, retries, usage.
+
+Two wire protocols: OpenAI chat completions (OpenAI, Azure, vLLM, SGLang, Ollama, llama.cpp,
+LiteLLM, `transformers serve`) and the Anthropic Messages API. `build_request` turns an `Ask`
+into the body sent and the body stored (the same, with image data replaced by its sha256);
+`request_hash` of the stored body is the call's idempotency key. The key is read from its env
+var here and nowhere else, sent in a header, and scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import TeacherError
+from .config import Provider, StructuredOutput, TeacherConfig
+from .pricing import estimate_tokens
+from .prompts import Ask
+from .ratelimit import RateLimiter
+from .retry import RetryableError, check_response, retrying
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+@dataclass
+class Reply:
+    text: str
+    tokens_in: int | None
+    tokens_out: int | None
+    cached_tokens_in: int | None
+    attempts: int
+    latency_ms: float
+
+
+class CallFailed(TeacherError):
+    """No answer after the retries; `attempts` and `permanent` tell the collector what happened."""
+
+    def __init__(self, message: str, attempts: int, permanent: bool):
+        super().__init__(message)
+        self.attempts, self.permanent = attempts, permanent
+
+
+def _openai_content(part: dict[str, Any]) -> dict[str, Any]:
+    if part["type"] == "image":
+        return {"type": "image_url", "image_url": {"url": f"data:{part['media_type']};base64,{part['data']}"}}
+    return part
+
+
+def _anthropic_content(part: dict[str, Any]) -> dict[str, Any]:
+    if part["type"] == "image":
+        return {"type": "image", "source": {"type": "base64", "media_type": part["media_type"], "data": part["data"]}}
+    return part
+
+
+def build_request(config: TeacherConfig, ask: Ask) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(body to send, body to store and hash) in the provider's format."""
+    anthropic = config.provider is Provider.anthropic
+    content = [(_anthropic_content if anthropic else _openai_content)(p) for p in ask.parts]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+    for answer, repair in ask.turns:
+        messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair}]
+    body: dict[str, Any] = {"model": config.model, "max_tokens": config.max_tokens,
+                            "temperature": config.temperature}
+    if anthropic:
+        body.update(system=ask.system, messages=messages)
+    else:
+        body["messages"] = [{"role": "system", "content": ask.system}, *messages]
+    if ask.schema is not None:
+        body.update(_structured(config.structured_output, ask))
+    return body, _stored(body, ask)
+
+
+def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
+    if dialect is StructuredOutput.json_schema:
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": ask.schema_name, "schema": ask.schema, "strict": True}}}
+    if dialect is StructuredOutput.json_object:
+        return {"response_format": {"type": "json_object", "schema": ask.schema}}
+    if dialect is StructuredOutput.tool:
+        return {"tools": [{"name": ask.schema_name, "description": "Submit the answer.", "input_schema": ask.schema}],
+                "tool_choice": {"type": "tool", "name": ask.schema_name}}
+    return {}
+
+
+def _stored(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
+    images = {p["data"]: p["sha256"] for p in ask.parts if p["type"] == "image"}
+    if not images:
+        return body
+    text = json.dumps(body)
+    for data, digest in images.items():
+        text = text.replace(data, f"sha256:{digest}")
+    return json.loads(text)
+
+
+def request_hash(config: TeacherConfig, prompt_name: str, prompt_version: str, stored: dict[str, Any]) -> str:
+    key = {"provider": config.provider.value, "prompt": prompt_name, "version": prompt_version,
+           "body": stored}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def parse_reply(provider: Provider, data: dict[str, Any]) -> tuple[str, int | None, int | None, int | None]:
+    """(text, tokens in, tokens out, cached tokens in) from a provider's JSON reply."""
+    usage = data.get("usage") or {}
+    if provider is Provider.anthropic:
+        blocks = data["content"]
+        tool = [b["input"] for b in blocks if b.get("type") == "tool_use"]
+        text = json.dumps(tool[0]) if tool else "".join(b.get("text", "") for b in blocks)
+        return text, usage.get("input_tokens"), usage.get("output_tokens"), usage.get("cache_read_input_tokens")
+    message = data["choices"][0]["message"]
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    return message.get("content") or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), cached
+
+
+class TeacherClient:
+    """One connection pool and one set of limits, shared by every call of a run."""
+
+    def __init__(self, config: TeacherConfig, transport: httpx.AsyncBaseTransport | None = None):
+        self.config = config
+        self._key = config.api_key()
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.concurrency)
+        headers = {"content-type": "application/json"}
+        if config.provider is Provider.anthropic:
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+            if self._key:
+                headers["x-api-key"] = self._key
+            self._path = "/v1/messages" if not config.base_url.endswith("/v1") else "/messages"
+        else:
+            if self._key:
+                headers["authorization"] = f"Bearer {self._key}"
+            self._path = "/chat/completions"
+        limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
+        self._http = httpx.AsyncClient(base_url=config.base_url, headers=headers, timeout=config.timeout,
+                                       limits=limits, transport=transport)
+
+    async def __aenter__(self) -> "TeacherClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    async def send(self, body: dict[str, Any]) -> Reply:
+        """POST `body` within the limits, retrying what is worth retrying; raises CallFailed."""
+        estimate = estimate_tokens(body) + self.config.max_tokens // 4
+        attempts = 0
+        try:
+            async for attempt in retrying(self.config.max_attempts):
+                with attempt:
+                    attempts += 1
+                    return await self._attempt(body, estimate, attempts)
+        except (RetryableError, httpx.HTTPError) as exc:
+            raise CallFailed(self._describe(exc), attempts, permanent=False) from None
+        except TeacherError as exc:
+            raise CallFailed(self.redact(str(exc)), attempts, permanent=True) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, body: dict[str, Any], estimate: int, attempts: int) -> Reply:
+        async with self.limiter.slot(estimate):
+            started = time.perf_counter()
+            response = await self._http.post(self._path, json=body)
+            await response.aread()
+            latency_ms = (time.perf_counter() - started) * 1000
+        self.limiter.observe(response.headers)
+        try:
+            check_response(response, self.redact)
+        except RetryableError as exc:
+            if exc.retry_after:
+                self.limiter.pause(exc.retry_after)
+            raise
+        try:
+            text, tokens_in, tokens_out, cached = parse_reply(self.config.provider, response.json())
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise RetryableError(f"unreadable reply ({exc.__class__.__name__})") from exc
+        if tokens_in is not None:
+            self.limiter.correct(estimate, tokens_in + (tokens_out or 0))
+        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms)
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, httpx.TimeoutException):
+            return f"timed out after {self.config.timeout:g} s"
+        if isinstance(exc, RetryableError):
+            return str(exc)
+        return self.redact(f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__)
+

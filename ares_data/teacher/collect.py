@@ -1,0 +1,241 @@
+"""Collectors: sentence scores and corrections for the rationales of a round.
+
+Both select the rationales that still lack an answer from this teacher model and prompt
+version, turn each into a `Task`, and run the tasks with `concurrency` workers over one
+client. A dry run builds the same requests and counts what would be sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy import exists
+from sqlmodel import Session, select
+
+from ..models import Correction, Question, Rationale, Sentence, SentenceScore, TeacherCall
+from ..store import Store
+from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, request_key, stored_answer
+from .client import TeacherClient
+from .config import RationaleSource, TeacherConfig
+from .pricing import cost, estimate_tokens
+from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
+from .validation import parse_correction, parse_scores
+
+
+@dataclass
+class CollectSummary:
+    kind: str
+    selected: int = 0
+    done: int = 0
+    failed: Counter = field(default_factory=Counter)
+    skipped_empty: int = 0
+    calls: int = 0
+    reused: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    stopped: Optional[str] = None
+    dry_run: bool = False
+    est_calls: int = 0
+    est_tokens_in: int = 0
+    est_tokens_out: int = 0
+    est_cost_usd: float = 0.0
+
+    def lines(self) -> list[str]:
+        if self.dry_run:
+            return [f"dry run: {self.selected} rationales to {self.kind}, {self.est_calls} calls to send "
+                    f"({self.selected - self.est_calls} answered from the store); nothing was sent",
+                    f"estimated tokens: {self.est_tokens_in} in, {self.est_tokens_out} out "
+                    f"(without repairs); estimated cost ${self.est_cost_usd:.4f}"]
+        failed = ", ".join(f"{reason} {n}" for reason, n in sorted(self.failed.items())) or "none"
+        verb = "scored" if self.kind == "score" else "corrected"
+        lines = [f"{verb} {self.done} of {self.selected} rationales; failed: {failed}",
+                 f"calls sent {self.calls}, reused from the store {self.reused}; tokens {self.tokens_in} in, "
+                 f"{self.tokens_out} out; cost ${self.cost_usd:.4f}"]
+        if self.skipped_empty:
+            lines.append(f"skipped {self.skipped_empty} rationales without sentences")
+        if self.stopped:
+            lines.append(self.stopped)
+        return lines
+
+
+@dataclass
+class _Job:
+    rationale: Rationale
+    question: Question
+    sentences: list[Sentence]
+
+
+def _select(session: Session, kind: str, teacher: TeacherConfig, source: RationaleSource,
+            round: int | None, limit: int | None) -> list[_Job]:
+    """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version."""
+    version = load(SCORE if kind == "score" else CORRECT).version
+    same_teacher = (TeacherCall.model == teacher.model, TeacherCall.prompt_version == version)
+    if kind == "score":
+        answered = exists().where(SentenceScore.sentence_id == Sentence.id, Sentence.rationale_id == Rationale.id,
+                                  TeacherCall.id == SentenceScore.teacher_call_id, *same_teacher)
+    else:
+        answered = exists().where(Correction.rationale_id == Rationale.id,
+                                  TeacherCall.id == Correction.teacher_call_id, *same_teacher)
+    given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
+                              TeacherCall.status == "failed", *same_teacher)
+    stmt = select(Rationale).where(Rationale.source == source.value, ~answered, ~given_up).order_by(Rationale.id)
+    if round is not None and source is RationaleSource.student:
+        stmt = stmt.where(Rationale.round == round)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rationales = list(session.exec(stmt))
+    ids = [r.id for r in rationales]
+    questions = {q.id: q for q in session.exec(select(Question).where(
+        Question.id.in_({r.question_id for r in rationales})))} if ids else {}
+    sentences: dict[int, list[Sentence]] = {i: [] for i in ids}
+    for chunk in range(0, len(ids), 500):
+        part = ids[chunk:chunk + 500]
+        for s in session.exec(select(Sentence).where(Sentence.rationale_id.in_(part)).order_by(Sentence.idx)):
+            sentences[s.rationale_id].append(s)
+    return [_Job(r, questions[r.question_id], sentences[r.id]) for r in rationales]
+
+
+def _score_task(store: Store, job: _Job) -> Task:
+    texts = [s.text for s in job.sentences]
+
+    def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
+        for sentence, score in zip(job.sentences, scores):
+            session.add(SentenceScore(sentence_id=sentence.id, teacher_call_id=call.id, score=score))
+
+    return Task("score", SCORE, score_ask(job.question, texts), lambda text: parse_scores(text, len(texts)),
+                {"n": len(texts)}, job.question.id, job.rationale.id, persist)
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Character edit distance (insertions, deletions, substitutions)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def _correct_task(store: Store, job: _Job) -> Task:
+    original = job.rationale
+    ask = correct_ask(job.question, original.text)
+    prompt_texts = [ask.system] + [p["text"] for p in ask.parts if p["type"] == "text"]
+
+    def persist(session: Session, call: TeacherCall, corrected: str) -> None:
+        row, created = store.add_rationale(
+            session, question_id=original.question_id, source="correction", text=corrected,
+            dedup_key=f"correction:{call.id}:{original.id}", model_checkpoint_id=original.model_checkpoint_id,
+            parent_rationale_id=original.id, round=original.round, sample_index=original.sample_index)
+        if created:
+            session.add(Correction(rationale_id=original.id, teacher_call_id=call.id, corrected_rationale_id=row.id,
+                                   text=corrected, edit_distance=levenshtein(original.text, corrected)))
+
+    return Task("correct", CORRECT, ask, lambda text: parse_correction(text, original.text, prompt_texts),
+                {"rationale": original.text}, job.question.id, original.id, persist)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[cpm]:.0f} calls/min"), TimeRemainingColumn(),
+        TextColumn("{task.fields[tokens]} tokens ${task.fields[cost]:.4f} failed {task.fields[failed]}"),
+        console=Console(stderr=True), disable=not enabled,
+    )
+
+
+async def _collect(store: Store, teacher: TeacherConfig, kind: str,
+                   make_task: Callable[[Store, _Job], Task], *, round: int | None, rationales: str,
+                   limit: int | None, dry_run: bool, max_cost: float | None, progress: bool,
+                   client: TeacherClient | None = None) -> CollectSummary:
+    source = RationaleSource(rationales)
+    with store.session() as session:
+        jobs = _select(session, kind, teacher, source, round, limit)
+    summary = CollectSummary(kind, dry_run=dry_run)
+    summary.skipped_empty = sum(1 for j in jobs if not j.sentences)
+    tasks = [make_task(store, j) for j in jobs if j.sentences]
+    summary.selected = len(tasks)
+    if dry_run:
+        _estimate(store, teacher, tasks, summary)
+        return summary
+    tally = Tally()
+    async with (client or TeacherClient(teacher)) as opened:
+        runner = CallRunner(store, opened, tally, max_cost)
+        await _run_all(runner, tasks, summary, progress, teacher.concurrency)
+    summary.calls, summary.reused = tally.sent, tally.reused
+    summary.tokens_in, summary.tokens_out, summary.cost_usd = tally.tokens_in, tally.tokens_out, tally.cost_usd
+    return summary
+
+
+def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: CollectSummary) -> None:
+    for task in tasks:
+        body, _, key = request_key(teacher, task, task.ask)
+        if stored_answer(store, key) is not None:
+            continue
+        summary.est_calls += 1
+        summary.est_tokens_in += estimate_tokens(body)
+        summary.est_tokens_out += estimate_out(task)
+    summary.est_cost_usd = cost(teacher.model, summary.est_tokens_in, summary.est_tokens_out,
+                                teacher.price_in, teacher.price_out)
+
+
+async def _run_all(runner: CallRunner, tasks: list[Task], summary: CollectSummary, progress: bool,
+                   workers: int) -> None:
+    """Run the tasks with `workers` coroutines; a permanent error or the budget stops new work."""
+    pending = iter(tasks)
+    fatal: list[BaseException] = []
+    started = time.monotonic()
+    with _progress(progress) as bar:
+        task_id = bar.add_task(summary.kind, total=len(tasks), cpm=0.0, tokens=0, cost=0.0, failed=0)
+
+        def advance(outcome: Outcome) -> None:
+            if outcome.status == "ok":
+                summary.done += 1
+            else:
+                summary.failed[outcome.reason or outcome.status] += 1
+            tally = runner.tally
+            minutes = max((time.monotonic() - started) / 60, 1e-9)
+            bar.update(task_id, advance=1, cpm=tally.sent / minutes, tokens=tally.tokens_in + tally.tokens_out,
+                       cost=tally.cost_usd, failed=sum(summary.failed.values()))
+
+        async def worker() -> None:
+            for task in pending:
+                if fatal or summary.stopped:
+                    return
+                try:
+                    advance(await runner.run(task))
+                except BudgetReached as exc:
+                    summary.stopped = str(exc)
+                except Exception as exc:  # noqa: BLE001 - stops every worker, re-raised below
+                    fatal.append(exc)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(tasks))))))
+    if fatal:
+        raise fatal[0]
+
+
+async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | None = None,
+                         rationales: str = "student", limit: int | None = None, dry_run: bool = False,
+                         max_cost: float | None = None, progress: bool = True,
+                         client: TeacherClient | None = None) -> CollectSummary:
+    """Score every sentence of the selected rationales; each answer is committed as it arrives."""
+    return await _collect(store, teacher, "score", _score_task, round=round, rationales=rationales, limit=limit,
+                          dry_run=dry_run, max_cost=max_cost, progress=progress, client=client)
+
+
+async def collect_corrections(store: Store, teacher: TeacherConfig, *, round: int | None = None,
+                              rationales: str = "student", limit: int | None = None, dry_run: bool = False,
+                              max_cost: float | None = None, progress: bool = True,
+                              client: TeacherClient | None = None) -> CollectSummary:
+    """Minimally correct the selected rationales; each correction becomes a new rationale."""
+    return await _collect(store, teacher, "correct", _correct_task, round=round, rationales=rationales,
+                          limit=limit, dry_run=dry_run, max_cost=max_cost, progress=progress, client=client)

@@ -1,0 +1,140 @@
+"""Teacher settings: one dataclass, resolved from flags, then env vars, then a config file.
+
+The API key is never a field: the config names the env var that holds it, and only the
+HTTP client reads it, so a config can be printed, stored or logged without leaking it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+from ..errors import TeacherError
+
+
+class Provider(str, Enum):
+    openai = "openai"
+    anthropic = "anthropic"
+
+
+class StructuredOutput(str, Enum):
+    """How a JSON answer is requested: the `response_format` dialect, tool use, or the prompt only."""
+
+    json_schema = "json_schema"
+    json_object = "json_object"
+    tool = "tool"
+    none = "none"
+
+
+DEFAULTS: dict[Provider, dict[str, str]] = {
+    Provider.openai: {"base_url": "https://api.openai.com/v1", "model": "gpt-4o-mini",
+                      "api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_BASE_URL",
+                      "structured_output": "json_schema"},
+    Provider.anthropic: {"base_url": "https://api.anthropic.com", "model": "claude-3-5-haiku-latest",
+                         "api_key_env": "ANTHROPIC_API_KEY", "base_url_env": "ANTHROPIC_BASE_URL",
+                         "structured_output": "tool"},
+}
+class RationaleSource(str, Enum):
+    """Which rationales a collector works on."""
+
+    student = "student"
+    gold = "gold"
+
+
+CONFIG_ENV = "ARES_TEACHER_CONFIG"
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Everything that decides how the teacher is called (what is asked lives in the prompts)."""
+
+    provider: Provider = Provider.openai
+    model: str = "gpt-4o-mini"
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    # limits held on the client side
+    rpm: float = 500.0
+    tpm: Optional[float] = None
+    concurrency: int = 16
+    # retries and repairs
+    max_attempts: int = 6
+    max_repairs: int = 2
+    timeout: float = 60.0
+    # what is asked for
+    structured_output: StructuredOutput = StructuredOutput.json_schema
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    # cost; None = the built-in price table
+    price_in: Optional[float] = None
+    price_out: Optional[float] = None
+
+    @classmethod
+    def from_options(cls, config_file: str | os.PathLike | None = None, **options: Any) -> "TeacherConfig":
+        """Flags (`options`, None = not given) win over env vars, which win over the config file."""
+        path = config_file or os.environ.get(CONFIG_ENV)
+        merged: dict[str, Any] = _read_config_file(Path(path)) if path else {}
+        merged.update({k: v for k, v in options.items() if v is not None})
+        unknown = set(merged) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TeacherError(f"unknown teacher setting(s): {', '.join(sorted(unknown))}")
+        provider = Provider(merged.get("provider", Provider.openai))
+        defaults = DEFAULTS[provider]
+        base_url = options.get("base_url") or os.environ.get(defaults["base_url_env"]) \
+            or merged.get("base_url") or defaults["base_url"]
+        merged.update(
+            provider=provider,
+            base_url=base_url.rstrip("/"),
+            model=options.get("model") or os.environ.get("ARES_TEACHER_MODEL") or merged.get("model")
+            or defaults["model"],
+            api_key_env=merged.get("api_key_env") or defaults["api_key_env"],
+            structured_output=StructuredOutput(merged.get("structured_output") or defaults["structured_output"]),
+        )
+        config = cls(**merged)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.rpm <= 0 or (self.tpm is not None and self.tpm <= 0) or self.concurrency < 1:
+            raise TeacherError("--rpm, --tpm and --concurrency must be positive")
+        if self.max_attempts < 1 or self.max_repairs < 0:
+            raise TeacherError("--max-attempts must be at least 1 and --max-repairs at least 0")
+        if self.structured_output is StructuredOutput.tool and self.provider is not Provider.anthropic:
+            raise TeacherError("--structured-output tool is the Anthropic dialect; use json_schema for openai")
+        if self.structured_output in (StructuredOutput.json_schema, StructuredOutput.json_object) \
+                and self.provider is Provider.anthropic:
+            raise TeacherError("the Anthropic API takes --structured-output tool or none")
+
+    def api_key(self) -> str | None:
+        """The key from the env var, or None for a local server that needs none."""
+        key = os.environ.get(self.api_key_env)
+        if not key and not is_loopback(self.base_url):
+            raise TeacherError(f"no API key: set {self.api_key_env} (or name another variable with --api-key-env)")
+        return key or None
+
+    def describe(self) -> dict[str, Any]:
+        """Plain values, safe to print or store (there is no key in here)."""
+        return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items()}
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML (or JSON) mapping of TeacherConfig fields; a key in it is refused, not read."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TeacherError(f"cannot read teacher config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise TeacherError(f"teacher config {path} must be a mapping of settings")
+    if "api_key" in data:
+        raise TeacherError(f"teacher config {path} holds an api_key: keep keys in an env var (api_key_env)")
+    return {k.replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,141 @@
+"""Versioned prompt templates (`prompts/<name>.md`) and the provider-neutral request they render.
+
+A template has four sections: `system` (the instructions), `question` (what every rationale
+of one question shares), `rationale` (what is specific to one call) and `repair` (the short
+message that re-asks after an invalid answer). The unchanging part comes first, so provider
+prompt caches hit and several rationales of one question can later share one call.
+A template's version is the hash of its text, stored on every call.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any, Sequence
+
+from ..errors import TeacherError
+from ..formatting import format_choices, letter, question_context
+
+SCORE, CORRECT, JUDGE = "score_v1", "correct_v1", "judge_v1"
+_SECTION = re.compile(r"^<!-- (system|question|rationale|repair) -->\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: str
+    sections: dict[str, str]
+
+    def render(self, section: str, **values: Any) -> str:
+        try:
+            return Template(self.sections[section]).substitute(values).strip()
+        except KeyError as exc:
+            raise TeacherError(f"prompt {self.name}: section {section} needs a value for {exc}") from exc
+
+
+@lru_cache(maxsize=None)
+def load(name: str) -> PromptTemplate:
+    try:
+        text = (resources.files("prompts") / f"{name}.md").read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise TeacherError(f"no prompt template prompts/{name}.md") from exc
+    parts = _SECTION.split(text)
+    sections = {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+    missing = {"system", "question", "rationale", "repair"} - set(sections)
+    if missing:
+        raise TeacherError(f"prompt {name} lacks section(s) {', '.join(sorted(missing))}")
+    return PromptTemplate(name, hashlib.sha256(text.encode()).hexdigest()[:16], sections)
+
+
+@dataclass
+class Ask:
+    """One teacher request, before it is put in a provider's format.
+
+    `parts` is the user turn: text parts and image parts (`{"type": "image", "media_type",
+    "data", "sha256"}`); `turns` are earlier (answer, repair message) pairs of a repair chain.
+    """
+
+    system: str
+    parts: list[dict[str, Any]]
+    schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
+    turns: list[tuple[str, str]] = field(default_factory=list)
+
+    def repaired(self, answer: str, message: str) -> "Ask":
+        return Ask(self.system, self.parts, self.schema, self.schema_name, [*self.turns, (answer, message)])
+
+
+def question_values(question: Any) -> dict[str, str]:
+    """The fields of the `question` section, rendered the way the student saw them."""
+    answer = question.answer_index
+    correct = "unknown" if answer is None else f"({letter(answer)}) {question.choices[answer]}"
+    return {
+        "question": question.question,
+        "options": format_choices(list(question.choices)),
+        "context": question_context(question.hint, question.caption),
+        "answer": correct,
+    }
+
+
+def image_part(path: str | Path | None) -> dict[str, Any] | None:
+    """The question's image as a base64 part, or None when it has no readable image file."""
+    if not path or not Path(path).is_file():
+        return None
+    data = Path(path).read_bytes()
+    media_type = mimetypes.guess_type(str(path))[0] or "image/png"
+    return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode(),
+            "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def question_parts(template: PromptTemplate, question: Any) -> list[dict[str, Any]]:
+    """The shared head of a user turn: the image (when there is one), then the question block."""
+    image = image_part(question.image_path)
+    text = {"type": "text", "text": template.render("question", **question_values(question))}
+    return [image, text] if image else [text]
+
+
+def numbered(sentences: Sequence[str]) -> str:
+    return "\n".join(f"[{i}] {' '.join(s.split())}" for i, s in enumerate(sentences, start=1))
+
+
+def score_ask(question: Any, sentences: Sequence[str]) -> Ask:
+    template = load(SCORE)
+    tail = template.render("rationale", n=len(sentences), sentences=numbered(sentences))
+    return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}],
+               schema=score_schema(len(sentences)), schema_name="sentence_scores")
+
+
+def correct_ask(question: Any, rationale: str) -> Ask:
+    template = load(CORRECT)
+    tail = template.render("rationale", rationale=rationale.strip())
+    return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}])
+
+
+def judge_ask(question: Any, shown_a: str, shown_b: str) -> Ask:
+    template = load(JUDGE)
+    tail = template.render("rationale", rationale_a=shown_a.strip(), rationale_b=shown_b.strip())
+    return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}],
+               schema=JUDGE_SCHEMA, schema_name="judgement")
+
+
+GRID = [round(i / 10, 1) for i in range(11)]
+JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+                "required": ["winner"], "additionalProperties": False}
+
+
+def score_schema(n: int) -> dict[str, Any]:
+    """Exactly `n` scores, each on the 0.1 grid."""
+    return {"type": "object", "additionalProperties": False, "required": ["scores"],
+            "properties": {"scores": {"type": "array", "minItems": n, "maxItems": n,
+                                      "items": {"type": "number", "enum": GRID}}}}
+
+
+def repair_message(name: str, reason: str, **values: Any) -> str:
+    return load(name).render("repair", reason=reason, **values)

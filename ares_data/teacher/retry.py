@@ -1,0 +1,122 @@
+"""When to retry a teacher call: small pure functions over statuses, bodies and headers.
+
+Retried: 429 (rate limit), 5xx, timeouts, dropped connections, an unreadable reply.
+Not retried: 400/401/403/404 and a 429 that says the quota is exhausted: those stop the run.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from enum import Enum
+from typing import Callable, Mapping
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from ..errors import QuotaError, TeacherError
+
+RETRY_CAP_S = 60.0
+
+
+class Decision(str, Enum):
+    ok = "ok"
+    retry = "retry"
+    permanent = "permanent"
+    quota = "quota"
+
+
+class RetryableError(TeacherError):
+    """A failure worth another attempt; `retry_after` is the server's wish, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def classify_status(status: int, body: str = "") -> Decision:
+    if status < 300:
+        return Decision.ok
+    if status == 429:
+        return Decision.quota if "insufficient_quota" in body or "quota exceeded" in body.lower() else Decision.retry
+    if status in (408, 409) or status >= 500:
+        return Decision.retry
+    return Decision.permanent
+
+
+def is_retryable_exception(exc: BaseException) -> bool:
+    """Timeouts, refused or dropped connections, broken replies and our own RetryableError."""
+    return isinstance(exc, (RetryableError, httpx.TimeoutException, httpx.NetworkError,
+                            httpx.RemoteProtocolError))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str) -> float | None:
+    """`1.5`, `20ms`, `6m0s` (the OpenAI x-ratelimit-reset-* format) as seconds."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """`retry-after-ms`, else `retry-after` as seconds or an HTTP date; None when absent or unreadable."""
+    if "retry-after-ms" in headers:
+        try:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def check_response(response: httpx.Response, redact: Callable[[str], str] = str) -> None:
+    """Raise for a non-2xx reply: RetryableError, QuotaError or TeacherError (one line each)."""
+    decision = classify_status(response.status_code, response.text)
+    if decision is Decision.ok:
+        return
+    detail = redact(" ".join(response.text.split())[:200])
+    message = f"teacher answered HTTP {response.status_code}: {detail}"
+    if decision is Decision.retry:
+        raise RetryableError(message, retry_after_seconds(response.headers))
+    if decision is Decision.quota:
+        raise QuotaError(f"{message} (the account is out of quota; retrying cannot help)")
+    raise TeacherError(message)
+
+
+def wait_for(base: wait_random_exponential) -> Callable[[RetryCallState], float]:
+    """Jittered exponential backoff, but never shorter than the server's Retry-After."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        return max(base(state), min(asked, RETRY_CAP_S)) if asked is not None else base(state)
+
+    return wait
+
+
+def retrying(max_attempts: int, *, initial: float = 0.5, maximum: float = 20.0) -> AsyncRetrying:
+    return AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=wait_for(wait_random_exponential(multiplier=initial, max=maximum)),
+        retry=retry_if_exception(is_retryable_exception),
+        reraise=True,
+    )
