@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import create_engine, event, func, text
+from sqlalchemy import create_engine, event, func, insert, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, select
@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from db.migrate import SchemaError, migrate
 
 from .errors import ReadOnlyError, StoreError
-from .models import ModelCheckpoint, Question, Rationale, Sentence
+from .models import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from .splitter import split_sentences
 
 DEFAULT_DB = "ares.db"
@@ -157,10 +157,37 @@ class Store:
         row = Rationale(question_id=question_id, source=source, text=text, dedup_key=dedup_key, **fields)
         session.add(row)
         session.flush()
-        for idx, span in enumerate(split_sentences(text)):
-            session.add(Sentence(rationale_id=row.id, idx=idx, text=span.text,
-                                 start_char=span.start, end_char=span.end))
+        for values in sentence_rows(row.id, text):
+            session.add(Sentence(**values))
         return row, True
+
+    def add_questions(self, session: Session, dataset: str, rows: Sequence[dict]) -> dict[str, tuple[int, bool]]:
+        """Bulk `add_question` (one INSERT for all new rows): {source_id: (id, created)}."""
+        found = dict(session.execute(select(Question.source_id, Question.id).where(Question.dataset == dataset)).all())
+        new = [{**r, "dataset": dataset, "created_at": utcnow()} for r in rows if r["source_id"] not in found]
+        out = {sid: (qid, False) for sid, qid in found.items()}
+        if new:
+            stmt = insert(Question).returning(Question.id, sort_by_parameter_order=True)
+            for values, qid in zip(new, session.execute(stmt, new).scalars()):
+                out[values["source_id"]] = (qid, True)
+        return out
+
+    def add_rationales(self, session: Session, rows: Sequence[dict]) -> int:
+        """Bulk `add_rationale`: rows whose `dedup_key` exists are skipped; returns how many were new."""
+        keys = [r["dedup_key"] for r in rows]
+        present: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            present.update(session.execute(select(Rationale.dedup_key).where(Rationale.dedup_key.in_(chunk))).scalars())
+        new = [{**r, "created_at": utcnow()} for r in rows if r["dedup_key"] not in present]
+        if not new:
+            return 0
+        stmt = insert(Rationale).returning(Rationale.id, sort_by_parameter_order=True)
+        ids = session.execute(stmt, new).scalars().all()
+        sentences = [values for rid, r in zip(ids, new) for values in sentence_rows(rid, r["text"])]
+        if sentences:
+            session.execute(insert(Sentence), sentences)
+        return len(new)
 
     def register_checkpoint(self, session: Session, *, name: str, **fields: Any) -> ModelCheckpoint:
         """The checkpoint named `name`, created with `fields` the first time."""
@@ -195,6 +222,12 @@ class Store:
             raise StoreError(f"SQL error: {message}") from exc
         finally:
             engine.dispose()
+
+
+def sentence_rows(rationale_id: int, text: str) -> list[dict]:
+    """The `sentence` rows of one rationale: its split, with exact character spans."""
+    return [{"rationale_id": rationale_id, "idx": idx, "text": span.text, "start_char": span.start,
+             "end_char": span.end} for idx, span in enumerate(split_sentences(text))]
 
 
 def count(session: Session, model: type, *where: Any) -> int:
