@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: a fresh store in demo-out/, the built-in example set, then its status.
+# `make demo`: a store in demo-out/, the built-in example set, then its status (re-runs add nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -111,7 +111,7 @@ def test_aokvqa_val(cli, store, aokvqa_val):
     assert out.stdout.strip() == "1145 new questions, 3435 new gold rationales (0 already present)"
     (q,) = rows(store, "SELECT id, question, answer_index, split, image_path, metadata FROM question "
                        "WHERE dataset = 'aokvqa' AND source_id = '22jbM6gDxdaMaunuzgrsBB'")
-    assert q[1:5] == ("What is the man by the bags awaiting?", 3, "val", "val2017/000000461751.jpg")
+    assert q[1:5] == ("What is in the motorcyclist's mouth?", 3, "val", "val2017/000000461751.jpg")
     assert json.loads(q[5])["image_id"] == 461751 and json.loads(q[5])["difficult_direct_answer"] is False
     gold = rows(store, "SELECT sample_index, text, dedup_key FROM rationale WHERE question_id = :q "
                        "ORDER BY sample_index", q=q[0])

@@ -24,7 +24,7 @@ def _progress(batches: Iterable, total: int) -> Iterable:
     from rich.progress import track
 
     return track(batches, total=total, description="importing", console=err_console, transient=True,
-                 disable=total < PROGRESS_FROM)
+                 disable=total < PROGRESS_FROM or not err_console.is_terminal)
 
 
 def _report(result: object) -> None:
