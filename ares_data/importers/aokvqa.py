@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..errors import ImportDataError
 from ..store import Store
 from ._common import (
     Fields, ImportResult, Progress, QuestionRecord, load_json, locate_image, refuse_duplicates, write_records,
@@ -47,7 +48,7 @@ def read_aokvqa(path: Path, images_dir: Optional[Path] = None) -> list[QuestionR
     """Validate the file and return the records (nothing is written)."""
     data = load_json(path)
     if not isinstance(data, list):
-        raise Fields(path, "-", {}).error(None, "expected a JSON list of questions")
+        raise ImportDataError(str(path), "-", None, "expected a JSON list of questions")
     return refuse_duplicates(path, [_record(path, index, item, images_dir) for index, item in enumerate(data)])
 
 

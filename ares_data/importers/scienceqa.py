@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from ..errors import ImportDataError
 from ..store import Store
 from ._common import Fields, ImportResult, Progress, QuestionRecord, load_json, locate_image, write_records
 
@@ -34,7 +35,7 @@ def gold_rationale(lecture: str, solution: str) -> str:
 def _read_splits(path: Path) -> dict[str, str]:
     data = load_json(path)
     if not isinstance(data, dict):
-        raise Fields(path, "-", data).error(None, "expected an object {split: [pid, ...]}")
+        raise ImportDataError(str(path), "-", None, "expected an object {split: [pid, ...]}")
     by_pid: dict[str, str] = {}
     for split in SPLITS:
         for pid in Fields(path, split, data).strings(split):
@@ -47,7 +48,7 @@ def _read_captions(path: Path) -> dict[str, str]:
     data = load_json(path)
     captions = data.get("captions", data) if isinstance(data, dict) else data
     if not isinstance(captions, dict) or not all(isinstance(v, str) for v in captions.values()):
-        raise Fields(path, "captions", {}).error(None, "expected an object {pid: caption}")
+        raise ImportDataError(str(path), "captions", None, "expected an object {pid: caption}")
     return captions
 
 
@@ -82,7 +83,7 @@ def read_scienceqa(
     """Validate the files and return the records (nothing is written)."""
     data = load_json(problems)
     if not isinstance(data, dict):
-        raise Fields(problems, "-", data).error(None, "expected an object {pid: problem}")
+        raise ImportDataError(str(problems), "-", None, "expected an object {pid: problem}")
     by_pid = _read_splits(splits)
     caption_map = _read_captions(captions) if captions else {}
     return [_record(problems, pid, problem, by_pid, caption_map, images_dir) for pid, problem in data.items()]
