@@ -71,9 +71,9 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None) -> str:
 
 class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
-                 seed: int = 0, api_key: str | None = None, hang_s: float = 30.0):
+                 seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True):
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
-        self.api_key, self.hang_s = api_key, hang_s
+        self.api_key, self.hang_s, self.ratelimit_headers = api_key, hang_s, ratelimit_headers
         self.by_status: Counter = Counter()
         self.answered: Counter = Counter()
         self.seen: Counter = Counter()
@@ -150,10 +150,15 @@ class FakeTeacher:
             return Response(envelope[: len(envelope) // 2], media_type="application/json")
         self.by_status["200"] += 1
         self.answered[key] += 1
-        headers = {"x-ratelimit-limit-requests": str(int(self.rpm or 0)),
-                   "x-ratelimit-remaining-requests": str(int(self._tokens)) if self.rpm else "1000000",
-                   "x-ratelimit-reset-requests": "1s"}
-        return Response(envelope, media_type="application/json", headers=headers)
+        return Response(envelope, media_type="application/json", headers=self._limit_headers())
+
+    def _limit_headers(self) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers: what is left of the bucket and when a request is free again."""
+        if not (self.rpm and self.ratelimit_headers):
+            return {}
+        reset_ms = int(max(0.0, 1 - self._tokens) * 60_000 / self.rpm) + 1
+        return {"x-ratelimit-limit-requests": str(int(self.rpm)),
+                "x-ratelimit-remaining-requests": str(int(self._tokens)), "x-ratelimit-reset-requests": f"{reset_ms}ms"}
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "ares"}]})

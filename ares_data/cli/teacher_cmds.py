@@ -23,7 +23,7 @@ def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, **options) -
 
     run = collect.collect_scores if kind == "score" else collect.collect_corrections
     try:
-        summary = asyncio.run(run(store(ctx), teacher, progress=True, **options))
+        summary = asyncio.run(run(store(ctx), teacher, progress=err_console.is_terminal, **options))
     except KeyboardInterrupt:
         err_console.print("interrupted: every answer received so far is saved; "
                           "run the same command again to resume (stored answers are not asked again)")

@@ -53,8 +53,8 @@ TEACHER_OPTIONS: dict[str, Any] = {
 
 def teacher_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the teacher flags to a command; it receives them as one `teacher: TeacherConfig`."""
-    own = \\[p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "teacher"]
-    added = \\[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "teacher"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
              for name, annotation in TEACHER_OPTIONS.items()]
 
     @functools.wraps(command)

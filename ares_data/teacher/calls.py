@@ -10,6 +10,8 @@ the retries; a re-run asks again and updates that row).
 
 from __future__ import annotations
 
+import asyncio
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -104,6 +106,7 @@ class CallRunner:
         self.store, self.client, self.config = store, client, client.config
         self.tally = tally or Tally()
         self.budget = Budget(max_cost, self.tally)
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def call_cost(self, tokens_in: int, tokens_out: int) -> float:
         return cost(self.config.model, tokens_in, tokens_out, self.config.price_in, self.config.price_out)
@@ -111,42 +114,49 @@ class CallRunner:
     async def run(self, task: Task) -> Outcome:
         ask, repair_of = task.ask, None
         for repair in range(self.config.max_repairs + 1):
-            final = repair == self.config.max_repairs
             body, stored, key = request_key(self.config, task, ask)
-            row = stored_answer(self.store, key)
-            if row is not None:
-                self.tally.reused += 1
-                text = row.response or ""
-            else:
-                started = utcnow()
-                try:
-                    reply = await self._send(task, body)
-                except CallFailed as exc:
-                    self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
-                                 attempts=exc.attempts)
-                    if exc.permanent:
-                        raise TeacherError(str(exc)) from None
-                    return Outcome("error", reason="error")
-                text = reply.text
-            try:
-                result = task.parse(text)
-            except InvalidAnswer as exc:
-                reason = f"{exc.code}: {exc}"
-                if row is None:
-                    row = self._record(task, key, stored, "failed" if final else "invalid", reply, repair_of,
-                                       started, error=reason)
-                if final or row.status == "failed":
-                    return Outcome("failed", call_id=row.id, reason=exc.code)
-                repair_of = row.id
-                ask = ask.repaired(text, repair_message(task.prompt, str(exc), **task.repair_values))
-                continue
-            if row is None:
-                row = self._record(task, key, stored, "ok", reply, repair_of, started, result=result)
-            elif task.persist is not None:
-                with self.store.session() as session:
-                    task.persist(session, row, result)
-            return Outcome("ok", result=result, call_id=row.id)
+            # Identical requests in flight at once (identical rationales) wait for the first answer.
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                outcome, row, text = await self._answer(task, body, stored, key, repair_of,
+                                                        final=repair == self.config.max_repairs)
+            if outcome is not None:
+                return outcome
+            repair_of = row.id
+            ask = ask.repaired(text, repair_message(task.prompt, row.error.split(": ", 1)[1], **task.repair_values))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _answer(self, task: Task, body: dict, stored: dict, key: str, repair_of: int | None,
+                      final: bool) -> tuple[Outcome | None, TeacherCall | None, str]:
+        """The stored or fresh answer to one request: an Outcome, or (None, invalid row, text) to repair."""
+        row, reply, started = stored_answer(self.store, key), None, utcnow()
+        if row is not None:
+            self.tally.reused += 1
+            text = row.response or ""
+        else:
+            try:
+                reply = await self._send(task, body)
+            except CallFailed as exc:
+                self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
+                             attempts=exc.attempts)
+                if exc.permanent:
+                    raise TeacherError(str(exc)) from None
+                return Outcome("error", reason="error"), None, ""
+            text = reply.text
+        try:
+            result = task.parse(text)
+        except InvalidAnswer as exc:
+            if row is None:
+                row = self._record(task, key, stored, "failed" if final else "invalid", reply, repair_of, started,
+                                   error=f"{exc.code}: {exc}")
+            if final or row.status == "failed":
+                return Outcome("failed", call_id=row.id, reason=exc.code), row, text
+            return None, row, text
+        if reply is not None:
+            row = self._record(task, key, stored, "ok", reply, repair_of, started, result=result)
+        elif task.persist is not None:
+            with self.store.session() as session:
+                task.persist(session, row, result)
+        return Outcome("ok", result=result, call_id=row.id), row, text
 
     async def _send(self, task: Task, body: dict) -> Reply:
         estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
