@@ -12,7 +12,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import distinct
 from sqlmodel import select
 
 from ares_data.errors import AresError, TrainingError
@@ -41,7 +40,7 @@ def _registered(store: Store, name: str) -> ModelCheckpoint | None:
 def rollout_checkpoint(store: Store, round: int) -> ModelCheckpoint | None:
     """The checkpoint that generated the round's scored rollouts (PPO starts from it: on-policy)."""
     with store.session() as session:
-        ids = session.exec(select(distinct(Rationale.model_checkpoint_id))
+        ids = session.exec(select(Rationale.model_checkpoint_id).distinct()
                            .join(TeacherCall, TeacherCall.rationale_id == Rationale.id)
                            .where(Rationale.source == "student", Rationale.round == round,
                                   Rationale.model_checkpoint_id.is_not(None),
