@@ -163,7 +163,8 @@ class Store:
 
     def add_questions(self, session: Session, dataset: str, rows: Sequence[dict]) -> dict[str, tuple[int, bool]]:
         """Bulk `add_question` (one INSERT for all new rows): {source_id: (id, created)}."""
-        found = dict(session.execute(select(Question.source_id, Question.id).where(Question.dataset == dataset)).all())
+        found = dict(_in_chunks(session, select(Question.source_id, Question.id).where(Question.dataset == dataset),
+                                Question.source_id, [r["source_id"] for r in rows]))
         new = [{**r, "dataset": dataset, "created_at": utcnow()} for r in rows if r["source_id"] not in found]
         out = {sid: (qid, False) for sid, qid in found.items()}
         if new:
@@ -175,10 +176,7 @@ class Store:
     def add_rationales(self, session: Session, rows: Sequence[dict]) -> int:
         """Bulk `add_rationale`: rows whose `dedup_key` exists are skipped; returns how many were new."""
         keys = [r["dedup_key"] for r in rows]
-        present: set[str] = set()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            present.update(session.execute(select(Rationale.dedup_key).where(Rationale.dedup_key.in_(chunk))).scalars())
+        present = {key for (key,) in _in_chunks(session, select(Rationale.dedup_key), Rationale.dedup_key, keys)}
         new = [{**r, "created_at": utcnow()} for r in rows if r["dedup_key"] not in present]
         if not new:
             return 0
@@ -222,6 +220,14 @@ class Store:
             raise StoreError(f"SQL error: {message}") from exc
         finally:
             engine.dispose()
+
+
+def _in_chunks(session: Session, stmt: Any, column: Any, values: Sequence[Any], size: int = 500) -> list[tuple]:
+    """The rows of `stmt WHERE column IN values`, asked 500 values at a time (SQLite's bind limit)."""
+    found: list[tuple] = []
+    for i in range(0, len(values), size):
+        found.extend(tuple(row) for row in session.execute(stmt.where(column.in_(values[i:i + size]))))
+    return found
 
 
 def sentence_rows(rationale_id: int, text: str) -> list[dict]:
