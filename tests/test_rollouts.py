@@ -74,6 +74,12 @@ def test_generate_stores_k_rollouts_and_a_rerun_adds_nothing(cli, store, feedbac
     with store.session() as session:
         assert len(session.exec(select(Rationale)).all()) == 8
 
+    by_name = cli("generate", "--checkpoint", base.name, "--round", "2", "--k", "1", "--limit", "1",
+                  "--max-new-tokens", "4")
+    assert by_name.exit_code == 0 and f"1 rationales for 1 questions from {base.name}" in by_name.stdout
+    unknown = cli("generate", "--checkpoint", "round-9-rl", "--round", "2")
+    assert unknown.exit_code == 1 and "no checkpoint named 'round-9-rl'" in unknown.stderr
+
 
 def test_base_checkpoint_with_adapters_is_a_chain(store, tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
