@@ -18,7 +18,8 @@ def utcnow() -> datetime:
 
 
 def _json(name: str | None = None, nullable: bool = True) -> Any:
-    col = Column(name, JSON, nullable=nullable) if name else Column(JSON, nullable=nullable)
+    kind = JSON(none_as_null=True)  # Python None is SQL NULL, so `WHERE metadata IS NULL` works
+    col = Column(name, kind, nullable=nullable) if name else Column(kind, nullable=nullable)
     return Field(default=None, sa_column=col)
 
 
