@@ -200,7 +200,7 @@ def test_jsonl_fields(store, tmp_path):
     assert str(import_jsonl(store, path)) == "2 new questions, 2 new gold rationales (0 already present)"
     found = rows(store, "SELECT dataset, source_id, split, answer_index, hint, image_path, image_sha256, metadata "
                         "FROM question ORDER BY id")
-    assert [r[:7] + (json.loads(r[7]),) for r in found] == [
+    assert [r[:7] + (r[7] and json.loads(r[7]),) for r in found] == [
         ("my_quiz", "7", "test", 2, "ctx", str((tmp_path / "img" / "a.png").resolve()),
          hashlib.sha256(b"png").hexdigest(), {"k": 1}),
         ("my_quiz", "b", "train", 0, "", None, None, None),
