@@ -143,7 +143,7 @@ def generate_rollouts(
                 batch_size=settings.batch_size, seed=seed,
             )
             with store.session() as session:
-                for question, samples in zip(batch, texts):
+                for question, samples in zip(batch, texts, strict=True):
                     for index, text in enumerate(samples):
                         _, created = store.add_rationale(
                             session, question_id=question.id, source="student", text=text,
