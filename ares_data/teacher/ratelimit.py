@@ -16,6 +16,9 @@ from typing import AsyncIterator, Mapping
 from .retry import parse_duration
 
 
+CATCH_UP_S = 0.5
+
+
 class RateLimiter:
     def __init__(self, rpm: float, tpm: float | None = None, concurrency: int = 16,
                  clock=time.monotonic):
@@ -47,7 +50,10 @@ class RateLimiter:
                 if delay <= 0:
                     break
                 await asyncio.sleep(delay)
-            self._next_slot = max(now, self._next_slot) + self.interval
+            # A caller woken late (a busy event loop) may use the slots missed in the last
+            # CATCH_UP_S, so the achieved rate does not drift below the configured one.
+            late = now - self._next_slot
+            self._next_slot = (self._next_slot if late < CATCH_UP_S else now) + self.interval
             self._tokens -= tokens
 
     @asynccontextmanager
