@@ -1,21 +1,22 @@
 """A synthetic task small enough to watch PPO learn on a CPU in seconds.
 
 Shared by the learning test and `benchmarks/credit_assignment.py`. The student is a tiny
-random Llama over a word-level vocabulary; it writes a few "sentences" of words ended by `.`.
-The scorer gives a sentence 1.0 when it contains the word `yes` and 0.0 otherwise, so the
-mean sentence score rises only if the policy learns to put `yes` in its sentences.
+random Llama over a word-level vocabulary; it writes `SENTENCES` "sentences" of
+`SENTENCE_WORDS` words each (the toy's sentence boundaries are fixed, not punctuated).
+Sentence i scores 1.0 when it contains the word `TARGETS[i]` and 0.0 otherwise: the policy has
+to learn what to write where, which is what per-sentence credit helps with.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
-from ares_data.splitter import split_sentences
-
-WORDS = ["yes", "no", "maybe", "so", "then", "."]
+TARGETS = ["red", "green", "blue", "gold"]
+WORDS = TARGETS + ["so", "then", "and", "it"]
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 PROMPT = "<bos> so"
-TARGET_WORD = "yes"
+SENTENCES, SENTENCE_WORDS = 4, 3
 
 
 def toy_tokenizer() -> Any:
@@ -32,7 +33,7 @@ def toy_tokenizer() -> Any:
     )
 
 
-def toy_model(tokenizer: Any, seed: int = 0) -> Any:
+def toy_model(tokenizer: Any, seed: int = 0, init_range: float = 0.2) -> Any:
     """A 2-layer Llama with hidden size 32, randomly initialised from `seed`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -42,21 +43,29 @@ def toy_model(tokenizer: Any, seed: int = 0) -> Any:
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, initializer_range=init_range,
     )  # fmt: skip
     return LlamaForCausalLM(config)
 
 
 def score(response: str) -> tuple[list[int], list[float]]:
-    """Sentence end offsets and scores: 1.0 for a sentence containing `yes`, else 0.0."""
-    spans = split_sentences(response)
-    return [s.end for s in spans], [float(TARGET_WORD in s.text.split()) for s in spans]
+    """Sentence end offsets and scores of a response (every `SENTENCE_WORDS` words a sentence)."""
+    words = list(re.finditer(r"\S+", response))
+    ends, scores = [], []
+    for i in range(0, len(words), SENTENCE_WORDS):
+        chunk = words[i : i + SENTENCE_WORDS]
+        target = TARGETS[(i // SENTENCE_WORDS) % len(TARGETS)]
+        ends.append(chunk[-1].end())
+        scores.append(float(any(w.group() == target for w in chunk)))
+    return ends, scores
 
 
-def rollouts(trainer: Any, n: int, max_new_tokens: int = 12) -> list[dict]:
+def rollouts(trainer: Any, n: int) -> list[dict]:
     """`n` sampled responses to the fixed prompt, scored: rows for `trainer.step`."""
+    tok, length = trainer.tokenizer, SENTENCES * SENTENCE_WORDS
     responses = trainer.generate(
-        [PROMPT] * n, max_new_tokens, do_sample=True, min_new_tokens=max_new_tokens,
+        [PROMPT] * n, length, do_sample=True, min_new_tokens=length,
+        suppress_tokens=[tok.pad_token_id, tok.bos_token_id],
     )
     rows = []
     for response in responses:
@@ -65,7 +74,7 @@ def rollouts(trainer: Any, n: int, max_new_tokens: int = 12) -> list[dict]:
     return rows
 
 
-def online(trainer: Any, steps: int, max_new_tokens: int = 12) -> Iterator[dict]:
+def online(trainer: Any, steps: int) -> Iterator[dict]:
     """generate -> score -> PPO step, `steps` times; yields each step's metrics."""
     for _ in range(steps):
-        yield trainer.step(rollouts(trainer, trainer.config.batch_size, max_new_tokens))
+        yield trainer.step(rollouts(trainer, trainer.config.batch_size))

@@ -1,0 +1,110 @@
+"""PPO arithmetic against a small example worked out by hand (gamma 1, lambda 0.95)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ares_train import ppo_math as pm  # noqa: E402
+
+# One response of 4 real tokens and one pad; sentence 0 ends on token 1, sentence 1 on token 3.
+MASK = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+ENDS, SCORES = [[1, 3]], [[1.0, 0.2]]
+
+
+def approx(tensor, expected):
+    return tensor.flatten().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_sentence_scores_sit_on_sentence_end_tokens():
+    placed = pm.score_rewards(ENDS, SCORES, MASK, neutral=0.5)
+    assert approx(placed, [0.0, 0.5, 0.0, -0.3, 0.0])
+
+
+def test_final_placement_puts_the_mean_score_on_the_last_real_token():
+    placed = pm.score_rewards(ENDS, SCORES, MASK, neutral=0.5, placement="final")
+    assert approx(placed, [0.0, 0.0, 0.0, 0.1, 0.0])
+
+
+def test_two_sentences_ending_on_one_token_add_up():
+    placed = pm.score_rewards([[2, 2]], [[1.0, 0.7]], MASK, neutral=0.5)
+    assert approx(placed, [0.0, 0.0, 0.7, 0.0, 0.0])
+
+
+def test_rewards_add_the_kl_penalty_per_token():
+    logp = torch.tensor([[-1.0, -2.0, -1.0, -0.5, -9.0]])
+    ref = torch.tensor([[-1.5, -2.0, -0.5, -0.5, -3.0]])
+    placed = pm.score_rewards(ENDS, SCORES, MASK, neutral=0.5)
+    rewards, kl = pm.compute_rewards(logp, ref, placed, MASK, kl_coef=0.1)
+    assert approx(kl, [0.5, 0.0, -0.5, 0.0, 0.0])
+    assert approx(rewards, [-0.05, 0.5, 0.05, -0.3, 0.0])
+
+
+def test_gae_by_hand():
+    rewards = torch.tensor([[-0.05, 0.5, 0.05, -0.3, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3, 0.4, 7.0]])  # the pad's value must not leak in
+    advantages, returns = pm.gae(rewards, values, MASK, gamma=1.0, lam=0.95)
+    # t=3: delta = -0.3 + 0 - 0.4 = -0.7                     A3 = -0.7
+    # t=2: delta = 0.05 + 0.4 - 0.3 = 0.15    A2 = 0.15 + 0.95 * -0.7   = -0.515
+    # t=1: delta = 0.5 + 0.3 - 0.2 = 0.6      A1 = 0.6 + 0.95 * -0.515  = 0.11075
+    # t=0: delta = -0.05 + 0.2 - 0.1 = 0.05   A0 = 0.05 + 0.95 * 0.11075 = 0.1552125
+    assert approx(advantages, [0.1552125, 0.11075, -0.515, -0.7, 0.0])
+    assert approx(returns, [0.2552125, 0.31075, -0.215, -0.3, 0.0])
+
+
+def test_gae_with_lambda_one_returns_the_reward_to_go():
+    rewards = torch.tensor([[-0.05, 0.5, 0.05, -0.3, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0]])
+    _, returns = pm.gae(rewards, values, MASK, gamma=1.0, lam=1.0)
+    assert approx(returns, [0.2, 0.25, -0.25, -0.3, 0.0])
+
+
+def test_whiten_uses_masked_entries_only():
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0]])
+    std = math.sqrt(1.25)  # population variance of 1..4
+    assert approx(pm.whiten(x, MASK), [-1.5 / std, -0.5 / std, 0.5 / std, 1.5 / std, 0.0])
+    assert approx(pm.whiten(x, MASK, shift_mean=False),
+                  [2.5 - 1.5 / std, 2.5 - 0.5 / std, 2.5 + 0.5 / std, 2.5 + 1.5 / std, 0.0])
+
+
+MASK2 = torch.ones(1, 2)
+ADV = torch.tensor([[2.0, -1.0]])
+
+
+def test_policy_loss_without_clipping():
+    old = torch.tensor([[-1.0, -2.0]])
+    loss, clip_frac = pm.policy_loss(old + math.log(1.1), old, ADV, MASK2, clip_range=0.2)
+    assert loss.item() == pytest.approx((-2.0 * 1.1 + 1.0 * 1.1) / 2)
+    assert clip_frac.item() == 0.0
+
+
+def test_policy_loss_clips_a_ratio_that_moved_too_far_in_the_advantage_direction():
+    old = torch.tensor([[-1.0, -2.0]])
+    loss, clip_frac = pm.policy_loss(old + math.log(1.5), old, ADV, MASK2, clip_range=0.2)
+    # token 0: max(-2 * 1.5, -2 * 1.2) = -2.4 (clipped); token 1: max(1.5, 1.2) = 1.5 (not)
+    assert loss.item() == pytest.approx((-2.4 + 1.5) / 2)
+    assert clip_frac.item() == 0.5
+
+
+def test_value_loss_without_clipping():
+    loss, clip_frac = pm.value_loss(torch.tensor([[1.1]]), torch.tensor([[1.0]]),
+                                    torch.tensor([[2.0]]), torch.ones(1, 1), clip_range=0.2)
+    assert loss.item() == pytest.approx(0.5 * 0.81)
+    assert clip_frac.item() == 0.0
+
+
+def test_value_loss_clips_a_value_that_overshot():
+    # new value 2.5 is 0.5 from the target; clipped to 1.2 it is 0.8 away: the larger error counts.
+    loss, clip_frac = pm.value_loss(torch.tensor([[2.5]]), torch.tensor([[1.0]]),
+                                    torch.tensor([[2.0]]), torch.ones(1, 1), clip_range=0.2)
+    assert loss.item() == pytest.approx(0.5 * 0.64)
+    assert clip_frac.item() == 1.0
+
+
+def test_logprobs_and_entropy():
+    logits = torch.zeros(1, 1, 4)
+    assert pm.logprobs_of(logits, torch.tensor([[2]])).item() == pytest.approx(-math.log(4))
+    assert pm.entropy(logits).item() == pytest.approx(math.log(4))
