@@ -1,12 +1,14 @@
-"""The store: one SQLAlchemy engine over SQLite (default) or any SQLAlchemy URL.
+"""The store: one SQLAlchemy engine over SQLite (default) or PostgreSQL (psycopg 3).
 
 Opening a store applies the pending migrations from `db/`. SQLite runs in WAL mode with a
 busy timeout, so an auditor (or Datasette) reading in another process never blocks a
-collector. Every write goes through `Store.session()`, one transaction per block.
+collector. PostgreSQL sessions run in UTC, so timestamps read the same on both. Every write
+goes through `Store.session()`, one transaction per block.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,11 +35,14 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 def resolve_url(target: str | os.PathLike | None) -> str:
-    """A path becomes `sqlite:///ABS_PATH`; a URL (anything with `://`) is kept as it is."""
+    """A path becomes `sqlite:///ABS_PATH`; a URL (anything with `://`) is kept, except that a
+    plain `postgresql://` gets psycopg 3, the driver of the `postgres` extra."""
     target = str(target or os.environ.get("ARES_DB") or DEFAULT_DB)
-    if "://" in target:
-        return target
-    return f"sqlite:///{Path(target).expanduser().resolve()}"
+    if "://" not in target:
+        return f"sqlite:///{Path(target).expanduser().resolve()}"
+    if target.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + target.split("://", 1)[1]
+    return target
 
 
 def _sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
@@ -73,11 +78,33 @@ def _make_engine(url: str, *, read_only: bool = False) -> Engine:
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_pragmas(engine, read_only=read_only)
         return engine
-    options: dict[str, Any] = {"pool_pre_ping": True}
-    engine = create_engine(url, **options)
-    if read_only and parsed.get_backend_name() == "postgresql":
+    if parsed.get_backend_name() != "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.get_driver_name() != "psycopg" or importlib.util.find_spec("psycopg") is None:
+        raise StoreError(f"{redact(url)}: PostgreSQL is used through psycopg 3: write postgresql://... "
+                         "and pip install 'ares-toolkit[postgres]'")
+    settings = "-c timezone=UTC"
+    connect_args: dict[str, Any] = {}
+    if read_only:
+        # Every transaction of the session starts read-only, so a COMMIT in the query cannot
+        # open a writable one; prepare_threshold=0 sends each query as a prepared statement,
+        # which the server refuses to hold more than one statement (no `...; SET TRANSACTION
+        # READ WRITE; DELETE ...`).
+        settings += " -c default_transaction_read_only=on"
+        connect_args["prepare_threshold"] = 0
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"options": settings, **connect_args})
+    if read_only:
+        event.listen(engine, "connect", _json_as_text)
         engine = engine.execution_options(postgresql_readonly=True)
     return engine
+
+
+def _json_as_text(dbapi_conn, _record) -> None:  # noqa: ANN001
+    """`ares sql` prints JSON columns as their text, as SQLite stores them, not as parsed objects."""
+    from psycopg.types.string import TextLoader
+
+    for name in ("json", "jsonb"):
+        dbapi_conn.adapters.register_loader(name, TextLoader)
 
 
 def redact(url: str) -> str:

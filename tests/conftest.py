@@ -1,21 +1,62 @@
-"""Shared fixtures: every test gets its own store file and ARES_HOME; stores are closed."""
+"""Shared fixtures: every test gets its own store and ARES_HOME; stores are closed.
+
+A test marked `both_backends` runs twice, on SQLite and on PostgreSQL: `store`, `db_url` and
+ARES_DB (so `cli` too) follow the backend. Unmarked tests use SQLite. PostgreSQL is a
+throwaway cluster started once per session (tests/pg_cluster.py), a fresh database per test.
+"""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from pg_cluster import ClusterUnavailable, fresh_database, running_cluster
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BACKENDS = ("sqlite", "postgresql")
+_PG_SKIPPED: list[str] = []
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARES_HOME", str(tmp_path / "ares-home"))
-    monkeypatch.setenv("ARES_DB", str(tmp_path / "ares.db"))
-    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(key, raising=False)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_backends: run on SQLite and on PostgreSQL (store, db_url, ARES_DB)")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_backends") and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say why PostgreSQL was skipped, whatever the -r flags."""
+    if _PG_SKIPPED:
+        terminalreporter.write_line(f"PostgreSQL tests skipped: {_PG_SKIPPED[0]}", yellow=True)
+
+
+@pytest.fixture
+def backend(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """The admin URL of the session's PostgreSQL cluster; skips when it cannot be started."""
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(running_cluster())
+        except ClusterUnavailable as exc:
+            _PG_SKIPPED.append(str(exc))
+            pytest.skip(f"PostgreSQL unavailable: {exc}")
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """A fresh, empty PostgreSQL database for this test (dropped afterwards)."""
+    with fresh_database(pg_cluster) as url:
+        yield url
 
 
 @pytest.fixture
@@ -24,10 +65,24 @@ def db_path(tmp_path) -> Path:
 
 
 @pytest.fixture
-def store(db_path):
+def db_url(backend, db_path, request) -> str:
+    """This test's store: the SQLite file, or a fresh PostgreSQL database."""
+    return str(db_path) if backend == "sqlite" else request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch, db_url):
+    monkeypatch.setenv("ARES_HOME", str(tmp_path / "ares-home"))
+    monkeypatch.setenv("ARES_DB", db_url)
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def store(db_url):
     from ares_data.store import Store
 
-    opened = Store(db_path)
+    opened = Store(db_url)
     yield opened
     opened.close()
 

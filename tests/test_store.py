@@ -70,6 +70,7 @@ def test_failed_migration_leaves_nothing_behind(db_path):
     assert con.execute("SELECT COUNT(*) FROM schema_migration WHERE name = '0900_broken'").fetchone()[0] == 0
 
 
+@pytest.mark.both_backends
 def test_sql_write_is_refused_by_the_database(cli, store):
     with store.session() as s:
         s.add(models.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
@@ -81,6 +82,7 @@ def test_sql_write_is_refused_by_the_database(cli, store):
     assert store.table_counts()["question"] == 1
 
 
+@pytest.mark.both_backends
 def test_sql_formats(cli, store):
     with store.session() as s:
         s.add(models.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
