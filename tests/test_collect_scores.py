@@ -31,6 +31,7 @@ def scores_by_sentence(store):
     return found, total
 
 
+@pytest.mark.both_backends
 def test_scores_every_sentence_once_and_a_rerun_sends_nothing(store):
     add_rationales(store, 8)
     with serve_in_thread(latency_ms=20) as url:
@@ -48,6 +49,7 @@ def test_scores_every_sentence_once_and_a_rerun_sends_nothing(store):
     assert "Authorization" not in str(call.request) and call.request["messages"][0]["role"] == "system"
 
 
+@pytest.mark.both_backends
 def test_identical_rationales_share_one_call(store):
     from ares_data.models import Question
 
@@ -66,6 +68,7 @@ def test_identical_rationales_share_one_call(store):
     assert total == 6 and len(found) == 6
 
 
+@pytest.mark.both_backends
 def test_faults_are_retried_or_recorded_never_made_up(store):
     add_rationales(store, 24)
     with serve_in_thread(fault_rate=0.4, seed=3) as url:

@@ -11,6 +11,7 @@ import pytest
 from ares_data.errors import ImportDataError
 from ares_data.importers import import_aokvqa, import_example, import_jsonl, import_scienceqa
 
+pytestmark = pytest.mark.both_backends  # every importer / exporter also runs on PostgreSQL
 SUMMARY_150 = "150 new questions, 149 new gold rationales (0 already present)"  # pid 58 has neither
 
 
