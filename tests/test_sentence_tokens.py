@@ -1,0 +1,70 @@
+"""Sentence ends -> tokens, on real ScienceQA rationales with the real SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ares_data.splitter import split_sentences
+from ares_train.sentence_tokens import sentence_end_tokens, tokenize_with_sentence_ends
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture
+def solutions(shared_data) -> list[str]:
+    problems = json.loads((shared_data / "scienceqa" / "problems.sample150.json").read_text())
+    return [p["solution"] for p in problems.values() if p["solution"].strip()]
+
+
+def test_offsets_with_special_tokens_and_uncovered_spaces():
+    # a BOS with an empty span, then words whose spans leave the spaces uncovered
+    offsets = [(0, 0), (0, 3), (4, 8), (8, 9), (10, 14)]
+    assert sentence_end_tokens(offsets, [9, 14]) == [3, 4]
+    assert sentence_end_tokens(offsets, [4]) == [1]  # ends on an uncovered space: the token before
+    assert sentence_end_tokens(offsets, []) == []
+    with pytest.raises(ValueError):
+        sentence_end_tokens(offsets, [15])
+    with pytest.raises(ValueError):
+        sentence_end_tokens(offsets, [0])
+
+
+def test_every_sentence_of_real_rationales_maps_to_the_token_holding_its_last_char(tokenizer, solutions):
+    checked = 0
+    for text in solutions:
+        spans = split_sentences(text)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, positions = tokenize_with_sentence_ends(tokenizer, text, [s.end for s in spans])
+        assert ids == enc["input_ids"]
+        assert positions == sorted(positions)
+        for span, pos in zip(spans, positions):
+            start, end = enc["offset_mapping"][pos]
+            assert start <= span.end - 1 < end, (text, span)
+            # the sentence is complete after this token and not before it
+            assert tokenizer.decode(ids[: pos + 1]).startswith(text[: span.end])
+            assert not tokenizer.decode(ids[:pos]).startswith(text[: span.end])
+            checked += 1
+    assert checked > 300
+
+
+@pytest.mark.parametrize(
+    "text, end, token",
+    [
+        # sentence spans that stop before a closing quote or bracket fused with the period
+        ("It weighs 3.5m.\u201d Then it fell.", len("It weighs 3.5m."), ".\u201d"),
+        ('He said "stop." Then he left.', len('He said "stop.'), '."'),
+        ("Use 3.5m.) Then", len("Use 3.5m."), ".)"),
+    ],
+)
+def test_a_sentence_ending_mid_token_maps_to_the_straddling_token(tokenizer, text, end, token):
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    _, (pos,) = tokenize_with_sentence_ends(tokenizer, text, [end])
+    start, stop = enc["offset_mapping"][pos]
+    assert tokenizer.decode(enc["input_ids"][pos]) == token
+    assert start < end < stop  # the token straddles the boundary and holds the last character
