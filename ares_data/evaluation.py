@@ -78,7 +78,7 @@ def accuracy_tables(store: Store, checkpoint_id: int, split: str) -> dict[str, t
                    SUM(CASE WHEN e.predicted_answer IS NULL THEN 1 ELSE 0 END) AS unparsed
             FROM eval_result e JOIN question q ON q.id = e.question_id
             WHERE e.kind = 'accuracy' AND e.model_checkpoint_id = :ckpt AND e.split = :split
-            GROUP BY {group} ORDER BY {group}
+            GROUP BY 1 ORDER BY 1
             """,
             {"ckpt": checkpoint_id, "split": split},
         )
