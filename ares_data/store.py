@@ -94,17 +94,20 @@ def _make_engine(url: str, *, read_only: bool = False) -> Engine:
         connect_args["prepare_threshold"] = 0
     engine = create_engine(url, pool_pre_ping=True, connect_args={"options": settings, **connect_args})
     if read_only:
-        event.listen(engine, "connect", _json_as_text)
+        event.listen(engine, "connect", _values_as_in_sqlite)
         engine = engine.execution_options(postgresql_readonly=True)
     return engine
 
 
-def _json_as_text(dbapi_conn, _record) -> None:  # noqa: ANN001
-    """`ares sql` prints JSON columns as their text, as SQLite stores them, not as parsed objects."""
+def _values_as_in_sqlite(dbapi_conn, _record) -> None:  # noqa: ANN001
+    """Read-only queries give the same Python values on both engines: JSON as its text (as SQLite
+    stores it), NUMERIC (`AVG(integer)`, `1.0` literals) as float rather than Decimal."""
+    from psycopg.types.numeric import FloatLoader
     from psycopg.types.string import TextLoader
 
     for name in ("json", "jsonb"):
         dbapi_conn.adapters.register_loader(name, TextLoader)
+    dbapi_conn.adapters.register_loader("numeric", FloatLoader)
 
 
 def redact(url: str) -> str:

@@ -1,5 +1,7 @@
 """`ares report` reads the store and writes Markdown + PNG plots with the figures in it."""
 
+import pytest
+
 from ares_data import models as m
 
 
@@ -32,6 +34,7 @@ def _seed(store):
                                question_id=q.id, split="test", outcome=outcome, a_position="A"))
 
 
+@pytest.mark.both_backends
 def test_report_writes_plots_and_exact_tables(cli, store, tmp_path):
     _seed(store)
     out = tmp_path / "report"
