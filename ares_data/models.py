@@ -201,3 +201,15 @@ class PipelineStage(SQLModel, table=True):
     error: Optional[str] = None
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
+
+
+class WorkClaim(SQLModel, table=True):
+    """A collector's lease on one rationale (kind, teacher model + prompt version) while it asks."""
+
+    __tablename__ = "work_claim"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str  # score | correct
+    rationale_id: int = Field(foreign_key="rationale.id")
+    teacher: str  # "model|prompt_version"
+    worker: str  # host:pid:random, unique per collector run
+    expires_at: datetime

@@ -1,0 +1,95 @@
+"""Leases that let several collectors (processes, machines) share the work of one store.
+
+Before asking about a rationale, a collector claims it in `work_claim` with one atomic
+`UPDATE ... WHERE (lease expired OR mine)`: while two collectors live, never both ask about
+the same rationale. A heartbeat renews the leases of the rationales in flight; when a
+collector dies its leases expire and another collector takes them over. A claim also
+re-checks, in the same transaction, that the rationale still lacks an answer, so work that
+another collector finished meanwhile is not asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from typing import AsyncIterator, Callable
+
+from sqlalchemy import delete, or_, update
+from sqlmodel import Session
+
+from ..models import WorkClaim, utcnow
+from ..store import Store
+
+NEVER_HELD = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class Claim(str, Enum):
+    taken = "taken"  # ours now: ask
+    busy = "busy"  # another live collector holds it: look again later
+    done = "done"  # answered (or given up) meanwhile: nothing to do
+
+
+def _insert_ignoring_duplicates(dialect: str):  # noqa: ANN202
+    """`INSERT ... ON CONFLICT DO NOTHING`, which SQLite and PostgreSQL both spell the same way."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if dialect == "postgresql" else sqlite).insert(WorkClaim)
+
+
+class Claims:
+    """The leases of one collector run on (`kind`, rationale, `teacher`)."""
+
+    def __init__(self, store: Store, kind: str, teacher: str, still_open: Callable[[Session, int], bool],
+                 lease_s: float = 120.0):
+        self.store, self.kind, self.teacher, self.still_open = store, kind, teacher, still_open
+        self.lease = timedelta(seconds=lease_s)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def _key(self, rationale_id: int) -> tuple:
+        return (WorkClaim.kind == self.kind, WorkClaim.rationale_id == rationale_id, WorkClaim.teacher == self.teacher)
+
+    def take(self, rationale_id: int) -> Claim:
+        now = utcnow()
+        with self.store.session() as session:
+            session.execute(_insert_ignoring_duplicates(self.store.dialect).values(
+                kind=self.kind, rationale_id=rationale_id, teacher=self.teacher, worker="", expires_at=NEVER_HELD,
+            ).on_conflict_do_nothing(index_elements=["kind", "rationale_id", "teacher"]))
+            won = session.execute(update(WorkClaim).where(
+                *self._key(rationale_id), or_(WorkClaim.expires_at <= now, WorkClaim.worker == self.worker),
+            ).values(worker=self.worker, expires_at=now + self.lease)).rowcount
+            if not won:
+                return Claim.busy
+            if self.still_open(session, rationale_id):
+                return Claim.taken
+            session.execute(delete(WorkClaim).where(*self._key(rationale_id), WorkClaim.worker == self.worker))
+            return Claim.done
+
+    def release(self, rationale_id: int) -> None:
+        with self.store.session() as session:
+            session.execute(delete(WorkClaim).where(*self._key(rationale_id), WorkClaim.worker == self.worker))
+
+    def renew(self) -> int:
+        """Push back the expiry of every lease this run holds; returns how many."""
+        with self.store.session() as session:
+            return session.execute(update(WorkClaim).where(WorkClaim.worker == self.worker)
+                                   .values(expires_at=utcnow() + self.lease)).rowcount
+
+    @asynccontextmanager
+    async def heartbeat(self) -> AsyncIterator[None]:
+        """Renew the leases every third of a lease while the block runs."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.lease.total_seconds() / 3)
+                self.renew()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
