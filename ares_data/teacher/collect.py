@@ -2,7 +2,8 @@
 
 Both select the rationales that still lack an answer from this teacher model and prompt
 version, turn each into a `Task`, and run the tasks with `concurrency` workers over one
-client. A dry run builds the same requests and counts what would be sent.
+client. A dry run builds the same requests and counts what would be sent. Each rationale is
+claimed with a lease first (claims.py), so several collectors on one store share the work.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlmodel import Session, select
 
 from ..models import Correction, Question, Rationale, Sentence, SentenceScore, TeacherCall
 from ..store import Store
+from .claims import Claim, Claims
 from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, request_key, stored_answer
 from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
@@ -41,6 +43,7 @@ class CollectSummary:
     tokens_out: int = 0
     cost_usd: float = 0.0
     stopped: Optional[str] = None
+    elsewhere: int = 0
     dry_run: bool = False
     est_calls: int = 0
     est_tokens_in: int = 0
@@ -58,6 +61,8 @@ class CollectSummary:
         lines = [f"{verb} {self.done} of {self.selected} rationales; failed: {failed}",
                  f"calls sent {self.calls}, reused from the store {self.reused}; tokens {self.tokens_in} in, "
                  f"{self.tokens_out} out; cost ${self.cost_usd:.4f}"]
+        if self.elsewhere:
+            lines.append(f"{self.elsewhere} answered by another collector on this store")
         if self.skipped_empty:
             lines.append(f"skipped {self.skipped_empty} rationales without sentences")
         if self.stopped:
@@ -72,11 +77,15 @@ class _Job:
     sentences: list[Sentence]
 
 
-def _select(session: Session, kind: str, teacher: TeacherConfig, source: RationaleSource,
-            round: int | None, limit: int | None) -> list[_Job]:
-    """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version."""
-    version = load(SCORE if kind == "score" else CORRECT).version
-    same_teacher = (TeacherCall.model == teacher.model, TeacherCall.prompt_version == version)
+def _teacher_key(kind: str, teacher: TeacherConfig) -> tuple[str, str]:
+    return teacher.model, load(SCORE if kind == "score" else CORRECT).version
+
+
+def _still_open(kind: str, teacher: TeacherConfig) -> tuple:
+    """WHERE clauses: the rationale has no `ok` answer (nor a given-up chain) from this model and
+    prompt version."""
+    model, version = _teacher_key(kind, teacher)
+    same_teacher = (TeacherCall.model == model, TeacherCall.prompt_version == version)
     if kind == "score":
         answered = exists().where(SentenceScore.sentence_id == Sentence.id, Sentence.rationale_id == Rationale.id,
                                   TeacherCall.id == SentenceScore.teacher_call_id, *same_teacher)
@@ -85,7 +94,21 @@ def _select(session: Session, kind: str, teacher: TeacherConfig, source: Rationa
                                   TeacherCall.id == Correction.teacher_call_id, *same_teacher)
     given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
                               TeacherCall.status == "failed", *same_teacher)
-    stmt = select(Rationale).where(Rationale.source == source.value, ~answered, ~given_up).order_by(Rationale.id)
+    return ~answered, ~given_up
+
+
+def _claims(store: Store, kind: str, teacher: TeacherConfig, lease_s: float) -> Claims:
+    def still_open(session: Session, rationale_id: int) -> bool:
+        stmt = select(Rationale.id).where(Rationale.id == rationale_id, *_still_open(kind, teacher))
+        return session.exec(stmt).first() is not None
+
+    return Claims(store, kind, "|".join(_teacher_key(kind, teacher)), still_open, lease_s)
+
+
+def _select(session: Session, kind: str, teacher: TeacherConfig, source: RationaleSource,
+            round: int | None, limit: int | None) -> list[_Job]:
+    """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version."""
+    stmt = select(Rationale).where(Rationale.source == source.value, *_still_open(kind, teacher)).order_by(Rationale.id)
     if round is not None and source is RationaleSource.student:
         stmt = stmt.where(Rationale.round == round)
     if limit is not None:
@@ -156,7 +179,7 @@ def _progress(enabled: bool) -> Progress:
 async def _collect(store: Store, teacher: TeacherConfig, kind: str,
                    make_task: Callable[[Store, _Job], Task], *, round: int | None, rationales: str,
                    limit: int | None, dry_run: bool, max_cost: float | None, progress: bool,
-                   client: TeacherClient | None = None) -> CollectSummary:
+                   client: TeacherClient | None = None, lease_s: float = 120.0) -> CollectSummary:
     source = RationaleSource(rationales)
     with store.session() as session:
         jobs = _select(session, kind, teacher, source, round, limit)
@@ -170,7 +193,9 @@ async def _collect(store: Store, teacher: TeacherConfig, kind: str,
     tally = Tally()
     async with (client or TeacherClient(teacher)) as opened:
         runner = CallRunner(store, opened, tally, max_cost)
-        await _run_all(runner, tasks, summary, progress, teacher.concurrency)
+        claims = _claims(store, kind, teacher, lease_s)
+        async with claims.heartbeat():
+            await _run_all(runner, claims, tasks, summary, progress, teacher.concurrency)
     summary.calls, summary.reused = tally.sent, tally.reused
     summary.tokens_in, summary.tokens_out, summary.cost_usd = tally.tokens_in, tally.tokens_out, tally.cost_usd
     return summary
@@ -188,10 +213,13 @@ def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: 
                                 teacher.price_in, teacher.price_out)
 
 
-async def _run_all(runner: CallRunner, tasks: list[Task], summary: CollectSummary, progress: bool,
-                   workers: int) -> None:
-    """Run the tasks with `workers` coroutines; a permanent error or the budget stops new work."""
+async def _run_all(runner: CallRunner, claims: Claims, tasks: list[Task], summary: CollectSummary,
+                   progress: bool, workers: int) -> None:
+    """Run the tasks with `workers` coroutines; a permanent error or the budget stops new work.
+    Tasks another collector holds are looked at again (every tenth of a lease) until they are
+    answered or their lease expires and they become ours."""
     pending = iter(tasks)
+    busy: list[Task] = []
     fatal: list[BaseException] = []
     started = time.monotonic()
     with _progress(progress) as bar:
@@ -211,14 +239,29 @@ async def _run_all(runner: CallRunner, tasks: list[Task], summary: CollectSummar
             for task in pending:
                 if fatal or summary.stopped:
                     return
+                claim = claims.take(task.rationale_id)
+                if claim is Claim.busy:
+                    busy.append(task)
+                    continue
+                if claim is Claim.done:
+                    summary.elsewhere += 1
+                    bar.update(task_id, advance=1)
+                    continue
                 try:
                     advance(await runner.run(task))
                 except BudgetReached as exc:
                     summary.stopped = str(exc)
                 except Exception as exc:  # noqa: BLE001 - stops every worker, re-raised below
                     fatal.append(exc)
+                finally:
+                    claims.release(task.rationale_id)
 
-        await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(tasks))))))
+        while True:
+            await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(tasks))))))
+            if not busy or fatal or summary.stopped:
+                break
+            await asyncio.sleep(claims.lease.total_seconds() / 10)
+            pending, busy = iter(busy), []
     if fatal:
         raise fatal[0]
 
@@ -226,16 +269,17 @@ async def _run_all(runner: CallRunner, tasks: list[Task], summary: CollectSummar
 async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | None = None,
                          rationales: str = "student", limit: int | None = None, dry_run: bool = False,
                          max_cost: float | None = None, progress: bool = True,
-                         client: TeacherClient | None = None) -> CollectSummary:
+                         client: TeacherClient | None = None, lease_s: float = 120.0) -> CollectSummary:
     """Score every sentence of the selected rationales; each answer is committed as it arrives."""
     return await _collect(store, teacher, "score", _score_task, round=round, rationales=rationales, limit=limit,
-                          dry_run=dry_run, max_cost=max_cost, progress=progress, client=client)
+                          dry_run=dry_run, max_cost=max_cost, progress=progress, client=client, lease_s=lease_s)
 
 
 async def collect_corrections(store: Store, teacher: TeacherConfig, *, round: int | None = None,
                               rationales: str = "student", limit: int | None = None, dry_run: bool = False,
                               max_cost: float | None = None, progress: bool = True,
-                              client: TeacherClient | None = None) -> CollectSummary:
+                              client: TeacherClient | None = None, lease_s: float = 120.0) -> CollectSummary:
     """Minimally correct the selected rationales; each correction becomes a new rationale."""
     return await _collect(store, teacher, "correct", _correct_task, round=round, rationales=rationales,
-                          limit=limit, dry_run=dry_run, max_cost=max_cost, progress=progress, client=client)
+                          limit=limit, dry_run=dry_run, max_cost=max_cost, progress=progress, client=client,
+                          lease_s=lease_s)
