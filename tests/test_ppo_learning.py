@@ -24,6 +24,7 @@ def make_trainer(tokenizer, **overrides):
     return SentenceRewardPPOTrainer(PPOConfig(**{**FAST, **overrides}), ppo_toy.toy_model(tokenizer), tokenizer)
 
 
+@pytest.mark.slow  # ~8 s alone, 20-40 s on a busy 2-core machine
 def test_mean_sentence_score_rises_over_online_ppo_updates(tokenizer):
     torch.manual_seed(0)
     metrics = list(ppo_toy.online(make_trainer(tokenizer), steps=30))
@@ -78,3 +79,24 @@ def test_saved_policy_loads_with_peft_and_has_moved_from_init(tokenizer, tmp_pat
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero
     assert not torch.allclose(loaded_logits, base_logits)
     torch.testing.assert_close(loaded_logits, trained_logits)
+
+
+def test_one_step_on_chat_formatted_prompts_with_the_smollm2_tokenizer(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ares_data.splitter import split_sentences
+    from ares_train.prompting import format_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompt = format_prompt(tokenizer, "Which is hotter, 90°F or 85°F?")
+    responses = ["The 90°F pie is hotter. So it has more thermal energy.", "It is 85°F. The answer is (B)."]
+    rows = [{"prompt": prompt, "response": r, "sentence_ends": [s.end for s in split_sentences(r)],
+             "scores": [1.0, 0.0]} for r in responses]
+    trainer = SentenceRewardPPOTrainer(PPOConfig(batch_size=2, mini_batch_size=1, ppo_epochs=1), model, tokenizer)
+    (metrics,) = trainer.train(rows)
+    assert metrics["rows"] == 2 and metrics["dropped"] == 0
+    assert metrics["mean_score_reward"] == pytest.approx(0.0)  # +0.5 and -0.5 in each response
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-5)
+    # the template already holds its special tokens: none is added twice
+    assert trainer._prompt_ids(prompt) == tokenizer(prompt, add_special_tokens=False).input_ids
