@@ -5,7 +5,7 @@ Defaults follow the ARES paper's code. Each field's help text is written once, i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from ares_data.errors import TrainingError
@@ -13,16 +13,14 @@ from ares_data.errors import TrainingError
 RewardPlacement = Literal["sentence", "final"]
 
 
-def _f(default, help: str, **kw):  # noqa: A002 - `help` is the dataclass-metadata convention
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+def _f(default, help: str):  # noqa: A002 - `help` is the dataclass-metadata convention (as in TRL)
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class PPOConfig:
     # -- optimisation ---------------------------------------------------------------------
-    learning_rate: float = _f(2e-5, "AdamW learning rate for the policy and critic adapters and the value head.")
+    learning_rate: float = _f(2e-5, "AdamW learning rate (policy and critic adapters, value head).")
     batch_size: int = _f(8, "Rollouts per PPO batch (one `step`).")
     mini_batch_size: int = _f(4, "Rollouts per gradient update inside a batch.")
     ppo_epochs: int = _f(4, "Passes over each batch.")
@@ -49,7 +47,9 @@ class PPOConfig:
     lora_dropout: float = _f(0.05, "Dropout on the LoRA input.")
     lora_target_modules: str | list[str] = _f("all-linear", "Modules that get LoRA (PEFT syntax).")
     # -- data -----------------------------------------------------------------------------
-    max_length: int = _f(1024, "Prompt + response tokens; longer responses are cut (their late sentences lose their reward).")
+    max_length: int = _f(
+        1024, "Prompt + response tokens; a longer response is cut and its late sentences lose their reward."
+    )
     append_eos: bool = _f(True, "Append the EOS token to each response, so stopping is learnt too.")
 
     def __post_init__(self) -> None:
@@ -58,8 +58,3 @@ class PPOConfig:
                                 f"not {self.reward_placement!r}")
         if not 0 < self.mini_batch_size <= self.batch_size:
             raise TrainingError("mini_batch_size must be between 1 and batch_size")
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name -> help text (for CLIs and docs)."""
-        return {f.name: f.metadata["help"] for f in fields(cls)}

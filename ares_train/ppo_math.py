@@ -7,10 +7,12 @@ lies between two real ones (GAE relies on this).
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from .ppo_config import RewardPlacement
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -33,7 +35,7 @@ def score_rewards(
     scores: Sequence[Sequence[float]],
     mask: Tensor,
     neutral: float,
-    placement: Literal["sentence", "final"] = "sentence",
+    placement: RewardPlacement = "sentence",
 ) -> Tensor:
     """The teacher's part of the reward, [B, T].
 

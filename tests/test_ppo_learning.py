@@ -100,3 +100,13 @@ def test_one_step_on_chat_formatted_prompts_with_the_smollm2_tokenizer(tiny_mode
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-5)
     # the template already holds its special tokens: none is added twice
     assert trainer._prompt_ids(prompt) == tokenizer(prompt, add_special_tokens=False).input_ids
+
+
+def test_config_refuses_an_unknown_placement_and_an_oversized_mini_batch():
+    from ares_data.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="reward_placement"):
+        PPOConfig(reward_placement="middle")
+    with pytest.raises(TrainingError, match="mini_batch_size"):
+        PPOConfig(batch_size=2, mini_batch_size=4)
+    assert PPOConfig(reward_placement="final").reward_placement == "final"
