@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Annotated, Any, Callable, Optional
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, get_args
 
 import typer
 
@@ -51,15 +52,30 @@ TEACHER_OPTIONS: dict[str, Any] = {
 }
 
 
-def teacher_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the teacher flags to a command; it receives them as one `teacher: TeacherConfig`."""
+def teacher_options(command: Callable[..., Any] | None = None, *, settings_param: str | None = None) -> Any:
+    """Add the teacher flags to a command; it receives them as one `teacher: TeacherConfig`.
+
+    A flag the command already has for itself (`ares train --model STUDENT`) becomes
+    `--teacher-<name>` for the teacher. `settings_param` names the command's settings-file
+    option whose `teacher` section fills the teacher flags that were not given.
+    """
+    if command is None:
+        return functools.partial(teacher_options, settings_param=settings_param)
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "teacher"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    taken = {p.name for p in own}
+    names = {name: f"teacher_{name}" if name in taken else name for name in TEACHER_OPTIONS}
+    added = [inspect.Parameter(names[name], inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation=_prefixed(annotation, name) if names[name] != name else annotation)
              for name, annotation in TEACHER_OPTIONS.items()]
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        flags = {name: kwargs.pop(name) for name in TEACHER_OPTIONS}
+        flags = {name: kwargs.pop(param) for name, param in names.items()}
+        if settings_param and kwargs.get(settings_param):
+            from ..settings import read_settings
+
+            section = read_settings(Path(kwargs[settings_param])).get("teacher") or {}
+            flags.update({k.replace("-", "_"): v for k, v in section.items() if flags.get(k.replace("-", "_")) is None})
         config_file = flags.pop("teacher_config")
         return command(*args, teacher=TeacherConfig.from_options(config_file, **flags), **kwargs)
 
@@ -68,3 +84,10 @@ def teacher_options(command: Callable[..., Any]) -> Callable[..., Any]:
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     del wrapper.__wrapped__
     return wrapper
+
+
+def _prefixed(annotation: Any, name: str) -> Any:
+    """The same Annotated option as `--teacher-<name>`."""
+    base, option = get_args(annotation)
+    flag = "--teacher-" + name.replace("_", "-")
+    return Annotated[base, typer.Option(flag, help=option.help, rich_help_panel=option.rich_help_panel)]

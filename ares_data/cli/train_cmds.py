@@ -1,4 +1,4 @@
-"""Training-backend commands: `generate`, `export rl|sft|verl`, `train rl|sft`.
+"""Training-backend commands: `generate`, `export rl|sft|verl`, `train` (the loop) and `train rl|sft`.
 
 `ares_train` (torch, transformers, TRL) is imported inside the commands that need it, so
 `ares --help` and the exports stay light.
@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from ._common import LimitOpt, console, store
+from ._common import LimitOpt, console, err_console, fail, store
+from .teacher_options import teacher_options
 
 if TYPE_CHECKING:
     from ..models import Export, ModelCheckpoint
     from ..store import Store
+    from ..teacher.config import TeacherConfig
 
 RoundReq = Annotated[int, typer.Option("--round", min=1, help="Training round (1, 2, ...).")]
 ModelOpt = Annotated[Optional[str], typer.Option(
@@ -37,6 +39,13 @@ TeacherOpt = Annotated[Optional[str], typer.Option(
 EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
+# Sampling options, shared by `generate` and the `train` loop.
+SplitOpt = Annotated[str, typer.Option("--split", help="Questions of this split.")]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Length cap of a rationale.")]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", min=0, help="Sample among the k likeliest tokens.")]
+GenBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Questions per generate call.")]
 
 
 def generate(
@@ -45,14 +54,14 @@ def generate(
     model: ModelOpt = None,
     adapter: AdapterOpt = None,
     checkpoint: CheckpointOpt = None,
-    split: Annotated[str, typer.Option("--split", help="Questions of this split.")] = "train",
-    k: Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")] = 4,
+    split: SplitOpt = "train",
+    k: KOpt = 4,
     limit: LimitOpt = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 1.0,
-    top_k: Annotated[int, typer.Option("--top-k", min=0)] = 50,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = 50,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per generate call.")] = 8,
+    batch_size: GenBatchOpt = 8,
 ) -> None:
     """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
     from ares_train.models import named_or_base
@@ -105,11 +114,61 @@ train_app = typer.Typer(invoke_without_command=True, help="Train the student: PP
 
 
 @train_app.callback()
-def _train(ctx: typer.Context) -> None:
-    """Train the student: one stage of a round (`rl`, `sft`)."""
-    # The alternating loop over rounds runs here when no stage is named; until then, show help.
-    if ctx.invoked_subcommand is None:
-        console.print(ctx.get_help())
+@teacher_options(settings_param="config")
+def _train(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Alternating rounds to run.")] = 1,
+    split: SplitOpt = "train",
+    k: KOpt = 4,
+    limit: LimitOpt = None,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
+    batch_size: GenBatchOpt = 8,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", exists=True, dir_okay=False,
+        help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
+             "`teacher`, `rl` (PPOConfig fields) and `sft` sections.")] = None,
+    *,
+    teacher: "TeacherConfig",
+) -> None:
+    """Run the alternating loop, or one stage of a round (`train rl`, `train sft`).
+
+    Per round: generate -> collect-scores -> export rl -> train rl -> generate with the RL
+    checkpoint -> collect-corrections -> export sft -> train sft; the next round starts from the
+    SFT checkpoint. Re-running the same command resumes at the first unfinished stage.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from click.core import ParameterSource
+
+    from ares_train.loop import LoopConfig, run_loop
+
+    from ..audit import status_tables
+    from ..settings import read_settings
+    from .store_cmds import print_rows
+
+    given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
+                 temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size)
+    file = read_settings(config) if config else {}
+    unknown = set(file) - set(given) - {"teacher", "rl", "sft"}
+    if unknown:
+        raise fail(f"{config}: unknown setting(s) {', '.join(sorted(unknown))}")
+    for name in given:  # the file fills what the command line left at its default
+        if name in file and ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+            given[name] = file[name]
+    if not given["model"]:
+        raise fail("ares train needs a student: --model PATH|smollm2 (or `model` in --config)")
+    loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
+    opened = store(ctx)
+    last = run_loop(opened, loop, progress=err_console.is_terminal)
+    for title, (columns, rows) in status_tables(opened).items():
+        if title != "Tables":
+            print_rows(columns, rows, title=title)
+    print_rows(*opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round"), title="v_round_summary")
+    console.print(f"done: the latest checkpoint is {last.name}", highlight=False)
 
 
 def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from ..errors import TeacherError
+from ..errors import AresError, TeacherError
 
 
 class Provider(str, Enum):
@@ -126,15 +126,13 @@ def is_loopback(url: str) -> bool:
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
-    """A YAML (or JSON) mapping of TeacherConfig fields; a key in it is refused, not read."""
-    import yaml
+    """A YAML/TOML mapping of TeacherConfig fields; a key in it is refused, not read."""
+    from ..settings import read_settings
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise TeacherError(f"cannot read teacher config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise TeacherError(f"teacher config {path} must be a mapping of settings")
+        data = read_settings(path, "teacher config")
+    except AresError as exc:
+        raise TeacherError(str(exc)) from exc
     if "api_key" in data:
         raise TeacherError(f"teacher config {path} holds an api_key: keep keys in an env var (api_key_env)")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    return data
