@@ -63,7 +63,10 @@ def _sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE takes the write lock up front (waiting up to the busy timeout): a deferred
+        # transaction that reads, then writes after another process wrote, fails at once with
+        # "database is locked" whatever the timeout (several collectors on one store).
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _make_engine(url: str, *, read_only: bool = False) -> Engine:

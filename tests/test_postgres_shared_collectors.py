@@ -14,7 +14,7 @@ from sqlalchemy import update
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.models import WorkClaim, utcnow
 from ares_data.store import Store
-from ares_data.teacher.claims import Claim, Claims
+from ares_data.teacher.claims import Claim, Claims, dead_here
 from teacher_support import add_rationales
 
 ARES = [sys.executable, "-c", "from ares_data.cli import main; main()"]
@@ -47,8 +47,7 @@ def test_two_collectors_share_the_work_and_the_survivor_takes_over(store, db_url
                 seen.update(_claims_of(store, doomed.pid))
                 time.sleep(0.01)
             held = _claims_of(store, doomed.pid)
-            doomed.send_signal(signal.SIGKILL)
-            doomed.wait()
+            doomed.send_signal(signal.SIGKILL)  # not reaped yet: its pid looks alive, so its lease must expire
             assert len(seen) >= 4 and held, "the first collector never got going"
             out, err = survivor.communicate(timeout=120)
         finally:
@@ -85,6 +84,14 @@ def test_a_live_lease_is_exclusive_and_an_expired_one_is_taken_over(store):
     _expire(store, first)  # the first collector stopped renewing (it died): its lease ran out
     assert second.take(rid) is Claim.taken
     second.release(rid)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    crashed = Claims(store, "score", "fake|v1", lambda s, r: True, lease_s=60)
+    crashed.worker = crashed.worker.replace(f":{os.getpid()}:", f":{ended.pid}:")
+    assert dead_here(crashed.worker) and not dead_here(first.worker)
+    assert crashed.take(rid) is Claim.taken
+    assert first.take(rid) is Claim.taken  # its process is gone on this machine: no need to wait the lease
+    first.release(rid)
     is_open["open"] = False  # answered meanwhile: a claim finds nothing to do, and holds nothing
     assert first.take(rid) is Claim.done
     assert store.query_readonly("SELECT worker FROM work_claim WHERE teacher = 'fake|v1'")[1] == []

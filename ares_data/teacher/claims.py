@@ -5,7 +5,9 @@ Before asking about a rationale, a collector claims it in `work_claim` with one 
 the same rationale. A heartbeat renews the leases of the rationales in flight; when a
 collector dies its leases expire and another collector takes them over. A claim also
 re-checks, in the same transaction, that the rationale still lacks an answer, so work that
-another collector finished meanwhile is not asked again.
+another collector finished meanwhile is not asked again. A claim whose collector ran on this
+machine (same boot) and whose process is gone is taken at once: a re-run after a crash does not
+wait out the lease.
 """
 
 from __future__ import annotations
@@ -17,15 +19,43 @@ import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from enum import Enum
+from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import delete, or_, select, update
 from sqlmodel import Session
 
 from ..models import WorkClaim, utcnow
 from ..store import Store
 
 NEVER_HELD = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _this_boot() -> str:
+    """Host name, kernel boot id and PID namespace: where a process id means this process table."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+        boot += os.readlink("/proc/self/ns/pid").removeprefix("pid:")
+    except OSError:
+        boot = "?"
+    return f"{socket.gethostname()}/{boot}"
+
+
+BOOT = _this_boot()
+
+
+def dead_here(worker: str) -> bool:
+    """Whether `worker` (BOOT:pid:nonce) ran on this machine since its boot and its process ended."""
+    boot, pid, _ = (worker.rsplit(":", 2) + ["", ""])[:3]
+    if boot != BOOT or BOOT.endswith("/?") or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by another user
+        return False
+    return False
 
 
 class Claim(str, Enum):
@@ -48,7 +78,7 @@ class Claims:
                  lease_s: float = 120.0):
         self.store, self.kind, self.teacher, self.still_open = store, kind, teacher, still_open
         self.lease = timedelta(seconds=lease_s)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker = f"{BOOT}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def _key(self, rationale_id: int) -> tuple:
         return (WorkClaim.kind == self.kind, WorkClaim.rationale_id == rationale_id, WorkClaim.teacher == self.teacher)
@@ -59,9 +89,12 @@ class Claims:
             session.execute(_insert_ignoring_duplicates(self.store.dialect).values(
                 kind=self.kind, rationale_id=rationale_id, teacher=self.teacher, worker="", expires_at=NEVER_HELD,
             ).on_conflict_do_nothing(index_elements=["kind", "rationale_id", "teacher"]))
-            won = session.execute(update(WorkClaim).where(
-                *self._key(rationale_id), or_(WorkClaim.expires_at <= now, WorkClaim.worker == self.worker),
-            ).values(worker=self.worker, expires_at=now + self.lease)).rowcount
+            holder = session.execute(select(WorkClaim.worker).where(*self._key(rationale_id))).scalar_one()
+            takeable = or_(WorkClaim.expires_at <= now, WorkClaim.worker == self.worker)
+            if dead_here(holder):  # atomic still: only while that dead process holds it
+                takeable = or_(takeable, WorkClaim.worker == holder)
+            won = session.execute(update(WorkClaim).where(*self._key(rationale_id), takeable)
+                                  .values(worker=self.worker, expires_at=now + self.lease)).rowcount
             if not won:
                 return Claim.busy
             if self.still_open(session, rationale_id):
