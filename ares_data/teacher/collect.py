@@ -108,7 +108,8 @@ def _claims(store: Store, kind: str, teacher: TeacherConfig, lease_s: float) -> 
 def _select(session: Session, kind: str, teacher: TeacherConfig, source: RationaleSource,
             round: int | None, limit: int | None) -> list[_Job]:
     """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version."""
-    stmt = select(Rationale).where(Rationale.source == source.value, *_still_open(kind, teacher)).order_by(Rationale.id)
+    stmt = (select(Rationale).where(Rationale.source == source.value, *_still_open(kind, teacher))
+            .order_by(Rationale.id))
     if round is not None and source is RationaleSource.student:
         stmt = stmt.where(Rationale.round == round)
     if limit is not None:
