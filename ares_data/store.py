@@ -237,7 +237,7 @@ class Store:
             return {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
 
     def query_readonly(self, sql: str, params: dict | None = None) -> tuple[list[str], list[Sequence[Any]]]:
-        """Run `sql` on a connection the database itself keeps read-only."""
+        """Run one statement, `sql`, on a connection the database itself keeps read-only."""
         engine = _make_engine(self.url, read_only=True)
         try:
             with engine.connect() as conn:
