@@ -18,6 +18,8 @@ LeaseOpt = Annotated[float, typer.Option(
     "--lease", min=1.0, metavar="SECONDS", envvar="ARES_LEASE",
     help="Other collectors on the same store take over a rationale this run holds after this long without "
          "a heartbeat (if it died).")]
+CheckpointOpt = Annotated[Optional[str], typer.Option(
+    "--checkpoint", help="Only rationales this student checkpoint wrote (a round holds rollouts of two).")]
 MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
 
@@ -39,20 +41,20 @@ def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, **options) -
 @teacher_options
 def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = RationaleSource.student,
                    limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
-                   lease: LeaseOpt = 120.0, *, teacher: TeacherConfig) -> None:
+                   lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
     _collect(ctx, "score", teacher, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease)
+             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 
 @teacher_options
 def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         rationales: RationalesOpt = RationaleSource.student, limit: LimitOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
-                        *, teacher: TeacherConfig) -> None:
+                        checkpoint: CheckpointOpt = None, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
     _collect(ctx, "correct", teacher, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease)
+             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 
 def fake_teacher(

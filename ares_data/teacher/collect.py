@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import exists
 from sqlmodel import Session, select
 
-from ..models import Correction, Question, Rationale, Sentence, SentenceScore, TeacherCall
+from ..errors import TeacherError
+from ..models import Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall
 from ..store import Store
 from .claims import Claim, Claims
 from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, request_key, stored_answer
@@ -106,12 +107,18 @@ def _claims(store: Store, kind: str, teacher: TeacherConfig, lease_s: float) -> 
 
 
 def _select(session: Session, kind: str, teacher: TeacherConfig, source: RationaleSource,
-            round: int | None, limit: int | None) -> list[_Job]:
-    """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version."""
+            round: int | None, limit: int | None, checkpoint: str | None = None) -> list[_Job]:
+    """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version;
+    `checkpoint` keeps those one student checkpoint wrote (a round holds rollouts of two)."""
     stmt = (select(Rationale).where(Rationale.source == source.value, *_still_open(kind, teacher))
             .order_by(Rationale.id))
     if round is not None and source is RationaleSource.student:
         stmt = stmt.where(Rationale.round == round)
+    if checkpoint is not None:
+        found = session.exec(select(ModelCheckpoint.id).where(ModelCheckpoint.name == checkpoint)).first()
+        if found is None:
+            raise TeacherError(f"no checkpoint named {checkpoint!r} in the store")
+        stmt = stmt.where(Rationale.model_checkpoint_id == found)
     if limit is not None:
         stmt = stmt.limit(limit)
     rationales = list(session.exec(stmt))
@@ -180,10 +187,11 @@ def _progress(enabled: bool) -> Progress:
 async def _collect(store: Store, teacher: TeacherConfig, kind: str,
                    make_task: Callable[[Store, _Job], Task], *, round: int | None, rationales: str,
                    limit: int | None, dry_run: bool, max_cost: float | None, progress: bool,
-                   client: TeacherClient | None = None, lease_s: float = 120.0) -> CollectSummary:
+                   client: TeacherClient | None = None, lease_s: float = 120.0,
+                   checkpoint: str | None = None) -> CollectSummary:
     source = RationaleSource(rationales)
     with store.session() as session:
-        jobs = _select(session, kind, teacher, source, round, limit)
+        jobs = _select(session, kind, teacher, source, round, limit, checkpoint)
     summary = CollectSummary(kind, dry_run=dry_run)
     summary.skipped_empty = sum(1 for j in jobs if not j.sentences)
     tasks = [make_task(store, j) for j in jobs if j.sentences]
@@ -270,17 +278,20 @@ async def _run_all(runner: CallRunner, claims: Claims, tasks: list[Task], summar
 async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | None = None,
                          rationales: str = "student", limit: int | None = None, dry_run: bool = False,
                          max_cost: float | None = None, progress: bool = True,
-                         client: TeacherClient | None = None, lease_s: float = 120.0) -> CollectSummary:
+                         client: TeacherClient | None = None, lease_s: float = 120.0,
+                         checkpoint: str | None = None) -> CollectSummary:
     """Score every sentence of the selected rationales; each answer is committed as it arrives."""
     return await _collect(store, teacher, "score", _score_task, round=round, rationales=rationales, limit=limit,
-                          dry_run=dry_run, max_cost=max_cost, progress=progress, client=client, lease_s=lease_s)
+                          dry_run=dry_run, max_cost=max_cost, progress=progress, client=client, lease_s=lease_s,
+                          checkpoint=checkpoint)
 
 
 async def collect_corrections(store: Store, teacher: TeacherConfig, *, round: int | None = None,
                               rationales: str = "student", limit: int | None = None, dry_run: bool = False,
                               max_cost: float | None = None, progress: bool = True,
-                              client: TeacherClient | None = None, lease_s: float = 120.0) -> CollectSummary:
+                              client: TeacherClient | None = None, lease_s: float = 120.0,
+                              checkpoint: str | None = None) -> CollectSummary:
     """Minimally correct the selected rationales; each correction becomes a new rationale."""
     return await _collect(store, teacher, "correct", _correct_task, round=round, rationales=rationales,
                           limit=limit, dry_run=dry_run, max_cost=max_cost, progress=progress, client=client,
-                          lease_s=lease_s)
+                          lease_s=lease_s, checkpoint=checkpoint)

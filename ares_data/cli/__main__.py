@@ -1,0 +1,5 @@
+"""`python -m ares_data.cli`: the same as the `ares` command."""
+
+from . import main
+
+main()
