@@ -6,11 +6,20 @@ The generation side lives in `ares_train.evaluate`; this module decides and summ
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from sqlmodel import select
+
+from .errors import ValidationError
+from .models import EvalResult, ModelCheckpoint, Question, Rationale
 from .store import Store
+
+if TYPE_CHECKING:
+    from .teacher.config import TeacherConfig
 
 Z95 = 1.959963984540054
 
@@ -25,11 +34,7 @@ def assign_positions(question_ids: list[int], seed: int) -> dict[int, str]:
     return {qid: rng.choice("AB") for qid in question_ids}
 
 
-def outcome_for_a(judge_pick: str, a_position: str) -> str:
-    """The result for checkpoint A, given the judge's pick ('A', 'B' or 'tie') and where A was shown."""
-    if judge_pick == "tie":
-        return "tie"
-    return "win" if judge_pick == a_position else "loss"
+OUTCOME = {"A": "win", "B": "loss", "tie": "tie"}  # judge verdict (in A/B-checkpoint terms) -> A's result
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,52 @@ def accuracy_tables(store: Store, checkpoint_id: int, split: str) -> dict[str, t
             {"ckpt": checkpoint_id, "split": split},
         )
     return tables
+
+
+async def judge_winrate(
+    store: Store,
+    teacher: "TeacherConfig",
+    a: ModelCheckpoint,
+    b: ModelCheckpoint,
+    questions: list[Question],
+    rationales_a: dict[int, Rationale],
+    rationales_b: dict[int, Rationale],
+    *,
+    split: str,
+    seed: int = 0,
+) -> tuple[WinRate, int]:
+    """Ask the judge about every question not judged yet for (a, b); return A's win rate over
+    all judged questions and how many verdicts could not be had (audited in teacher_call)."""
+    from .teacher.client import TeacherClient
+    from .teacher.judge import judge_pair
+
+    with store.session() as session:
+        judged = set(session.exec(select(EvalResult.question_id).where(
+            EvalResult.kind == "winrate", EvalResult.model_checkpoint_id == a.id,
+            EvalResult.opponent_checkpoint_id == b.id, EvalResult.split == split)))
+    todo = [q for q in questions if q.id not in judged]
+    positions = assign_positions([q.id for q in todo], seed)
+    failed = 0
+
+    async def one(client: TeacherClient, q: Question) -> None:
+        nonlocal failed
+        ra, rb = rationales_a[q.id], rationales_b[q.id]
+        try:
+            verdict, call_id = await judge_pair(client, store, q, ra.text, rb.text, a_position=positions[q.id],
+                                                rationale_id=ra.id)
+        except ValidationError:
+            failed += 1
+            return
+        with store.session() as session:
+            session.add(EvalResult(kind="winrate", model_checkpoint_id=a.id, opponent_checkpoint_id=b.id,
+                                   question_id=q.id, split=split, rationale_id=ra.id, outcome=OUTCOME[verdict],
+                                   a_position=positions[q.id], teacher_call_id=call_id,
+                                   details={"opponent_rationale_id": rb.id}))
+
+    async with TeacherClient(teacher) as client:
+        await asyncio.gather(*(one(client, q) for q in todo))
+    with store.session() as session:
+        outcomes = list(session.exec(select(EvalResult.outcome).where(
+            EvalResult.kind == "winrate", EvalResult.model_checkpoint_id == a.id,
+            EvalResult.opponent_checkpoint_id == b.id, EvalResult.split == split)))
+    return win_rate(outcomes), failed

@@ -5,7 +5,8 @@ answers (a sentence's score comes from the hash of its text), holds its own --rp
 Retry-After, and with --fault-rate injects 500s, timeouts, malformed JSON, truncated bodies and
 wrong sentence counts. `GET /stats` counts requests by outcome and how many identical requests
 were answered 200 more than once (a client that never pays twice keeps that at 0).
-The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does.
+The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does, and
+`judge-first` is a judge with full position bias (it always prefers the rationale shown first).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _text(content: Any) -> str:
     return "\n".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
 
 
-def answer(messages: list[dict[str, Any]], fault: str | None = None) -> str:
+def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str = "") -> str:
     """The reply to a conversation built from the project's prompts."""
     system = next((_text(m["content"]) for m in messages if m.get("role") == "system"), "")
     first_user = next((_text(m["content"]) for m in messages if m.get("role") == "user"), "")
@@ -59,7 +60,7 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None) -> str:
         reply = json.dumps({"scores": scores})
         return reply[: len(reply) // 2] if fault == "malformed" else reply
     if "Rationale A:" in first_user:
-        winner = ("A", "B", "tie")[_digest(first_user) % 3]
+        winner = "A" if model == "judge-first" else ("A", "B", "tie")[_digest(first_user) % 3]
         return "{\"winner\": " if fault == "malformed" else json.dumps({"winner": winner})
     if "Rationale to correct:" in first_user:
         rationale = " ".join(first_user.split("Rationale to correct:", 1)[1].split())
@@ -136,7 +137,7 @@ class FakeTeacher:
         if await request.is_disconnected():
             self.by_status["disconnected"] += 1
             return Response(status_code=499)
-        content = answer(messages, fault)
+        content = answer(messages, fault, str(body.get("model", "")))
         envelope = json.dumps({
             "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake"),

@@ -80,6 +80,20 @@ def test_two_rounds_chain_checkpoints_and_round_summary_is_exact(cli, tiny_model
     assert runs == [("rl", 1, "done"), ("sft", 1, "done"), ("rl", 2, "done"), ("sft", 2, "done")]
     status = cli("status")
     assert "train_sft" in status.stdout and "done" in status.stdout
+    # evaluation of what the loop produced, through the CLI
+    accuracy = cli("eval", "accuracy", "--checkpoint", "latest", "--split", "train", "--max-new-tokens", "16")
+    assert accuracy.exit_code == 0, accuracy.output
+    assert "round-2-sft" in accuracy.stdout
+    assert _rows(db_path, "SELECT COUNT(*) FROM eval_result e JOIN model_checkpoint c ON c.id = e.model_checkpoint_id "
+                          "WHERE e.kind = 'accuracy' AND c.name = 'round-2-sft'") == [(QUESTIONS,)]
+    with serve_in_thread() as url:
+        judged = cli("eval", "winrate", "--a", "round-2-sft", "--b", base, "--split", "train", "--max-new-tokens", "16",
+                     "--base-url", url, "--model", "judge-first")
+    assert judged.exit_code == 0, judged.output
+    outcomes = _rows(db_path, "SELECT outcome, a_position FROM eval_result WHERE kind = 'winrate'")
+    assert len(outcomes) == QUESTIONS and all((o == "win") == (p == "A") for o, p in outcomes)
+    report = cli("report", "--out", tmp_path / "report")
+    assert report.exit_code == 0 and (tmp_path / "report" / "accuracy.png").exists()
 
 
 def test_killed_mid_round_then_rerun_repeats_no_teacher_call(cli, tiny_model_dir, db_path, tmp_path):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ._common import LimitOpt, console, store
 from .store_cmds import print_rows
+from .teacher_options import teacher_options
+
+if TYPE_CHECKING:
+    from ..teacher.config import TeacherConfig
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate checkpoints: answer accuracy, teacher-judged win rate.")
 
@@ -42,6 +46,44 @@ def accuracy(
                   f"{counts['questions']} in all ({split})")
     for title, (columns, rows) in accuracy_tables(opened, row.id, split).items():
         print_rows(columns, rows, title=f"Accuracy ({title})")
+
+
+@eval_app.command("winrate")
+@teacher_options
+def winrate(
+    ctx: typer.Context,
+    a: Annotated[str, typer.Option("--a", help="Checkpoint whose win rate is reported (name or 'latest').")],
+    b: Annotated[str, typer.Option("--b", help="Checkpoint it is compared with.")],
+    split: SplitOpt = "test",
+    limit: LimitOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the A/B order drawn per question.")] = 0,
+    max_new_tokens: MaxNewTokensOpt = 256,
+    batch_size: BatchOpt = 8,
+    *,
+    teacher: "TeacherConfig",
+) -> None:
+    """Teacher-judged pairwise comparison of two checkpoints' greedy rationales on the same questions.
+
+    The order shown to the judge is drawn per question and stored (eval_result.a_position), so a judge's position bias cannot decide the result. Ties count as half a win.
+    """
+    import asyncio
+
+    from ares_train.evaluate import ensure_eval_rationales, eval_questions
+    from ares_train.models import find_checkpoint
+
+    from ..evaluation import judge_winrate
+
+    opened = store(ctx)
+    first, second = find_checkpoint(opened, a), find_checkpoint(opened, b)
+    questions = eval_questions(opened, split, limit)
+    kwargs = dict(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    ra = ensure_eval_rationales(opened, first, questions, **kwargs)
+    rb = ensure_eval_rationales(opened, second, questions, **kwargs)
+    result, failed = asyncio.run(judge_winrate(opened, teacher, first, second, questions, ra, rb, split=split,
+                                               seed=seed))
+    print_rows(["a", "b", "questions", "wins", "ties", "losses", "win_rate", "95% CI", "judge failed"],
+               [(first.name, second.name, result.n, result.wins, result.ties, result.losses, f"{result.rate:.3f}",
+                 f"[{result.low:.3f}, {result.high:.3f}]", failed)], title="Win rate of A against B")
 
 
 def report(
