@@ -34,7 +34,7 @@ echo "== store and data"
 echo "== one alternating round (generate, score, PPO, generate, correct, SFT)"
 "$BIN/ares" train --model "$MODEL" --rounds 1 --k 2 --limit 6 --max-new-tokens 80 --batch-size 6 \
   --base-url "http://127.0.0.1:$PORT/v1" --teacher-model "$MODEL" --structured-output none \
-  --concurrency 2 --max-repairs 1 --timeout 120
+  --concurrency 2 --max-repairs 1 --max-tokens 160 --timeout 120
 
 echo "== evaluation on the test split"
 "$BIN/ares" eval accuracy --checkpoint latest --split test --limit 8 --max-new-tokens 80

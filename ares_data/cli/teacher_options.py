@@ -45,6 +45,8 @@ TEACHER_OPTIONS: dict[str, Any] = {
     "structured_output": Annotated[Optional[StructuredOutput], typer.Option(
         help="How JSON is requested \\[json_schema for openai, tool for anthropic].", rich_help_panel=_PANEL)],
     "temperature": Annotated[Optional[float], typer.Option(help="Sampling temperature \\[0].", rich_help_panel=_PANEL)],
+    "max_tokens": Annotated[Optional[int], typer.Option(help="Cap on the length of one answer, in tokens \\[1024].",
+                                                        rich_help_panel=_PANEL)],
     "price_in": Annotated[Optional[float], typer.Option(
         help="USD per million input tokens \\[built-in table for common models].", rich_help_panel=_PANEL)],
     "price_out": Annotated[Optional[float], typer.Option(
