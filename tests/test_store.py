@@ -101,3 +101,12 @@ def test_help_does_not_import_torch():
     code = "import sys; from ares_data.cli import app; print('torch' in sys.modules, 'transformers' in sys.modules, 'datasets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_public_names_resolve():
+    import ares_data
+
+    for name in ares_data.__all__:
+        assert getattr(ares_data, name) is not None, name
+    with pytest.raises(AttributeError):
+        ares_data.not_a_public_name  # noqa: B018
