@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import mimetypes
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from string import Template
 from typing import Any, Sequence
 
 from ..errors import TeacherError
 from ..formatting import format_choices, letter, question_context
+from ..images import question_image
 
 SCORE, CORRECT, JUDGE = "score_v1", "correct_v1", "judge_v1"
 _SECTION = re.compile(r"^<!-- (system|question|rationale|repair) -->\s*$", re.MULTILINE)
@@ -84,19 +83,18 @@ def question_values(question: Any) -> dict[str, str]:
     }
 
 
-def image_part(path: str | Path | None) -> dict[str, Any] | None:
+def image_part(question: Any) -> dict[str, Any] | None:
     """The question's image as a base64 part, or None when it has no readable image file."""
-    if not path or not Path(path).is_file():
+    image = question_image(question)
+    if image is None:
         return None
-    data = Path(path).read_bytes()
-    media_type = mimetypes.guess_type(str(path))[0] or "image/png"
-    return {"type": "image", "media_type": media_type, "data": base64.b64encode(data).decode(),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {"type": "image", "media_type": image.media_type, "data": base64.b64encode(image.data).decode(),
+            "sha256": image.sha256}
 
 
 def question_parts(template: PromptTemplate, question: Any) -> list[dict[str, Any]]:
     """The shared head of a user turn: the image (when there is one), then the question block."""
-    image = image_part(question.image_path)
+    image = image_part(question)
     text = {"type": "text", "text": template.render("question", **question_values(question))}
     return [image, text] if image else [text]
 
