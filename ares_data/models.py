@@ -213,3 +213,21 @@ class WorkClaim(SQLModel, table=True):
     teacher: str  # "model|prompt_version"
     worker: str  # host:pid:random, unique per collector run
     expires_at: datetime
+
+
+class HumanLabel(SQLModel, table=True):
+    """One reviewer's change: a sentence score, a correction text or a question flag (latest wins)."""
+
+    __tablename__ = "human_label"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str  # score | correction | flag
+    question_id: int = Field(foreign_key="question.id")
+    rationale_id: Optional[int] = Field(default=None, foreign_key="rationale.id")
+    sentence_id: Optional[int] = Field(default=None, foreign_key="sentence.id")
+    old_score: Optional[float] = None
+    new_score: Optional[float] = None
+    old_text: Optional[str] = None
+    new_text: Optional[str] = None  # flag: 'bad' or 'ok'
+    reviewer: str
+    origin: str  # review | label-studio
+    created_at: datetime = Field(default_factory=utcnow)
