@@ -76,5 +76,18 @@ def example(ctx: typer.Context) -> None:
     _report(import_example(store(ctx)))
 
 
+@import_app.command("synthetic-shapes")
+def synthetic_shapes(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="Folder for shapes.jsonl and images/.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Questions to draw.")] = 24,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the shapes and colours.")] = 0,
+) -> None:
+    """Draw the project's multimodal example set (coloured shapes, needs pillow) and import it."""
+    from ..synthetic_shapes import import_shapes
+
+    _report(import_shapes(store(ctx), out, n, seed=seed))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(import_app, name="import", help="Load questions and gold rationales into the store.")
