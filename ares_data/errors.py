@@ -8,6 +8,7 @@
     │   └── QuotaError        the account is out of quota: retrying cannot help
     ├── ValidationError       a teacher answer failed validation (kept with its reason)
     ├── ExportError           a shard cannot be written
+    ├── ReviewError           a human label, review filter or Label Studio file cannot be used
     └── TrainingError         a model cannot be loaded or trained
 
 Errors of httpx, SQLAlchemy and datasets are translated at the boundary with
@@ -47,6 +48,10 @@ class ValidationError(AresError):
 
 
 class ExportError(AresError):
+    pass
+
+
+class ReviewError(AresError):
     pass
 
 
