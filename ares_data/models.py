@@ -101,6 +101,7 @@ class TeacherCall(SQLModel, table=True):
     tokens_in: Optional[int] = None
     tokens_out: Optional[int] = None
     cached_tokens_in: Optional[int] = None
+    cache_write_tokens_in: Optional[int] = None
     cost_usd: Optional[float] = None
     latency_ms: Optional[float] = None
     question_id: Optional[int] = Field(default=None, foreign_key="question.id")
@@ -109,6 +110,15 @@ class TeacherCall(SQLModel, table=True):
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class TeacherCallRationale(SQLModel, table=True):
+    """Every rationale a grouped scoring call asked about (migration 0006)."""
+
+    __tablename__ = "teacher_call_rationale"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    teacher_call_id: int = Field(foreign_key="teacher_call.id")
+    rationale_id: int = Field(foreign_key="rationale.id")
 
 
 class SentenceScore(SQLModel, table=True):
