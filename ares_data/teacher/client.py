@@ -35,6 +35,7 @@ class Reply:
     cached_tokens_in: int | None
     attempts: int
     latency_ms: float
+    cache_write_tokens_in: int | None = None
 
 
 class CallFailed(TeacherError):
@@ -67,6 +68,8 @@ def build_request(config: TeacherConfig, ask: Ask) -> tuple[dict[str, Any], dict
     body: dict[str, Any] = {"model": config.model, "max_tokens": config.max_tokens,
                             "temperature": config.temperature}
     if anthropic:
+        if len(content) > 1:  # cache system + shared head; the last part is what this call alone asks
+            content[-2] = {**content[-2], "cache_control": {"type": "ephemeral"}}
         body.update(system=ask.system, messages=messages)
     else:
         body["messages"] = [{"role": "system", "content": ask.system}, *messages]
@@ -110,7 +113,11 @@ def parse_reply(provider: Provider, data: dict[str, Any]) -> tuple[str, int | No
         blocks = data["content"]
         tool = [b["input"] for b in blocks if b.get("type") == "tool_use"]
         text = json.dumps(tool[0]) if tool else "".join(b.get("text", "") for b in blocks)
-        return text, usage.get("input_tokens"), usage.get("output_tokens"), usage.get("cache_read_input_tokens")
+        # Anthropic's input_tokens leaves out the cached ones; tokens_in counts every input token.
+        tokens_in = usage.get("input_tokens")
+        if tokens_in is not None:
+            tokens_in += (usage.get("cache_read_input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
+        return text, tokens_in, usage.get("output_tokens"), usage.get("cache_read_input_tokens")
     message = data["choices"][0]["message"]
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     return message.get("content") or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), cached
@@ -180,7 +187,8 @@ class TeacherClient:
             raise RetryableError(f"unreadable reply ({exc.__class__.__name__})") from exc
         if tokens_in is not None:
             self.limiter.correct(estimate, tokens_in + (tokens_out or 0))
-        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms)
+        written = (response.json().get("usage") or {}).get("cache_creation_input_tokens")
+        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms, written)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, httpx.TimeoutException):
