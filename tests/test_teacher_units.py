@@ -230,3 +230,27 @@ def test_token_limit_counts_before_sending_and_corrects_by_usage():
         return loop.time() - start
 
     assert 0.25 <= asyncio.run(go()) < 1.0  # 300 tokens short at 1,000/s
+
+
+def test_a_rejected_dialect_names_the_flag_to_change():
+    from ares_data.teacher.client import dialect_hint
+    from ares_data.teacher.config import StructuredOutput
+
+    body = {"messages": [], "response_format": {"type": "json_schema"}}
+    hint = dialect_hint(422, body, StructuredOutput.json_schema)
+    assert "--structured-output" in hint and "json_object" in hint and "json_schema)" in hint
+    assert dialect_hint(500, body, StructuredOutput.json_schema) is None  # a server error is retried instead
+    assert dialect_hint(400, {"messages": []}, StructuredOutput.none) is None  # nothing structured was asked
+
+    def handler(request):  # llama.cpp's server refuses a json_schema response_format with 422
+        return httpx.Response(422, json={"detail": [{"msg": "Input should be 'text' or 'json_object'"}]})
+
+    config = TeacherConfig.from_options(base_url="http://127.0.0.1:9/v1", model="m", max_attempts=5)
+
+    async def go():
+        async with TeacherClient(config, transport=httpx.MockTransport(handler)) as client:
+            await client.send(body)
+
+    with pytest.raises(TeacherError, match="try --structured-output") as caught:
+        asyncio.run(go())
+    assert caught.value.permanent and caught.value.attempts == 1

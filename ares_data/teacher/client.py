@@ -90,6 +90,15 @@ def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
     return {}
 
 
+def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput) -> str | None:
+    """A rejected request that asked for structured output names the flag to change."""
+    if status not in (400, 422) or not ({"response_format", "tools"} & body.keys()):
+        return None
+    others = ", ".join(d.value for d in StructuredOutput if d is not dialect)
+    return (f"the server rejected the structured-output request ({dialect.value}); "
+            f"try --structured-output with one of: {others}")
+
+
 def _stored(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
     images = {p["data"]: p["sha256"] for p in ask.parts if p["type"] == "image"}
     if not images:
@@ -175,6 +184,9 @@ class TeacherClient:
             await response.aread()
             latency_ms = (time.perf_counter() - started) * 1000
         self.limiter.observe(response.headers)
+        hint = dialect_hint(response.status_code, body, self.config.structured_output)
+        if hint:
+            raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint}")
         try:
             check_response(response, self.redact)
         except RetryableError as exc:
