@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import eval_cmds, import_cmds, model_cmds, store_cmds, teacher_cmds, train_cmds
+from . import eval_cmds, import_cmds, model_cmds, review_cmds, store_cmds, teacher_cmds, train_cmds
 from ._common import AresGroup, State
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ teacher_cmds.register(app)
 train_cmds.register(app)
 eval_cmds.register(app)
 model_cmds.register(app)
+review_cmds.register(app)
 
 
 def main() -> None:
