@@ -18,12 +18,12 @@ from typing import Any, Callable, Optional
 from sqlmodel import Session, select
 
 from ..errors import TeacherError
-from ..models import TeacherCall, utcnow
+from ..models import TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
 from .client import CallFailed, Reply, TeacherClient, build_request, request_hash
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
-from .validation import InvalidAnswer
+from .validation import InvalidAnswer, PartlyInvalid
 
 
 class BudgetReached(TeacherError):
@@ -42,6 +42,11 @@ class Task:
     question_id: Optional[int] = None
     rationale_id: Optional[int] = None
     persist: Optional[Callable[[Session, TeacherCall, Any], None]] = None
+    # A grouped call: the rationales it still asks about (linked to each call in
+    # teacher_call_rationale), and `settle`, told the valid part of a partly invalid answer so
+    # the repair asks only for the rest.
+    covers: list[int] = field(default_factory=list)
+    settle: Optional[Callable[[Any], None]] = None
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Tally:
     reused: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    cached_tokens_in: int = 0
     cost_usd: float = 0.0
     reserved_usd: float = 0.0
 
@@ -108,8 +114,9 @@ class CallRunner:
         self.budget = Budget(max_cost, self.tally)
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def call_cost(self, tokens_in: int, tokens_out: int) -> float:
-        return cost(self.config.model, tokens_in, tokens_out, self.config.price_in, self.config.price_out)
+    def call_cost(self, tokens_in: int, tokens_out: int, cached_in: int = 0, cache_write_in: int = 0) -> float:
+        return cost(self.config.model, tokens_in, tokens_out, self.config.price_in, self.config.price_out,
+                    cached_in, cache_write_in)
 
     async def run(self, task: Task) -> Outcome:
         ask, repair_of = task.ask, None
@@ -145,9 +152,12 @@ class CallRunner:
         try:
             result = task.parse(text)
         except InvalidAnswer as exc:
+            partial = exc.valid if isinstance(exc, PartlyInvalid) else None
             if row is None:
                 row = self._record(task, key, stored, "failed" if final else "invalid", reply, repair_of, started,
-                                   error=f"{exc.code}: {exc}")
+                                   error=f"{exc.code}: {exc}", result=partial)
+            if partial and task.settle is not None:
+                task.settle(partial)
             if final or row.status == "failed":
                 return Outcome("failed", call_id=row.id, reason=exc.code), row, text
             return None, row, text
@@ -168,6 +178,7 @@ class CallRunner:
         self.tally.sent += 1
         self.tally.tokens_in += reply.tokens_in or 0
         self.tally.tokens_out += reply.tokens_out or 0
+        self.tally.cached_tokens_in += reply.cached_tokens_in or 0
         return reply
 
     def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
@@ -182,20 +193,25 @@ class CallRunner:
             started_at=started, finished_at=utcnow(), attempts=attempts or 0, response=None,
         )
         if reply is not None:
-            price = self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0)
+            price = self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0,
+                                   reply.cached_tokens_in or 0, reply.cache_write_tokens_in or 0)
             self.tally.cost_usd += price
             fields.update(response=reply.text, attempts=reply.attempts, tokens_in=reply.tokens_in,
                           tokens_out=reply.tokens_out, cached_tokens_in=reply.cached_tokens_in,
+                          cache_write_tokens_in=reply.cache_write_tokens_in,
                           latency_ms=round(reply.latency_ms, 1), cost_usd=price)
         with self.store.session() as session:
             row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
-            if row is None:
+            new = row is None
+            if new:
                 row = TeacherCall(request_hash=key, **fields)
             else:
                 for name, value in fields.items():
                     setattr(row, name, value)
             session.add(row)
             session.flush()
-            if status == "ok" and task.persist is not None:
+            if new:  # the same request (an `error` row asked again) covers the same rationales
+                session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in task.covers)
+            if result is not None and task.persist is not None:  # an ok answer, or the valid part of one
                 task.persist(session, row, result)
         return row

@@ -23,6 +23,14 @@ class InvalidAnswer(ValidationError):
         self.code = code
 
 
+class PartlyInvalid(InvalidAnswer):
+    """Some parts of a grouped answer passed (`valid`), the rest did not: keep those, re-ask the rest."""
+
+    def __init__(self, code: str, message: str, valid: dict[Any, Any]):
+        super().__init__(code, message)
+        self.valid = valid
+
+
 def extract_json(text: str) -> Any:
     """The first JSON value in `text`, looking inside code fences and past surrounding prose."""
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
