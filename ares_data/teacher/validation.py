@@ -47,7 +47,11 @@ def extract_json(text: str) -> Any:
 
 def parse_scores(text: str, n_sentences: int) -> list[float]:
     data = extract_json(text)
-    scores = data.get("scores") if isinstance(data, dict) else data
+    return check_scores(data.get("scores") if isinstance(data, dict) else data, n_sentences)
+
+
+def check_scores(scores: Any, n_sentences: int) -> list[float]:
+    """One rationale's score list, checked: exactly `n_sentences` numbers on the 0.1 grid in [0, 1]."""
     if not isinstance(scores, list):
         raise InvalidAnswer("no_scores", 'the JSON has no "scores" list')
     if len(scores) != n_sentences:
