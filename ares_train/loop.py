@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -99,6 +100,7 @@ class Pipeline:
             session.flush()
             stage_id = row.id
         self.console.print(f"round {round} {name}: running")
+        started = time.monotonic()
         status, error, outcome = "done", None, {}
         try:
             outcome = work()
@@ -112,7 +114,8 @@ class Pipeline:
                 row = session.get(PipelineStage, stage_id)
                 row.status, row.error, row.outcome, row.finished_at = status, error, outcome, utcnow()
                 session.add(row)
-        self.console.print(f"round {round} {name}: {status} {json.dumps(outcome, default=str)}")
+        self.console.print(f"round {round} {name}: {status} in {time.monotonic() - started:.0f} s "
+                           f"{json.dumps(outcome, default=str)}", highlight=False, soft_wrap=True)
         return outcome
 
     def run(self, progress: bool = True) -> ModelCheckpoint:
