@@ -18,7 +18,7 @@ import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from sqlmodel import select
 
@@ -26,6 +26,8 @@ from .errors import ExportError
 from .formatting import answer_sentence, letter, parse_answer, student_prompt
 from .models import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
 from .paths import default_shard_dir
+from .review.labels import flagged_questions, human_corrections, human_scores
+from .review.policy import ScorePolicy
 from .splitter import split_sentences
 from .store import Store
 
@@ -39,9 +41,10 @@ class ScoredRollout:
     rationale: Rationale
     question: Question
     sentences: list[Sentence]
-    teacher_call_id: int
-    teacher_model: str
+    teacher_call_id: Optional[int]  # the chosen teacher's call; None for `mean`
+    teacher_model: Optional[str]  # the chosen teacher, or the averaged ones joined by '+'
     scores: list[float]
+    sources: list[str]  # per sentence: 'human', a teacher model, or 'mean'
 
 
 def code_version() -> str:
@@ -62,9 +65,32 @@ def _sql(store: Store, stmt: Any) -> str:
     return str(stmt.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
 
 
-def scored_rollouts(store: Store, round: int, teacher: str | None = None) -> tuple[list[ScoredRollout], Counter, list[str]]:
-    """(rollouts of the round scored sentence by sentence by one `ok` teacher call, the others
-    counted by reason, the queries run). Several teachers: refused unless `teacher` picks one."""
+def _skip_reason(per_call: dict[int, dict], pool: dict, full: dict, sentences: list[Sentence]) -> str | None:
+    """Why a rollout without complete human scores cannot be exported, if it cannot."""
+    if not per_call:
+        return "unscored"
+    if not any(c["status"] == "ok" for c in per_call.values()):
+        return "scoring_failed" if any(c["status"] in FAILED_STATUSES for c in per_call.values()) else "unscored"
+    if not pool:
+        return "other_teacher"
+    if not sentences or not full:
+        return "score_count_mismatch"
+    return None
+
+
+def _one_teacher(round: int, teachers: list[str], teacher: str | None) -> str | None:
+    if teacher is None and len(teachers) > 1:
+        raise ExportError(f"round {round} was scored by several teachers ({', '.join(teachers)}); "
+                          "choose one with --teacher MODEL, or --scores mean")
+    return teacher or (teachers[0] if teachers else None)
+
+
+def scored_rollouts(store: Store, round: int, teacher: str | None = None,
+                    policy: ScorePolicy | str = ScorePolicy.human_first) -> tuple[list[ScoredRollout], Counter, list[str]]:
+    """(rollouts of the round with a reward for every sentence under `policy`, the others counted
+    by reason, the queries run). Each teacher counts with its latest `ok` call; several teachers
+    must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out."""
+    policy = ScorePolicy(policy)
     of_round = (Rationale.source == "student", Rationale.round == round)
     rollouts_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
                   .where(*of_round).order_by(Rationale.id))
@@ -83,33 +109,36 @@ def scored_rollouts(store: Store, round: int, teacher: str | None = None) -> tup
             sentences[sentence.rationale_id].append(sentence)
         calls: dict[int, dict[int, dict]] = defaultdict(dict)
         for rationale_id, call_id, model, status, idx, score in session.exec(scores_q):
-            call = calls[rationale_id].setdefault(call_id, {"model": model, "status": status, "scores": []})
+            call = calls[rationale_id].setdefault(call_id, {"model": model, "status": status, "scores": {}})
             if idx is not None:
-                call["scores"].append((idx, score))
+                call["scores"][idx] = float(score)
+        human = human_scores(session) if policy is ScorePolicy.human_first else {}
+        flagged = flagged_questions(session)
     teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == "ok"})
-    if teacher is None and len(teachers) > 1:
-        raise ExportError(f"round {round} was scored by several teachers ({', '.join(teachers)}); "
-                          "choose one with --teacher MODEL")
+    if policy is not ScorePolicy.mean:
+        teacher = _one_teacher(round, teachers, teacher)
     kept, skipped = [], Counter()
     for rationale, question in rollouts:
-        per_call = calls.get(rationale.id, {})
-        ok = {cid: c for cid, c in per_call.items() if c["status"] == "ok"}
-        chosen = {cid: c for cid, c in ok.items() if teacher is None or c["model"] == teacher}
-        if not per_call:
-            skipped["unscored"] += 1
-        elif not ok:
-            skipped["scoring_failed" if any(c["status"] in FAILED_STATUSES for c in per_call.values())
-                    else "unscored"] += 1
-        elif not chosen:
-            skipped["other_teacher"] += 1
-        else:
-            call_id = max(chosen)  # the latest ok call of that teacher
-            call, own = chosen[call_id], sentences.get(rationale.id, [])
-            if not own or [i for i, _ in call["scores"]] != [s.idx for s in own]:
-                skipped["score_count_mismatch"] += 1
-                continue
-            kept.append(ScoredRollout(rationale, question, own, call_id, call["model"],
-                                      [float(s) for _, s in call["scores"]]))
+        own, per_call = sentences.get(rationale.id, []), calls.get(rationale.id, {})
+        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == "ok"}
+        pool = latest if policy is ScorePolicy.mean else {m: v for m, v in latest.items() if m == teacher}
+        full = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
+        people = bool(own) and all(s.id in human for s in own)
+        reason = "flagged_bad" if question.id in flagged else None if people else _skip_reason(per_call, pool, full, own)
+        if reason:
+            skipped[reason] += 1
+            continue
+        scores, sources = [], []
+        for s in own:
+            if s.id in human:
+                scores.append(human[s.id])
+                sources.append("human")
+            else:
+                scores.append(sum(v[1][s.idx] for v in full.values()) / len(full))
+                sources.append(teacher if policy is not ScorePolicy.mean else "mean")
+        call_id = full[teacher][0] if teacher in full and policy is not ScorePolicy.mean else None
+        model = "+".join(sorted(full)) if policy is ScorePolicy.mean else teacher
+        kept.append(ScoredRollout(rationale, question, own, call_id, model, scores, sources))
     return kept, skipped, [_sql(store, q) for q in (rollouts_q, sentences_q, scores_q)]
 
 
@@ -146,9 +175,10 @@ def _spans(rollout: ScoredRollout) -> tuple[list[int], list[int]]:
     return [s.start_char for s in rollout.sentences], [s.end_char for s in rollout.sentences]
 
 
-def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None) -> Export:
+def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None,
+              scores: ScorePolicy | str = ScorePolicy.human_first) -> Export:
     """One row per scored rollout of the round: what sentence-reward PPO trains on."""
-    rollouts, skipped, queries = scored_rollouts(store, round, teacher)
+    rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores)
     rows = []
     for r in rollouts:
         starts, ends = _spans(r)
@@ -156,14 +186,15 @@ def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teach
             "rationale_id": r.rationale.id, "question_id": r.question.id, "round": r.rationale.round,
             "model_checkpoint_id": r.rationale.model_checkpoint_id, "prompt": student_prompt(r.question),
             "response": r.rationale.text, "sentence_starts": starts, "sentence_ends": ends, "scores": r.scores,
-            "teacher_model": r.teacher_model, "teacher_call_id": r.teacher_call_id,
+            "teacher_model": r.teacher_model, "teacher_call_id": r.teacher_call_id, "score_sources": r.sources,
         })
-    return _write(store, "rl", round, rows, skipped, queries, out_dir, teacher=teacher)
+    return _write(store, "rl", round, rows, skipped, queries, out_dir, teacher=teacher, scores=ScorePolicy(scores).value)
 
 
-def export_verl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None) -> Export:
+def export_verl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None,
+                scores: ScorePolicy | str = ScorePolicy.human_first) -> Export:
     """The scored rollouts in verl's layout; the sentence rewards travel in `extra_info`."""
-    rollouts, skipped, queries = scored_rollouts(store, round, teacher)
+    rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores)
     rows = []
     for r in rollouts:
         if r.question.answer_index is None:
@@ -180,7 +211,8 @@ def export_verl(store: Store, round: int, out_dir: str | Path | None = None, tea
                 "scores": r.scores,
             },
         })
-    return _write(store, "verl", round, rows, skipped, queries, out_dir, teacher=teacher)
+    return _write(store, "verl", round, rows, skipped, queries, out_dir, teacher=teacher,
+                  scores=ScorePolicy(scores).value)
 
 
 def _ends_with_answer(text: str, n_choices: int) -> bool:
@@ -188,31 +220,64 @@ def _ends_with_answer(text: str, n_choices: int) -> bool:
     return bool(sentences) and parse_answer(sentences[-1].text, n_choices) is not None
 
 
-def export_sft(store: Store, round: int, out_dir: str | Path | None = None) -> Export:
-    """Prompt + the teacher-corrected rationale of the round, ending in the answer sentence."""
-    query = (select(Correction, Rationale, Question)
+def _completion(text: str, question: Question, skipped: Counter) -> str | None:
+    """The corrected text ending in the answer sentence, or None (counted in `skipped`)."""
+    completion = text.strip()
+    if not completion:
+        skipped["empty_correction"] += 1
+        return None
+    if not _ends_with_answer(completion, len(question.choices)):
+        if question.answer_index is None:
+            skipped["no_gold_answer"] += 1
+            return None
+        completion = f"{completion} {answer_sentence(question.answer_index)}"
+    return completion
+
+
+def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None,
+               scores: ScorePolicy | str = ScorePolicy.human_first) -> Export:
+    """Prompt + the corrected rationale of the round, ending in the answer sentence. `human-first`:
+    a reviewer's correction replaces the teacher's for that rationale; `teacher`: only the teachers'
+    (of `teacher` when given). Flagged questions are left out."""
+    policy = ScorePolicy(scores)
+    if policy is ScorePolicy.mean:
+        raise ExportError("--scores mean averages sentence scores; an sft export takes human-first or teacher")
+    query = (select(Correction, Rationale, Question, TeacherCall.model)
              .join(Rationale, Rationale.id == Correction.corrected_rationale_id)
              .join(Question, Question.id == Rationale.question_id)
+             .join(TeacherCall, TeacherCall.id == Correction.teacher_call_id)
              .where(Rationale.source == "correction", Rationale.round == round).order_by(Correction.id))
+    human_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
+               .where(Rationale.source == "student", Rationale.round == round).order_by(Rationale.id))
     rows, skipped = [], Counter()
     with store.session() as session:
         found = session.exec(query).all()
-    for correction, corrected, question in found:
-        completion = corrected.text.strip()
-        if not completion:
-            skipped["empty_correction"] += 1
+        people = human_corrections(session) if policy is ScorePolicy.human_first else {}
+        reviewed = [(r, q) for r, q in session.exec(human_q) if r.id in people] if people else []
+        flagged = flagged_questions(session)
+    for correction, corrected, question, model in found:
+        if question.id in flagged or correction.rationale_id in people or (teacher and model != teacher):
+            skipped["flagged_bad" if question.id in flagged else "human_correction" if correction.rationale_id
+                    in people else "other_teacher"] += 1
             continue
-        if not _ends_with_answer(completion, len(question.choices)):
-            if question.answer_index is None:
-                skipped["no_gold_answer"] += 1
-                continue
-            completion = f"{completion} {answer_sentence(question.answer_index)}"
-        rows.append({
-            "prompt": student_prompt(question), "completion": completion, "rationale_id": corrected.id,
-            "source_rationale_id": correction.rationale_id, "question_id": question.id,
-            "correction_id": correction.id, "teacher_call_id": correction.teacher_call_id, "round": round,
-        })
-    return _write(store, "sft", round, rows, skipped, [_sql(store, query)], out_dir)
+        if (completion := _completion(corrected.text, question, skipped)) is not None:
+            rows.append({
+                "prompt": student_prompt(question), "completion": completion, "rationale_id": corrected.id,
+                "source_rationale_id": correction.rationale_id, "question_id": question.id,
+                "correction_id": correction.id, "teacher_call_id": correction.teacher_call_id,
+                "human_label_id": None, "round": round,
+            })
+    for rationale, question in reviewed:
+        if question.id in flagged:
+            skipped["flagged_bad"] += 1
+        elif (completion := _completion(people[rationale.id].new_text, question, skipped)) is not None:
+            rows.append({
+                "prompt": student_prompt(question), "completion": completion, "rationale_id": None,
+                "source_rationale_id": rationale.id, "question_id": question.id, "correction_id": None,
+                "teacher_call_id": None, "human_label_id": people[rationale.id].id, "round": round,
+            })
+    return _write(store, "sft", round, rows, skipped, [_sql(store, q) for q in (query, human_q)], out_dir,
+                  teacher=teacher, scores=policy.value)
 
 
 def read_shard(shard_dir: str | Path) -> list[dict]:
