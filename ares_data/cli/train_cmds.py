@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..review.policy import ScorePolicy
 from ._common import LimitOpt, console, err_console, fail, store
 from .teacher_options import teacher_options
 
@@ -36,9 +37,14 @@ OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", help="Shard directory (default: $ARES_HOME/shards/<kind>-round-N).")]
 TeacherOpt = Annotated[Optional[str], typer.Option(
     "--teacher", help="Use the scores of this teacher model when several scored the round.")]
+ScoresOpt = Annotated[ScorePolicy, typer.Option(
+    "--scores", help="Rewards: human label where there is one, else the teacher's (human-first); "
+    "the teacher's only (teacher, with --teacher NAME when several); the mean of all teachers (mean).")]
 EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
+LoraVisionOpt = Annotated[bool, typer.Option(
+    "--lora-vision", help="A vision-language student: LoRA on the vision tower and projector too, not only the LM.")]
 # Sampling options, shared by `generate` and the `train` loop.
 SplitOpt = Annotated[str, typer.Option("--split", help="Questions of this split.")]
 KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")]
@@ -75,6 +81,8 @@ def generate(
     rate = f" at {s['questions_per_second']:.2f} questions/s" if s.get("questions_per_second") else ""
     console.print(f"round {round}: {s['rationales_added']} rationales for {s['questions_generated']} questions "
                   f"from {start.name}{rate}; {s['questions_done_before']} questions were already done", soft_wrap=True)
+    if s["questions_text_only"]:
+        console.print(f"{s['questions_text_only']} of them without an image (none, or its file missing): text only")
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Write training shards (parquet + manifest) from the store.")
@@ -87,27 +95,30 @@ def _print_export(row: "Export") -> None:
 
 
 @export_app.command("rl")
-def export_rl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None) -> None:
+def export_rl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
+                  scores: ScoresOpt = ScorePolicy.human_first) -> None:
     """One row per rollout scored sentence by sentence: prompt, response, spans, scores."""
     from ..exporters import export_rl
 
-    _print_export(export_rl(store(ctx), round, out, teacher))
+    _print_export(export_rl(store(ctx), round, out, teacher, scores))
 
 
 @export_app.command("sft")
-def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None) -> None:
-    """Prompt + teacher-corrected rationale ending in the answer sentence."""
+def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
+                   scores: ScoresOpt = ScorePolicy.human_first) -> None:
+    """Prompt + corrected rationale (a reviewer's, else the teacher's) ending in the answer sentence."""
     from ..exporters import export_sft
 
-    _print_export(export_sft(store(ctx), round, out))
+    _print_export(export_sft(store(ctx), round, out, teacher, scores))
 
 
 @export_app.command("verl")
-def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None) -> None:
+def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
+                    scores: ScoresOpt = ScorePolicy.human_first) -> None:
     """The scored rollouts in verl's parquet layout (sentence scores in extra_info)."""
     from ..exporters import export_verl
 
-    _print_export(export_verl(store(ctx), round, out, teacher))
+    _print_export(export_verl(store(ctx), round, out, teacher, scores))
 
 
 train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
@@ -201,6 +212,7 @@ def train_rl_cmd(
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
     kl_coef: Annotated[Optional[float], typer.Option("--kl-coef", min=0, help="Per-token KL penalty.")] = None,
+    lora_vision: LoraVisionOpt = False,
 ) -> None:
     """PPO with sentence rewards from the round's scored rollouts -> checkpoint round-N-rl.
 
@@ -212,7 +224,8 @@ def train_rl_cmd(
     opened = store(ctx)
     start = resolve_start(opened, "rl", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     overrides = {"ppo_epochs": None if epochs is None else int(epochs), "learning_rate": lr, "kl_coef": kl_coef,
-                 "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size)}
+                 "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size),
+                 "lora_vision": lora_vision}
     _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides,
                                 teacher=teacher))
 
@@ -229,6 +242,7 @@ def train_sft_cmd(
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
+    lora_vision: LoraVisionOpt = False,
 ) -> None:
     """SFT (LoRA) on the round's corrected rationales -> checkpoint round-N-sft.
 
@@ -238,7 +252,7 @@ def train_sft_cmd(
 
     opened = store(ctx)
     start = resolve_start(opened, "sft", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size}
+    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "lora_vision": lora_vision}
     _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides))
 
 
