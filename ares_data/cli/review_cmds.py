@@ -15,6 +15,8 @@ import typer
 from ._common import RoundOpt, console, store
 from .store_cmds import print_rows
 
+WhereOpt = Annotated[Optional[str], typer.Option(
+    "--filter", help="SQL condition over r (rationale) and q (question), e.g. \"q.split = 'train'\".")]
 ReviewerOpt = Annotated[str, typer.Option(
     "--reviewer", envvar="ARES_REVIEWER", help="Name stored with every label (default: your login).")]
 
@@ -31,8 +33,7 @@ review_app = typer.Typer(invoke_without_command=True,
 def review(
     ctx: typer.Context,
     round: RoundOpt = None,
-    where: Annotated[Optional[str], typer.Option(
-        "--filter", help="SQL condition over r (rationale) and q (question), e.g. \"q.split = 'train'\".")] = None,
+    where: WhereOpt = None,
     reviewer: ReviewerOpt = "",
 ) -> None:
     """Walk the round's rationales one at a time: accept or change sentence scores, edit the
@@ -50,12 +51,12 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="JSON file of Label Studio tasks to write.")],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Annotation tool.")] = ExportFormat.label_studio,
     round: RoundOpt = None,
+    where: WhereOpt = None,
 ) -> None:
-    """Tasks with each teacher's scores as predictions (model_version = teacher model), and the
-    labelling config beside them (FILE.xml)."""
+    """Label Studio tasks, each teacher's scores as predictions (model_version: the teacher); config in FILE.xml."""
     from ..review.label_studio import export_tasks
 
-    count = export_tasks(store(ctx), out, round=round)
+    count = export_tasks(store(ctx), out, round=round, where=where)
     console.print(f"{count} tasks to {out} (labelling config: {out.with_suffix('.xml')})", highlight=False)
 
 
