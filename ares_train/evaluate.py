@@ -47,7 +47,7 @@ def ensure_eval_rationales(
     missing = [q for q in questions if q.id not in have]
     if missing:
         model, tokenizer = model_and_tokenizer or load_checkpoint(store, checkpoint)[:2]
-        texts = generate_texts(model, tokenizer, [student_prompt(q) for q in missing], do_sample=False,
+        texts = generate_texts(model, tokenizer, [student_prompt(q) for q in missing], questions=missing, do_sample=False,
                                max_new_tokens=max_new_tokens, batch_size=batch_size)
         with store.session() as session:
             for q, (text,) in zip(missing, texts):

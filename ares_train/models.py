@@ -41,23 +41,33 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
 
 
 def load_student(model: str, adapters: Iterable[str | Path] = ()) -> tuple[Any, Any]:
-    """(model, tokenizer) with `adapters` merged in order; the tokenizer pads on the left."""
+    """(model, tokenizer) with `adapters` merged in order; the tokenizer pads on the left.
+
+    A vision-language model directory gives (model, processor) instead (see `vision.py`)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    from .vision import is_vision_language
 
     directory, gguf_file = resolve_model_path(model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-        lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
+        vlm = gguf_file is None and is_vision_language(directory)
+        if vlm:
+            processing = AutoProcessor.from_pretrained(directory)
+            lm = AutoModelForImageTextToText.from_pretrained(directory)
+        else:
+            processing = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+            lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
         for adapter in adapters:
             lm = PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
     except (OSError, ValueError) as exc:
         raise TrainingError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
+    tokenizer = processing.tokenizer if vlm else processing
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     lm.generation_config.pad_token_id = tokenizer.pad_token_id
-    return lm, tokenizer
+    return lm, processing
 
 
 def checkpoint_chain(session: Session, checkpoint: ModelCheckpoint) -> list[ModelCheckpoint]:

@@ -36,6 +36,7 @@ from ares_data.errors import TrainingError
 from . import ppo_math as pm
 from .ppo_config import PPOConfig
 from .sentence_tokens import tokenize_with_sentence_ends
+from .vision import encode, image_tensors, is_processor, lora_targets, text_tokenizer
 
 POLICY, CRITIC = "default", "critic"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -47,6 +48,7 @@ class _Sample:
     response_ids: list[int]
     end_positions: list[int]
     scores: list[float]
+    vision: dict[str, torch.Tensor]  # a VLM's image tensors for this prompt; empty when text only
 
 
 @dataclass
@@ -59,14 +61,20 @@ class _Batch:
     prompt_len: int
     end_positions: list[list[int]]
     scores: list[list[float]]
+    vision: list[dict[str, torch.Tensor]]
 
     def select(self, idx: torch.Tensor) -> "_Batch":
         rows = idx.tolist()
         return _Batch(
             self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx],
             self.response_ids[idx], self.mask[idx], self.prompt_len,
-            [self.end_positions[i] for i in rows], [self.scores[i] for i in rows],
+            [self.end_positions[i] for i in rows], [self.scores[i] for i in rows], [self.vision[i] for i in rows],
         )  # fmt: skip
+
+    def image_inputs(self) -> dict[str, torch.Tensor]:
+        """The rows' image tensors, concatenated in row order (as their image tokens appear)."""
+        keys = {k for v in self.vision for k in v}
+        return {k: torch.cat([v[k] for v in self.vision if k in v]) for k in keys}
 
 
 def scores_match(row: Mapping[str, Any]) -> bool:
@@ -76,11 +84,14 @@ def scores_match(row: Mapping[str, Any]) -> bool:
 
 class SentenceRewardPPOTrainer:
     def __init__(self, config: PPOConfig, model: Any, tokenizer: Any):
+        """`tokenizer` is a VLM's processor when the student is one; rows may then carry an `image`."""
         torch.manual_seed(config.seed)
-        self.config, self.tokenizer = config, tokenizer
+        self.processor = tokenizer if is_processor(tokenizer) else None
+        self.config, self.tokenizer = config, text_tokenizer(tokenizer)
+        tokenizer = self.tokenizer
         lora = LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules, task_type="CAUSAL_LM",
+            target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision), task_type="CAUSAL_LM",
         )  # fmt: skip
         self.model = get_peft_model(model, lora, adapter_name=POLICY)
         self.model.add_adapter(CRITIC, lora)
@@ -101,9 +112,15 @@ class SentenceRewardPPOTrainer:
 
     # -- data -----------------------------------------------------------------------------
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
-        return ids if not self._bos or ids[:1] == self._bos else self._bos + ids
+    def _prompt_ids(self, prompt: str, image: Any = None) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """Prompt token ids (image tokens expanded) and the image tensors, for a VLM row with an image."""
+        vision: dict[str, torch.Tensor] = {}
+        if image is not None and self.processor is not None:
+            encoded = encode(self.processor, [prompt], [image], return_tensors="pt")
+            ids, vision = encoded["input_ids"][0].tolist(), image_tensors(encoded)
+        else:
+            ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        return (ids if not self._bos or ids[:1] == self._bos else self._bos + ids), vision
 
     def _left_pad(self, seqs: Sequence[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts padded on the left to `width`: (ids, attention mask)."""
@@ -118,7 +135,7 @@ class SentenceRewardPPOTrainer:
         """Token ids and sentence-end token positions; None when the row cannot be used."""
         if not scores_match(row):
             return None
-        prompt_ids = self._prompt_ids(row["prompt"])
+        prompt_ids, vision = self._prompt_ids(row["prompt"], row.get("image"))
         try:
             response_ids, ends = tokenize_with_sentence_ends(self.tokenizer, row["response"], row["sentence_ends"])
         except ValueError:
@@ -129,7 +146,7 @@ class SentenceRewardPPOTrainer:
         if budget < 1 or not response_ids:
             return None
         kept = [(e, float(s)) for e, s in zip(ends, row["scores"]) if e < budget]
-        return _Sample(prompt_ids, response_ids[:budget], [e for e, _ in kept], [s for _, s in kept])
+        return _Sample(prompt_ids, response_ids[:budget], [e for e, _ in kept], [s for _, s in kept], vision)
 
     def _collate(self, samples: Sequence[_Sample]) -> _Batch:
         plen = max(len(s.prompt_ids) for s in samples)
@@ -147,6 +164,7 @@ class SentenceRewardPPOTrainer:
             ids.to(dev), attn.to(dev), position_ids.to(dev), ids[:, plen:].to(dev),
             attn[:, plen:].float().to(dev), plen,
             [s.end_positions for s in samples], [s.scores for s in samples],
+            [{k: v.to(dev) for k, v in s.vision.items()} for s in samples],
         )  # fmt: skip
 
     # -- forward passes -------------------------------------------------------------------
@@ -162,7 +180,7 @@ class SentenceRewardPPOTrainer:
     def _run(self, batch: _Batch, *, hidden: bool = False) -> Any:
         return self.model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids, output_hidden_states=hidden, use_cache=False,
+            position_ids=batch.position_ids, output_hidden_states=hidden, use_cache=False, **batch.image_inputs(),
         )  # fmt: skip
 
     def _response_logits(self, batch: _Batch) -> torch.Tensor:
@@ -283,7 +301,7 @@ class SentenceRewardPPOTrainer:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int, **generate_kwargs: Any) -> list[str]:
         """Sample responses from the current policy (for an online generate -> score -> step loop)."""
-        encoded = [self._prompt_ids(p) for p in prompts]
+        encoded = [self._prompt_ids(p)[0] for p in prompts]
         plen = max(map(len, encoded))
         ids, attn = self._left_pad(encoded, plen)
         self.model.eval()

@@ -17,11 +17,12 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from ares_data.formatting import parse_answer, student_prompt
+from ares_data.images import question_image
 from ares_data.models import ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
 
 from .models import load_checkpoint
-from .prompting import format_prompt
+from .vision import encode, is_processor, student_input, text_tokenizer
 
 
 @dataclass
@@ -40,6 +41,7 @@ def generate_texts(
     tokenizer: Any,
     user_texts: Sequence[str],
     *,
+    questions: Sequence[Any] | None = None,
     max_new_tokens: int = 256,
     do_sample: bool = True,
     temperature: float = 1.0,
@@ -49,23 +51,27 @@ def generate_texts(
     seed: int | None = None,
 ) -> list[list[str]]:
     """For each user text, `num_return_sequences` continuations of its formatted prompt (greedy
-    when do_sample is False); shared by rollouts and evaluation."""
+    when do_sample is False); shared by rollouts and evaluation. A VLM student (`tokenizer` is
+    then its processor) also sees the image of the matching entry of `questions`."""
     import torch
     from transformers import set_seed
 
     if seed is not None:
         set_seed(seed)
     sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if do_sample else {"do_sample": False}
-    tokenizer.padding_side = "left"  # generation continues every row from its last token
+    text_tok = text_tokenizer(tokenizer)
+    text_tok.padding_side = "left"  # generation continues every row from its last token
     model.eval()
     out: list[list[str]] = []
     for start in range(0, len(user_texts), batch_size):
-        prompts = [format_prompt(tokenizer, t) for t in user_texts[start:start + batch_size]]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        chunk = user_texts[start:start + batch_size]
+        qs = questions[start:start + batch_size] if questions is not None else [None] * len(chunk)
+        prompts, images = zip(*(student_input(tokenizer, t, q) for t, q in zip(chunk, qs, strict=True)))
+        enc = encode(tokenizer, prompts, images, return_tensors="pt", padding=True).to(model.device)
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                                 pad_token_id=tokenizer.pad_token_id, **sampling)
-        texts = tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                                 pad_token_id=text_tok.pad_token_id, **sampling)
+        texts = text_tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         texts = [t.strip() for t in texts]
         out.extend(texts[i:i + num_return_sequences] for i in range(0, len(texts), num_return_sequences))
     return out
@@ -124,7 +130,8 @@ def generate_rollouts(
     pending, skipped = pending_questions(store, checkpoint_id=checkpoint.id, round=round, split=split, k=k,
                                          limit=limit)
     summary = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,
-               "questions_done_before": skipped, "questions_generated": 0, "rationales_added": 0}
+               "questions_done_before": skipped, "questions_generated": 0, "rationales_added": 0,
+               "questions_text_only": 0}
     if not pending:
         return summary
     model, tokenizer = model_and_tokenizer or load_checkpoint(store, checkpoint)[:2]
@@ -138,7 +145,8 @@ def generate_rollouts(
             batch = pending[start:start + settings.batch_size]
             seed = None if settings.seed is None else settings.seed + start  # resumed runs stay reproducible
             texts = generate_texts(
-                model, tokenizer, [student_prompt(q) for q in batch], max_new_tokens=settings.max_new_tokens,
+                model, tokenizer, [student_prompt(q) for q in batch], questions=batch,
+                max_new_tokens=settings.max_new_tokens,
                 temperature=settings.temperature, top_k=settings.top_k, num_return_sequences=k,
                 batch_size=settings.batch_size, seed=seed,
             )
@@ -153,6 +161,8 @@ def generate_rollouts(
                         )
                         summary["rationales_added"] += created
             summary["questions_generated"] += len(batch)
+            if is_processor(tokenizer):  # a VLM: count the questions it saw without an image
+                summary["questions_text_only"] += sum(question_image(q) is None for q in batch)
             bar.advance(task, len(batch))
     elapsed = time.monotonic() - started
     summary.update(seconds=elapsed, questions_per_second=summary["questions_generated"] / elapsed)

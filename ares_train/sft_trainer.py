@@ -7,24 +7,31 @@ prompt is formatted with `format_prompt`, exactly as the student sees it when ge
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from .prompting import format_prompt
 from .sft_config import SFTRunConfig
+from .vision import is_processor, lora_targets, student_input, text_tokenizer
 
 
 def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: Iterable[dict],
-                      output_dir: str | Path) -> dict[str, Any]:
+                      output_dir: str | Path, questions: Mapping[int, Any] | None = None) -> dict[str, Any]:
     """Train a LoRA adapter on `rows` ({prompt: user text, completion}), save it (PEFT format)
-    to `output_dir`, and return the metrics: the trainer's summary and its per-step log."""
+    to `output_dir`, and return the metrics: the trainer's summary and its per-step log.
+
+    A VLM student (`tokenizer` is its processor) also sees the image of each row's question
+    (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    dataset = Dataset.from_list([
-        {"prompt": format_prompt(tokenizer, row["prompt"]), "completion": row["completion"]} for row in rows
-    ])
+    vlm, questions = is_processor(tokenizer), questions or {}
+    examples = []
+    for row in rows:
+        prompt, image = student_input(tokenizer, row["prompt"], questions.get(row.get("question_id")))
+        examples.append({"prompt": prompt, "completion": row["completion"],
+                         **({"images": [image] if image is not None else []} if vlm else {})})
+    dataset = Dataset.from_list(examples)
     args = SFTConfig(
         output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -34,8 +41,9 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     )
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                             target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
-    tokenizer.padding_side = "right"  # training pads on the right; generation switches back
+                             target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision),
+                             task_type="CAUSAL_LM")
+    text_tokenizer(tokenizer).padding_side = "right"  # training pads on the right; generation switches back
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     result = trainer.train()

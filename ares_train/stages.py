@@ -16,13 +16,13 @@ from sqlmodel import select
 
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
-from ares_data.models import Export, ModelCheckpoint, Rationale, TeacherCall, TrainingRun, utcnow
+from ares_data.models import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
 from ares_data.paths import default_checkpoint_dir
 from ares_data.store import Store
 
 from .models import ensure_base_checkpoint, find_checkpoint, load_checkpoint
-from .prompting import format_prompt
 from .sft_config import SFTRunConfig
+from .vision import student_input
 
 METRICS_FILE = "metrics.jsonl"
 TrainFn = Callable[[Any, Any, Path], dict]  # (model, tokenizer, output_dir) -> metrics
@@ -127,6 +127,13 @@ def training_run_of(store: Store, checkpoint: ModelCheckpoint) -> TrainingRun | 
         return session.exec(select(TrainingRun).where(TrainingRun.output_checkpoint_id == checkpoint.id)).first()
 
 
+def questions_of(store: Store, rows: list[dict]) -> dict[int, Question]:
+    """The store's question of each shard row, by id: where a VLM student's image is found and checked."""
+    with store.session() as session:
+        found = session.exec(select(Question).where(Question.id.in_({r["question_id"] for r in rows}))).all()
+    return {q.id: q for q in found}
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
 
@@ -145,8 +152,9 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
         trainer = SentenceRewardPPOTrainer(config, model, tokenizer)
-        samples = [{"prompt": format_prompt(tokenizer, r["prompt"]), "response": r["response"],
-                    "sentence_ends": r["sentence_ends"], "scores": r["scores"]} for r in rows]
+        questions = questions_of(store, rows)
+        samples = [dict(zip(("prompt", "image"), student_input(tokenizer, r["prompt"], questions.get(r["question_id"]))),
+                        response=r["response"], sentence_ends=r["sentence_ends"], scores=r["scores"]) for r in rows]
         steps = trainer.train(samples, metrics_path=output / METRICS_FILE)
         trainer.save(output)
         return {"steps": steps, "summary": {**(steps[-1] if steps else {}), "steps": len(steps), "rows": len(rows)}}
@@ -167,7 +175,7 @@ def train_sft(store: Store, round: int, *, start: ModelCheckpoint | None = None,
     export, rows = _shard(store, shard_dir, lambda: export_sft(store, round))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
-        metrics = train_sft_adapter(config, model, tokenizer, rows, output)
+        metrics = train_sft_adapter(config, model, tokenizer, rows, output, questions_of(store, rows))
         _write_jsonl(output / METRICS_FILE, metrics["steps"])
         return {**metrics, "summary": {**metrics["summary"], "rows": len(rows)}}
 
