@@ -85,8 +85,9 @@ def _one_teacher(round: int, teachers: list[str], teacher: str | None) -> str | 
     return teacher or (teachers[0] if teachers else None)
 
 
-def scored_rollouts(store: Store, round: int, teacher: str | None = None,
-                    policy: ScorePolicy | str = ScorePolicy.human_first) -> tuple[list[ScoredRollout], Counter, list[str]]:
+def scored_rollouts(
+    store: Store, round: int, teacher: str | None = None, policy: ScorePolicy | str = ScorePolicy.human_first,
+) -> tuple[list[ScoredRollout], Counter, list[str]]:
     """(rollouts of the round with a reward for every sentence under `policy`, the others counted
     by reason, the queries run). Each teacher counts with its latest `ok` call; several teachers
     must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out."""
@@ -123,8 +124,11 @@ def scored_rollouts(store: Store, round: int, teacher: str | None = None,
         latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == "ok"}
         pool = latest if policy is ScorePolicy.mean else {m: v for m, v in latest.items() if m == teacher}
         full = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
-        people = bool(own) and all(s.id in human for s in own)
-        reason = "flagged_bad" if question.id in flagged else None if people else _skip_reason(per_call, pool, full, own)
+        people = bool(own) and all(s.id in human for s in own)  # a reviewer scored every sentence
+        if question.id in flagged:
+            reason = "flagged_bad"
+        else:
+            reason = None if people else _skip_reason(per_call, pool, full, own)
         if reason:
             skipped[reason] += 1
             continue
@@ -188,7 +192,8 @@ def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teach
             "response": r.rationale.text, "sentence_starts": starts, "sentence_ends": ends, "scores": r.scores,
             "teacher_model": r.teacher_model, "teacher_call_id": r.teacher_call_id, "score_sources": r.sources,
         })
-    return _write(store, "rl", round, rows, skipped, queries, out_dir, teacher=teacher, scores=ScorePolicy(scores).value)
+    return _write(store, "rl", round, rows, skipped, queries, out_dir, teacher=teacher,
+                  scores=ScorePolicy(scores).value)
 
 
 def export_verl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None,
@@ -256,9 +261,10 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
         reviewed = [(r, q) for r, q in session.exec(human_q) if r.id in people] if people else []
         flagged = flagged_questions(session)
     for correction, corrected, question, model in found:
-        if question.id in flagged or correction.rationale_id in people or (teacher and model != teacher):
-            skipped["flagged_bad" if question.id in flagged else "human_correction" if correction.rationale_id
-                    in people else "other_teacher"] += 1
+        reason = ("flagged_bad" if question.id in flagged else "human_correction" if correction.rationale_id in people
+                  else "other_teacher" if teacher and model != teacher else None)
+        if reason:
+            skipped[reason] += 1
             continue
         if (completion := _completion(corrected.text, question, skipped)) is not None:
             rows.append({
