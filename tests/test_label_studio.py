@@ -48,7 +48,8 @@ def test_round_trip_changes_exactly_the_edited_sentences(store, tasks_file, tmp_
     assert tasks[0]["predictions"][0]["model_version"] == "teacher-a"
     assert tasks[1]["data"]["correction"] == "Two is even. The answer is (A)."
     edited = tmp_path / "annotated.json"
-    edited.write_text(json.dumps(_annotate(tasks, {0: {"score_1": 0.2}, 1: {"score_0": 0.4, "correction": "Two is even."}})))
+    edits = {0: {"score_1": 0.2}, 1: {"score_0": 0.4, "correction": "Two is even."}}
+    edited.write_text(json.dumps(_annotate(tasks, edits)))
     before = {r["rationale_id"]: r["scores"] for r in read_shard(export_rl(store, 1).path)}
     assert import_annotations(store, edited) == {"score": 2, "correction": 1, "flag": 0}
     after = {r["rationale_id"]: r["scores"] for r in read_shard(export_rl(store, 1).path)}
@@ -64,7 +65,8 @@ def test_round_trip_changes_exactly_the_edited_sentences(store, tasks_file, tmp_
 @pytest.mark.parametrize("breakage, message", [
     (lambda t: t[1]["data"].update(ares_rationale_id=999), "task 101: rationale 999 is not"),
     (lambda t: t[0]["annotations"][0]["result"][0]["value"].update(number=1.5), "task 100: score_0: score 1.5"),
-    (lambda t: t[1]["annotations"][0]["result"].append({"from_name": "stars"}), "task 101: unknown or malformed result 'stars'"),
+    (lambda t: t[1]["annotations"][0]["result"].append({"from_name": "stars"}),
+     "task 101: unknown or malformed result 'stars'"),
     (lambda t: t[0].pop("data"), "task 100: no data.ares_rationale_id"),
 ])
 def test_a_bad_task_is_named_and_nothing_is_written(cli, store, tasks_file, tmp_path, breakage, message):
