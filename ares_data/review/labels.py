@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import column, func, table, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import column, func, table
 from sqlmodel import Session, select
 
-from ..errors import ReviewError
+from ..errors import ReviewError, StoreError
 from ..models import Correction, HumanLabel, Question, Rationale, Sentence, TeacherCall
 from ..store import Store, _in_chunks
 
@@ -133,23 +132,24 @@ def flag_question(session: Session, *, question_id: int, bad: bool, reviewer: st
                 reviewer=reviewer, origin=origin)
 
 
-def _rationale_ids(session: Session, round: int | None, where: str | None) -> list[int]:
+def _rationale_ids(store: Store, round: int | None, where: str | None) -> list[int]:
+    """Run on a read-only connection: `where` is the user's SQL."""
     sql = "SELECT r.id FROM rationale r JOIN question q ON q.id = r.question_id WHERE r.source = 'student'"
     if round is not None:
         sql += " AND r.round = :round"
     if where:
         sql += f" AND ({where})"
     try:
-        return [rid for (rid,) in session.execute(text(sql + " ORDER BY r.id"), {"round": round})]
-    except DBAPIError as exc:
-        raise ReviewError(f"--filter {where!r}: {str(exc.orig).strip().splitlines()[0]}") from exc
+        return [rid for (rid,) in store.query_readonly(sql + " ORDER BY r.id", {"round": round})[1]]
+    except StoreError as exc:
+        raise ReviewError(f"--filter {where!r}: {exc}") from exc
 
 
 def review_items(store: Store, round: int | None = None, where: str | None = None) -> list[ReviewItem]:
     """The student rationales to review, oldest first; `where` is SQL over `r` (rationale) and
     `q` (question), e.g. "q.split = 'train' AND r.sample_index = 0"."""
+    ids = _rationale_ids(store, round, where)
     with store.session() as session:
-        ids = _rationale_ids(session, round, where)
         rows = dict(_in_chunks(session, select(Rationale.id, Rationale), Rationale.id, ids))
         questions = {q.id: q for q in session.exec(select(Question).where(
             Question.id.in_(select(Rationale.question_id).where(Rationale.id.in_(ids)))))} if ids else {}
