@@ -25,12 +25,15 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from starlette.applications import Starlette
+
+from .teacher.pricing import PrefixCache
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
 _NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
+_LABEL = re.compile(r"^Rationale (R\d+),", re.MULTILINE)
 
 
 def _digest(text: str) -> int:
@@ -52,6 +55,8 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
     """The reply to a conversation built from the project's prompts."""
     system = next((_text(m["content"]) for m in messages if m.get("role") == "system"), "")
     first_user = next((_text(m["content"]) for m in messages if m.get("role") == "user"), "")
+    if "numbered sentence" in system and _LABEL.search(first_user):
+        return _grouped_answer(first_user, fault)
     if "numbered sentence" in system:
         sentences = [s for _, s in _NUMBERED.findall(first_user)]
         scores = [sentence_score(s) for s in sentences]
@@ -70,14 +75,29 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
     return "I am a fake teacher."
 
 
+def _grouped_answer(user: str, fault: str | None) -> str:
+    """{"R1": [...], ...} for a grouped scoring prompt; a wrong_count fault spoils the last list only."""
+    pieces = _LABEL.split(user)[1:]
+    lists = {label: [sentence_score(s) for _, s in _NUMBERED.findall(block)]
+             for label, block in zip(pieces[::2], pieces[1::2])}
+    if fault == "wrong_count":
+        lists[list(lists)[-1]].append(0.5)
+    reply = json.dumps(lists)
+    return reply[: len(reply) // 2] if fault == "malformed" else reply
+
+
 class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
-                 seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True):
+                 seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
+                 cache_min_tokens: int | None = 0):
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.api_key, self.hang_s, self.ratelimit_headers = api_key, hang_s, ratelimit_headers
         self.by_status: Counter = Counter()
         self.answered: Counter = Counter()
         self.seen: Counter = Counter()
+        # Prompt caching as providers do it: a request's head sent before is reported as cached
+        # (None: no cache at all).
+        self.cache = None if cache_min_tokens is None else PrefixCache(cache_min_tokens)
         self._capacity = max(1.0, rpm / 60) if rpm else 0.0
         self._tokens, self._at = self._capacity, time.monotonic()
         self.app = Starlette(routes=[
@@ -138,13 +158,14 @@ class FakeTeacher:
             self.by_status["disconnected"] += 1
             return Response(status_code=499)
         content = answer(messages, fault, str(body.get("model", "")))
+        cached = self.cache.read(body) if self.cache else 0
         envelope = json.dumps({
             "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": len(raw) // 4, "completion_tokens": max(1, len(content) // 4),
                       "total_tokens": len(raw) // 4 + max(1, len(content) // 4),
-                      "prompt_tokens_details": {"cached_tokens": 0}},
+                      "prompt_tokens_details": {"cached_tokens": cached}},
         })
         if fault == "truncated":
             self.by_status["truncated"] += 1

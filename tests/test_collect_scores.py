@@ -150,6 +150,7 @@ def test_dry_run_sends_nothing(cli, store):
         asyncio.run(collect_scores(store, teacher(url), round=1, limit=2, progress=False))
         before = stats(url)["requests"]
         result = cli("collect-scores", "--round", 1, "--base-url", url, "--model", "fake", "--dry-run",
+                     "--no-group-by-question",
                      "--price-in", 2.5, "--price-out", 10)
         assert stats(url)["requests"] == before == 2
     assert result.exit_code == 0, result.output
@@ -160,7 +161,8 @@ def test_dry_run_sends_nothing(cli, store):
 def test_max_cost_stops_before_the_cap(cli, store):
     add_rationales(store, 10)
     with serve_in_thread() as url:
-        result = cli("collect-scores", "--round", 1, "--base-url", url, "--price-in", 10000, "--price-out", 0,
+        result = cli("collect-scores", "--round", 1, "--no-group-by-question",
+                     "--base-url", url, "--price-in", 10000, "--price-out", 0,
                      "--concurrency", 1, "--max-cost", 5)
         sent = stats(url)["requests"]
     assert result.exit_code == 0, result.output

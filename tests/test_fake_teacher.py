@@ -90,7 +90,8 @@ def test_sigkill_mid_run_then_rerun_scores_every_sentence_once(tmp_path):
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        run = [*ARES, "collect-scores", "--round", "1", "--base-url", url + "/v1", "--model", "fake",
+        run = [*ARES, "collect-scores", "--round", "1", "--no-group-by-question",
+               "--base-url", url + "/v1", "--model", "fake",
                "--concurrency", "4", "--rpm", "6000", "--timeout", "10"]
         first = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # The 4 workers' calls travel together (one every 10 ms, 300 ms latency): kill 150 ms after

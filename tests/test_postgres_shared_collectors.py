@@ -23,7 +23,8 @@ N = 24
 
 def _collector(url: str, db_url: str, concurrency: int) -> subprocess.Popen:
     env = {**os.environ, "ARES_DB": db_url, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([*ARES, "collect-scores", "--round", "1", "--base-url", url, "--model", "fake",
+    return subprocess.Popen([*ARES, "collect-scores", "--round", "1", "--no-group-by-question",
+                             "--base-url", url, "--model", "fake",
                              "--concurrency", str(concurrency), "--rpm", "60000", "--lease", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

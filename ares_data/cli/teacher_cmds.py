@@ -20,6 +20,10 @@ LeaseOpt = Annotated[float, typer.Option(
          "a heartbeat (if it died).")]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
     "--checkpoint", help="Only rationales this student checkpoint wrote (a round holds rollouts of two).")]
+GroupOpt = Annotated[bool, typer.Option(
+    "--group-by-question/--no-group-by-question",
+    help="Score all selected rationales of a question in one call (the question is sent once: under half "
+         "the input tokens per sentence, docs/benchmarks.md), or one call per rationale.")]
 MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
 
@@ -41,10 +45,11 @@ def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, **options) -
 @teacher_options
 def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = RationaleSource.student,
                    limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
-                   lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, *, teacher: TeacherConfig) -> None:
+                   lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
+                   *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
     _collect(ctx, "score", teacher, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
+             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, group_by_question=group_by_question)
 
 
 @teacher_options

@@ -4,11 +4,14 @@ Both select the rationales that still lack an answer from this teacher model and
 version, turn each into a `Task`, and run the tasks with `concurrency` workers over one
 client. A dry run builds the same requests and counts what would be sent. Each rationale is
 claimed with a lease first (claims.py), so several collectors on one store share the work.
+With `group_by_question` the rationales of one question are scored in one call (grouped.py);
+a unit of work is then the claimed rationales of one question.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,13 +23,15 @@ from sqlalchemy import exists
 from sqlmodel import Session, select
 
 from ..errors import TeacherError
-from ..models import Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall
+from ..models import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall,
+                      TeacherCallRationale)
 from ..store import Store
 from .claims import Claim, Claims
 from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, request_key, stored_answer
 from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
-from .pricing import cost, estimate_tokens
+from .grouped import SCORE_GROUP, group_task
+from .pricing import PrefixCache, cost, estimate_tokens
 from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
 from .validation import parse_correction, parse_scores
 
@@ -42,26 +47,30 @@ class CollectSummary:
     reused: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    cached_tokens_in: int = 0
     cost_usd: float = 0.0
     stopped: Optional[str] = None
     elsewhere: int = 0
     dry_run: bool = False
     est_calls: int = 0
+    est_stored: int = 0
     est_tokens_in: int = 0
     est_tokens_out: int = 0
+    est_cached_tokens_in: int = 0
     est_cost_usd: float = 0.0
 
     def lines(self) -> list[str]:
         if self.dry_run:
             return [f"dry run: {self.selected} rationales to {self.kind}, {self.est_calls} calls to send "
-                    f"({self.selected - self.est_calls} answered from the store); nothing was sent",
+                    f"({self.est_stored} answered from the store); nothing was sent",
                     f"estimated tokens: {self.est_tokens_in} in, {self.est_tokens_out} out "
-                    f"(without repairs); estimated cost ${self.est_cost_usd:.4f}"]
+                    f"(without repairs); estimated cost ${self.est_cost_usd:.4f}",
+                    *self._cached_line(self.est_cached_tokens_in, "would be")]
         failed = ", ".join(f"{reason} {n}" for reason, n in sorted(self.failed.items())) or "none"
         verb = "scored" if self.kind == "score" else "corrected"
         lines = [f"{verb} {self.done} of {self.selected} rationales; failed: {failed}",
                  f"calls sent {self.calls}, reused from the store {self.reused}; tokens {self.tokens_in} in, "
-                 f"{self.tokens_out} out; cost ${self.cost_usd:.4f}"]
+                 f"{self.tokens_out} out; cost ${self.cost_usd:.4f}", *self._cached_line(self.cached_tokens_in, "were")]
         if self.elsewhere:
             lines.append(f"{self.elsewhere} answered by another collector on this store")
         if self.skipped_empty:
@@ -71,6 +80,11 @@ class CollectSummary:
         return lines
 
 
+    @staticmethod
+    def _cached_line(tokens: int, verb: str) -> list[str]:
+        return [f"{tokens} input tokens {verb} read from the provider's prompt cache"] if tokens else []
+
+
 @dataclass
 class _Job:
     rationale: Rationale
@@ -78,14 +92,18 @@ class _Job:
     sentences: list[Sentence]
 
 
-def _teacher_key(kind: str, teacher: TeacherConfig) -> tuple[str, str]:
-    return teacher.model, load(SCORE if kind == "score" else CORRECT).version
+def _prompt(kind: str, grouped: bool) -> str:
+    return CORRECT if kind == "correct" else SCORE_GROUP if grouped else SCORE
 
 
-def _still_open(kind: str, teacher: TeacherConfig) -> tuple:
-    """WHERE clauses: the rationale has no `ok` answer (nor a given-up chain) from this model and
-    prompt version."""
-    model, version = _teacher_key(kind, teacher)
+def _teacher_key(kind: str, teacher: TeacherConfig, grouped: bool = False) -> tuple[str, str]:
+    return teacher.model, load(_prompt(kind, grouped)).version
+
+
+def _still_open(kind: str, teacher: TeacherConfig, grouped: bool = False) -> tuple:
+    """WHERE clauses: the rationale has no `ok` answer (nor a given-up chain, single or grouped)
+    from this model and prompt version."""
+    model, version = _teacher_key(kind, teacher, grouped)
     same_teacher = (TeacherCall.model == model, TeacherCall.prompt_version == version)
     if kind == "score":
         answered = exists().where(SentenceScore.sentence_id == Sentence.id, Sentence.rationale_id == Rationale.id,
@@ -95,22 +113,26 @@ def _still_open(kind: str, teacher: TeacherConfig) -> tuple:
                                   TeacherCall.id == Correction.teacher_call_id, *same_teacher)
     given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
                               TeacherCall.status == "failed", *same_teacher)
-    return ~answered, ~given_up
+    given_up_in_group = exists().where(
+        TeacherCallRationale.rationale_id == Rationale.id, TeacherCall.id == TeacherCallRationale.teacher_call_id,
+        TeacherCall.kind == kind, TeacherCall.status == "failed", *same_teacher)
+    return ~answered, ~given_up, ~given_up_in_group
 
 
-def _claims(store: Store, kind: str, teacher: TeacherConfig, lease_s: float) -> Claims:
+def _claims(store: Store, kind: str, teacher: TeacherConfig, lease_s: float, grouped: bool = False) -> Claims:
     def still_open(session: Session, rationale_id: int) -> bool:
-        stmt = select(Rationale.id).where(Rationale.id == rationale_id, *_still_open(kind, teacher))
+        stmt = select(Rationale.id).where(Rationale.id == rationale_id, *_still_open(kind, teacher, grouped))
         return session.exec(stmt).first() is not None
 
-    return Claims(store, kind, "|".join(_teacher_key(kind, teacher)), still_open, lease_s)
+    return Claims(store, kind, "|".join(_teacher_key(kind, teacher, grouped)), still_open, lease_s)
 
 
 def _select(session: Session, kind: str, teacher: TeacherConfig, source: RationaleSource,
-            round: int | None, limit: int | None, checkpoint: str | None = None) -> list[_Job]:
+            round: int | None, limit: int | None, checkpoint: str | None = None,
+            grouped: bool = False) -> list[_Job]:
     """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version;
     `checkpoint` keeps those one student checkpoint wrote (a round holds rollouts of two)."""
-    stmt = (select(Rationale).where(Rationale.source == source.value, *_still_open(kind, teacher))
+    stmt = (select(Rationale).where(Rationale.source == source.value, *_still_open(kind, teacher, grouped))
             .order_by(Rationale.id))
     if round is not None and source is RationaleSource.student:
         stmt = stmt.where(Rationale.round == round)
@@ -133,7 +155,20 @@ def _select(session: Session, kind: str, teacher: TeacherConfig, source: Rationa
     return [_Job(r, questions[r.question_id], sentences[r.id]) for r in rationales]
 
 
-def _score_task(store: Store, job: _Job) -> Task:
+def _units(jobs: list[_Job], grouped: bool) -> list[list[_Job]]:
+    """Units of work: one rationale each, or the rationales of one question (in selection order)."""
+    if not grouped:
+        return [[job] for job in jobs]
+    by_question: dict[int, list[_Job]] = {}
+    for job in jobs:
+        by_question.setdefault(job.question.id, []).append(job)
+    return list(by_question.values())
+
+
+def _score_task(store: Store, jobs: list[_Job], grouped: bool = False) -> Task:
+    if grouped:
+        return group_task(jobs)
+    [job] = jobs
     texts = [s.text for s in job.sentences]
 
     def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
@@ -157,7 +192,8 @@ def levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-def _correct_task(store: Store, job: _Job) -> Task:
+def _correct_task(store: Store, jobs: list[_Job], grouped: bool = False) -> Task:
+    [job] = jobs
     original = job.rationale
     ask = correct_ask(job.question, original.text)
     prompt_texts = [ask.system] + [p["text"] for p in ask.parts if p["type"] == "text"]
@@ -185,88 +221,105 @@ def _progress(enabled: bool) -> Progress:
 
 
 async def _collect(store: Store, teacher: TeacherConfig, kind: str,
-                   make_task: Callable[[Store, _Job], Task], *, round: int | None, rationales: str,
+                   make_task: Callable[[Store, list[_Job], bool], Task], *, round: int | None, rationales: str,
                    limit: int | None, dry_run: bool, max_cost: float | None, progress: bool,
                    client: TeacherClient | None = None, lease_s: float = 120.0,
-                   checkpoint: str | None = None) -> CollectSummary:
+                   checkpoint: str | None = None, grouped: bool = False) -> CollectSummary:
     source = RationaleSource(rationales)
     with store.session() as session:
-        jobs = _select(session, kind, teacher, source, round, limit, checkpoint)
+        jobs = _select(session, kind, teacher, source, round, limit, checkpoint, grouped)
     summary = CollectSummary(kind, dry_run=dry_run)
     summary.skipped_empty = sum(1 for j in jobs if not j.sentences)
-    tasks = [make_task(store, j) for j in jobs if j.sentences]
-    summary.selected = len(tasks)
+    units = _units([j for j in jobs if j.sentences], grouped)
+    summary.selected = sum(len(unit) for unit in units)
+    build = functools.partial(make_task, store, grouped=grouped)
     if dry_run:
-        _estimate(store, teacher, tasks, summary)
+        _estimate(store, teacher, [build(unit) for unit in units], summary)
         return summary
     tally = Tally()
     async with (client or TeacherClient(teacher)) as opened:
         runner = CallRunner(store, opened, tally, max_cost)
-        claims = _claims(store, kind, teacher, lease_s)
+        claims = _claims(store, kind, teacher, lease_s, grouped)
         async with claims.heartbeat():
-            await _run_all(runner, claims, tasks, summary, progress, teacher.concurrency)
+            await _run_all(runner, claims, units, build, summary, progress, teacher.concurrency)
     summary.calls, summary.reused = tally.sent, tally.reused
     summary.tokens_in, summary.tokens_out, summary.cost_usd = tally.tokens_in, tally.tokens_out, tally.cost_usd
+    summary.cached_tokens_in = tally.cached_tokens_in
     return summary
 
 
 def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: CollectSummary) -> None:
+    """Tokens and cost of the calls not answered from the store; the prompt-cache share counts
+    each request's head already sent by an earlier one (providers cache heads of 1024+ tokens)."""
+    cache = PrefixCache()
     for task in tasks:
         body, _, key = request_key(teacher, task, task.ask)
         if stored_answer(store, key) is not None:
+            summary.est_stored += 1
             continue
         summary.est_calls += 1
         summary.est_tokens_in += estimate_tokens(body)
+        summary.est_cached_tokens_in += cache.read(body)
         summary.est_tokens_out += estimate_out(task)
     summary.est_cost_usd = cost(teacher.model, summary.est_tokens_in, summary.est_tokens_out,
-                                teacher.price_in, teacher.price_out)
+                                teacher.price_in, teacher.price_out, summary.est_cached_tokens_in)
 
 
-async def _run_all(runner: CallRunner, claims: Claims, tasks: list[Task], summary: CollectSummary,
-                   progress: bool, workers: int) -> None:
-    """Run the tasks with `workers` coroutines; a permanent error or the budget stops new work.
-    Tasks another collector holds are looked at again (every tenth of a lease) until they are
-    answered or their lease expires and they become ours."""
-    pending = iter(tasks)
-    busy: list[Task] = []
+async def _run_all(runner: CallRunner, claims: Claims, units: list[list[_Job]], build: Callable[[list[_Job]], Task],
+                   summary: CollectSummary, progress: bool, workers: int) -> None:
+    """Run the units with `workers` coroutines; a permanent error or the budget stops new work.
+    Every rationale of a unit is claimed; those another collector holds are looked at again
+    (every tenth of a lease) until they are answered or their lease expires and they become ours."""
+    pending = iter(units)
+    busy: list[list[_Job]] = []
     fatal: list[BaseException] = []
     started = time.monotonic()
     with _progress(progress) as bar:
-        task_id = bar.add_task(summary.kind, total=len(tasks), cpm=0.0, tokens=0, cost=0.0, failed=0)
+        task_id = bar.add_task(summary.kind, total=summary.selected, cpm=0.0, tokens=0, cost=0.0, failed=0)
 
-        def advance(outcome: Outcome) -> None:
-            if outcome.status == "ok":
-                summary.done += 1
-            else:
-                summary.failed[outcome.reason or outcome.status] += 1
+        def advance(task: Task, size: int, outcome: Outcome) -> None:
+            # A grouped call that failed may have stored some lists first: `covers` is what is left.
+            left = 0 if outcome.status == "ok" else len(task.covers) or size
+            summary.done += size - left
+            if left:
+                summary.failed[outcome.reason or outcome.status] += left
             tally = runner.tally
             minutes = max((time.monotonic() - started) / 60, 1e-9)
-            bar.update(task_id, advance=1, cpm=tally.sent / minutes, tokens=tally.tokens_in + tally.tokens_out,
+            bar.update(task_id, advance=size, cpm=tally.sent / minutes, tokens=tally.tokens_in + tally.tokens_out,
                        cost=tally.cost_usd, failed=sum(summary.failed.values()))
 
         async def worker() -> None:
-            for task in pending:
+            for unit in pending:
                 if fatal or summary.stopped:
                     return
-                claim = claims.take(task.rationale_id)
-                if claim is Claim.busy:
-                    busy.append(task)
+                taken: list[_Job] = []
+                held: list[_Job] = []
+                for job in unit:
+                    claim = claims.take(job.rationale.id)
+                    if claim is Claim.taken:
+                        taken.append(job)
+                    elif claim is Claim.busy:
+                        held.append(job)
+                    else:
+                        summary.elsewhere += 1
+                        bar.update(task_id, advance=1)
+                if held:
+                    busy.append(held)
+                if not taken:
                     continue
-                if claim is Claim.done:
-                    summary.elsewhere += 1
-                    bar.update(task_id, advance=1)
-                    continue
+                task = build(taken)
                 try:
-                    advance(await runner.run(task))
+                    advance(task, len(taken), await runner.run(task))
                 except BudgetReached as exc:
                     summary.stopped = str(exc)
                 except Exception as exc:  # noqa: BLE001 - stops every worker, re-raised below
                     fatal.append(exc)
                 finally:
-                    claims.release(task.rationale_id)
+                    for job in taken:
+                        claims.release(job.rationale.id)
 
         while True:
-            await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(tasks))))))
+            await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(units))))))
             if not busy or fatal or summary.stopped:
                 break
             await asyncio.sleep(claims.lease.total_seconds() / 10)
@@ -279,11 +332,13 @@ async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | N
                          rationales: str = "student", limit: int | None = None, dry_run: bool = False,
                          max_cost: float | None = None, progress: bool = True,
                          client: TeacherClient | None = None, lease_s: float = 120.0,
-                         checkpoint: str | None = None) -> CollectSummary:
-    """Score every sentence of the selected rationales; each answer is committed as it arrives."""
+                         checkpoint: str | None = None, group_by_question: bool = False) -> CollectSummary:
+    """Score every sentence of the selected rationales; each answer is committed as it arrives.
+    `group_by_question` asks about all rationales of a question in one call (`ares collect-scores`
+    does by default: it costs less than half the input tokens, docs/benchmarks.md)."""
     return await _collect(store, teacher, "score", _score_task, round=round, rationales=rationales, limit=limit,
                           dry_run=dry_run, max_cost=max_cost, progress=progress, client=client, lease_s=lease_s,
-                          checkpoint=checkpoint)
+                          checkpoint=checkpoint, grouped=group_by_question)
 
 
 async def collect_corrections(store: Store, teacher: TeacherConfig, *, round: int | None = None,
