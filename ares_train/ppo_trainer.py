@@ -112,15 +112,18 @@ class SentenceRewardPPOTrainer:
 
     # -- data -----------------------------------------------------------------------------
 
-    def _prompt_ids(self, prompt: str, image: Any = None) -> tuple[list[int], dict[str, torch.Tensor]]:
-        """Prompt token ids (image tokens expanded) and the image tensors, for a VLM row with an image."""
-        vision: dict[str, torch.Tensor] = {}
-        if image is not None and self.processor is not None:
-            encoded = encode(self.processor, [prompt], [image], return_tensors="pt")
-            ids, vision = encoded["input_ids"][0].tolist(), image_tensors(encoded)
-        else:
-            ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
-        return (ids if not self._bos or ids[:1] == self._bos else self._bos + ids), vision
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        return self._with_bos(self.tokenizer(prompt, add_special_tokens=False).input_ids)
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        return ids if not self._bos or ids[:1] == self._bos else self._bos + ids
+
+    def _prompt_inputs(self, prompt: str, image: Any) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """Prompt token ids, plus a VLM's image tensors (image tokens expanded) when the row has an image."""
+        if image is None or self.processor is None:
+            return self._prompt_ids(prompt), {}
+        encoded = encode(self.processor, [prompt], [image], return_tensors="pt")
+        return self._with_bos(encoded["input_ids"][0].tolist()), image_tensors(encoded)
 
     def _left_pad(self, seqs: Sequence[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts padded on the left to `width`: (ids, attention mask)."""
@@ -135,7 +138,7 @@ class SentenceRewardPPOTrainer:
         """Token ids and sentence-end token positions; None when the row cannot be used."""
         if not scores_match(row):
             return None
-        prompt_ids, vision = self._prompt_ids(row["prompt"], row.get("image"))
+        prompt_ids, vision = self._prompt_inputs(row["prompt"], row.get("image"))
         try:
             response_ids, ends = tokenize_with_sentence_ends(self.tokenizer, row["response"], row["sentence_ends"])
         except ValueError:
@@ -301,7 +304,7 @@ class SentenceRewardPPOTrainer:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int, **generate_kwargs: Any) -> list[str]:
         """Sample responses from the current policy (for an online generate -> score -> step loop)."""
-        encoded = [self._prompt_ids(p)[0] for p in prompts]
+        encoded = [self._prompt_ids(p) for p in prompts]
         plen = max(map(len, encoded))
         ids, attn = self._left_pad(encoded, plen)
         self.model.eval()

@@ -25,7 +25,7 @@ class SFTRunConfig:
     lora_alpha: int = _f(16, "LoRA scaling numerator.")
     lora_dropout: float = _f(0.05, "Dropout on the LoRA input.")
     lora_target_modules: str = _f("all-linear", "Modules that get LoRA (PEFT syntax).")
-    lora_vision: bool = _f(False, "On a vision-language student, `all-linear` also covers the vision tower and projector.")
+    lora_vision: bool = _f(False, "On a vision-language student, `all-linear` covers the vision tower too.")
     # -- data -----------------------------------------------------------------------------
     max_length: int = _f(1024, "Prompt + completion tokens; longer examples are cut.")
     logging_steps: int = _f(1, "Optimizer steps between logged metrics.")

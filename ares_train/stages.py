@@ -153,8 +153,11 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
         trainer = SentenceRewardPPOTrainer(config, model, tokenizer)
         questions = questions_of(store, rows)
-        samples = [dict(zip(("prompt", "image"), student_input(tokenizer, r["prompt"], questions.get(r["question_id"]))),
-                        response=r["response"], sentence_ends=r["sentence_ends"], scores=r["scores"]) for r in rows]
+        samples = []
+        for r in rows:
+            prompt, image = student_input(tokenizer, r["prompt"], questions.get(r["question_id"]))
+            samples.append({"prompt": prompt, "image": image, "response": r["response"],
+                            "sentence_ends": r["sentence_ends"], "scores": r["scores"]})
         steps = trainer.train(samples, metrics_path=output / METRICS_FILE)
         trainer.save(output)
         return {"steps": steps, "summary": {**(steps[-1] if steps else {}), "steps": len(steps), "rows": len(rows)}}

@@ -28,8 +28,9 @@ def build_tiny_vlm(tokenizer_dir: Path, out: Path) -> Path:
     )
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                 image_size=32, patch_size=8)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-                         vision_feature_layer=-1, vision_feature_select_strategy="full", image_seq_length=16)
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token, vision_feature_layer=-1,
+                         vision_feature_select_strategy="full", image_seq_length=16)
     torch.manual_seed(0)
     LlavaForConditionalGeneration(config).save_pretrained(out)
     processor = LlavaProcessor(image_processor=SiglipImageProcessorPil(size={"height": 32, "width": 32}),
