@@ -225,6 +225,39 @@ class WorkClaim(SQLModel, table=True):
     expires_at: datetime
 
 
+class TeacherBatch(SQLModel, table=True):
+    """One remote OpenAI batch of teacher requests (migration 0007)."""
+
+    __tablename__ = "teacher_batch"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    provider: str
+    model: str
+    kind: str  # score | correct
+    prompt_name: str
+    prompt_version: str
+    remote_id: str
+    input_file_id: str
+    status: str  # the API's: validating, in_progress, finalizing, completed, failed, expired, cancelled...
+    request_count: int
+    completed_count: int = 0
+    failed_count: int = 0
+    output_file_id: Optional[str] = None
+    error_file_id: Optional[str] = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: Optional[datetime] = None
+    ingested_at: Optional[datetime] = None
+
+
+class TeacherBatchRequest(SQLModel, table=True):
+    """A request of a batch (its hash is the batch line's custom_id) and a rationale it asks about."""
+
+    __tablename__ = "teacher_batch_request"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    batch_id: int = Field(foreign_key="teacher_batch.id")
+    request_hash: str
+    rationale_id: int = Field(foreign_key="rationale.id")
+
+
 class HumanLabel(SQLModel, table=True):
     """One reviewer's change: a sentence score, a correction text or a question flag (latest wins)."""
 
