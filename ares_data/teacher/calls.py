@@ -141,7 +141,7 @@ class CallRunner:
             text = row.response or ""
         else:
             try:
-                reply = await self._send(task, body)
+                reply = await self._send(task, body, key)
             except CallFailed as exc:
                 self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
                              attempts=exc.attempts)
@@ -168,11 +168,11 @@ class CallRunner:
                 task.persist(session, row, result)
         return Outcome("ok", result=result, call_id=row.id), row, text
 
-    async def _send(self, task: Task, body: dict) -> Reply:
+    async def _send(self, task: Task, body: dict, key: str) -> Reply:
         estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
         self.budget.reserve(estimate)
         try:
-            reply = await self.client.send(body)
+            reply = await self._reply(body, key)
         finally:
             self.tally.reserved_usd -= estimate
         self.tally.sent += 1
@@ -180,6 +180,10 @@ class CallRunner:
         self.tally.tokens_out += reply.tokens_out or 0
         self.tally.cached_tokens_in += reply.cached_tokens_in or 0
         return reply
+
+    async def _reply(self, body: dict, key: str) -> Reply:
+        """The answer to one request; the Batch API runner (batch.py) answers from a batch's output instead."""
+        return await self.client.send(body)
 
     def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
                 repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,
