@@ -42,6 +42,7 @@ PRICES: dict[str, Rates] = {
     "claude-sonnet-4": _anthropic(3.00, 15.00),
     "claude-opus-4": _anthropic(15.00, 75.00),
 }
+BATCH_DISCOUNT = 0.5  # OpenAI Batch API: half the price of every token, in and out
 CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 800  # a rough figure for one image part
 CACHE_MIN_TOKENS = 1024  # OpenAI and Anthropic cache only prefixes at least this long
