@@ -102,6 +102,7 @@ class TeacherCall(SQLModel, table=True):
     tokens_out: Optional[int] = None
     cached_tokens_in: Optional[int] = None
     cache_write_tokens_in: Optional[int] = None
+    score_logprobs: Optional[list] = _json()  # per score: the tokens that wrote it, with top logprobs (0008)
     cost_usd: Optional[float] = None
     latency_ms: Optional[float] = None
     question_id: Optional[int] = Field(default=None, foreign_key="question.id")
@@ -127,6 +128,8 @@ class SentenceScore(SQLModel, table=True):
     sentence_id: int = Field(foreign_key="sentence.id")
     teacher_call_id: int = Field(foreign_key="teacher_call.id")
     score: float
+    expected_score: Optional[float] = None  # under the teacher's token distribution (0008)
+    score_distribution: Optional[dict] = _json()  # {"0.7": p, ...} over the 0.1 grid, normalised
     created_at: datetime = Field(default_factory=utcnow)
 
 
