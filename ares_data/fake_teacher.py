@@ -5,6 +5,8 @@ answers (a sentence's score comes from the hash of its text), holds its own --rp
 Retry-After, and with --fault-rate injects 500s, timeouts, malformed JSON, truncated bodies and
 wrong sentence counts. `GET /stats` counts requests by outcome and how many identical requests
 were answered 200 more than once (a client that never pays twice keeps that at 0).
+Asked for `logprobs`, it returns OpenAI-format token logprobs with a known distribution at
+every score (`token_logprobs`), so expected scores can be computed by hand.
 The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does, and
 `judge-first` is a judge with full position bias (it always prefers the rationale shown first).
 """
@@ -86,6 +88,27 @@ def _grouped_answer(user: str, fault: str | None) -> str:
     return reply[: len(reply) // 2] if fault == "malformed" else reply
 
 
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|\s+|.')
+# A score token's candidates: the sampled value, one step up, one step down (off the grid at the ends).
+NEIGHBOURS = ((0.0, 0.6), (0.1, 0.3), (-0.1, 0.1))
+
+
+def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
+    """OpenAI-format `logprobs.content` for a reply, each number one token: a score `v` was
+    sampled with p 0.6 beside `v+0.1` (0.3) and `v-0.1` (0.1); every other token is certain."""
+    content = []
+    for token in _TOKEN.findall(text):
+        if re.fullmatch(r"-?\d+(?:\.\d+)?", token):
+            value = float(token)
+            candidates = [(f"{value + step:.1f}", math.log(p)) for step, p in NEIGHBOURS]
+        else:
+            candidates = [(token, 0.0)]
+        content.append({"token": token, "logprob": candidates[0][1], "bytes": list(token.encode()),
+                        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                         for t, lp in candidates[:top]]})
+    return content
+
+
 class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
                  seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
@@ -159,10 +182,13 @@ class FakeTeacher:
             return Response(status_code=499)
         content = answer(messages, fault, str(body.get("model", "")))
         cached = self.cache.read(body) if self.cache else 0
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0))}
         envelope = json.dumps({
             "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "fake"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [choice],
             "usage": {"prompt_tokens": len(raw) // 4, "completion_tokens": max(1, len(content) // 4),
                       "total_tokens": len(raw) // 4 + max(1, len(content) // 4),
                       "prompt_tokens_details": {"cached_tokens": cached}},

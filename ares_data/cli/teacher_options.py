@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Optional, get_args
 
 import typer
 
-from ..teacher.config import Provider, StructuredOutput, TeacherConfig
+from ..teacher.config import Provider, ScoreFrom, StructuredOutput, TeacherConfig
 
 _PANEL = "Teacher"
 
@@ -44,6 +44,10 @@ TEACHER_OPTIONS: dict[str, Any] = {
                                                        rich_help_panel=_PANEL)],
     "structured_output": Annotated[Optional[StructuredOutput], typer.Option(
         help="How JSON is requested \\[json_schema for openai, tool for anthropic].", rich_help_panel=_PANEL)],
+    "score_from": Annotated[Optional[ScoreFrom], typer.Option(
+        help="sampled: the score the teacher wrote; logprobs: also store its expected score under the "
+             "teacher's token distribution (asks for top_logprobs; OpenAI-format servers) \\[sampled].",
+        rich_help_panel=_PANEL)],
     "temperature": Annotated[Optional[float], typer.Option(help="Sampling temperature \\[0].", rich_help_panel=_PANEL)],
     "max_tokens": Annotated[Optional[int], typer.Option(help="Cap on the length of one answer, in tokens \\[1024].",
                                                         rich_help_panel=_PANEL)],

@@ -21,6 +21,8 @@ from ..errors import TeacherError
 from ..models import TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
 from .client import CallFailed, Reply, TeacherClient, build_request, request_hash
+from .config import ScoreFrom
+from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
 from .validation import InvalidAnswer, PartlyInvalid
@@ -94,7 +96,8 @@ def estimate_out(task: Task) -> int:
 
 def request_key(config, task: Task, ask: Ask) -> tuple[dict, dict, str]:
     """(body to send, body to store, request hash) of one request of a task."""
-    body, stored = build_request(config, ask)
+    logprobs = task.kind == "score" and config.score_from is ScoreFrom.logprobs
+    body, stored = build_request(config, ask, logprobs=logprobs)
     template = load(task.prompt)
     return body, stored, request_hash(config, template.name, template.version, stored)
 
@@ -203,6 +206,7 @@ class CallRunner:
             fields.update(response=reply.text, attempts=reply.attempts, tokens_in=reply.tokens_in,
                           tokens_out=reply.tokens_out, cached_tokens_in=reply.cached_tokens_in,
                           cache_write_tokens_in=reply.cache_write_tokens_in,
+                          score_logprobs=score_positions(reply.text, reply.logprobs),
                           latency_ms=round(reply.latency_ms, 1), cost_usd=price)
         with self.store.session() as session:
             row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()

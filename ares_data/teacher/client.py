@@ -19,12 +19,14 @@ import httpx
 
 from ..errors import TeacherError
 from .config import Provider, StructuredOutput, TeacherConfig
+from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import RateLimiter
 from .retry import RetryableError, check_response, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
+TOP_LOGPROBS = 5
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Reply:
     attempts: int
     latency_ms: float
     cache_write_tokens_in: int | None = None
+    logprobs: list[dict[str, Any]] | None = None  # choices[0].logprobs.content, when asked for
 
 
 class CallFailed(TeacherError):
@@ -58,8 +61,9 @@ def _anthropic_content(part: dict[str, Any]) -> dict[str, Any]:
     return part
 
 
-def build_request(config: TeacherConfig, ask: Ask) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(body to send, body to store and hash) in the provider's format."""
+def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(body to send, body to store and hash) in the provider's format; `logprobs` asks an
+    OpenAI-format server for the top token logprobs (teacher/logprobs.py)."""
     anthropic = config.provider is Provider.anthropic
     content = [(_anthropic_content if anthropic else _openai_content)(p) for p in ask.parts]
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
@@ -75,6 +79,8 @@ def build_request(config: TeacherConfig, ask: Ask) -> tuple[dict[str, Any], dict
         body["messages"] = [{"role": "system", "content": ask.system}, *messages]
     if ask.schema is not None:
         body.update(_structured(config.structured_output, ask))
+    if logprobs and not anthropic:
+        body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
     return body, _stored(body, ask)
 
 
@@ -199,8 +205,10 @@ class TeacherClient:
             raise RetryableError(f"unreadable reply ({exc.__class__.__name__})") from exc
         if tokens_in is not None:
             self.limiter.correct(estimate, tokens_in + (tokens_out or 0))
-        written = (response.json().get("usage") or {}).get("cache_creation_input_tokens")
-        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms, written)
+        data = response.json()
+        written = (data.get("usage") or {}).get("cache_creation_input_tokens")
+        content = logprob_content(data["choices"][0]) if "logprobs" in body else None
+        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms, written, content)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, httpx.TimeoutException):

@@ -31,6 +31,7 @@ from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out
 from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
 from .grouped import SCORE_GROUP, group_task
+from .logprobs import expectations, lookup, score_row
 from .pricing import PrefixCache, cost, estimate_tokens
 from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
 from .validation import parse_correction, parse_scores
@@ -172,8 +173,9 @@ def _score_task(store: Store, jobs: list[_Job], grouped: bool = False) -> Task:
     texts = [s.text for s in job.sentences]
 
     def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
-        for sentence, score in zip(job.sentences, scores):
-            session.add(SentenceScore(sentence_id=sentence.id, teacher_call_id=call.id, score=score))
+        weighted = expectations(call.response or "", call.score_logprobs)
+        for i, (sentence, score) in enumerate(zip(job.sentences, scores)):
+            session.add(score_row(sentence.id, call.id, score, lookup(weighted, None, i)))
 
     return Task("score", SCORE, score_ask(job.question, texts), lambda text: parse_scores(text, len(texts)),
                 {"n": len(texts)}, job.question.id, job.rationale.id, persist)

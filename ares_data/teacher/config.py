@@ -38,6 +38,14 @@ DEFAULTS: dict[Provider, dict[str, str]] = {
                          "api_key_env": "ANTHROPIC_API_KEY", "base_url_env": "ANTHROPIC_BASE_URL",
                          "structured_output": "tool"},
 }
+class ScoreFrom(str, Enum):
+    """What a score call keeps: the sampled score, or also its expected value under the token
+    distribution (`logprobs`, teacher/logprobs.py)."""
+
+    sampled = "sampled"
+    logprobs = "logprobs"
+
+
 class RationaleSource(str, Enum):
     """Which rationales a collector works on."""
 
@@ -68,6 +76,7 @@ class TeacherConfig:
     structured_output: StructuredOutput = StructuredOutput.json_schema
     temperature: float = 0.0
     max_tokens: int = 1024
+    score_from: ScoreFrom = ScoreFrom.sampled
     # cost; None = the built-in price table
     price_in: Optional[float] = None
     price_out: Optional[float] = None
@@ -92,6 +101,7 @@ class TeacherConfig:
             or defaults["model"],
             api_key_env=merged.get("api_key_env") or defaults["api_key_env"],
             structured_output=StructuredOutput(merged.get("structured_output") or defaults["structured_output"]),
+            score_from=ScoreFrom(merged.get("score_from") or ScoreFrom.sampled),
         )
         config = cls(**merged)
         config.check()
@@ -107,6 +117,8 @@ class TeacherConfig:
         if self.structured_output in (StructuredOutput.json_schema, StructuredOutput.json_object) \
                 and self.provider is Provider.anthropic:
             raise TeacherError("the Anthropic API takes --structured-output tool or none")
+        if self.score_from is ScoreFrom.logprobs and self.provider is Provider.anthropic:
+            raise TeacherError("the Anthropic API returns no token logprobs; use --score-from sampled")
 
     def api_key(self) -> str | None:
         """The key from the env var, or None for a local server that needs none."""

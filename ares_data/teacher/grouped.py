@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 from sqlmodel import Session
 
-from ..models import SentenceScore, TeacherCall
+from ..models import TeacherCall
 from .calls import Task
+from .logprobs import expectations, lookup, score_row
 from .prompts import GRID, Ask, load, numbered, question_parts
 from .validation import InvalidAnswer, PartlyInvalid, check_scores, extract_json
 
@@ -74,9 +75,10 @@ def group_task(jobs: Sequence[Any]) -> Task:
     covers = [job.rationale.id for job in jobs]
 
     def persist(session: Session, call: TeacherCall, result: dict[str, list[float]]) -> None:
+        weighted = expectations(call.response or "", call.score_logprobs)
         for label, scores in result.items():
-            for sentence, score in zip(by_label[label].sentences, scores, strict=True):
-                session.add(SentenceScore(sentence_id=sentence.id, teacher_call_id=call.id, score=score))
+            for i, (sentence, score) in enumerate(zip(by_label[label].sentences, scores, strict=True)):
+                session.add(score_row(sentence.id, call.id, score, lookup(weighted, label, i)))
 
     def settle(valid: dict[str, list[float]]) -> None:
         for label in valid:

@@ -38,6 +38,8 @@ import re
 from enum import Enum
 from typing import Any, Optional
 
+from ..models import SentenceScore
+
 GRID = [round(i / 10, 1) for i in range(11)]
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _OPEN = re.compile(r"^0\.?$")  # a number begun as `0` or `0.`: its value is still open
@@ -189,6 +191,13 @@ def expectations(text: str, stored: Optional[list]) -> dict[tuple, tuple[float, 
         if dist is not None:
             found[path] = (expected(dist), dist)
     return found
+
+
+def score_row(sentence_id: int, call_id: int, score: float, weighted: Optional[tuple]) -> Any:
+    """The `sentence_score` row of a sampled score, with its expected value when there is one."""
+    expected_score, dist = weighted or (None, None)
+    return SentenceScore(sentence_id=sentence_id, teacher_call_id=call_id, score=score,
+                         expected_score=expected_score, score_distribution=dist)
 
 
 def lookup(found: dict[tuple, Any], key: Any, i: int) -> Any:
