@@ -15,7 +15,7 @@ import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -23,8 +23,8 @@ from sqlalchemy import exists
 from sqlmodel import Session, select
 
 from ..errors import TeacherError
-from ..models import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall,
-                      TeacherCallRationale)
+from ..models import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
+                      TeacherCall, TeacherCallRationale)
 from ..store import Store
 from .claims import Claim, Claims
 from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, request_key, stored_answer
@@ -32,9 +32,18 @@ from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
 from .grouped import SCORE_GROUP, group_task
 from .logprobs import expectations, lookup, score_row
-from .pricing import PrefixCache, cost, estimate_tokens
+from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
 from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
 from .validation import parse_correction, parse_scores
+
+if TYPE_CHECKING:
+    from .batch import BatchLimits
+
+
+def batch_module():  # noqa: ANN201 - batch.py imports this module; imported on use, not at import
+    from . import batch
+
+    return batch
 
 
 @dataclass
@@ -59,14 +68,22 @@ class CollectSummary:
     est_tokens_out: int = 0
     est_cached_tokens_in: int = 0
     est_cost_usd: float = 0.0
+    batch: bool = False  # --batch: priced at the Batch API discount; `batches` names those submitted
+    batches: list[str] = field(default_factory=list)
+    batch_requests: int = 0
 
     def lines(self) -> list[str]:
         if self.dry_run:
+            priced = f" at the Batch API price ({BATCH_DISCOUNT:.0%})" if self.batch else ""
             return [f"dry run: {self.selected} rationales to {self.kind}, {self.est_calls} calls to send "
                     f"({self.est_stored} answered from the store); nothing was sent",
                     f"estimated tokens: {self.est_tokens_in} in, {self.est_tokens_out} out "
-                    f"(without repairs); estimated cost ${self.est_cost_usd:.4f}",
+                    f"(without repairs); estimated cost ${self.est_cost_usd:.4f}{priced}",
                     *self._cached_line(self.est_cached_tokens_in, "would be")]
+        if self.batch:
+            return [f"submitted {self.batch_requests} requests for {self.selected} rationales in "
+                    f"{len(self.batches)} batches: {', '.join(self.batches) or '-'}",
+                    "`ares batch status` shows their progress; `ares batch ingest` stores the answers"]
         failed = ", ".join(f"{reason} {n}" for reason, n in sorted(self.failed.items())) or "none"
         verb = "scored" if self.kind == "score" else "corrected"
         lines = [f"{verb} {self.done} of {self.selected} rationales; failed: {failed}",
@@ -130,11 +147,14 @@ def _claims(store: Store, kind: str, teacher: TeacherConfig, lease_s: float, gro
 
 def _select(session: Session, kind: str, teacher: TeacherConfig, source: RationaleSource,
             round: int | None, limit: int | None, checkpoint: str | None = None,
-            grouped: bool = False) -> list[_Job]:
+            grouped: bool = False, only: Any = None, exclude: Any = None) -> list[_Job]:
     """Rationales without an `ok` answer (or a given-up chain) from this model and prompt version;
-    `checkpoint` keeps those one student checkpoint wrote (a round holds rollouts of two)."""
-    stmt = (select(Rationale).where(Rationale.source == source.value, *_still_open(kind, teacher, grouped))
-            .order_by(Rationale.id))
+    `checkpoint` keeps those one student checkpoint wrote (a round holds rollouts of two).
+    `only` (ids, or a subquery of them) replaces the source filter; `exclude` leaves ids out."""
+    stmt = select(Rationale).where(*_still_open(kind, teacher, grouped)).order_by(Rationale.id)
+    stmt = stmt.where(Rationale.source == source.value) if only is None else stmt.where(Rationale.id.in_(only))
+    if exclude is not None:
+        stmt = stmt.where(Rationale.id.not_in(exclude))
     if round is not None and source is RationaleSource.student:
         stmt = stmt.where(Rationale.round == round)
     if checkpoint is not None:
@@ -226,17 +246,26 @@ async def _collect(store: Store, teacher: TeacherConfig, kind: str,
                    make_task: Callable[[Store, list[_Job], bool], Task], *, round: int | None, rationales: str,
                    limit: int | None, dry_run: bool, max_cost: float | None, progress: bool,
                    client: TeacherClient | None = None, lease_s: float = 120.0,
-                   checkpoint: str | None = None, grouped: bool = False) -> CollectSummary:
+                   checkpoint: str | None = None, grouped: bool = False,
+                   batch: "BatchLimits | None" = None) -> CollectSummary:
     source = RationaleSource(rationales)
+    if batch is not None and max_cost is not None:
+        raise TeacherError("--max-cost applies to online calls; with --batch, --dry-run shows the cost first")
+    pending = batch_module().in_open_batches(kind, teacher) if batch is not None else None
     with store.session() as session:
-        jobs = _select(session, kind, teacher, source, round, limit, checkpoint, grouped)
-    summary = CollectSummary(kind, dry_run=dry_run)
+        jobs = _select(session, kind, teacher, source, round, limit, checkpoint, grouped, exclude=pending)
+    summary = CollectSummary(kind, dry_run=dry_run, batch=batch is not None)
     summary.skipped_empty = sum(1 for j in jobs if not j.sentences)
     units = _units([j for j in jobs if j.sentences], grouped)
     summary.selected = sum(len(unit) for unit in units)
     build = functools.partial(make_task, store, grouped=grouped)
     if dry_run:
-        _estimate(store, teacher, [build(unit) for unit in units], summary)
+        _estimate(store, teacher, [build(unit) for unit in units], summary, BATCH_DISCOUNT if batch else 1.0)
+        return summary
+    if batch is not None:
+        created = await batch_module().submit(store, teacher, kind, _prompt(kind, grouped), units, build, batch)
+        summary.batches = [row.remote_id for row in created]
+        summary.batch_requests = sum(row.request_count for row in created)
         return summary
     tally = Tally()
     async with (client or TeacherClient(teacher)) as opened:
@@ -250,7 +279,8 @@ async def _collect(store: Store, teacher: TeacherConfig, kind: str,
     return summary
 
 
-def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: CollectSummary) -> None:
+def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: CollectSummary,
+              price_factor: float = 1.0) -> None:
     """Tokens and cost of the calls not answered from the store; the prompt-cache share counts
     each request's head already sent by an earlier one (providers cache heads of 1024+ tokens)."""
     cache = PrefixCache()
@@ -264,7 +294,7 @@ def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: 
         summary.est_cached_tokens_in += cache.read(body)
         summary.est_tokens_out += estimate_out(task)
     summary.est_cost_usd = cost(teacher.model, summary.est_tokens_in, summary.est_tokens_out,
-                                teacher.price_in, teacher.price_out, summary.est_cached_tokens_in)
+                                teacher.price_in, teacher.price_out, summary.est_cached_tokens_in) * price_factor
 
 
 async def _run_all(runner: CallRunner, claims: Claims, units: list[list[_Job]], build: Callable[[list[_Job]], Task],
@@ -334,21 +364,33 @@ async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | N
                          rationales: str = "student", limit: int | None = None, dry_run: bool = False,
                          max_cost: float | None = None, progress: bool = True,
                          client: TeacherClient | None = None, lease_s: float = 120.0,
-                         checkpoint: str | None = None, group_by_question: bool = False) -> CollectSummary:
+                         checkpoint: str | None = None, group_by_question: bool = False,
+                         batch: "BatchLimits | None" = None) -> CollectSummary:
     """Score every sentence of the selected rationales; each answer is committed as it arrives.
     `group_by_question` asks about all rationales of a question in one call (`ares collect-scores`
-    does by default: it costs less than half the input tokens, docs/benchmarks.md)."""
+    does by default: it costs less than half the input tokens, docs/benchmarks.md).
+    `batch` submits the calls to the OpenAI Batch API instead (batch.py)."""
     return await _collect(store, teacher, "score", _score_task, round=round, rationales=rationales, limit=limit,
                           dry_run=dry_run, max_cost=max_cost, progress=progress, client=client, lease_s=lease_s,
-                          checkpoint=checkpoint, grouped=group_by_question)
+                          checkpoint=checkpoint, grouped=group_by_question, batch=batch)
 
 
 async def collect_corrections(store: Store, teacher: TeacherConfig, *, round: int | None = None,
                               rationales: str = "student", limit: int | None = None, dry_run: bool = False,
                               max_cost: float | None = None, progress: bool = True,
                               client: TeacherClient | None = None, lease_s: float = 120.0,
-                              checkpoint: str | None = None) -> CollectSummary:
+                              checkpoint: str | None = None, batch: "BatchLimits | None" = None) -> CollectSummary:
     """Minimally correct the selected rationales; each correction becomes a new rationale."""
     return await _collect(store, teacher, "correct", _correct_task, round=round, rationales=rationales,
                           limit=limit, dry_run=dry_run, max_cost=max_cost, progress=progress, client=client,
-                          lease_s=lease_s, checkpoint=checkpoint)
+                          lease_s=lease_s, checkpoint=checkpoint, batch=batch)
+
+
+def batch_tasks(store: Store, teacher: TeacherConfig, batch: Any) -> list[Task]:
+    """The tasks of a batch's rationales still open, built as `--batch` built them (batch.ingest)."""
+    grouped = batch.prompt_name == SCORE_GROUP
+    linked = select(TeacherBatchRequest.rationale_id).where(TeacherBatchRequest.batch_id == batch.id)
+    with store.session() as session:
+        jobs = _select(session, batch.kind, teacher, RationaleSource.student, None, None, grouped=grouped, only=linked)
+    make = _score_task if batch.kind == "score" else _correct_task
+    return [make(store, unit, grouped) for unit in _units([j for j in jobs if j.sentences], grouped)]

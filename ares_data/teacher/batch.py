@@ -1,0 +1,300 @@
+"""OpenAI Batch API mode: submit the pending calls as batches, later store their answers.
+
+`collect-scores --batch` (and `collect-corrections --batch`) walks every selected task through
+the same `CallRunner` as the online path, with `_reply` swapped: the request a task still needs
+(the first, or the repair after a stored invalid answer) becomes a JSONL line whose `custom_id`
+is the request hash. The lines go up in batches of at most `max_requests` lines and `max_bytes`
+bytes (the API's 50,000 and 200 MB), each recorded in `teacher_batch` with its requests linked
+to their rationales; a rationale in a batch not yet ingested is not sent again.
+
+`ares batch ingest` rebuilds the tasks of an ended batch's rationales and runs them again, now
+answered from the output file (and failed from the error file): validation, audit rows and
+what an answer writes are the online path's own. An invalid answer is recorded as online; its
+repair is not sent at once but goes into the next `--batch` run, which walks the stored chain
+to it. A batch is ingested once; ingesting again changes nothing. Stored costs and dry-run
+estimates take the Batch API discount (pricing.BATCH_DISCOUNT).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+import httpx
+from sqlmodel import select
+
+from ..errors import TeacherError
+from ..models import TeacherBatch, TeacherBatchRequest, utcnow
+from ..store import Store
+from .calls import CallRunner, Task
+from .client import CallFailed, Reply, parse_reply
+from .collect import batch_tasks
+from .config import Provider, TeacherConfig
+from .pricing import BATCH_DISCOUNT
+from .prompts import load
+from .retry import check_response, retrying
+
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+ENDED = {"completed", "failed", "expired", "cancelled"}  # the API's terminal statuses
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """The API's limits on one batch; smaller ones let a test split a job."""
+
+    max_requests: int = MAX_REQUESTS
+    max_bytes: int = MAX_BYTES
+
+
+class Deferred(Exception):
+    """The request is not answered in this pass: it is (or goes) into a batch."""
+
+
+class BatchApi:
+    """The files and batches endpoints of an OpenAI-compatible server, with the client's retries."""
+
+    def __init__(self, config: TeacherConfig, transport: httpx.AsyncBaseTransport | None = None):
+        if config.provider is not Provider.openai:
+            raise TeacherError("--batch speaks the OpenAI Batch API; use --provider openai")
+        self.config = config
+        key = config.api_key()
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        self._redact = (lambda text: text.replace(key, "***")) if key else str
+        self._http = httpx.AsyncClient(base_url=config.base_url, headers=headers, timeout=config.timeout,
+                                       transport=transport)
+
+    async def __aenter__(self) -> "BatchApi":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            async for attempt in retrying(self.config.max_attempts):
+                with attempt:
+                    response = await self._http.request(method, path, **kwargs)
+                    check_response(response, self._redact)
+                    return response
+        except httpx.HTTPError as exc:
+            raise TeacherError(f"batch API {method} {path}: {exc.__class__.__name__}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def upload(self, lines: bytes, name: str) -> str:
+        files = {"file": (name, lines, "application/jsonl")}
+        return (await self._call("POST", "/files", data={"purpose": "batch"}, files=files)).json()["id"]
+
+    async def create(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+        body = {"input_file_id": input_file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+                "metadata": metadata}
+        return (await self._call("POST", "/batches", json=body)).json()
+
+    async def get(self, remote_id: str) -> dict[str, Any]:
+        return (await self._call("GET", f"/batches/{remote_id}")).json()
+
+    async def content(self, file_id: str) -> str:
+        return (await self._call("GET", f"/files/{file_id}/content")).text
+
+
+class _Collecting(CallRunner):
+    """Walks tasks through their stored chains; the request each still needs is kept, not sent."""
+
+    def __init__(self, store: Store, api: BatchApi):
+        super().__init__(store, api)  # type: ignore[arg-type]
+        self.needed: dict[str, dict] = {}
+
+    async def _reply(self, body: dict, key: str) -> Reply:
+        self.needed[key] = body
+        raise Deferred(key)
+
+
+class _Replaying(CallRunner):
+    """Answers requests from a batch's output and error files; others wait for a later batch."""
+
+    def __init__(self, store: Store, api: BatchApi, results: dict[str, Reply | CallFailed]):
+        super().__init__(store, api)  # type: ignore[arg-type]
+        self.results, self.used = results, set()
+
+    def call_cost(self, tokens_in: int, tokens_out: int, cached_in: int = 0, cache_write_in: int = 0) -> float:
+        return super().call_cost(tokens_in, tokens_out, cached_in, cache_write_in) * BATCH_DISCOUNT
+
+    async def _reply(self, body: dict, key: str) -> Reply:
+        found = self.results.get(key)
+        if found is None:
+            raise Deferred(key)
+        self.used.add(key)
+        if isinstance(found, CallFailed):
+            raise found
+        return found
+
+
+def chunks(lines: list[bytes], limits: BatchLimits) -> list[list[bytes]]:
+    """Consecutive runs of lines, each within the limits on requests and bytes."""
+    out: list[list[bytes]] = []
+    size = 0
+    for line in lines:
+        if len(line) > limits.max_bytes:
+            raise TeacherError(f"one batch request is {len(line)} bytes, over the {limits.max_bytes}-byte file limit")
+        if not out or len(out[-1]) >= limits.max_requests or size + len(line) > limits.max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(line)
+        size += len(line)
+    return out
+
+
+def in_open_batches(kind: str, teacher: TeacherConfig) -> Any:
+    """The rationales already in a batch of this teacher not yet ingested (a subquery)."""
+    return (select(TeacherBatchRequest.rationale_id).join(TeacherBatch, TeacherBatch.id == TeacherBatchRequest.batch_id)
+            .where(TeacherBatch.kind == kind, TeacherBatch.model == teacher.model,
+                   TeacherBatch.ingested_at.is_(None)))  # type: ignore[union-attr]
+
+
+async def submit(store: Store, teacher: TeacherConfig, kind: str, prompt: str, units: list[list[Any]],
+                 build: Callable[[list[Any]], Task], limits: BatchLimits | None = None,
+                 api: BatchApi | None = None) -> list[TeacherBatch]:
+    """Upload the requests the units still need as batches; returns the batches created."""
+    limits = limits or BatchLimits()
+    async with (api or BatchApi(teacher)) as opened:
+        runner = _Collecting(store, opened)
+        covers: dict[str, list[int]] = {}
+        for unit in units:
+            try:
+                await runner.run(build(unit))
+            except Deferred as wanted:
+                covers.setdefault(str(wanted), []).extend(job.rationale.id for job in unit)
+        lines = [json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body},
+                            ensure_ascii=False).encode() + b"\n" for key, body in runner.needed.items()]
+        keys = list(runner.needed)
+        created, done = [], 0
+        template = load(prompt)
+        for part in chunks(lines, limits):
+            file_id = await opened.upload(b"".join(part), f"ares-{kind}-{done}.jsonl")
+            remote = await opened.create(file_id, {"ares_kind": kind, "ares_model": teacher.model})
+            row = TeacherBatch(provider=teacher.provider.value, model=teacher.model, kind=kind,
+                               prompt_name=template.name, prompt_version=template.version, remote_id=remote["id"],
+                               input_file_id=file_id, status=remote.get("status", "validating"),
+                               request_count=len(part))
+            with store.session() as session:
+                session.add(row)
+                session.flush()
+                session.add_all(TeacherBatchRequest(batch_id=row.id, request_hash=key, rationale_id=rid)
+                                for key in keys[done:done + len(part)] for rid in covers[key])
+            created.append(row)
+            done += len(part)
+    return created
+
+
+def _results(output: str, errors: str) -> dict[str, Reply | CallFailed]:
+    """custom_id -> the answer (output file) or the failure (error file, or a non-200 in the output)."""
+    found: dict[str, Reply | CallFailed] = {}
+    for line in (output + "\n" + errors).splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        response = item.get("response") or {}
+        body, status = response.get("body") or {}, response.get("status_code")
+        if status == 200:
+            try:
+                text, tokens_in, tokens_out, cached = parse_reply(Provider.openai, body)
+            except (KeyError, IndexError, TypeError) as exc:
+                found[item["custom_id"]] = CallFailed(f"unreadable batch reply ({exc.__class__.__name__})", 1, False)
+                continue
+            written = (body.get("usage") or {}).get("cache_creation_input_tokens")
+            found[item["custom_id"]] = Reply(text, tokens_in, tokens_out, cached, 1, 0.0, written)
+        else:
+            error = item.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
+            message = " ".join(str(error.get("message") or error or "no answer").split())[:200]
+            found[item["custom_id"]] = CallFailed(f"batch request failed (HTTP {status}): {message}", 1, False)
+    return found
+
+
+def _seen(row: TeacherBatch, remote: dict[str, Any]) -> None:
+    counts = remote.get("request_counts") or {}
+    row.status = remote.get("status", row.status)
+    row.completed_count, row.failed_count = counts.get("completed", 0), counts.get("failed", 0)
+    row.output_file_id, row.error_file_id = remote.get("output_file_id"), remote.get("error_file_id")
+    for stamp in ("completed_at", "failed_at", "expired_at", "cancelled_at"):
+        if remote.get(stamp):
+            row.finished_at = datetime.fromtimestamp(remote[stamp], timezone.utc)
+            break
+
+
+async def refresh(store: Store, api: BatchApi) -> list[TeacherBatch]:
+    """Every batch of this teacher model, the ones not ingested brought up to date from the API."""
+    with store.session() as session:
+        rows = list(session.exec(select(TeacherBatch).where(TeacherBatch.model == api.config.model)
+                                 .order_by(TeacherBatch.id)))
+    for row in rows:
+        if row.ingested_at is None and row.status not in ENDED:
+            _seen(row, await api.get(row.remote_id))
+            with store.session() as session:
+                session.merge(row)
+    return rows
+
+
+@dataclass
+class IngestSummary:
+    batches: int = 0
+    waiting: list[str] = field(default_factory=list)
+    ok: int = 0
+    failed: int = 0
+    errors: int = 0
+    deferred: int = 0
+    unmatched: int = 0
+    cost_usd: float = 0.0
+
+    def lines(self) -> list[str]:
+        lines = [f"ingested {self.batches} batches: {self.ok} answered, {self.failed} given up, {self.errors} "
+                 f"without an answer (asked again by the next run); cost ${self.cost_usd:.4f}"]
+        if self.deferred:
+            lines.append(f"{self.deferred} need another request (repairs of invalid answers): "
+                         "run the same collect command with --batch again")
+        if self.unmatched:
+            lines.append(f"{self.unmatched} batch answers matched no pending request (answered meanwhile, "
+                         "or asked with another prompt version)")
+        if self.waiting:
+            lines.append(f"not ended yet: {', '.join(self.waiting)}")
+        return lines
+
+
+async def ingest(store: Store, teacher: TeacherConfig, api: BatchApi | None = None) -> IngestSummary:
+    """Store the answers of every ended batch of this teacher not ingested yet."""
+    summary = IngestSummary()
+    async with (api or BatchApi(teacher)) as opened:
+        for row in await refresh(store, opened):
+            if row.ingested_at is not None:
+                continue
+            if row.status not in ENDED:
+                summary.waiting.append(f"{row.remote_id} ({row.status})")
+                continue
+            output = await opened.content(row.output_file_id) if row.output_file_id else ""
+            errors = await opened.content(row.error_file_id) if row.error_file_id else ""
+            runner = _Replaying(store, opened, _results(output, errors))
+            for task in batch_tasks(store, teacher, row):
+                try:
+                    outcome = await runner.run(task)
+                except Deferred:
+                    summary.deferred += 1
+                    continue
+                summary.ok += outcome.status == "ok"
+                summary.failed += outcome.status == "failed"
+                summary.errors += outcome.status == "error"
+            summary.unmatched += len(set(runner.results) - runner.used)
+            summary.cost_usd += runner.tally.cost_usd
+            summary.batches += 1
+            row.ingested_at = utcnow()
+            with store.session() as session:
+                session.merge(row)
+    return summary
+
+
+def batch_rows(rows: list[TeacherBatch]) -> tuple[list[str], list[list[Optional[str]]]]:
+    """Header and rows for `ares batch status`."""
+    header = ["id", "remote id", "kind", "model", "status", "done", "failed", "requests", "created", "ingested"]
+    stamp = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
+    return header, [[str(r.id), r.remote_id, r.kind, r.model, r.status, str(r.completed_count), str(r.failed_count),
+                     str(r.request_count), stamp(r.created_at), stamp(r.ingested_at)] for r in rows]
