@@ -30,6 +30,7 @@ from .review.labels import flagged_questions, human_corrections, human_scores
 from .review.policy import ScorePolicy
 from .splitter import split_sentences
 from .store import Store
+from .teacher.logprobs import Reward
 
 PARQUET = "data.parquet"
 MANIFEST = "manifest.json"
@@ -87,18 +88,20 @@ def _one_teacher(round: int, teachers: list[str], teacher: str | None) -> str | 
 
 def scored_rollouts(
     store: Store, round: int, teacher: str | None = None, policy: ScorePolicy | str = ScorePolicy.human_first,
+    reward: Reward | str = Reward.sampled,
 ) -> tuple[list[ScoredRollout], Counter, list[str]]:
     """(rollouts of the round with a reward for every sentence under `policy`, the others counted
     by reason, the queries run). Each teacher counts with its latest `ok` call; several teachers
-    must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out."""
-    policy = ScorePolicy(policy)
+    must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out.
+    `reward` expected: a teacher's expected score (--score-from logprobs) replaces its sampled one."""
+    policy, expected = ScorePolicy(policy), Reward(reward) is Reward.expected
     of_round = (Rationale.source == "student", Rationale.round == round)
     rollouts_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
                   .where(*of_round).order_by(Rationale.id))
     sentences_q = (select(Sentence).join(Rationale, Rationale.id == Sentence.rationale_id)
                    .where(*of_round).order_by(Sentence.rationale_id, Sentence.idx))
     scores_q = (select(TeacherCall.rationale_id, TeacherCall.id, TeacherCall.model, TeacherCall.status,
-                       Sentence.idx, SentenceScore.score)
+                       Sentence.idx, SentenceScore.score, SentenceScore.expected_score)
                 .join(Rationale, Rationale.id == TeacherCall.rationale_id)
                 .outerjoin(SentenceScore, SentenceScore.teacher_call_id == TeacherCall.id)
                 .outerjoin(Sentence, Sentence.id == SentenceScore.sentence_id)
@@ -109,10 +112,11 @@ def scored_rollouts(
         for sentence in session.exec(sentences_q):
             sentences[sentence.rationale_id].append(sentence)
         calls: dict[int, dict[int, dict]] = defaultdict(dict)
-        for rationale_id, call_id, model, status, idx, score in session.exec(scores_q):
+        for rationale_id, call_id, model, status, idx, score, weighted in session.exec(scores_q):
             call = calls[rationale_id].setdefault(call_id, {"model": model, "status": status, "scores": {}})
             if idx is not None:
-                call["scores"][idx] = float(score)
+                value = weighted if expected else score
+                call["scores"][idx] = None if value is None else float(value)
         human = human_scores(session) if policy is ScorePolicy.human_first else {}
         flagged = flagged_questions(session)
     teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == "ok"})
@@ -123,12 +127,14 @@ def scored_rollouts(
         own, per_call = sentences.get(rationale.id, []), calls.get(rationale.id, {})
         latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == "ok"}
         pool = latest if policy is ScorePolicy.mean else {m: v for m, v in latest.items() if m == teacher}
-        full = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
+        complete = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
+        full = {m: v for m, v in complete.items() if None not in v[1].values()}  # None: no expected score
         people = bool(own) and all(s.id in human for s in own)  # a reviewer scored every sentence
         if question.id in flagged:
             reason = "flagged_bad"
         else:
-            reason = None if people else _skip_reason(per_call, pool, full, own)
+            reason = None if people else "no_expected_score" if complete and not full else \
+                _skip_reason(per_call, pool, full, own)
         if reason:
             skipped[reason] += 1
             continue
@@ -180,9 +186,9 @@ def _spans(rollout: ScoredRollout) -> tuple[list[int], list[int]]:
 
 
 def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None,
-              scores: ScorePolicy | str = ScorePolicy.human_first) -> Export:
+              scores: ScorePolicy | str = ScorePolicy.human_first, reward: Reward | str = Reward.sampled) -> Export:
     """One row per scored rollout of the round: what sentence-reward PPO trains on."""
-    rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores)
+    rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores, reward)
     rows = []
     for r in rollouts:
         starts, ends = _spans(r)
@@ -193,13 +199,13 @@ def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teach
             "teacher_model": r.teacher_model, "teacher_call_id": r.teacher_call_id, "score_sources": r.sources,
         })
     return _write(store, "rl", round, rows, skipped, queries, out_dir, teacher=teacher,
-                  scores=ScorePolicy(scores).value)
+                  scores=ScorePolicy(scores).value, reward=Reward(reward).value)
 
 
 def export_verl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None,
-                scores: ScorePolicy | str = ScorePolicy.human_first) -> Export:
+                scores: ScorePolicy | str = ScorePolicy.human_first, reward: Reward | str = Reward.sampled) -> Export:
     """The scored rollouts in verl's layout; the sentence rewards travel in `extra_info`."""
-    rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores)
+    rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores, reward)
     rows = []
     for r in rollouts:
         if r.question.answer_index is None:
@@ -217,7 +223,7 @@ def export_verl(store: Store, round: int, out_dir: str | Path | None = None, tea
             },
         })
     return _write(store, "verl", round, rows, skipped, queries, out_dir, teacher=teacher,
-                  scores=ScorePolicy(scores).value)
+                  scores=ScorePolicy(scores).value, reward=Reward(reward).value)
 
 
 def _ends_with_answer(text: str, n_choices: int) -> bool:

@@ -140,15 +140,16 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, shard_dir: str | Path | None = None,
              output_dir: str | Path | None = None, config: Any = None, overrides: dict[str, Any] | None = None,
-             teacher: str | None = None) -> ModelCheckpoint:
-    """PPO with sentence rewards on the round's RL shard (exported now unless `shard_dir` is given);
-    `config`, else PPOConfig fields in `overrides`."""
+             teacher: str | None = None, reward: str = "sampled") -> ModelCheckpoint:
+    """PPO with sentence rewards on the round's RL shard (exported now unless `shard_dir` is given,
+    with the `reward` the teacher's labels give: sampled or expected); `config`, else PPOConfig
+    fields in `overrides`."""
     from .ppo_config import PPOConfig
     from .ppo_trainer import SentenceRewardPPOTrainer
 
     config = _config(PPOConfig, config, overrides)
     start = start or resolve_start(store, "rl", round)
-    export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher))
+    export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher, reward=reward))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
         trainer = SentenceRewardPPOTrainer(config, model, tokenizer)

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from ..review.policy import ScorePolicy
+from ..teacher.logprobs import Reward
 from ._common import LimitOpt, console, err_console, fail, store
 from .teacher_options import teacher_options
 
@@ -40,6 +41,9 @@ TeacherOpt = Annotated[Optional[str], typer.Option(
 ScoresOpt = Annotated[ScorePolicy, typer.Option(
     "--scores", help="Rewards: human label where there is one, else the teacher's (human-first); "
     "the teacher's only (teacher, with --teacher NAME when several); the mean of all teachers (mean).")]
+RewardOpt = Annotated[Reward, typer.Option(
+    "--reward", help="A teacher label's reward: the score it sampled, or its expected score under its token "
+    "distribution (needs collect-scores --score-from logprobs; human labels stay as they are).")]
 EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
@@ -96,11 +100,11 @@ def _print_export(row: "Export") -> None:
 
 @export_app.command("rl")
 def export_rl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                  scores: ScoresOpt = ScorePolicy.human_first) -> None:
+                  scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
     """One row per rollout scored sentence by sentence: prompt, response, spans, scores."""
     from ..exporters import export_rl
 
-    _print_export(export_rl(store(ctx), round, out, teacher, scores))
+    _print_export(export_rl(store(ctx), round, out, teacher, scores, reward))
 
 
 @export_app.command("sft")
@@ -114,11 +118,11 @@ def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teac
 
 @export_app.command("verl")
 def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                    scores: ScoresOpt = ScorePolicy.human_first) -> None:
+                    scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
     """The scored rollouts in verl's parquet layout (sentence scores in extra_info)."""
     from ..exporters import export_verl
 
-    _print_export(export_verl(store(ctx), round, out, teacher, scores))
+    _print_export(export_verl(store(ctx), round, out, teacher, scores, reward))
 
 
 train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
@@ -208,6 +212,7 @@ def train_rl_cmd(
     shard: ShardOpt = None,
     output: OutputOpt = None,
     teacher: TeacherOpt = None,
+    reward: RewardOpt = Reward.sampled,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -227,7 +232,7 @@ def train_rl_cmd(
                  "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size),
                  "lora_vision": lora_vision}
     _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides,
-                                teacher=teacher))
+                                teacher=teacher, reward=reward))
 
 
 @train_app.command("sft")
