@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from sqlalchemy import column, table
 from sqlmodel import select
 
 from .errors import ExportError
@@ -32,6 +33,8 @@ from .splitter import split_sentences
 from .store import Store
 from .teacher.logprobs import Reward
 
+# db/migrations/0009: the rationales each call was about, single and grouped calls alike.
+CALL_RATIONALE = table("v_call_rationale", column("teacher_call_id"), column("rationale_id"))
 PARQUET = "data.parquet"
 MANIFEST = "manifest.json"
 FAILED_STATUSES = ("failed", "error", "invalid")
@@ -100,11 +103,13 @@ def scored_rollouts(
                   .where(*of_round).order_by(Rationale.id))
     sentences_q = (select(Sentence).join(Rationale, Rationale.id == Sentence.rationale_id)
                    .where(*of_round).order_by(Sentence.rationale_id, Sentence.idx))
-    scores_q = (select(TeacherCall.rationale_id, TeacherCall.id, TeacherCall.model, TeacherCall.status,
+    scores_q = (select(CALL_RATIONALE.c.rationale_id, TeacherCall.id, TeacherCall.model, TeacherCall.status,
                        Sentence.idx, SentenceScore.score, SentenceScore.expected_score)
-                .join(Rationale, Rationale.id == TeacherCall.rationale_id)
+                .join(CALL_RATIONALE, CALL_RATIONALE.c.teacher_call_id == TeacherCall.id)
+                .join(Rationale, Rationale.id == CALL_RATIONALE.c.rationale_id)
                 .outerjoin(SentenceScore, SentenceScore.teacher_call_id == TeacherCall.id)
-                .outerjoin(Sentence, Sentence.id == SentenceScore.sentence_id)
+                .outerjoin(Sentence, (Sentence.id == SentenceScore.sentence_id)
+                           & (Sentence.rationale_id == CALL_RATIONALE.c.rationale_id))
                 .where(TeacherCall.kind == "score", *of_round).order_by(TeacherCall.id, Sentence.idx))
     with store.session() as session:
         rollouts = session.exec(rollouts_q).all()

@@ -47,6 +47,7 @@ class LoopConfig:
     top_k: int = 50
     seed: int = 0
     batch_size: int = 8
+    group_by_question: bool = True  # score a question's k rollouts in one teacher call (docs/benchmarks.md)
     rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
 
@@ -148,10 +149,10 @@ class Pipeline:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
                                              k=cfg.k, limit=cfg.limit, settings=settings, progress=progress)
 
-        def ask(collector: Callable, checkpoint: ModelCheckpoint) -> Callable[[], dict]:
+        def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
             def work() -> dict:
                 summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales="student",
-                                                checkpoint=checkpoint.name, progress=progress))
+                                                checkpoint=checkpoint.name, progress=progress, **options))
                 return _plain(summary)
             return work
 
@@ -176,7 +177,7 @@ class Pipeline:
             return find_checkpoint(self.store, outcome["checkpoint"]) if "checkpoint" in outcome else fallback
 
         self.stage(round, "generate", generate(start))
-        self.stage(round, "score", ask(collect_scores, start))
+        self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
         rl = produced(self.stage(round, "train_rl", train(train_rl, start, rl_shard, cfg.rl)), start)
         self.stage(round, "generate_rl", generate(rl))

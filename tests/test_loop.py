@@ -76,6 +76,10 @@ def test_two_rounds_chain_checkpoints_and_round_summary_is_exact(cli, tiny_model
                                    f"ON r.id = s.rationale_id JOIN model_checkpoint c ON c.id = r.model_checkpoint_id "
                                    f"WHERE r.round = {rnd} AND c.stage != 'rl'")
         assert summary == (2 * QUESTIONS * K, sentences[0], scored[0], QUESTIONS * K, 0)
+    # the k rollouts of a question are scored in one grouped call, which v_teacher_calls counts per round
+    assert _rows(db_path, "SELECT round, COUNT(*), MIN(rationales), MAX(rationales) FROM v_teacher_calls "
+                          "WHERE kind = 'score' GROUP BY round ORDER BY round") == [(1, QUESTIONS, K, K),
+                                                                                      (2, QUESTIONS, K, K)]
     runs = _rows(db_path, "SELECT kind, round, status FROM training_run ORDER BY id")
     assert runs == [("rl", 1, "done"), ("sft", 1, "done"), ("rl", 2, "done"), ("sft", 2, "done")]
     status = cli("status")

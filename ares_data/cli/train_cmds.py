@@ -15,6 +15,7 @@ from rich.table import Table
 from ..review.policy import ScorePolicy
 from ..teacher.logprobs import Reward
 from ._common import LimitOpt, console, err_console, fail, store
+from .teacher_cmds import GroupOpt
 from .teacher_options import teacher_options
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ def _train(
     top_k: TopKOpt = 50,
     seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
     batch_size: GenBatchOpt = 8,
+    group_by_question: GroupOpt = True,
     config: Annotated[Optional[Path], typer.Option(
         "--config", exists=True, dir_okay=False,
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
@@ -166,7 +168,8 @@ def _train(
     from .store_cmds import print_rows
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
-                 temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size)
+                 temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
+                 group_by_question=group_by_question)
     file = read_settings(config) if config else {}
     unknown = set(file) - set(given) - {"teacher", "rl", "sft"}
     if unknown:
