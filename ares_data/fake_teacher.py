@@ -7,6 +7,8 @@ wrong sentence counts. `GET /stats` counts requests by outcome and how many iden
 were answered 200 more than once (a client that never pays twice keeps that at 0).
 Asked for `logprobs`, it returns OpenAI-format token logprobs with a known distribution at
 every score (`token_logprobs`), so expected scores can be computed by hand.
+The Batch API is there too (`/v1/files`, `/v1/batches`): a batch ends `batch_delay_s` after it
+was created, each line answered as the online endpoint answers it and counted in /stats alike.
 The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does, and
 `judge-first` is a judge with full position bias (it always prefers the rationale shown first).
 """
@@ -112,8 +114,11 @@ def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
 class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
                  seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
-                 cache_min_tokens: int | None = 0):
+                 cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0):
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
+        self.batch_delay_s = batch_delay_s
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
         self.api_key, self.hang_s, self.ratelimit_headers = api_key, hang_s, ratelimit_headers
         self.by_status: Counter = Counter()
         self.answered: Counter = Counter()
@@ -127,6 +132,10 @@ class FakeTeacher:
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/models", self.models), Route("/stats", self.stats),
+            Route("/v1/files", self.upload, methods=["POST"]),
+            Route("/v1/files/{file_id}/content", self.file_content),
+            Route("/v1/batches", self.create_batch, methods=["POST"]),
+            Route("/v1/batches/{batch_id}", self.get_batch),
         ])
 
     def _take(self) -> float:
@@ -180,25 +189,106 @@ class FakeTeacher:
         if await request.is_disconnected():
             self.by_status["disconnected"] += 1
             return Response(status_code=499)
-        content = answer(messages, fault, str(body.get("model", "")))
-        cached = self.cache.read(body) if self.cache else 0
-        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        if body.get("logprobs"):
-            choice["logprobs"] = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0))}
-        envelope = json.dumps({
-            "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "fake"),
-            "choices": [choice],
-            "usage": {"prompt_tokens": len(raw) // 4, "completion_tokens": max(1, len(content) // 4),
-                      "total_tokens": len(raw) // 4 + max(1, len(content) // 4),
-                      "prompt_tokens_details": {"cached_tokens": cached}},
-        })
+        envelope = json.dumps(self._completion(body, len(raw), key, fault))
         if fault == "truncated":
             self.by_status["truncated"] += 1
             return Response(envelope[: len(envelope) // 2], media_type="application/json")
         self.by_status["200"] += 1
         self.answered[key] += 1
         return Response(envelope, media_type="application/json", headers=self._limit_headers())
+
+    def _completion(self, body: dict[str, Any], size: int, key: str, fault: str | None) -> dict[str, Any]:
+        """The chat completion answering `body` (`size` bytes), as the online and batch endpoints send it."""
+        content = answer(body["messages"], fault, str(body.get("model", "")))
+        cached = self.cache.read(body) if self.cache else 0
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0))}
+        return {
+            "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [choice],
+            "usage": {"prompt_tokens": size // 4, "completion_tokens": max(1, len(content) // 4),
+                      "total_tokens": size // 4 + max(1, len(content) // 4),
+                      "prompt_tokens_details": {"cached_tokens": cached}},
+        }
+
+    # -- Batch API: files in memory, a batch ends `batch_delay_s` after it was created ------------
+
+    async def upload(self, request: Request) -> JSONResponse:
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str) or form.get("purpose") != "batch":
+            return self._error(400, "expected a file and purpose=batch", "invalid_request_error")
+        return JSONResponse(self._file(await upload.read(), upload.filename or "upload.jsonl"))
+
+    def _file(self, data: bytes, name: str) -> dict[str, Any]:
+        file_id = f"file-fake-{len(self.files)}"
+        self.files[file_id] = data
+        return {"id": file_id, "object": "file", "bytes": len(data), "filename": name, "purpose": "batch",
+                "created_at": int(time.time())}
+
+    async def file_content(self, request: Request) -> Response:
+        data = self.files.get(request.path_params["file_id"])
+        if data is None:
+            return self._error(404, "No such file.", "not_found")
+        return Response(data, media_type="application/jsonl")
+
+    async def create_batch(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        data = self.files.get(body.get("input_file_id"))
+        if data is None or body.get("endpoint") != "/v1/chat/completions":
+            return self._error(400, "unknown input_file_id or endpoint", "invalid_request_error")
+        batch_id = f"batch_fake_{len(self.batches)}"
+        self.batches[batch_id] = {
+            "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "input_file_id": body["input_file_id"],
+            "completion_window": body.get("completion_window", "24h"), "status": "validating",
+            "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
+            "request_counts": {"total": len(data.splitlines()), "completed": 0, "failed": 0},
+            "metadata": body.get("metadata"), "due": time.monotonic() + self.batch_delay_s}
+        return JSONResponse(self._public(self.batches[batch_id]))
+
+    async def get_batch(self, request: Request) -> JSONResponse:
+        batch = self.batches.get(request.path_params["batch_id"])
+        if batch is None:
+            return self._error(404, "No such batch.", "not_found")
+        if batch["status"] != "completed":
+            if time.monotonic() >= batch["due"]:
+                self._finish(batch)
+            else:
+                batch["status"] = "in_progress"
+        return JSONResponse(self._public(batch))
+
+    @staticmethod
+    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if k != "due"}
+
+    def _finish(self, batch: dict[str, Any]) -> None:
+        """Answer every line as the online endpoint would; 500s, timeouts and truncations (the
+        fault draws) and `no-quota` go to the error file."""
+        output, errors = [], []
+        for n, line in enumerate(self.files[batch["input_file_id"]].decode().splitlines()):
+            item = json.loads(line)
+            body = item["body"]
+            key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            fault = self._fault(key)
+            base = {"id": f"batch_req_{batch['id']}_{n}", "custom_id": item["custom_id"]}
+            if fault in ("500", "timeout", "truncated") or body.get("model") == "no-quota":
+                self.by_status["batch_error"] += 1
+                errors.append({**base, "response": None,
+                               "error": {"code": "server_error", "message": "The server had an error."}})
+                continue
+            self.by_status["200"] += 1
+            self.answered[key] += 1
+            output.append({**base, "error": None, "response": {
+                "status_code": 200, "request_id": f"req_{key[:12]}",
+                "body": self._completion(body, len(json.dumps(body)), key, fault)}})
+        name = batch["id"]
+        lines = lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode()  # noqa: E731
+        batch["output_file_id"] = self._file(lines(output), f"{name}_output.jsonl")["id"] if output else None
+        batch["error_file_id"] = self._file(lines(errors), f"{name}_error.jsonl")["id"] if errors else None
+        batch["request_counts"].update(completed=len(output), failed=len(errors))
+        batch.update(status="completed", completed_at=int(time.time()))
 
     def _limit_headers(self) -> dict[str, str]:
         """OpenAI's x-ratelimit-* headers: what is left of the bucket and when a request is free again."""
@@ -214,7 +304,7 @@ class FakeTeacher:
     def snapshot(self) -> dict[str, Any]:
         return {"requests": sum(self.by_status.values()), "by_status": dict(self.by_status),
                 "answered": sum(self.answered.values()),
-                "answered_twice": sum(1 for n in self.answered.values() if n > 1)}
+                "answered_twice": sum(1 for n in self.answered.values() if n > 1), "batches": len(self.batches)}
 
     async def stats(self, request: Request) -> JSONResponse:
         return JSONResponse(self.snapshot())

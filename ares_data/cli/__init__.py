@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import eval_cmds, import_cmds, model_cmds, review_cmds, store_cmds, teacher_cmds, train_cmds
+from . import batch_cmds
 from ._common import AresGroup, State
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ train_cmds.register(app)
 eval_cmds.register(app)
 model_cmds.register(app)
 review_cmds.register(app)
+batch_cmds.register(app)
 
 
 def main() -> None:

@@ -24,14 +24,19 @@ GroupOpt = Annotated[bool, typer.Option(
     "--group-by-question/--no-group-by-question",
     help="Score all selected rationales of a question in one call (the question is sent once: under half "
          "the input tokens per sentence, docs/benchmarks.md), or one call per rationale.")]
+BatchOpt = Annotated[bool, typer.Option(
+    "--batch", help="Submit the calls to the OpenAI Batch API (half price, answers within 24 h) instead of "
+                    "asking now; `ares batch status` and `ares batch ingest` follow them.")]
 MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
 
 
-def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, **options) -> None:
+def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, batch: bool = False, **options) -> None:
     from ..teacher import collect
+    from ..teacher.batch import BatchLimits
 
     run = collect.collect_scores if kind == "score" else collect.collect_corrections
+    options["batch"] = BatchLimits() if batch else None
     try:
         summary = asyncio.run(run(store(ctx), teacher, progress=err_console.is_terminal, **options))
     except KeyboardInterrupt:
@@ -46,9 +51,9 @@ def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, **options) -
 def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = RationaleSource.student,
                    limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
-                   *, teacher: TeacherConfig) -> None:
+                   batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
-    _collect(ctx, "score", teacher, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
+    _collect(ctx, "score", teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
              max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, group_by_question=group_by_question)
 
 
@@ -56,9 +61,9 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
 def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         rationales: RationalesOpt = RationaleSource.student, limit: LimitOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
-                        checkpoint: CheckpointOpt = None, *, teacher: TeacherConfig) -> None:
+                        checkpoint: CheckpointOpt = None, batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
-    _collect(ctx, "correct", teacher, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
+    _collect(ctx, "correct", teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
              max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 
@@ -69,12 +74,13 @@ def fake_teacher(
     fault_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests that fail "
                                               "(500, timeout, malformed JSON, truncated body, wrong count).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the fault draws.")] = 0,
+    batch_delay_s: Annotated[float, typer.Option(help="Seconds until a Batch API batch ends.")] = 0.0,
 ) -> None:
     """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts)."""
     from ..fake_teacher import serve
 
     err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats); Ctrl-C stops it")
-    serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed)
+    serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s)
 
 
 def register(app: typer.Typer) -> None:

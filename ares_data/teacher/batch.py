@@ -32,6 +32,7 @@ from .calls import CallRunner, Task
 from .client import CallFailed, Reply, parse_reply
 from .collect import batch_tasks
 from .config import Provider, TeacherConfig
+from .logprobs import logprob_content
 from .pricing import BATCH_DISCOUNT
 from .prompts import load
 from .retry import check_response, retrying
@@ -204,7 +205,8 @@ def _results(output: str, errors: str) -> dict[str, Reply | CallFailed]:
                 found[item["custom_id"]] = CallFailed(f"unreadable batch reply ({exc.__class__.__name__})", 1, False)
                 continue
             written = (body.get("usage") or {}).get("cache_creation_input_tokens")
-            found[item["custom_id"]] = Reply(text, tokens_in, tokens_out, cached, 1, 0.0, written)
+            found[item["custom_id"]] = Reply(text, tokens_in, tokens_out, cached, 1, 0.0, written,
+                                             logprob_content(body["choices"][0]))
         else:
             error = item.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
             message = " ".join(str(error.get("message") or error or "no answer").split())[:200]
@@ -234,6 +236,12 @@ async def refresh(store: Store, api: BatchApi) -> list[TeacherBatch]:
             with store.session() as session:
                 session.merge(row)
     return rows
+
+
+async def status(store: Store, teacher: TeacherConfig, api: BatchApi | None = None) -> list[TeacherBatch]:
+    """`ares batch status`: this teacher's batches, the open ones as the API sees them now."""
+    async with (api or BatchApi(teacher)) as opened:
+        return await refresh(store, opened)
 
 
 @dataclass
@@ -294,7 +302,7 @@ async def ingest(store: Store, teacher: TeacherConfig, api: BatchApi | None = No
 
 def batch_rows(rows: list[TeacherBatch]) -> tuple[list[str], list[list[Optional[str]]]]:
     """Header and rows for `ares batch status`."""
-    header = ["id", "remote id", "kind", "model", "status", "done", "failed", "requests", "created", "ingested"]
-    stamp = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
-    return header, [[str(r.id), r.remote_id, r.kind, r.model, r.status, str(r.completed_count), str(r.failed_count),
-                     str(r.request_count), stamp(r.created_at), stamp(r.ingested_at)] for r in rows]
+    header = ["remote id", "kind", "status", "done/failed/all", "created", "ingested"]
+    stamp = lambda t: t.strftime("%m-%d %H:%M") if t else "-"  # noqa: E731
+    return header, [[r.remote_id, r.kind, r.status, f"{r.completed_count}/{r.failed_count}/{r.request_count}",
+                     stamp(r.created_at), stamp(r.ingested_at)] for r in rows]

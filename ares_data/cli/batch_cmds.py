@@ -1,0 +1,38 @@
+"""`ares batch status|ingest`: follow the OpenAI batches that `collect-scores --batch` submitted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+
+from ..teacher.config import TeacherConfig
+from ._common import console, store
+from .store_cmds import print_rows
+from .teacher_options import teacher_options
+
+app = typer.Typer(no_args_is_help=True, help="Follow and ingest OpenAI Batch API jobs (collect-… --batch).")
+
+
+@app.command()
+@teacher_options
+def status(ctx: typer.Context, *, teacher: TeacherConfig) -> None:
+    """Show this teacher model's batches, the ones not ingested yet brought up to date from the API."""
+    from ..teacher import batch
+
+    header, rows = batch.batch_rows(asyncio.run(batch.status(store(ctx), teacher)))
+    print_rows(header, rows, title=f"batches of {teacher.model}")
+
+
+@app.command()
+@teacher_options
+def ingest(ctx: typer.Context, *, teacher: TeacherConfig) -> None:
+    """Store the answers of every ended batch (validated and audited as online answers); once per batch."""
+    from ..teacher import batch
+
+    for line in asyncio.run(batch.ingest(store(ctx), teacher)).lines():
+        console.print(line, highlight=False)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="batch")
