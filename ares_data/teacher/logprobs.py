@@ -38,8 +38,6 @@ import re
 from enum import Enum
 from typing import Any, Optional
 
-from ..models import SentenceScore
-
 GRID = [round(i / 10, 1) for i in range(11)]
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _OPEN = re.compile(r"^0\.?$")  # a number begun as `0` or `0.`: its value is still open
@@ -195,6 +193,8 @@ def expectations(text: str, stored: Optional[list]) -> dict[tuple, tuple[float, 
 
 def score_row(sentence_id: int, call_id: int, score: float, weighted: Optional[tuple]) -> Any:
     """The `sentence_score` row of a sampled score, with its expected value when there is one."""
+    from ..models import SentenceScore  # here: the CLI imports `Reward` and must stay light
+
     expected_score, dist = weighted or (None, None)
     return SentenceScore(sentence_id=sentence_id, teacher_call_id=call_id, score=score,
                          expected_score=expected_score, score_distribution=dist)
