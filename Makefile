@@ -24,7 +24,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
-$(VENV)/.llama: $(VENV)/.installed
+$(VENV)/.llama: | $(VENV)/.installed
 	@echo "building llama-cpp-python (once; about 5 minutes on 2 cores)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q "$(LLAMA_SPEC)"
 	touch $@
@@ -39,7 +39,7 @@ postgresql:
 test: install postgresql
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-demo: $(VENV)/.llama
+demo: install $(VENV)/.llama
 	bash scripts/demo.sh
 
 clean:
