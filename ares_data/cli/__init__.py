@@ -10,8 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import eval_cmds, import_cmds, model_cmds, review_cmds, store_cmds, teacher_cmds, train_cmds
-from . import batch_cmds
+from . import batch_cmds, eval_cmds, import_cmds, model_cmds, review_cmds, store_cmds, teacher_cmds, train_cmds
 from ._common import AresGroup, State
 
 app = typer.Typer(
@@ -39,14 +38,21 @@ def _root(
     ctx.obj = State(db=db)
 
 
-store_cmds.register(app)
-import_cmds.register(app)
-teacher_cmds.register(app)
-train_cmds.register(app)
-eval_cmds.register(app)
-model_cmds.register(app)
-review_cmds.register(app)
-batch_cmds.register(app)
+for area in (store_cmds, import_cmds, review_cmds, teacher_cmds, batch_cmds, train_cmds, model_cmds, eval_cmds):
+    area.register(app)
+
+# `ares --help` lists the commands in the order of the pipeline, one panel per stage.
+PANELS = {
+    "Store and audit": ("init", "status", "sql", "split"),
+    "Data and curation": ("import", "review", "agreement"),
+    "Teacher": ("collect-scores", "collect-corrections", "batch", "fake-teacher"),
+    "Student": ("generate", "export", "train", "model"),
+    "Evaluation": ("eval", "report"),
+}
+_PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+for info in (*app.registered_commands, *app.registered_groups):
+    name = info.name or info.callback.__name__.replace("_", "-")
+    info.rich_help_panel = _PANEL_OF[name]
 
 
 def main() -> None:
