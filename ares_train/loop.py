@@ -115,8 +115,9 @@ class Pipeline:
                 row = session.get(PipelineStage, stage_id)
                 row.status, row.error, row.outcome, row.finished_at = status, error, outcome, utcnow()
                 session.add(row)
+        shown = {k: v for k, v in outcome.items() if v not in (None, 0, False, "", [], {})}  # the full one is stored
         self.console.print(f"round {round} {name}: {status} in {time.monotonic() - started:.0f} s "
-                           f"{json.dumps(outcome, default=str)}", highlight=False, soft_wrap=True)
+                           f"{json.dumps(shown, default=str)}", highlight=False, soft_wrap=True)
         return outcome
 
     def run(self, progress: bool = True) -> ModelCheckpoint:
