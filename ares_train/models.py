@@ -67,7 +67,19 @@ def load_student(model: str, adapters: Iterable[str | Path] = ()) -> tuple[Any, 
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     lm.generation_config.pad_token_id = tokenizer.pad_token_id
+    _forget_gguf_quantization(lm)
     return lm, processing
+
+
+def _forget_gguf_quantization(lm: Any) -> None:
+    """GGUF weights are de-quantized to float on load, but transformers keeps the model marked
+    as GGUF-quantized, and its Trainer (TRL's SFTTrainer) refuses to train such a model. The
+    weights are plain floats: drop the marker, here and in what `save_pretrained` writes."""
+    quantizer = getattr(lm, "hf_quantizer", None)
+    if quantizer is not None and str(quantizer.quantization_config.quant_method.value) == "gguf":
+        lm.hf_quantizer, lm.is_quantized = None, False
+        lm.config.quantization_config = None
+        del lm.config.quantization_config
 
 
 def checkpoint_chain(session: Session, checkpoint: ModelCheckpoint) -> list[ModelCheckpoint]:
