@@ -26,8 +26,10 @@ from ares_data.store import Store
 from ares_data.teacher.config import TeacherConfig
 
 STAGES = ("generate", "score", "export_rl", "train_rl", "generate_rl", "correct", "export_sft", "train_sft")
-# Teacher settings that change how fast we ask, not what we ask: not part of a run's identity.
-_OPERATIONAL = {"rpm", "tpm", "concurrency", "max_attempts", "timeout", "price_in", "price_out"}
+# Teacher settings that change what is asked (not where or how fast): part of a run's identity.
+# The base URL is not: a local server may listen on another port next time.
+_TEACHER_IDENTITY = ("provider", "model", "structured_output", "score_from", "temperature", "max_tokens",
+                     "max_repairs")
 
 
 class Skipped(Exception):
@@ -55,10 +57,10 @@ class LoopConfig:
         return {**asdict(self), "teacher": self.teacher.describe()}
 
     def run_key(self) -> str:
-        """Same command (any --rounds, any rate limits) -> same run, so it resumes."""
+        """Same command (any --rounds, rate limits, server address) -> same run, so it resumes."""
         identity = self.describe()
         identity.pop("rounds")
-        identity["teacher"] = {k: v for k, v in identity["teacher"].items() if k not in _OPERATIONAL}
+        identity["teacher"] = {k: identity["teacher"].get(k) for k in _TEACHER_IDENTITY}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -140,7 +142,7 @@ class Pipeline:
 
         from .models import find_checkpoint
         from .rollouts import SamplingSettings, generate_rollouts
-        from .stages import train_rl, train_sft
+        from .stages import checkpoint_name, train_rl, train_sft
 
         cfg = self.config
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -166,10 +168,17 @@ class Pipeline:
                 return {"export_id": row.id, "path": row.path, "rows": row.row_count, "skipped": row.skipped}
             return work
 
-        def train(trainer: Callable, begin: ModelCheckpoint, shard: dict, overrides: dict) -> Callable[[], dict]:
+        def train(trainer: Callable, stage: str, begin: ModelCheckpoint, shard: dict,
+                  overrides: dict) -> Callable[[], dict]:
             def work() -> dict:
                 if "path" not in shard:
                     raise Skipped("no shard to train on: " + shard.get("reason", "empty export"))
+                with self.store.session() as session:  # trained before this run was recorded
+                    done = session.exec(select(ModelCheckpoint).where(
+                        ModelCheckpoint.name == checkpoint_name(round, stage),
+                        ModelCheckpoint.parent_id == begin.id)).first()
+                if done is not None:
+                    return {"checkpoint": done.name, "reused": True}
                 made = trainer(self.store, round, start=begin, shard_dir=shard["path"], overrides=overrides)
                 return {"checkpoint": made.name}
             return work
@@ -180,11 +189,11 @@ class Pipeline:
         self.stage(round, "generate", generate(start))
         self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
-        rl = produced(self.stage(round, "train_rl", train(train_rl, start, rl_shard, cfg.rl)), start)
+        rl = produced(self.stage(round, "train_rl", train(train_rl, "rl", start, rl_shard, cfg.rl)), start)
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        return produced(self.stage(round, "train_sft", train(train_sft, rl, sft_shard, cfg.sft)), rl)
+        return produced(self.stage(round, "train_sft", train(train_sft, "sft", rl, sft_shard, cfg.sft)), rl)
 
 
 def _plain(summary: Any) -> dict[str, Any]:

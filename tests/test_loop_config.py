@@ -1,0 +1,22 @@
+"""The loop's identity: the same command resumes the same run, whatever the server's port or the rate limits."""
+
+from ares_data.teacher.config import TeacherConfig
+from ares_train.loop import LoopConfig
+
+
+def _key(**teacher) -> str:
+    options = {"base_url": "http://127.0.0.1:8000/v1", "model": "t", **teacher}
+    return LoopConfig(model="m", teacher=TeacherConfig.from_options(**options), rounds=1).run_key()
+
+
+def test_run_key_ignores_where_and_how_fast_the_teacher_is_asked():
+    assert _key() == _key(base_url="http://127.0.0.1:9999/v1", rpm=5, concurrency=2, timeout=9)
+    assert LoopConfig(model="m", teacher=TeacherConfig.from_options(base_url="http://127.0.0.1:1/v1"), rounds=1
+                      ).run_key() == LoopConfig(model="m", teacher=TeacherConfig.from_options(
+                          base_url="http://127.0.0.1:1/v1"), rounds=3).run_key()  # more rounds continue the run
+
+
+def test_run_key_follows_what_is_asked():
+    assert _key() != _key(model="other")
+    assert _key() != _key(structured_output="none")
+    assert _key() != _key(max_tokens=64)
