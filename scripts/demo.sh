@@ -44,8 +44,11 @@ stage "one alternating round: generate, score, PPO, generate, correct, SFT"
   --base-url "http://127.0.0.1:$PORT/v1" --teacher-model "$TEACHER" --structured-output json_object \
   --concurrency 1 --max-repairs 1 --max-tokens 200 --timeout 120
 
-stage "evaluation on the test split"
-"$BIN/ares" eval accuracy --checkpoint latest --split test --limit 8 --max-new-tokens 80
+stage "evaluation on the test split: accuracy of the trained and the base student, then the judge"
+"$BIN/ares" eval accuracy --checkpoint round-1-sft --split test --limit 8 --max-new-tokens 80
+"$BIN/ares" eval accuracy --checkpoint smollm2 --split test --limit 8 --max-new-tokens 80
+"$BIN/ares" eval winrate --a round-1-sft --b smollm2 --split test --limit 8 --max-new-tokens 80 \
+  --base-url "http://127.0.0.1:$PORT/v1" --model "$TEACHER" --structured-output json_object --max-repairs 1
 "$BIN/ares" report --out "$OUT/report"
 
 stage "teacher calls by status (every failure keeps its reason)"
