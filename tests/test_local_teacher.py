@@ -67,10 +67,10 @@ def test_collect_scores_against_transformers_serve_accounts_for_every_call(cli, 
                  "--timeout", "120")
     assert result.exit_code == 0, result.output
     assert "of 3 rationales" in result.stdout
-    _, rows = store.query_readonly(
-        "SELECT r.id, (SELECT COUNT(*) FROM teacher_call c WHERE c.rationale_id = r.id AND c.status = 'ok'),"
-        " (SELECT COUNT(*) FROM teacher_call c WHERE c.rationale_id = r.id AND c.status = 'failed')"
-        " FROM rationale r WHERE r.source = 'gold' ORDER BY r.id LIMIT 3")
+    ended = ("SELECT COUNT(*) FROM v_call_rationale l JOIN teacher_call c ON c.id = l.teacher_call_id"
+             " WHERE l.rationale_id = r.id AND c.status = '{}'")
+    _, rows = store.query_readonly(f"SELECT r.id, ({ended.format('ok')}), ({ended.format('failed')})"
+                                   " FROM rationale r WHERE r.source = 'gold' ORDER BY r.id LIMIT 3")
     for _, ok, failed in rows:
         assert ok + failed == 1  # every rationale reached an end: scored, or given up with a reason
     _, statuses = store.query_readonly("SELECT status, error FROM teacher_call")
