@@ -10,13 +10,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from servers import free_port
 
 ENV_URL = "ARES_TEST_PG_URL"
 UNPRIVILEGED_USER = "nobody"
@@ -39,12 +40,6 @@ def find_bindir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run(argv: list[str], as_user: str | None) -> None:
     name = Path(argv[0]).name
     if as_user:
@@ -62,7 +57,7 @@ def _start(bindir: Path, base: Path, as_user: str | None, tries: int = 3) -> int
     """Start the server on a free port (another port if one was taken meanwhile); return the port."""
     failure = ClusterUnavailable("pg_ctl was not run")
     for _ in range(tries):
-        port = _free_port()
+        port = free_port()
         try:
             _run([str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"), "-w",
                   "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k {base} {FAST_UNSAFE}", "start"], as_user)

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from ares_data.fake_teacher import sentence_score, serve_in_thread
 from ares_data.store import Store
 from ares_data.teacher.prompts import score_ask
+from servers import free_port
 from teacher_support import add_rationales
 
 ARES = [sys.executable, "-c", "from ares_data.cli import main; main()"]
@@ -59,12 +59,6 @@ def test_it_counts_identical_requests_answered_twice_and_enforces_rpm():
     assert stats["by_status"] == {"200": 1, "429": 1} and stats["answered_twice"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ok_calls(db: Path) -> int:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
         try:
@@ -78,7 +72,7 @@ def test_sigkill_mid_run_then_rerun_scores_every_sentence_once(tmp_path):
     db = tmp_path / "kill.db"
     with Store(db) as store:
         add_rationales(store, 40)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ARES_DB": str(db), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     server = subprocess.Popen([*ARES, "fake-teacher", "--port", str(port), "--latency-ms", "300"], env=env,
                               stderr=subprocess.DEVNULL)

@@ -7,23 +7,15 @@ The test suite does not build `llama-cpp-python[server]` (`make demo` builds it 
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlmodel import select
 
+from servers import free_port, running
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,27 +29,11 @@ def llama_server(tmp_path):
         directory, gguf_file = resolve_model_path("smollm2")
     except AresError as exc:
         pytest.skip(str(exc))
-    port = _free_port()
-    log = (tmp_path / "llama.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(Path(directory) / gguf_file),
-                               "--host", "127.0.0.1", "--port", str(port),
-                               "--n_batch", "1", "--n_ubatch", "1"],  # see scripts/demo.sh
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"llama_cpp.server did not start in 120 s: {(tmp_path / 'llama.log').read_text()[-2000:]}")
+    port = free_port()
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(directory) / gguf_file),
+            "--host", "127.0.0.1", "--port", str(port), "--n_batch", "1", "--n_ubatch", "1"]  # see scripts/demo.sh
+    with running(argv, f"http://127.0.0.1:{port}/v1/models", tmp_path / "llama.log"):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.kill()
-        server.wait()
-        log.close()
 
 
 def test_expected_scores_from_llama_cpp(llama_server, cli, store):

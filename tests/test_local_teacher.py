@@ -7,22 +7,14 @@ completes and every call is accounted for: each rationale ends `ok` or `failed` 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from servers import free_port, running
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -37,27 +29,13 @@ def smollm2_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def transformers_serve(smollm2_dir):
-    binary = Path(sys.executable).with_name("transformers")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([str(binary), "serve", str(smollm2_dir), "--host", "127.0.0.1", "--port", str(port),
-                               "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("transformers serve did not start in 120 s")
+def transformers_serve(smollm2_dir, tmp_path):
+    port = free_port()
+    argv = [str(Path(sys.executable).with_name("transformers")), "serve", str(smollm2_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    with running(argv, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log",
+                 env={**os.environ, "HF_HUB_OFFLINE": "1"}):
         yield f"http://127.0.0.1:{port}/v1", str(smollm2_dir)
-    finally:
-        server.kill()
-        server.wait()
-
 
 def test_collect_scores_against_transformers_serve_accounts_for_every_call(cli, store, transformers_serve):
     url, model = transformers_serve
