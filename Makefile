@@ -25,7 +25,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 $(VENV)/.llama: | $(VENV)/.installed
-	@echo "building llama-cpp-python (once; about 5 minutes on 2 cores)"
+	@echo "building llama-cpp-python (once; minutes on 2 cores)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q "$(LLAMA_SPEC)"
 	touch $@
 
