@@ -1,6 +1,7 @@
 """`ares report` reads the store and writes Markdown + PNG plots with the figures in it."""
 
 import pytest
+from sqlmodel import select
 
 from ares_data import models as m
 
@@ -21,8 +22,6 @@ def _seed(store):
                              request_hash="h", request={}, status="ok", cost_usd=0.25, rationale_id=r.id)
         s.add(call)
         s.flush()
-        from sqlmodel import select
-
         for sent, score in zip(s.exec(select(m.Sentence).order_by(m.Sentence.idx)), (0.2, 0.8)):
             s.add(m.SentenceScore(sentence_id=sent.id, teacher_call_id=call.id, score=score))
         s.add(m.TrainingRun(kind="rl", round=1, status="done",
