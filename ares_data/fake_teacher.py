@@ -165,7 +165,8 @@ class FakeTeacher:
         raw = await request.body()
         try:
             body = json.loads(raw)
-            messages = body["messages"]
+            if not isinstance(body["messages"], list):
+                raise TypeError("messages is not a list")
         except (ValueError, KeyError, TypeError):
             return self._error(400, "the body is not a chat completion request", "invalid_request_error")
         if body.get("model") == "no-quota":
