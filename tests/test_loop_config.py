@@ -20,3 +20,11 @@ def test_run_key_follows_what_is_asked():
     assert _key() != _key(model="other")
     assert _key() != _key(structured_output="none")
     assert _key() != _key(max_tokens=64)
+
+
+def test_an_unknown_setting_in_the_config_file_is_one_line(cli, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('model = "m"\nroundz = 2\n')
+    result = cli("train", "--config", config)
+    assert result.exit_code == 1
+    assert "unknown setting(s) roundz" in result.stderr and str(config) in result.stderr

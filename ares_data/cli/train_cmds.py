@@ -159,8 +159,6 @@ def _train(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from click.core import ParameterSource
-
     from ares_train.loop import LoopConfig, run_loop
 
     from ..audit import status_tables
@@ -175,7 +173,8 @@ def _train(
     if unknown:
         raise fail(f"{config}: unknown setting(s) {', '.join(sorted(unknown))}")
     for name in given:  # the file fills what the command line left at its default
-        if name in file and ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+        source = ctx.get_parameter_source(name)  # typer's own click: compare by name
+        if name in file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
             given[name] = file[name]
     if not given["model"]:
         raise fail("ares train needs a student: --model PATH|smollm2 (or `model` in --config)")
