@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import create_engine, event, func, insert, text
+from sqlalchemy import create_engine, event, insert, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, select
@@ -126,6 +126,7 @@ class Store:
 
     def __init__(self, target: str | os.PathLike | None = None):
         self.url = resolve_url(target)
+        self._reader: Engine | None = None  # the read-only engine of query_readonly, made on first use
         try:
             self.engine = _make_engine(self.url)
             self.applied_now = migrate(self.engine)
@@ -141,6 +142,8 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._reader is not None:
+            self._reader.dispose()
 
     def __enter__(self) -> "Store":
         return self
@@ -238,9 +241,10 @@ class Store:
 
     def query_readonly(self, sql: str, params: dict | None = None) -> tuple[list[str], list[Sequence[Any]]]:
         """Run one statement, `sql`, on a connection the database itself keeps read-only."""
-        engine = _make_engine(self.url, read_only=True)
+        if self._reader is None:
+            self._reader = _make_engine(self.url, read_only=True)
         try:
-            with engine.connect() as conn:
+            with self._reader.connect() as conn:
                 result = conn.execute(text(sql), params or {})
                 if not result.returns_rows:
                     return [], []
@@ -251,8 +255,6 @@ class Store:
             if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
                 raise ReadOnlyError(f"refused by the database (read-only): {message}") from exc
             raise StoreError(f"SQL error: {message}") from exc
-        finally:
-            engine.dispose()
 
 
 def _in_chunks(session: Session, stmt: Any, column: Any, values: Sequence[Any], size: int = 500) -> list[tuple]:
@@ -268,10 +270,3 @@ def sentence_rows(rationale_id: int, text: str) -> list[dict]:
     return [{"rationale_id": rationale_id, "idx": idx, "text": span.text, "start_char": span.start,
              "end_char": span.end} for idx, span in enumerate(split_sentences(text))]
 
-
-def count(session: Session, model: type, *where: Any) -> int:
-    """`SELECT COUNT(*)` of a mapped class, with optional WHERE clauses."""
-    stmt = select(func.count()).select_from(model)
-    for clause in where:
-        stmt = stmt.where(clause)
-    return session.execute(stmt).scalar_one()

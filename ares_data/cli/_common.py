@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -67,10 +66,6 @@ def fail(message: str) -> "typer.Exit":
     """Print one error line and return the Exit to raise (for CLI-level input problems)."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
 
 
 RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Training round (1, 2, ...).")]
