@@ -11,6 +11,8 @@ The Batch API is there too (`/v1/files`, `/v1/batches`): a batch ends `batch_del
 was created, each line answered as the online endpoint answers it and counted in /stats alike.
 The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does, and
 `judge-first` is a judge with full position bias (it always prefers the rationale shown first).
+With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
+teacher that checks each sentence instead of hashing it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from starlette.applications import Starlette
 
@@ -34,6 +36,9 @@ from .teacher.pricing import PrefixCache
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from .judges import Judge
 
 FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
 _NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
@@ -55,15 +60,17 @@ def _text(content: Any) -> str:
     return "\n".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
 
 
-def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str = "") -> str:
-    """The reply to a conversation built from the project's prompts."""
+def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str = "",
+           judge: "Judge | None" = None) -> str:
+    """The reply to a conversation built from the project's prompts (scored and corrected by
+    `judge` when one is given)."""
     system = next((_text(m["content"]) for m in messages if m.get("role") == "system"), "")
     first_user = next((_text(m["content"]) for m in messages if m.get("role") == "user"), "")
     if "numbered sentence" in system and _LABEL.search(first_user):
-        return _grouped_answer(first_user, fault)
+        return _grouped_answer(first_user, fault, judge)
     if "numbered sentence" in system:
         sentences = [s for _, s in _NUMBERED.findall(first_user)]
-        scores = [sentence_score(s) for s in sentences]
+        scores = judge.scores(first_user, sentences) if judge else [sentence_score(s) for s in sentences]
         if fault == "wrong_count":
             scores.append(0.5)
         reply = json.dumps({"scores": scores})
@@ -73,17 +80,21 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
         return "{\"winner\": " if fault == "malformed" else json.dumps({"winner": winner})
     if "Rationale to correct:" in first_user:
         rationale = " ".join(first_user.split("Rationale to correct:", 1)[1].split())
-        corrected = rationale[:1].upper() + rationale[1:]
-        corrected = corrected if corrected.endswith((".", "!", "?")) else corrected + "."
+        if judge:
+            corrected = judge.correct(first_user, rationale)
+        else:
+            corrected = rationale[:1].upper() + rationale[1:]
+            corrected = corrected if corrected.endswith((".", "!", "?")) else corrected + "."
         return "" if fault in ("malformed", "wrong_count") else corrected
     return "I am a fake teacher."
 
 
-def _grouped_answer(user: str, fault: str | None) -> str:
+def _grouped_answer(user: str, fault: str | None, judge: "Judge | None" = None) -> str:
     """{"R1": [...], ...} for a grouped scoring prompt; a wrong_count fault spoils the last list only."""
     pieces = _LABEL.split(user)[1:]
-    lists = {label: [sentence_score(s) for _, s in _NUMBERED.findall(block)]
-             for label, block in zip(pieces[::2], pieces[1::2])}
+    blocks = {label: [s for _, s in _NUMBERED.findall(block)] for label, block in zip(pieces[::2], pieces[1::2])}
+    lists = {label: judge.scores(user, sentences) if judge else [sentence_score(s) for s in sentences]
+             for label, sentences in blocks.items()}
     if fault == "wrong_count":
         lists[list(lists)[-1]].append(0.5)
     reply = json.dumps(lists)
@@ -114,7 +125,8 @@ def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
 class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
                  seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
-                 cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0):
+                 cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, judge: "Judge | None" = None):
+        self.judge = judge
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.batch_delay_s = batch_delay_s
         self.files: dict[str, bytes] = {}
@@ -200,7 +212,7 @@ class FakeTeacher:
 
     def _completion(self, body: dict[str, Any], size: int, key: str, fault: str | None) -> dict[str, Any]:
         """The chat completion answering `body` (`size` bytes), as the online and batch endpoints send it."""
-        content = answer(body["messages"], fault, str(body.get("model", "")))
+        content = answer(body["messages"], fault, str(body.get("model", "")), self.judge)
         cached = self.cache.read(body) if self.cache else 0
         choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
         if body.get("logprobs"):

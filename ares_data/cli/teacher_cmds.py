@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..judges import JudgeName
 from ..teacher.config import RationaleSource, TeacherConfig
 from ._common import LimitOpt, RoundOpt, console, err_console, store
 from .teacher_options import teacher_options
@@ -75,12 +76,19 @@ def fake_teacher(
                                               "(500, timeout, malformed JSON, truncated body, wrong count).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the fault draws.")] = 0,
     batch_delay_s: Annotated[float, typer.Option(help="Seconds until a Batch API batch ends.")] = 0.0,
+    judge: Annotated[Optional[JudgeName], typer.Option(
+        help="A rule teacher that checks each sentence (arith: the `python -m ares_data.checkable` tasks; "
+             "outcome: every sentence scores the answer's correctness) instead of hashing it.")] = None,
+    judge_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the judge's scores flipped "
+                                               "(s -> 1 - s), seeded by --seed: a worse teacher.")] = 0.0,
 ) -> None:
     """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts)."""
     from ..fake_teacher import serve
+    from ..judges import make_judge
 
     err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats); Ctrl-C stops it")
-    serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s)
+    serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s,
+          judge=make_judge(judge, judge_noise, seed) if judge else None)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,159 @@
+"""A task family whose every rationale step a program can check: chained one-digit arithmetic.
+
+A question says where to start and what to add or subtract ("Start with 3, add 4, then subtract
+2. What number do you get?"); its four options are the result and three near misses; its gold
+rationale takes one sentence per operation ("3 plus 4 is 7.") and ends in the answer sentence.
+Every number stays within 0-9 (one token for the SmolLM2 tokenizer), so a small student can
+learn the format quickly and still get chains wrong. Generation is seeded: the same seed gives
+the same file. The grammar is written once here and read back by the rule teacher
+(`ares_data/judges.py`), which checks each sentence against it.
+
+Write a train/test file for `ares import jsonl` with
+`python -m ares_data.checkable OUT.jsonl --train 200 --test 100 --seed 0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .formatting import answer_sentence
+
+DATASET = "arith"
+OPS = {"add": "plus", "subtract": "minus"}
+_WORD_OP = {"plus": 1, "minus": -1}
+_QUESTION = re.compile(r"Start with (\d+), (.*)\. What number do you get\?")
+_OPERATION = re.compile(r"(add|subtract) (\d+)")
+_STEP = re.compile(r"^(\d+) (plus|minus) (\d+) is (\d+)\.?$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """`left op right is result`, as one rationale sentence states it (op: +1 plus, -1 minus)."""
+
+    left: int
+    op: int
+    right: int
+    result: int
+
+    @property
+    def true(self) -> bool:
+        return self.left + self.op * self.right == self.result
+
+    def sentence(self) -> str:
+        return f"{self.left} {'plus' if self.op > 0 else 'minus'} {self.right} is {self.result}."
+
+
+def parse_step(sentence: str) -> Step | None:
+    """The step a sentence states, or None when it is not of the form `3 plus 4 is 7.`."""
+    found = _STEP.match(sentence.strip())
+    if not found:
+        return None
+    left, word, right, result = found.groups()
+    return Step(int(left), _WORD_OP[word], int(right), int(result))
+
+
+def parse_question(question: str) -> tuple[int, list[tuple[int, int]]] | None:
+    """(start, [(op, operand), ...]) of a question of this family, or None for any other text."""
+    found = _QUESTION.search(question)
+    if not found:
+        return None
+    ops = [(1 if verb == "add" else -1, int(n)) for verb, n in _OPERATION.findall(found.group(2))]
+    return (int(found.group(1)), ops) if ops else None
+
+
+def gold_steps(start: int, ops: list[tuple[int, int]]) -> list[Step]:
+    """The correct chain: one step per operation, each starting from the previous result."""
+    steps, value = [], start
+    for op, operand in ops:
+        steps.append(Step(value, op, operand, value + op * operand))
+        value = steps[-1].result
+    return steps
+
+
+def _question_text(start: int, ops: list[tuple[int, int]]) -> str:
+    words = [f"{'add' if op > 0 else 'subtract'} {n}" for op, n in ops]
+    chain = ", ".join(words[:-1]) + f", then {words[-1]}" if len(words) > 1 else words[0]
+    return f"Start with {start}, {chain}. What number do you get?"
+
+
+def _operations(rng: random.Random, n_ops: int) -> tuple[int, list[tuple[int, int]]]:
+    """A start and `n_ops` operations whose every intermediate value stays within 0-9."""
+    start, ops = rng.randint(1, 9), []
+    value = start
+    for _ in range(n_ops):
+        op = rng.choice((1, -1)) if 0 < value < 9 else (1 if value == 0 else -1)
+        room = 9 - value if op > 0 else value
+        operand = rng.randint(1, room)
+        ops.append((op, operand))
+        value += op * operand
+    return start, ops
+
+
+def _options(rng: random.Random, start: int, ops: list[tuple[int, int]], result: int) -> list[int]:
+    """The result and three distinct near misses (one operation flipped, one dropped, off by one)."""
+    misses = []
+    for i in range(len(ops)):
+        flipped = start + sum(op * n * (-1 if j == i else 1) for j, (op, n) in enumerate(ops))
+        dropped = start + sum(op * n for j, (op, n) in enumerate(ops) if j != i)
+        misses += [flipped, dropped]
+    misses += [result - 1, result + 1, result + 2, result - 2]
+    pool = list(dict.fromkeys(m for m in misses if 0 <= m <= 9 and m != result))
+    rng.shuffle(pool)
+    while len(pool) < 3:  # tiny chains: fill with any other digit
+        pool += [d for d in rng.sample(range(10), 10) if d != result and d not in pool][:1]
+    options = [result, *pool[:3]]
+    rng.shuffle(options)
+    return options
+
+
+def make_question(rng: random.Random, index: int, split: str, n_ops: int) -> dict:
+    """One JSONL record of the family (the format `ares import jsonl` reads)."""
+    start, ops = _operations(rng, n_ops)
+    steps = gold_steps(start, ops)
+    options = _options(rng, start, ops, steps[-1].result)
+    answer = options.index(steps[-1].result)
+    rationale = " ".join([*(s.sentence() for s in steps), answer_sentence(answer)])
+    return {"id": f"{split}-{index}", "split": split, "question": _question_text(start, ops),
+            "choices": [str(o) for o in options], "answer": answer, "rationale": rationale,
+            "subject": DATASET, "metadata": {"start": start, "ops": [list(o) for o in ops]}}
+
+
+def make_tasks(train: int, test: int, seed: int = 0, min_ops: int = 2, max_ops: int = 3) -> list[dict]:
+    """`train` + `test` records; the test questions are never train questions (same text)."""
+    rng, records, seen = random.Random(seed), [], set()
+    for split, count in (("train", train), ("test", test)):
+        made = 0
+        while made < count:
+            record = make_question(rng, made, split, rng.randint(min_ops, max_ops))
+            if record["question"] in seen:
+                continue
+            seen.add(record["question"])
+            records.append(record)
+            made += 1
+    return records
+
+
+def write_tasks(path: Path, train: int, test: int, seed: int = 0) -> int:
+    """Write the records as JSON Lines; returns how many."""
+    records = make_tasks(train, test, seed)
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return len(records)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ares_data.checkable", description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="JSONL file to write (then: ares import jsonl OUT)")
+    parser.add_argument("--train", type=int, default=200, help="train questions")
+    parser.add_argument("--test", type=int, default=100, help="test questions")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generator")
+    args = parser.parse_args(argv)
+    print(f"{write_tasks(args.out, args.train, args.test, args.seed)} questions written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The checkable task family and the rule teacher, alone and through the real collectors on 127.0.0.1."""
+
+import asyncio
+import sys
+
+import pytest
+from sqlmodel import select
+
+from ares_data.checkable import make_tasks, parse_question, parse_step, write_tasks
+from ares_data.fake_teacher import serve_in_thread
+from ares_data.judges import check, make_judge, problem_of
+from ares_data.models import Correction, Question, Rationale, Sentence, SentenceScore
+from ares_data.splitter import split_sentences
+from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
+from servers import free_port, running
+
+# Start with 7, add 2, subtract 9, then add 8 -> 8, option (B) of 6, 8, 9, 4.
+PROMPT = ("Question: Start with 7, add 2, subtract 9, then add 8. What number do you get?\n"
+          "Options: (A) 6 (B) 8 (C) 9 (D) 4\nContext: N/A\nCorrect answer: (B) 8\n")
+GOLD = ["7 plus 2 is 9.", "9 minus 9 is 0.", "0 plus 8 is 8.", "The answer is (B)."]
+
+
+def test_tasks_are_seeded_checkable_and_split():
+    tasks = make_tasks(30, 10, seed=3)
+    assert tasks == make_tasks(30, 10, seed=3) and tasks != make_tasks(30, 10, seed=4)
+    assert [t["split"] for t in tasks].count("test") == 10
+    assert len({t["question"] for t in tasks}) == 40  # no test question is a train question
+    for t in tasks:
+        start, ops = parse_question(t["question"])
+        steps = [parse_step(s.text) for s in split_sentences(t["rationale"])[:-1]]
+        assert steps[0].left == start and all(s.true and 0 <= s.result <= 9 for s in steps)
+        assert int(t["choices"][t["answer"]]) == steps[-1].result and len(set(t["choices"])) == 4
+
+
+def test_the_arith_judge_checks_each_sentence():
+    judge = make_judge("arith")
+    assert judge.scores(PROMPT, GOLD) == [1.0, 1.0, 1.0, 1.0]
+    # a false sum, a true sum on the wrong operand, an unrelated true sum, a repeat, a wrong letter
+    assert judge.scores(PROMPT, ["7 plus 2 is 8.", "7 plus 3 is 10.", "2 plus 2 is 4.", "7 plus 2 is 8.",
+                                 "The answer is (A)."]) == [0.0, 0.0, 0.5, 0.0, 0.0]
+    assert judge.scores(PROMPT, ["7 plus 2 is 9.", "9 minus 9 is", "nonsense"]) == [1.0, 0.0, 0.0]
+
+
+def test_a_correction_keeps_the_right_start_and_rewrites_from_the_first_wrong_step():
+    judge = make_judge("arith")
+    assert judge.correct(PROMPT, "7 plus 2 is 9. 9 minus 9 is 1. 1 plus 8 is 9. The answer is (C).") == " ".join(GOLD)
+    assert judge.correct(PROMPT, "2 plus 2 is 4. 7 plus 2 is 9.") == "2 plus 2 is 4. " + " ".join(GOLD)
+    assert judge.correct(PROMPT, " ".join(GOLD)) == " ".join(GOLD)
+
+
+def test_the_outcome_judge_scores_the_answer_and_noise_flips_a_seeded_share():
+    wrong_chain_right_answer = ["7 plus 2 is 1.", "The answer is (B)."]
+    assert make_judge("outcome").scores(PROMPT, wrong_chain_right_answer) == [1.0, 1.0]
+    assert make_judge("outcome").scores(PROMPT, GOLD[:3] + ["The answer is (D)."]) == [0.0] * 4
+    many = [f"{a} plus {b} is {a + b + 1}." for a in range(5) for b in range(5)]  # all false: 0.0
+    noisy = make_judge("arith", 0.4, seed=1).scores(PROMPT, many)
+    assert make_judge("arith").scores(PROMPT, many) == [0.0] * 25
+    assert noisy == make_judge("arith", 0.4, seed=1).scores(PROMPT, many)  # the same request, the same answer
+    assert set(noisy) == {0.0, 1.0} and 3 <= noisy.count(1.0) <= 18
+
+
+@pytest.fixture
+def arith_store(store, cli, tmp_path):
+    """The family imported through `ares import jsonl`, one wrong and one right student rationale per question."""
+    path = tmp_path / "arith.jsonl"
+    write_tasks(path, train=3, test=2, seed=0)
+    result = cli("import", "jsonl", path)
+    assert result.exit_code == 0, result.output
+    with store.session() as session:
+        questions = session.exec(select(Question).where(Question.split == "train")).all()
+        assert len(questions) == 3 and len(session.exec(select(Question)).all()) == 5
+        for q in questions:
+            gold = session.exec(select(Rationale).where(Rationale.question_id == q.id,
+                                                        Rationale.source == "gold")).one().text
+            first = gold.split(". ")[0]
+            wrong = gold.replace(first, first.rsplit(" ", 1)[0] + " 10", 1)
+            for index, text in enumerate((wrong, gold)):
+                store.add_rationale(session, question_id=q.id, source="student", text=text, round=1,
+                                    sample_index=index, dedup_key=f"t:{q.id}:{index}")
+    return store
+
+
+def _expected(store) -> dict[int, list[float]]:
+    """What the judge says of each student rationale, from the store's own question and sentences."""
+    out = {}
+    with store.session() as session:
+        for r in session.exec(select(Rationale).where(Rationale.source == "student")):
+            q = session.get(Question, r.question_id)
+            sentences = [s.text for s in session.exec(select(Sentence).where(Sentence.rationale_id == r.id)
+                                                      .order_by(Sentence.idx))]
+            out[r.id] = [score for score, _ in check(problem_of(q.question, len(q.choices), q.answer_index),
+                                                     sentences)]
+    return out
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_collectors_store_the_judges_scores(arith_store, grouped):
+    with serve_in_thread(judge=make_judge("arith")) as url:
+        config = TeacherConfig.from_options(base_url=url, model="rule", rpm=6000, timeout=5)
+        summary = asyncio.run(collect_scores(arith_store, config, round=1, progress=False,
+                                             group_by_question=grouped))
+    assert summary.done == 6
+    expected = _expected(arith_store)
+    with arith_store.session() as session:
+        stored = {}
+        for sentence, score in session.exec(select(Sentence, SentenceScore)
+                                            .join(SentenceScore, SentenceScore.sentence_id == Sentence.id)
+                                            .order_by(Sentence.idx)):
+            stored.setdefault(sentence.rationale_id, []).append(score.score)
+    assert stored == expected
+    assert sorted(min(s) for s in stored.values()) == [0.0] * 3 + [1.0] * 3  # one wrong step in each wrong one
+
+
+def test_the_cli_fake_teacher_corrects_through_the_collector(arith_store, tmp_path):
+    port = free_port()
+    argv = [sys.executable, "-m", "ares_data.cli", "fake-teacher", "--port", str(port), "--judge", "arith"]
+    with running(argv, f"http://127.0.0.1:{port}/v1/models", tmp_path / "fake.log"):
+        config = TeacherConfig.from_options(base_url=f"http://127.0.0.1:{port}/v1", model="rule", rpm=6000)
+        summary = asyncio.run(collect_corrections(arith_store, config, round=1, progress=False))
+    assert summary.done == 6
+    with arith_store.session() as session:
+        pairs = [(session.get(Rationale, c.rationale_id), session.get(Rationale, c.corrected_rationale_id))
+                 for c in session.exec(select(Correction))]
+        gold = {r.question_id: r.text for r in session.exec(select(Rationale).where(Rationale.source == "gold"))}
+    assert len(pairs) == 6 and all(new.text == gold[old.question_id] for old, new in pairs)
+    assert sum(new.text == old.text for old, new in pairs) == 3  # a right rationale is left as it is
