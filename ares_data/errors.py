@@ -57,3 +57,7 @@ class ReviewError(AresError):
 
 class TrainingError(AresError):
     pass
+
+
+class MissingExtra(AresError):
+    pass
