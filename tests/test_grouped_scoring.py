@@ -15,7 +15,7 @@ from ares_data.teacher.client import TeacherClient, build_request, parse_reply
 from ares_data.teacher.config import Provider
 from ares_data.teacher.grouped import group_ask, parse_group
 from ares_data.teacher.pricing import PrefixCache, prompt_text, cost, rates
-from ares_data.teacher.validation import InvalidAnswer, PartlyInvalid
+from ares_data.errors import InvalidAnswer, PartlyInvalid
 from teacher_support import add_rationales
 
 
