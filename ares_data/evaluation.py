@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import select
 
 from .errors import InvalidAnswer
-from .models import EvalResult, ModelCheckpoint, Question, Rationale
+from .tables import EvalResult, ModelCheckpoint, Question, Rationale
 from .store import Store
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from db.migrate import migrate
 
 from .errors import ReadOnlyError, SchemaError, StoreError
-from .models import ModelCheckpoint, Question, Rationale, Sentence, utcnow
+from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from .splitter import split_sentences
 
 DEFAULT_DB = "ares.db"

@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import select
 
 from ares_data.fake_teacher import sentence_score, serve_in_thread
-from ares_data.models import Sentence, SentenceScore, TeacherCall, TeacherCallRationale
+from ares_data.tables import Sentence, SentenceScore, TeacherCall, TeacherCallRationale
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import TeacherClient, build_request, parse_reply
 from ares_data.teacher.config import Provider

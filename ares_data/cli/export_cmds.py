@@ -16,7 +16,7 @@ from ..teacher.logprobs import Reward
 from ._common import RoundReq, console, store
 
 if TYPE_CHECKING:
-    from ..models import Export
+    from ..tables import Export
 
 OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", help="Shard directory (default: $ARES_HOME/shards/<kind>-round-N).")]

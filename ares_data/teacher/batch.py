@@ -26,7 +26,7 @@ import httpx
 from sqlmodel import select
 
 from ..errors import CallFailed, TeacherError
-from ..models import TeacherBatch, TeacherBatchRequest, utcnow
+from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
 from ..store import Store
 from .calls import CallRunner, Task
 from .client import Reply, parse_reply

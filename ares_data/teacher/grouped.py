@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from sqlmodel import Session
 
 from ..errors import InvalidAnswer, PartlyInvalid
-from ..models import TeacherCall
+from ..tables import TeacherCall
 from .calls import Task
 from .logprobs import expectations, lookup, score_row
 from .prompts import GRID, Ask, load, numbered, question_parts

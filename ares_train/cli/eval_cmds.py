@@ -70,7 +70,7 @@ def winrate(
     import asyncio
 
     from ares_train.evaluate import ensure_eval_rationales, eval_questions
-    from ares_train.models import find_checkpoint
+    from ares_train.loading import find_checkpoint
 
     from ares_data.evaluation import judge_winrate
 

@@ -20,7 +20,7 @@ from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
 
 if TYPE_CHECKING:
-    from ares_data.models import ModelCheckpoint
+    from ares_data.tables import ModelCheckpoint
     from ares_data.store import Store
     from ares_data.teacher.config import TeacherConfig
 
@@ -66,7 +66,7 @@ def generate(
 ) -> None:
     """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
     require("train")
-    from ares_train.models import named_or_base
+    from ares_train.loading import named_or_base
     from ares_train.rollouts import SamplingSettings, generate_rollouts
 
     opened = store(ctx)
