@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..enums import CallKind
 from ..teacher.config import RationaleSource, TeacherConfig
 from ._common import LimitOpt, RoundOpt, console, err_console, store
 from .teacher_options import teacher_options
@@ -35,7 +36,7 @@ def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, batch: bool 
     from ..teacher import collect
     from ..teacher.batch import BatchLimits
 
-    run = collect.collect_scores if kind == "score" else collect.collect_corrections
+    run = collect.collect_scores if kind == CallKind.score else collect.collect_corrections
     options["batch"] = BatchLimits() if batch else None
     try:
         summary = asyncio.run(run(store(ctx), teacher, progress=err_console.is_terminal, **options))
@@ -53,7 +54,7 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
                    batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
-    _collect(ctx, "score", teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
+    _collect(ctx, CallKind.score, teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
              max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, group_by_question=group_by_question)
 
 
@@ -63,7 +64,7 @@ def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
                         checkpoint: CheckpointOpt = None, batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
-    _collect(ctx, "correct", teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
+    _collect(ctx, CallKind.correct, teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
              max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 
