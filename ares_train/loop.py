@@ -46,7 +46,7 @@ class LoopConfig:
     limit: int | None = None
     max_new_tokens: int = 256
     temperature: float = 1.0
-    top_k: int = 50
+    top_k: int = 0
     seed: int = 0
     batch_size: int = 8
     group_by_question: bool = True  # score a question's k rollouts in one teacher call (docs/benchmarks.md)

@@ -307,6 +307,7 @@ class SentenceRewardPPOTrainer:
 
         self.model.train()
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clip_frac", "value_clip_frac")}
+        stats["first_ratio_deviation"] = []  # max |ratio - 1| on the batch's first mini-batch: 0 before any update
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(len(samples)).split(cfg.mini_batch_size):
                 self._update(batch.select(idx.to(self.device)), idx.to(self.device), old_logprobs,
@@ -342,6 +343,9 @@ class SentenceRewardPPOTrainer:
         self.optimizer.zero_grad()
         logprobs, _ = self._logprobs(mb)
         p_loss, clip_frac = pm.policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask, cfg.clip_range)
+        if not stats["first_ratio_deviation"]:
+            ratio = torch.exp(logprobs.detach() - old_logprobs[idx])
+            stats["first_ratio_deviation"].append((ratio - 1).abs()[mask.bool()].max().item())
         if self.step_count > cfg.critic_warmup_steps:
             p_loss.backward()
         values = self._values(mb)[:, :-1].float()

@@ -24,7 +24,7 @@ from ares_data.store import Store
 from .models import load_checkpoint
 from .options import option
 from .placement import Placement, placement_of
-from .rollout_engines import ENGINE_HELP, EngineName, HFEngine, Sampled, make_engine
+from .rollout_engines import ENGINE_HELP, EngineName, Sampled, make_engine
 from .vision import is_processor, student_input
 
 
@@ -52,16 +52,6 @@ def sample_responses(engine: Any, processing: Any, user_texts: Sequence[str], *,
         prompts, images = zip(*(student_input(processing, t, q) for t, q in zip(chunk, qs, strict=True)))
         out.extend(engine.sample(prompts, images, n=n, **sampling))
     return out
-
-
-def generate_texts(model: Any, tokenizer: Any, user_texts: Sequence[str], *, questions: Sequence[Any] | None = None,
-                   max_new_tokens: int = 256, do_sample: bool = True, temperature: float = 1.0, top_k: int = 0,
-                   num_return_sequences: int = 1, batch_size: int = 8, seed: int | None = None) -> list[list[str]]:
-    """The texts of `sample_responses` with the HF engine (greedy when do_sample is False)."""
-    sampled = sample_responses(HFEngine(model, tokenizer), tokenizer, user_texts, questions=questions,
-                               n=num_return_sequences, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               do_sample=do_sample, temperature=temperature, top_k=top_k, seed=seed)
-    return [[s.text for s in row] for row in sampled]
 
 
 class RateColumn(ProgressColumn):
