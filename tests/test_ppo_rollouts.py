@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
 from ares_data.splitter import split_sentences  # noqa: E402
-from ares_train.models import load_student  # noqa: E402
+from ares_train.loading import load_student  # noqa: E402
 from ares_train.ppo_config import PPOConfig  # noqa: E402
 from ares_train.ppo_trainer import CRITIC, VALUE_HEAD_FILE, SentenceRewardPPOTrainer  # noqa: E402
 from ares_train.prompting import format_prompt  # noqa: E402
