@@ -61,7 +61,7 @@ def generate(
     limit: LimitOpt = None,
     max_new_tokens: MaxNewTokensOpt = 256,
     temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 50,
+    top_k: TopKOpt = 0,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
     batch_size: GenBatchOpt = 8,
 ) -> None:
@@ -96,7 +96,7 @@ def _train(
     limit: LimitOpt = None,
     max_new_tokens: MaxNewTokensOpt = 256,
     temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 50,
+    top_k: TopKOpt = 0,
     seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
     batch_size: GenBatchOpt = 8,
     group_by_question: GroupOpt = True,
