@@ -9,7 +9,7 @@ from sqlmodel import select
 from ares_data.checkable import make_tasks, parse_question, parse_step, write_tasks
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.judges import check, make_judge, problem_of
-from ares_data.models import Correction, Question, Rationale, Sentence, SentenceScore
+from ares_data.tables import Correction, Question, Rationale, Sentence, SentenceScore
 from ares_data.splitter import split_sentences
 from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
 from servers import free_port, running
@@ -97,8 +97,7 @@ def _expected(store) -> dict[int, list[float]]:
 def test_collectors_store_the_judges_scores(arith_store, grouped):
     with serve_in_thread(judge=make_judge("arith")) as url:
         config = TeacherConfig.from_options(base_url=url, model="rule", rpm=6000, timeout=5)
-        summary = asyncio.run(collect_scores(arith_store, config, round=1, progress=False,
-                                             group_by_question=grouped))
+        summary = asyncio.run(collect_scores(arith_store, config, round=1, group_by_question=grouped))
     assert summary.done == 6
     expected = _expected(arith_store)
     with arith_store.session() as session:
@@ -116,7 +115,7 @@ def test_the_cli_fake_teacher_corrects_through_the_collector(arith_store, tmp_pa
     argv = [sys.executable, "-m", "ares_data.cli", "fake-teacher", "--port", str(port), "--judge", "arith"]
     with running(argv, f"http://127.0.0.1:{port}/v1/models", tmp_path / "fake.log"):
         config = TeacherConfig.from_options(base_url=f"http://127.0.0.1:{port}/v1", model="rule", rpm=6000)
-        summary = asyncio.run(collect_corrections(arith_store, config, round=1, progress=False))
+        summary = asyncio.run(collect_corrections(arith_store, config, round=1))
     assert summary.done == 6
     with arith_store.session() as session:
         pairs = [(session.get(Rationale, c.rationale_id), session.get(Rationale, c.corrected_rationale_id))
