@@ -9,8 +9,8 @@ from sqlmodel import select
 from ares_data.checkable import make_tasks, parse_question, parse_step, write_tasks
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.judges import check, make_judge, problem_of
-from ares_data.tables import Correction, Question, Rationale, Sentence, SentenceScore
 from ares_data.splitter import split_sentences
+from ares_data.tables import Correction, Question, Rationale, Sentence, SentenceScore
 from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
 from servers import free_port, running
 

@@ -1,0 +1,361 @@
+"""ARES effect: does the whole loop improve a student, against simpler arms, with a checkable teacher?
+
+Task: `ares_data.checkable` (chained one-digit arithmetic, four options), imported with
+`import_jsonl`. Teacher: the fake teacher with a rule judge (`ares_data/judges.py`) on
+127.0.0.1, so every score and correction is right by construction and passes through the
+real collectors, validation, store and exports. Student: `small` (a random 2-layer Llama
+built from a config with the embedded SmolLM2 tokenizer, first trained on the gold rationales
+until it answers 40% of the test questions, the band the issue asks for being 20-70%) or
+`smollm2` (the embedded SmolLM2-135M-Instruct, given the same preparation).
+
+Arms, each on its own store, for the same rounds and the same train questions (k rollouts each):
+
+- `base`: no training;
+- `sft_only`: generate -> corrections -> SFT on them, each round;
+- `outcome_ppo`: generate -> outcome judge (every sentence scores 1.0 when the answer is right,
+  else 0.0) -> PPO with `reward_placement=final` (one reward at the end: answer correct or not);
+- `ares`: the real loop (`ares_train.loop.run_loop`): sentence-score PPO, then correction SFT;
+- `ares_noisy`: `ares` with a teacher that flips a share of its scores (`--noise`).
+
+After every round: greedy test accuracy (`evaluate_accuracy`), the mean judge score of the test
+rationales' sentences, and the teacher calls the arm has spent. Printed: one table (mean and
+95% interval over seeds) and, last, one JSON line with every arm's final test accuracy.
+
+    .venv/bin/python benchmarks/ares_effect.py --quick              # ~15 min on 2 idle cores
+    .venv/bin/python benchmarks/ares_effect.py --seeds 3 --rounds 2  # the full run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import func, select
+
+from ares_data.checkable import DATASET, write_tasks
+from ares_data.errors import AresError
+from ares_data.fake_teacher import serve_in_thread
+from ares_data.formatting import parse_answer, student_prompt
+from ares_data.importers import import_jsonl
+from ares_data.judges import check, make_judge, problem_of
+from ares_data.splitter import split_sentences
+from ares_data.store import Store
+from ares_data.tables import EvalResult, ModelCheckpoint, TeacherCall
+from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
+
+console = Console()
+ARMS = ("base", "sft_only", "outcome_ppo", "ares", "ares_noisy")
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@dataclass
+class Plan:
+    """What one run does; `--quick` and the full run differ only here."""
+
+    student: str = "small"
+    seeds: int = 3
+    rounds: int = 2
+    train_questions: int = 64
+    test_questions: int = 100
+    k: int = 4
+    noise: float = 0.3
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    prep_target: float = 0.4  # stop the gold-rationale SFT once test accuracy reaches this
+    prep_max_steps: int = 1000
+    prep_check_every: int = 50
+    rl: dict[str, Any] = field(default_factory=lambda: {"learning_rate": 1e-3, "batch_size": 16,
+                                                         "mini_batch_size": 8, "ppo_epochs": 2, "max_length": 256})
+    sft: dict[str, Any] = field(default_factory=lambda: {"learning_rate": 1e-3, "num_train_epochs": 1.0,
+                                                          "batch_size": 8, "max_length": 256})
+
+
+QUICK = dict(seeds=1, train_questions=24, test_questions=40, prep_max_steps=300)
+
+
+# -- the student -----------------------------------------------------------------------------
+
+def small_student(out: Path, seed: int) -> Path:
+    """A random 2-layer Llama (hidden 32) with the SmolLM2 tokenizer, saved to `out`. Its cost is
+    the 49,152-token vocabulary projection, hence the narrow hidden size."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ares_train.loading import resolve_model_path
+
+    directory, gguf_file = resolve_model_path("smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+    config = LlamaConfig(
+        hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_accuracy(model: Any, tokenizer: Any, questions: list[dict], max_new_tokens: int) -> float:
+    """Greedy answers of an in-memory student, the way `evaluate_accuracy` asks them."""
+    from ares_train.rollout_engines import HFEngine
+    from ares_train.rollouts import sample_responses
+
+    sampled = sample_responses(HFEngine(model, tokenizer), tokenizer, [student_prompt(q) for q in questions],
+                               batch_size=16, max_new_tokens=max_new_tokens, do_sample=False)
+    return statistics.fmean(parse_answer(one.text, len(q["choices"])) == q["answer_index"]
+                            for q, (one,) in zip(questions, sampled))
+
+
+def prepare(plan: Plan, records: list[dict], seed: int, out: Path) -> dict[str, Any]:
+    """The student every arm starts from: trained on the gold rationales (all weights, causal-LM
+    loss on the rationale only) until greedy test accuracy reaches `plan.prep_target`. Cached in `out`."""
+    import torch
+
+    from ares_train.loading import load_student
+    from ares_train.prompting import format_prompt
+
+    done = out / "prepared.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    started = time.monotonic()
+    source = small_student(out, seed) if plan.student == "small" else "smollm2"
+    model, tokenizer = load_student(str(source))
+    torch.manual_seed(seed)
+    as_question = lambda r: {"question": r["question"], "hint": None, "caption": None,  # noqa: E731
+                             "choices": r["choices"], "answer_index": r["answer"]}
+    train = [r for r in records if r["split"] == "train"]
+    test = [as_question(r) for r in records if r["split"] == "test"][: plan.test_questions]
+    examples = []
+    for r in train:
+        prompt = tokenizer(format_prompt(tokenizer, student_prompt(as_question(r))), add_special_tokens=False).input_ids
+        answer = tokenizer(r["rationale"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        examples.append((prompt + answer, [-100] * len(prompt) + answer))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3 if plan.student == "small" else 5e-5)
+    generator = torch.Generator().manual_seed(seed)
+    step, accuracy = 0, 0.0
+    while step < plan.prep_max_steps:
+        model.train()
+        for _ in range(plan.prep_check_every):
+            batch = [examples[i] for i in torch.randint(len(examples), (16,), generator=generator)]
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.tensor([i + [tokenizer.pad_token_id] * (width - len(i)) for i, _ in batch])
+            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
+            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+            keep = labels[:, 1:] != -100  # the vocabulary projection only where there is a label
+            loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[keep]), labels[:, 1:][keep])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+        accuracy = test_accuracy(model, tokenizer, test, plan.max_new_tokens)
+        console.print(f"  prepare seed {seed}: step {step}, loss {loss.item():.3f}, test accuracy {accuracy:.2f}")
+        if accuracy >= plan.prep_target:
+            break
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info = {"model": str(out), "steps": step, "test_accuracy": accuracy, "seconds": time.monotonic() - started}
+    done.write_text(json.dumps(info))
+    return info
+
+
+# -- one arm ---------------------------------------------------------------------------------
+
+def measure(store: Store, checkpoint: ModelCheckpoint, plan: Plan) -> dict[str, float]:
+    """Greedy test accuracy, mean judge score of the test rationales' sentences, teacher calls spent."""
+    from ares_train.evaluate import ensure_eval_rationales, eval_questions, evaluate_accuracy
+
+    evaluate_accuracy(store, checkpoint, split="test", limit=plan.test_questions,
+                      max_new_tokens=plan.max_new_tokens, batch_size=16)
+    questions = eval_questions(store, "test", plan.test_questions)
+    rationales = ensure_eval_rationales(store, checkpoint, questions, max_new_tokens=plan.max_new_tokens)
+    scores = []
+    for q in questions:
+        sentences = [s.text for s in split_sentences(rationales[q.id].text)]
+        checked = check(problem_of(q.question, len(q.choices), q.answer_index), sentences)
+        scores.append(statistics.fmean(s for s, _ in checked) if checked else 0.0)
+    with store.session() as session:
+        correct = session.exec(select(EvalResult.correct).where(
+            EvalResult.kind == "accuracy", EvalResult.model_checkpoint_id == checkpoint.id)).all()
+        calls = session.exec(select(func.count(TeacherCall.request_hash.distinct()))  # a grouped call is one
+                             .where(TeacherCall.status == "ok")).one()
+    return {"accuracy": statistics.fmean(bool(c) for c in correct), "score": statistics.fmean(scores),
+            "teacher_calls": calls}
+
+
+def run_arm(arm: str, plan: Plan, seed: int, model: str, tasks: Path, home: Path,
+            teachers: dict[str, TeacherConfig]) -> list[dict[str, float]]:
+    """The arm's measures after rounds 0 (the prepared student) .. plan.rounds, on its own store."""
+    from ares_train.loop import LoopConfig, run_loop
+    from ares_train.loading import ensure_base_checkpoint
+    from ares_train.ppo_config import PPOConfig
+    from ares_train.rollouts import SamplingSettings, generate_rollouts
+    from ares_train.stages import train_rl, train_sft
+
+    shutil.rmtree(home, ignore_errors=True)  # a re-run measures afresh (the prepared student is kept)
+    home.mkdir(parents=True)
+    os.environ["ARES_HOME"] = str(home)  # checkpoints and shards of this arm
+    store = Store(str(home / "ares.db"))
+    try:
+        import_jsonl(store, tasks, dataset=DATASET)
+        current = ensure_base_checkpoint(store, model)
+        results = [measure(store, current, plan)]
+        for round in range(1, plan.rounds + 1):
+            started = time.monotonic()
+            common = dict(k=plan.k, limit=plan.train_questions, max_new_tokens=plan.max_new_tokens,
+                          temperature=plan.temperature, batch_size=16)
+            if arm in ("ares", "ares_noisy"):
+                loop = LoopConfig(model=model, teacher=teachers[arm], rounds=round, seed=seed * 1000, rl=plan.rl,
+                                  sft=plan.sft, **common)
+                current = run_loop(store, loop, progress=False)
+            elif arm in ("sft_only", "outcome_ppo"):
+                settings = SamplingSettings(max_new_tokens=plan.max_new_tokens, temperature=plan.temperature,
+                                            seed=seed * 1000 + round, batch_size=16)
+                generate_rollouts(store, checkpoint=current, round=round, k=plan.k, limit=plan.train_questions,
+                                  settings=settings, progress=False)
+                ask = dict(round=round, rationales="student", checkpoint=current.name)
+                if arm == "sft_only":
+                    asyncio.run(collect_corrections(store, teachers[arm], **ask))
+                    current = train_sft(store, round, start=current, overrides=plan.sft)
+                else:
+                    asyncio.run(collect_scores(store, teachers[arm], **ask))
+                    current = train_rl(store, round, start=current,
+                                       config=PPOConfig(**{**plan.rl, "reward_placement": "final"}))
+            results.append(measure(store, current, plan) if arm != "base" else results[-1])
+            console.print(f"  seed {seed} {arm} round {round}: accuracy {results[-1]['accuracy']:.3f}, "
+                          f"score {results[-1]['score']:.3f} ({time.monotonic() - started:.0f} s)")
+        return results
+    finally:
+        store.close()
+
+
+# -- summary ---------------------------------------------------------------------------------
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (0 with one seed)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
+
+
+def summarize(runs: dict[str, list[list[dict]]], plan: Plan) -> dict[str, Any]:
+    """Per arm and round: mean and 95% half-width of accuracy and score, mean teacher calls."""
+    out: dict[str, Any] = {}
+    for arm, seeds in runs.items():
+        out[arm] = [{metric: interval([s[r][metric] for s in seeds]) for metric in ("accuracy", "score",
+                                                                                   "teacher_calls")}
+                    for r in range(plan.rounds + 1)]
+    return out
+
+
+def print_table(summary: dict[str, Any], plan: Plan) -> None:
+    table = Table(title=f"ARES effect ({plan.student} student, {plan.seeds} seed(s), {plan.train_questions} train "
+                        f"questions x k={plan.k}, {plan.test_questions} test questions)")
+    for column in ("arm", "round", "test accuracy (95% CI)", "mean sentence score (95% CI)", "teacher calls"):
+        table.add_column(column)
+    for arm, rounds in summary.items():
+        for r, row in enumerate(rounds):
+            (acc, acc_ci), (score, score_ci), (calls, _) = row["accuracy"], row["score"], row["teacher_calls"]
+            table.add_row(arm, str(r), f"{acc:.3f} ± {acc_ci:.3f}", f"{score:.3f} ± {score_ci:.3f}", f"{calls:.0f}")
+    console.print(table)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Test accuracy per round per arm (mean with the 95% interval as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n, (arm, rounds) in enumerate(summary.items()):
+        xs = [r + (n - 2) * 0.04 for r in range(len(rounds))]
+        ax.errorbar(xs, [row["accuracy"][0] for row in rounds], yerr=[row["accuracy"][1] for row in rounds],
+                    marker="o", capsize=3, label=arm)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_xticks(range(len(next(iter(summary.values())))))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(
+    student: Annotated[str, typer.Option(help="small: a 2-layer Llama trained on gold first; smollm2: the "
+                                              "embedded SmolLM2-135M-Instruct.")] = "small",
+    quick: Annotated[bool, typer.Option(help="One seed, fewer questions (~15 min on 2 cores).")] = False,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Seeds (default 3; 1 with --quick).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(min=1, help="ARES rounds per arm (default 2).")] = None,
+    noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of scores the noisy teacher flips.")] = 0.3,
+    questions: Annotated[Optional[int], typer.Option(min=1, help="Train questions per round (default 64; 24 "
+                                                                 "with --quick).")] = None,
+    test: Annotated[Optional[int], typer.Option(min=1, help="Test questions (default 100; 40 with --quick).")] = None,
+    k: Annotated[int, typer.Option(min=1, help="Rollouts per question.")] = 4,
+    prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps preparing the student "
+                                                                  "(default 1000; 300 with --quick).")] = None,
+    work: Annotated[Path, typer.Option(help="Stores, checkpoints and the prepared students.")] = Path(
+        ".ares-bench/ares_effect"),
+    plot_to: Annotated[Optional[Path], typer.Option("--plot", help="Write the accuracy plot (PNG) here.")] = None,
+) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    plan = replace(Plan(student=student, noise=noise), **(QUICK if quick else {}))
+    plan = replace(plan, seeds=seeds or plan.seeds, rounds=rounds or plan.rounds, k=k, prep_max_steps=prep_steps or plan.prep_max_steps,
+                   train_questions=questions or plan.train_questions, test_questions=test or plan.test_questions,
+                   prep_check_every=min(plan.prep_check_every, prep_steps or plan.prep_max_steps))
+    if student not in ("small", "smollm2"):
+        raise typer.BadParameter("--student is small or smollm2")
+    tag = f"{student}-q{plan.train_questions}-t{plan.test_questions}-k{plan.k}-r{plan.rounds}"
+    work = work.resolve() / tag
+    work.mkdir(parents=True, exist_ok=True)
+    tasks = work / "arith.jsonl"
+    write_tasks(tasks, plan.train_questions, plan.test_questions, seed=0)
+    records = [json.loads(line) for line in tasks.read_text().splitlines()]
+    started = time.monotonic()
+    runs: dict[str, list[list[dict]]] = {arm: [] for arm in ARMS}
+    prepared, calls = [], {}
+    for seed in range(plan.seeds):
+        info = prepare(plan, records, seed, work / f"student-{seed}")
+        prepared.append(info)
+        console.print(f"seed {seed}: student ready after {info['steps']} gold SFT steps "
+                      f"({info['seconds']:.0f} s), test accuracy {info['test_accuracy']:.2f}")
+        with serve_in_thread(judge=make_judge("arith")) as arith, \
+                serve_in_thread(judge=make_judge("outcome")) as outcome, \
+                serve_in_thread(judge=make_judge("arith", plan.noise, seed)) as noisy:
+            urls = {"sft_only": arith, "ares": arith, "outcome_ppo": outcome, "ares_noisy": noisy, "base": arith}
+            teachers = {arm: TeacherConfig.from_options(base_url=url, model=f"rule-{arm}", rpm=60000, timeout=30)
+                        for arm, url in urls.items()}
+            for arm in ARMS:
+                runs[arm].append(run_arm(arm, plan, seed, info["model"], tasks, work / f"seed-{seed}" / arm, teachers))
+    summary = summarize(runs, plan)
+    print_table(summary, plan)
+    if plot_to:
+        plot(summary, plot_to)
+        console.print(f"plot: {plot_to}")
+    calls = {arm: rounds[-1]["teacher_calls"][0] for arm, rounds in summary.items()}
+    final = {arm: round(rounds[-1]["accuracy"][0], 4) for arm, rounds in summary.items()}
+    print(json.dumps({**final, "ci95": {arm: round(r[-1]["accuracy"][1], 4) for arm, r in summary.items()},
+                      "score": {arm: round(r[-1]["score"][0], 4) for arm, r in summary.items()},
+                      "teacher_calls": calls, "start_accuracy": [p["test_accuracy"] for p in prepared],
+                      "plan": asdict(plan), "minutes": round((time.monotonic() - started) / 60, 1),
+                      "cpu_minutes": round(time.process_time() / 60, 1)}))
+
+
+if __name__ == "__main__":
+    try:
+        typer.run(main)
+    except AresError as exc:
+        raise SystemExit(f"error: {exc}") from exc
