@@ -138,11 +138,15 @@ def make_tasks(train: int, test: int, seed: int = 0, min_ops: int = 2, max_ops: 
     return records
 
 
-def write_tasks(path: Path, train: int, test: int, seed: int = 0) -> int:
-    """Write the records as JSON Lines; returns how many."""
-    records = make_tasks(train, test, seed)
+def write_records(path: Path, records: list[dict]) -> int:
+    """Write records as JSON Lines; returns how many."""
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return len(records)
+
+
+def write_tasks(path: Path, train: int, test: int, seed: int = 0) -> int:
+    """Write `make_tasks(train, test, seed)` as JSON Lines; returns how many."""
+    return write_records(path, make_tasks(train, test, seed))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import func, select
 
-from ares_data.checkable import DATASET, write_tasks
+from ares_data.checkable import DATASET, make_tasks, write_records
 from ares_data.errors import AresError
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.formatting import parse_answer, student_prompt
@@ -71,13 +71,12 @@ class Plan:
     noise: float = 0.3
     max_new_tokens: int = 48
     temperature: float = 1.0
+    prep_questions: int = 2000  # gold rationales the student is prepared on (not the rounds' questions)
     prep_target: float = 0.4  # stop the gold-rationale SFT once test accuracy reaches this
     prep_max_steps: int = 1000
-    prep_check_every: int = 50
-    rl: dict[str, Any] = field(default_factory=lambda: {"learning_rate": 1e-3, "batch_size": 16,
-                                                         "mini_batch_size": 8, "ppo_epochs": 2, "max_length": 256})
-    sft: dict[str, Any] = field(default_factory=lambda: {"learning_rate": 1e-3, "num_train_epochs": 1.0,
-                                                          "batch_size": 8, "max_length": 256})
+    prep_check_every: int = 100
+    rl: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "mini_batch_size": 8, "max_length": 256})
+    sft: dict[str, Any] = field(default_factory=lambda: {"batch_size": 8, "max_length": 256})
 
 
 QUICK = dict(seeds=1, train_questions=24, test_questions=40, prep_max_steps=300)
@@ -116,9 +115,10 @@ def test_accuracy(model: Any, tokenizer: Any, questions: list[dict], max_new_tok
                             for q, (one,) in zip(questions, sampled))
 
 
-def prepare(plan: Plan, records: list[dict], seed: int, out: Path) -> dict[str, Any]:
-    """The student every arm starts from: trained on the gold rationales (all weights, causal-LM
-    loss on the rationale only) until greedy test accuracy reaches `plan.prep_target`. Cached in `out`."""
+def prepare(plan: Plan, pool: list[dict], test_records: list[dict], seed: int, out: Path) -> dict[str, Any]:
+    """The student every arm starts from: trained on the gold rationales of `pool` (all weights,
+    causal-LM loss on the rationale only) until greedy test accuracy reaches `plan.prep_target`.
+    Cached in `out`."""
     import torch
 
     from ares_train.loading import load_student
@@ -133,10 +133,9 @@ def prepare(plan: Plan, records: list[dict], seed: int, out: Path) -> dict[str, 
     torch.manual_seed(seed)
     as_question = lambda r: {"question": r["question"], "hint": None, "caption": None,  # noqa: E731
                              "choices": r["choices"], "answer_index": r["answer"]}
-    train = [r for r in records if r["split"] == "train"]
-    test = [as_question(r) for r in records if r["split"] == "test"][: plan.test_questions]
+    test = [as_question(r) for r in test_records]
     examples = []
-    for r in train:
+    for r in pool:
         prompt = tokenizer(format_prompt(tokenizer, student_prompt(as_question(r))), add_special_tokens=False).input_ids
         answer = tokenizer(r["rationale"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         examples.append((prompt + answer, [-100] * len(prompt) + answer))
@@ -303,6 +302,11 @@ def main(
                                                                  "with --quick).")] = None,
     test: Annotated[Optional[int], typer.Option(min=1, help="Test questions (default 100; 40 with --quick).")] = None,
     k: Annotated[int, typer.Option(min=1, help="Rollouts per question.")] = 4,
+    rl_lr: Annotated[float, typer.Option(min=0, help="PPO learning rate (outcome_ppo and ares alike).")] = 1e-3,
+    kl_coef: Annotated[float, typer.Option(min=0, help="PPO per-token KL penalty.")] = 1e-4,
+    ppo_epochs: Annotated[int, typer.Option(min=1, help="PPO passes over each batch.")] = 2,
+    sft_lr: Annotated[float, typer.Option(min=0, help="Correction-SFT learning rate (sft_only and ares).")] = 1e-3,
+    sft_epochs: Annotated[float, typer.Option(min=0, help="Correction-SFT passes over the round's shard.")] = 1.0,
     prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps preparing the student "
                                                                   "(default 1000; 300 with --quick).")] = None,
     work: Annotated[Path, typer.Option(help="Stores, checkpoints and the prepared students.")] = Path(
@@ -313,22 +317,27 @@ def main(
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     plan = replace(Plan(student=student, noise=noise), **(QUICK if quick else {}))
-    plan = replace(plan, seeds=seeds or plan.seeds, rounds=rounds or plan.rounds, k=k, prep_max_steps=prep_steps or plan.prep_max_steps,
+    steps = prep_steps or plan.prep_max_steps
+    plan = replace(plan, seeds=seeds or plan.seeds, rounds=rounds or plan.rounds, k=k, prep_max_steps=steps,
                    train_questions=questions or plan.train_questions, test_questions=test or plan.test_questions,
-                   prep_check_every=min(plan.prep_check_every, prep_steps or plan.prep_max_steps))
+                   prep_check_every=min(plan.prep_check_every, steps))
+    plan.rl.update(learning_rate=rl_lr, kl_coef=kl_coef, ppo_epochs=ppo_epochs)
+    plan.sft.update(learning_rate=sft_lr, num_train_epochs=sft_epochs)
     if student not in ("small", "smollm2"):
         raise typer.BadParameter("--student is small or smollm2")
-    tag = f"{student}-q{plan.train_questions}-t{plan.test_questions}-k{plan.k}-r{plan.rounds}"
-    work = work.resolve() / tag
+    work = work.resolve() / f"{student}-q{plan.train_questions}-t{plan.test_questions}"  # the prepared students
+    arms_dir = work / "rl-{learning_rate}-{kl_coef}-{ppo_epochs}".format(**plan.rl) \
+        / "sft-{learning_rate}-{num_train_epochs}".format(**plan.sft) / f"k{plan.k}-r{plan.rounds}-n{plan.noise}"
     work.mkdir(parents=True, exist_ok=True)
-    tasks = work / "arith.jsonl"
-    write_tasks(tasks, plan.train_questions, plan.test_questions, seed=0)
-    records = [json.loads(line) for line in tasks.read_text().splitlines()]
+    records = make_tasks(plan.train_questions + plan.prep_questions, plan.test_questions, seed=0)
+    train, test = [r for r in records if r["split"] == "train"], [r for r in records if r["split"] == "test"]
+    tasks = work / "arith.jsonl"  # what the arms import: the rounds' train questions and the test split
+    write_records(tasks, train[: plan.train_questions] + test)
     started = time.monotonic()
     runs: dict[str, list[list[dict]]] = {arm: [] for arm in ARMS}
     prepared, calls = [], {}
     for seed in range(plan.seeds):
-        info = prepare(plan, records, seed, work / f"student-{seed}")
+        info = prepare(plan, train[plan.train_questions:], test, seed, work / f"student-{seed}")
         prepared.append(info)
         console.print(f"seed {seed}: student ready after {info['steps']} gold SFT steps "
                       f"({info['seconds']:.0f} s), test accuracy {info['test_accuracy']:.2f}")
@@ -339,7 +348,8 @@ def main(
             teachers = {arm: TeacherConfig.from_options(base_url=url, model=f"rule-{arm}", rpm=60000, timeout=30)
                         for arm, url in urls.items()}
             for arm in ARMS:
-                runs[arm].append(run_arm(arm, plan, seed, info["model"], tasks, work / f"seed-{seed}" / arm, teachers))
+                home = arms_dir / f"seed-{seed}" / arm
+                runs[arm].append(run_arm(arm, plan, seed, info["model"], tasks, home, teachers))
     summary = summarize(runs, plan)
     print_table(summary, plan)
     if plot_to:
