@@ -227,7 +227,7 @@ def run_arm(arm: str, plan: Plan, seed: int, model: str, tasks: Path, home: Path
                     asyncio.run(collect_corrections(store, teachers[arm], **ask))
                     current = train_sft(store, round, start=current, overrides=plan.sft)
                 else:
-                    asyncio.run(collect_scores(store, teachers[arm], **ask))
+                    asyncio.run(collect_scores(store, teachers[arm], group_by_question=True, **ask))  # as the loop
                     current = train_rl(store, round, start=current,
                                        config=PPOConfig(**{**plan.rl, "reward_placement": "final"}))
             results.append(measure(store, current, plan) if arm != "base" else results[-1])
