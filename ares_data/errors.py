@@ -5,7 +5,9 @@
     │   └── ReadOnlyError     a write was attempted through `ares sql`
     ├── ImportDataError       an input file is malformed (names file, record and field)
     ├── TeacherError          the teacher cannot be used (permanent HTTP error, bad config)
-    │   └── QuotaError        the account is out of quota: retrying cannot help
+    │   ├── QuotaError        the account is out of quota: retrying cannot help
+    │   └── RequestRejected   the provider refused this one request (context length, content
+    │                         policy): its rationale fails, the run goes on
     ├── ValidationError       a teacher answer failed validation (kept with its reason)
     ├── ExportError           a shard cannot be written
     ├── ReviewError           a human label, review filter or Label Studio file cannot be used
@@ -41,6 +43,11 @@ class TeacherError(AresError):
 
 class QuotaError(TeacherError):
     pass
+
+
+class RequestRejected(TeacherError):
+    """A permanent refusal of one request, not of the run's settings: asking again cannot help,
+    other requests can still be answered."""
 
 
 class ValidationError(AresError):

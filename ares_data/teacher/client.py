@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 
-from ..errors import TeacherError
+from ..errors import RequestRejected, TeacherError
 from .config import Provider, StructuredOutput, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import RateLimiter
-from .retry import RetryableError, check_response, retrying
+from .retry import RetryableError, check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 5
@@ -39,14 +39,29 @@ class Reply:
     latency_ms: float
     cache_write_tokens_in: int | None = None
     logprobs: list[dict[str, Any]] | None = None  # choices[0].logprobs.content, when asked for
+    finish_reason: str | None = None  # why the answer ended: stop, length, content_filter, refusal...
+    refusal: str | None = None  # the model's refusal text (OpenAI `message.refusal`)
+
+
+CUT = {"length", "max_tokens"}  # finish/stop reasons of an answer cut at the token budget
+REFUSED = {"content_filter", "refusal"}
+
+
+def ending(provider: Provider, data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(finish reason, refusal text) of a provider's JSON reply."""
+    if provider is Provider.anthropic:
+        return data.get("stop_reason"), None
+    choice = (data.get("choices") or [{}])[0]
+    return choice.get("finish_reason"), (choice.get("message") or {}).get("refusal")
 
 
 class CallFailed(TeacherError):
-    """No answer after the retries; `attempts` and `permanent` tell the collector what happened."""
+    """No answer after the retries; `attempts` and `permanent` tell the collector what happened.
+    `rejected`: the provider refused this request only (RequestRejected): its rationale fails."""
 
-    def __init__(self, message: str, attempts: int, permanent: bool):
+    def __init__(self, message: str, attempts: int, permanent: bool, rejected: bool = False):
         super().__init__(message)
-        self.attempts, self.permanent = attempts, permanent
+        self.attempts, self.permanent, self.rejected = attempts, permanent, rejected
 
 
 def _openai_content(part: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +84,7 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
     for answer, repair in ask.turns:
         messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair}]
-    body: dict[str, Any] = {"model": config.model, "max_tokens": config.max_tokens,
+    body: dict[str, Any] = {"model": config.model, "max_tokens": max(config.max_tokens, ask.max_tokens or 0),
                             "temperature": config.temperature}
     if anthropic:
         if len(content) > 1:  # cache system + shared head; the last part is what this call alone asks
@@ -98,13 +113,33 @@ def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
     return {}
 
 
-def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput) -> str | None:
-    """A rejected request that asked for structured output names the flag to change."""
-    if status not in (400, 422) or not ({"response_format", "tools"} & body.keys()):
+STRUCTURED = {"response_format", "tools", "tool_choice", "json_schema"}
+FLAGS = {"logprobs": "--score-from sampled", "top_logprobs": "--score-from sampled", "temperature": "--temperature",
+         "max_tokens": "--max-tokens", "model": "--model"}
+
+
+def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, param: str | None = None) -> str | None:
+    """A request rejected for its structured-output part names the flag to change; `param`,
+    when the server named one, must be that part."""
+    if status not in (400, 422) or not (STRUCTURED & body.keys()):
+        return None
+    if param is not None and param.split(".")[0] not in STRUCTURED:
         return None
     others = ", ".join(d.value for d in StructuredOutput if d is not dialect)
     return (f"the server rejected the structured-output request ({dialect.value}); "
             f"try --structured-output with one of: {others}")
+
+
+def format_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, param: str | None) -> str:
+    """What to change when the server refused the request's format, naming its parameter."""
+    structured = dialect_hint(status, body, dialect, param)
+    if structured:
+        return structured
+    if param is None:
+        return "the server refused the request's format (it names no parameter); check the teacher flags"
+    name = param.split(".")[0]
+    flag = f" (set by {FLAGS[name]})" if name in FLAGS else ""
+    return f"the server does not accept the parameter {name!r}{flag}"
 
 
 def _stored(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
@@ -181,6 +216,8 @@ class TeacherClient:
                     return await self._attempt(body, estimate, attempts)
         except (RetryableError, httpx.HTTPError) as exc:
             raise CallFailed(self._describe(exc), attempts, permanent=False) from None
+        except RequestRejected as exc:
+            raise CallFailed(self.redact(str(exc)), attempts, permanent=True, rejected=True) from None
         except TeacherError as exc:
             raise CallFailed(self.redact(str(exc)), attempts, permanent=True) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -192,9 +229,12 @@ class TeacherClient:
             await response.aread()
             latency_ms = (time.perf_counter() - started) * 1000
         self.limiter.observe(response.headers)
-        hint = dialect_hint(response.status_code, body, self.config.structured_output)
-        if hint:
-            raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint}")
+        if response.status_code in (400, 422):
+            about_format, param = rejection(response.status_code, response.text)
+            if about_format:
+                detail = self.redact(" ".join(response.text.split())[:200])
+                hint = format_hint(response.status_code, body, self.config.structured_output, param)
+                raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({detail})")
         try:
             check_response(response, self.redact)
         except RetryableError as exc:
@@ -210,7 +250,9 @@ class TeacherClient:
         data = response.json()
         written = (data.get("usage") or {}).get("cache_creation_input_tokens")
         content = logprob_content(data["choices"][0]) if "logprobs" in body else None
-        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms, written, content)
+        finish, refusal = ending(self.config.provider, data)
+        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms, written, content,
+                     finish, refusal)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, httpx.TimeoutException):
