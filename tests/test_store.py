@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 from sqlmodel import SQLModel
 
-from ares_data import models  # noqa: F401 - registers the tables
+from ares_data import tables
 from ares_data.errors import ReadOnlyError, StoreError
 from ares_data.store import TABLES, Store
 from db.migrate import Migration, load_migrations
@@ -24,7 +24,7 @@ def test_migrations_create_every_table_and_view(store, db_path):
 def test_models_match_the_migrated_schema(store, db_path):
     """The SQL files own the schema; the SQLModel mapping must name the same columns."""
     con = sqlite3.connect(db_path)
-    for table in TABLES:
+    for table in (*TABLES, "teacher_call_rationale", "teacher_batch", "teacher_batch_request", "request_claim"):
         in_db = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
         in_model = {c.name for c in SQLModel.metadata.tables[table].columns}
         assert in_db == in_model, table
@@ -73,7 +73,7 @@ def test_failed_migration_leaves_nothing_behind(db_path):
 @pytest.mark.both_backends
 def test_sql_write_is_refused_by_the_database(cli, store):
     with store.session() as s:
-        s.add(models.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
+        s.add(tables.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
     with pytest.raises(ReadOnlyError):
         store.query_readonly("DELETE FROM question")
     result = cli("sql", "DELETE FROM question")
@@ -85,7 +85,7 @@ def test_sql_write_is_refused_by_the_database(cli, store):
 @pytest.mark.both_backends
 def test_sql_formats(cli, store):
     with store.session() as s:
-        s.add(models.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
+        s.add(tables.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
     out = cli("sql", "SELECT dataset, split FROM question", "--json")
     assert out.exit_code == 0 and '"dataset": "d"' in out.stdout
     out = cli("sql", "SELECT dataset, split FROM question", "--csv")

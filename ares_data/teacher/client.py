@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 
-from ..errors import RequestRejected, TeacherError
+from ..errors import CallFailed, RequestRejected, RetryableError, TeacherError
 from .config import Provider, StructuredOutput, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import RateLimiter
-from .retry import RetryableError, check_response, rejection, retrying
+from .retry import check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 5
@@ -54,14 +54,6 @@ def ending(provider: Provider, data: dict[str, Any]) -> tuple[str | None, str | 
     choice = (data.get("choices") or [{}])[0]
     return choice.get("finish_reason"), (choice.get("message") or {}).get("refusal")
 
-
-class CallFailed(TeacherError):
-    """No answer after the retries; `attempts` and `permanent` tell the collector what happened.
-    `rejected`: the provider refused this request only (RequestRejected): its rationale fails."""
-
-    def __init__(self, message: str, attempts: int, permanent: bool, rejected: bool = False):
-        super().__init__(message)
-        self.attempts, self.permanent, self.rejected = attempts, permanent, rejected
 
 
 def _openai_content(part: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy import exists
 from sqlmodel import Session, select
 
 from ..errors import TeacherError
-from ..models import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
+from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
                       TeacherCall, TeacherCallRationale)
 from ..store import Store
 from .calls import Task
@@ -111,14 +111,38 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     return [Job(r, questions[r.question_id], sentences[r.id]) for r in rationales]
 
 
-def units(jobs: list[Job], grouped: bool) -> list[list[Job]]:
-    """Units of work: one rationale each, or the rationales of one question (in selection order)."""
+@dataclass(frozen=True)
+class GroupCap:
+    """The most one grouped call asks about: rationales, and sentences over all of them. A
+    larger group is split into consecutive calls (a rationale over the sentence cap goes alone)."""
+
+    rationales: int = 16
+    sentences: int = 160
+
+    def __post_init__(self) -> None:
+        if self.rationales < 1 or self.sentences < 1:
+            raise TeacherError("the group caps must be at least 1")
+
+
+def units(jobs: list[Job], grouped: bool, cap: GroupCap = GroupCap()) -> list[list[Job]]:
+    """Units of work: one rationale each, or the rationales of one question (in selection order),
+    split where a group would pass `cap`."""
     if not grouped:
         return [[job] for job in jobs]
     by_question: dict[int, list[Job]] = {}
     for job in jobs:
         by_question.setdefault(job.question.id, []).append(job)
-    return list(by_question.values())
+    out: list[list[Job]] = []
+    for group in by_question.values():
+        part: list[Job] = []
+        for job in group:
+            if part and (len(part) >= cap.rationales
+                         or sum(len(j.sentences) for j in part) + len(job.sentences) > cap.sentences):
+                out.append(part)
+                part = []
+            part.append(job)
+        out.append(part)
+    return out
 
 
 def score_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:

@@ -13,23 +13,11 @@ import json
 import re
 from typing import Any, Callable
 
-from ..errors import ValidationError
+from ..errors import InvalidAnswer
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
-class InvalidAnswer(ValidationError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-class PartlyInvalid(InvalidAnswer):
-    """Some parts of a grouped answer passed (`valid`), the rest did not: keep those, re-ask the rest."""
-
-    def __init__(self, code: str, message: str, valid: dict[Any, Any]):
-        super().__init__(code, message)
-        self.valid = valid
 
 
 def json_values(text: str) -> list[Any]:
