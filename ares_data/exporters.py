@@ -69,11 +69,17 @@ def _sql(store: Store, stmt: Any) -> str:
     return str(stmt.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
 
 
+def _gave_scores(call: dict) -> bool:
+    """An `ok` call, or one whose valid part scored this rationale (a partly invalid grouped
+    answer: its lists that passed are stored as valid scores and not asked again)."""
+    return call["status"] == "ok" or bool(call["scores"])
+
+
 def _skip_reason(per_call: dict[int, dict], pool: dict, full: dict, sentences: list[Sentence]) -> str | None:
     """Why a rollout without complete human scores cannot be exported, if it cannot."""
     if not per_call:
         return "unscored"
-    if not any(c["status"] == "ok" for c in per_call.values()):
+    if not any(_gave_scores(c) for c in per_call.values()):
         return "scoring_failed" if any(c["status"] in FAILED_STATUSES for c in per_call.values()) else "unscored"
     if not pool:
         return "other_teacher"
@@ -94,7 +100,7 @@ def scored_rollouts(
     reward: Reward | str = Reward.sampled,
 ) -> tuple[list[ScoredRollout], Counter, list[str]]:
     """(rollouts of the round with a reward for every sentence under `policy`, the others counted
-    by reason, the queries run). Each teacher counts with its latest `ok` call; several teachers
+    by reason, the queries run). Each teacher counts with its latest call that scored the rollout; several teachers
     must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out.
     `reward` expected: a teacher's expected score (--score-from logprobs) replaces its sampled one."""
     policy, expected = ScorePolicy(policy), Reward(reward) is Reward.expected
@@ -124,13 +130,13 @@ def scored_rollouts(
                 call["scores"][idx] = None if value is None else float(value)
         human = human_scores(session) if policy is ScorePolicy.human_first else {}
         flagged = flagged_questions(session)
-    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == "ok"})
+    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if _gave_scores(c)})
     if policy is not ScorePolicy.mean:
         teacher = _one_teacher(round, teachers, teacher)
     kept, skipped = [], Counter()
     for rationale, question in rollouts:
         own, per_call = sentences.get(rationale.id, []), calls.get(rationale.id, {})
-        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == "ok"}
+        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if _gave_scores(c)}
         pool = latest if policy is ScorePolicy.mean else {m: v for m, v in latest.items() if m == teacher}
         complete = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
         full = {m: v for m, v in complete.items() if None not in v[1].values()}  # None: no expected score

@@ -262,6 +262,8 @@ class TeacherBatchRequest(SQLModel, table=True):
     request_hash: str
     rationale_id: int = Field(foreign_key="rationale.id")
     request: Optional[dict] = _json()  # the stored body of the submitted line (0011)
+    repair_of_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")  # the call it repairs
+    repair: int = 0  # repairs before it in its chain
     status: str = "pending"  # pending | answered | failed | error | unreadable (0011)
     error: Optional[str] = None
 

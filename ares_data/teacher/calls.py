@@ -51,9 +51,10 @@ class Task:
     # the repair asks only for the rest.
     covers: list[int] = field(default_factory=list)
     settle: Optional[Callable[[Any], None]] = None
-    # The first request as it was already sent (a batch line: body, stored body, hash), whatever
-    # the flags would build now; repairs are built from `ask` as usual.
-    sent: Optional[tuple[dict, dict, str]] = None
+    # A request already sent, where its chain stands (a batch line: body, stored body, hash,
+    # the call it repairs, its repair number): the chain resumes there, whatever the flags
+    # would build now; later repairs are built from `ask` as usual.
+    sent: Optional[tuple[dict, dict, str, Optional[int], int]] = None
 
     def rationale_ids(self) -> list[int]:
         """The rationales this task asks about (a grouped call's `covers`, else its one rationale)."""
@@ -164,6 +165,7 @@ class CallRunner:
         self.tally = tally or Tally()
         self.budget = Budget(max_cost, self.tally)
         self.price_factor, self.claims, self.retry_failed = price_factor, claims, retry_failed
+        self.chains: dict[str, tuple[int | None, int]] = {}  # request hash -> (call it repairs, repair number)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def call_cost(self, tokens_in: int, tokens_out: int, cached_in: int = 0, cache_write_in: int = 0) -> float:
@@ -171,9 +173,15 @@ class CallRunner:
                     cached_in, cache_write_in) * self.price_factor
 
     async def run(self, task: Task) -> Outcome:
-        ask, repair_of = task.ask, None
-        for repair in range(self.config.max_repairs + 1):
-            body, stored, key = task.sent if repair == 0 and task.sent else request_key(self.config, task, ask)
+        ask, repair_of, first = task.ask, None, 0
+        if task.sent is not None:
+            repair_of, first = task.sent[3], min(task.sent[4], self.config.max_repairs)
+        for repair in range(first, self.config.max_repairs + 1):
+            if repair == first and task.sent is not None:
+                body, stored, key = task.sent[:3]
+            else:
+                body, stored, key = request_key(self.config, task, ask)
+            self.chains[key] = (repair_of, repair)
             # Identical requests in flight at once (identical rationales) wait for the first answer.
             async with self._locks.setdefault(key, asyncio.Lock()):
                 outcome, row, text = await self._answer(task, body, stored, key, repair_of,

@@ -9,6 +9,7 @@ var here and nowhere else, sent in a header, and scrubbed from every error messa
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -90,7 +91,7 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
         body.update(_structured(config.structured_output, ask))
     if logprobs and not anthropic:
         body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
-    return body, _stored(body, ask)
+    return body, stored_body(body)
 
 
 def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
@@ -134,14 +135,27 @@ def format_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, pa
     return f"the server does not accept the parameter {name!r}{flag}"
 
 
-def _stored(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
-    images = {p["data"]: p["sha256"] for p in ask.parts if p["type"] == "image"}
-    if not images:
+def stored_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as stored and hashed: each inline image's base64 data replaced by `sha256:` and
+    the digest of its bytes (OpenAI data URLs and Anthropic base64 sources alike)."""
+    if not any(isinstance(m.get("content"), list) for m in body.get("messages", [])):
         return body
-    text = json.dumps(body)
-    for data, digest in images.items():
-        text = text.replace(data, f"sha256:{digest}")
-    return json.loads(text)
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("type") == "image_url" and str(node["image_url"]["url"]).startswith("data:"):
+                head, data = node["image_url"]["url"].split(",", 1)
+                return {**node, "image_url": {**node["image_url"], "url": f"{head},{_digest(data)}"}}
+            if node.get("type") == "base64" and "data" in node:
+                return {**node, "data": _digest(node["data"])}
+            return {k: strip(v) for k, v in node.items()}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    return strip(body)
+
+
+def _digest(data: str) -> str:
+    return "sha256:" + hashlib.sha256(base64.b64decode(data)).hexdigest()
 
 
 def request_hash(config: TeacherConfig, prompt_name: str, prompt_version: str, stored: dict[str, Any]) -> str:

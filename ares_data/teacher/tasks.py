@@ -14,8 +14,8 @@ from sqlalchemy import exists
 from sqlmodel import Session, select
 
 from ..errors import TeacherError
-from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
-                      TeacherCall, TeacherCallRationale)
+from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall,
+                      TeacherCallRationale)
 from ..store import Store
 from .calls import Task
 from .config import RationaleSource, TeacherConfig
@@ -124,6 +124,17 @@ class GroupCap:
             raise TeacherError("the group caps must be at least 1")
 
 
+def jobs_of(session: Session, rationale_ids: list[int]) -> list[Job]:
+    """The jobs of these rationales in this order, answered or not (a batch line's rationales)."""
+    rows = {r.id: r for r in session.exec(select(Rationale).where(Rationale.id.in_(rationale_ids)))}
+    questions = {q.id: q for q in session.exec(select(Question).where(
+        Question.id.in_({r.question_id for r in rows.values()})))}
+    sentences: dict[int, list[Sentence]] = {i: [] for i in rows}
+    for s in session.exec(select(Sentence).where(Sentence.rationale_id.in_(list(rows))).order_by(Sentence.idx)):
+        sentences[s.rationale_id].append(s)
+    return [Job(rows[i], questions[rows[i].question_id], sentences[i]) for i in rationale_ids if i in rows]
+
+
 def units(jobs: list[Job], grouped: bool, cap: GroupCap = GroupCap()) -> list[list[Job]]:
     """Units of work: one rationale each, or the rationales of one question (in selection order),
     split where a group would pass `cap`."""
@@ -194,13 +205,3 @@ def correct_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
 
 def builder(kind: str) -> TaskBuilder:
     return score_task if kind == "score" else correct_task
-
-
-def batch_tasks(store: Store, teacher: TeacherConfig, batch: Any) -> list[Task]:
-    """The tasks of a batch's rationales still open, built as `--batch` built them (batch.ingest)."""
-    grouped = batch.prompt_name == SCORE_GROUP
-    linked = select(TeacherBatchRequest.rationale_id).where(TeacherBatchRequest.batch_id == batch.id)
-    with store.session() as session:
-        jobs = select_jobs(session, teacher, Selection(batch.kind, grouped=grouped), only=linked)
-    make = builder(batch.kind)
-    return [make(store, unit, grouped) for unit in units([j for j in jobs if j.sentences], grouped)]
