@@ -23,6 +23,7 @@ from typing import Any, Optional
 from sqlalchemy import column, table
 from sqlmodel import select
 
+from .enums import CallKind, CallStatus, RationaleSource
 from .errors import ExportError
 from .formatting import answer_sentence, letter, parse_answer, student_prompt
 from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
@@ -37,7 +38,7 @@ from .teacher.logprobs import Reward
 CALL_RATIONALE = table("v_call_rationale", column("teacher_call_id"), column("rationale_id"))
 PARQUET = "data.parquet"
 MANIFEST = "manifest.json"
-FAILED_STATUSES = ("failed", "error", "invalid")
+FAILED_STATUSES = (CallStatus.failed, CallStatus.error, CallStatus.invalid)
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _sql(store: Store, stmt: Any) -> str:
 def _gave_scores(call: dict) -> bool:
     """An `ok` call, or one whose valid part scored this rationale (a partly invalid grouped
     answer: its lists that passed are stored as valid scores and not asked again)."""
-    return call["status"] == "ok" or bool(call["scores"])
+    return call["status"] == CallStatus.ok or bool(call["scores"])
 
 
 def _skip_reason(per_call: dict[int, dict], pool: dict, full: dict, sentences: list[Sentence]) -> str | None:
@@ -104,7 +105,7 @@ def scored_rollouts(
     must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out.
     `reward` expected: a teacher's expected score (--score-from logprobs) replaces its sampled one."""
     policy, expected = ScorePolicy(policy), Reward(reward) is Reward.expected
-    of_round = (Rationale.source == "student", Rationale.round == round)
+    of_round = (Rationale.source == RationaleSource.student, Rationale.round == round)
     rollouts_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
                   .where(*of_round).order_by(Rationale.id))
     sentences_q = (select(Sentence).join(Rationale, Rationale.id == Sentence.rationale_id)
@@ -116,7 +117,7 @@ def scored_rollouts(
                 .outerjoin(SentenceScore, SentenceScore.teacher_call_id == TeacherCall.id)
                 .outerjoin(Sentence, (Sentence.id == SentenceScore.sentence_id)
                            & (Sentence.rationale_id == CALL_RATIONALE.c.rationale_id))
-                .where(TeacherCall.kind == "score", *of_round).order_by(TeacherCall.id, Sentence.idx))
+                .where(TeacherCall.kind == CallKind.score, *of_round).order_by(TeacherCall.id, Sentence.idx))
     with store.session() as session:
         rollouts = session.exec(rollouts_q).all()
         sentences: dict[int, list[Sentence]] = defaultdict(list)
@@ -268,9 +269,9 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
              .join(Rationale, Rationale.id == Correction.corrected_rationale_id)
              .join(Question, Question.id == Rationale.question_id)
              .join(TeacherCall, TeacherCall.id == Correction.teacher_call_id)
-             .where(Rationale.source == "correction", Rationale.round == round).order_by(Correction.id))
+             .where(Rationale.source == RationaleSource.correction, Rationale.round == round).order_by(Correction.id))
     human_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
-               .where(Rationale.source == "student", Rationale.round == round).order_by(Rationale.id))
+               .where(Rationale.source == RationaleSource.student, Rationale.round == round).order_by(Rationale.id))
     rows, skipped = [], Counter()
     with store.session() as session:
         found = session.exec(query).all()
