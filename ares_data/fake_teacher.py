@@ -11,7 +11,7 @@ The Batch API is there too (`/v1/files`, `/v1/batches`): a batch ends `batch_del
 was created, each line answered as the online endpoint answers it and counted in /stats alike.
 The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does, and
 `judge-first` is a judge with full position bias (it always prefers the rationale shown first).
-Fault modes a test switches on: `prose` (scores inside prose with bracketed numbers),
+Fault modes a test switches on: `faults` (the kinds --fault-rate draws from), `prose` (scores inside prose with bracketed numbers),
 `reject` (a request whose text holds a marker gets a permanent 400 with that error code, online
 and in batches), `unsupported` (a body naming that parameter gets 400 unsupported_parameter),
 `honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
@@ -122,9 +122,10 @@ class FakeTeacher:
                  seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
                  cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, prose: bool = False,
                  reject: dict[str, str] | None = None, unsupported: str | None = None,
-                 honour_max_tokens: bool = False, lose_batch_creates: int = 0, garble_batch_lines: int = 0):
+                 honour_max_tokens: bool = False, lose_batch_creates: int = 0, garble_batch_lines: int = 0,
+                 faults: tuple[str, ...] = FAULTS):
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
-        self.prose, self.reject, self.unsupported = prose, reject or {}, unsupported
+        self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
         self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
             honour_max_tokens, lose_batch_creates, garble_batch_lines)
         self.batch_delay_s = batch_delay_s
@@ -165,7 +166,7 @@ class FakeTeacher:
     def _fault(self, key: str) -> str | None:
         rng = random.Random(f"{self.seed}:{key}:{self.seen[key]}")
         self.seen[key] += 1
-        return rng.choice(FAULTS) if rng.random() < self.fault_rate else None
+        return rng.choice(self.faults) if rng.random() < self.fault_rate else None
 
     def _error(self, status: int, message: str, code: str, headers: dict | None = None,
                param: str | None = None) -> JSONResponse:

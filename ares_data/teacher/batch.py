@@ -180,9 +180,11 @@ async def _create(store: Store, api: BatchApi, row: TeacherBatch) -> None:
         try:
             remote = await api.create(row.input_file_id, {"ares_kind": row.kind, "ares_model": row.model,
                                                           "ares_key": row.ares_key or ""})
-        except TeacherError as exc:
-            raise TeacherError(f"{exc} (batch {row.ares_key} stays recorded as creating: `ares batch status` "
-                               "finds it if the API made it, or creates it)") from None
+        except TeacherError as exc:  # the answer may be lost while the batch exists: look, never re-create
+            remote = await api.find(row.ares_key) if row.ares_key else None
+            if remote is None:
+                raise TeacherError(f"{exc} (batch {row.ares_key} stays recorded as creating: `ares batch "
+                                   "status` finds it if the API made it, or creates it)") from None
     row.remote_id, row.status = remote["id"], remote.get("status", "validating")
     with store.session() as session:
         session.merge(row)
