@@ -352,3 +352,16 @@ def test_collect_scores_splits_groups_over_the_cap(store):
         summary = asyncio.run(collect_scores(store, _config(url), round=1, group_by_question=True,
                                              group_cap=GroupCap(rationales=1)))
     assert (summary.done, summary.calls) == (6, 6)
+
+
+def test_cli_caps_groups_and_retries_failed_on_request(store, cli):
+    add_rationales(store, 4)
+    with serve_in_thread(fault_rate=1.0, faults=("malformed",)) as url:
+        capped = cli("collect-scores", "--round", 1, "--base-url", url, "--model", "fake", "--max-group", 1,
+                     "--max-repairs", 0)
+        skipped = cli("collect-scores", "--round", 1, "--base-url", url, "--model", "fake", "--max-group", 1)
+        retried = cli("collect-scores", "--round", 1, "--base-url", url, "--model", "fake", "--max-group", 1,
+                      "--max-repairs", 0, "--retry-failed")
+    assert capped.exit_code == 0 and "scored 0 of 4" in capped.output and "calls sent 4" in capped.output
+    assert "scored 0 of 0" in skipped.output
+    assert "scored 0 of 4" in retried.output and "calls sent 4" in retried.output

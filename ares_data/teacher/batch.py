@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 import httpx
 from sqlmodel import select
 
+from ..enums import CallStatus
 from ..errors import CallFailed, TeacherError
 from ..store import Store
 from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
@@ -392,10 +393,10 @@ async def _ingest_one(store: Store, teacher: TeacherConfig, opened: BatchApi, ro
                 summary.deferred += 1
                 _mark(store, row, key, "answered")
                 continue
-            summary.ok += outcome.status == "ok"
-            summary.failed += outcome.status == "failed"
-            summary.errors += outcome.status == "error"
-            _mark(store, row, key, {"ok": "answered"}.get(outcome.status, outcome.status), outcome.reason)
+            summary.ok += outcome.status == CallStatus.ok
+            summary.failed += outcome.status == CallStatus.failed
+            summary.errors += outcome.status == CallStatus.error
+            _mark(store, row, key, "answered" if outcome.status == CallStatus.ok else outcome.status, outcome.reason)
     summary.unmatched += len(set(results) - set(requests)) + lost
     summary.cost_usd += runner.tally.cost_usd
 

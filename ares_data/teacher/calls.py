@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Optional, Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from ..enums import CallStatus
 from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, TeacherError
 from ..tables import TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
@@ -117,7 +118,7 @@ def stored_answer(store: Store, key: str, retry_failed: bool = False) -> Teacher
     `retry_failed`, a `failed` row is asked again too)."""
     with store.session() as session:
         row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
-    again = ("error", "failed") if retry_failed else ("error",)
+    again = (CallStatus.error, CallStatus.failed) if retry_failed else (CallStatus.error,)
     return row if row is not None and row.status not in again else None
 
 
@@ -210,23 +211,23 @@ class CallRunner:
         row, reply, started = await self._stored_or_claimed(key), None, utcnow()
         if row is not None:
             self.tally.reused += 1
-            if row.status == "failed" and row.response is None:  # refused by the provider: not asked again
+            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not asked again
                 self._link(task, row, None)
-                return Outcome("failed", call_id=row.id, reason=(row.error or "rejected").split(":")[0]), row, ""
+                return Outcome(CallStatus.failed, call_id=row.id, reason=(row.error or "rejected").split(":")[0]), row, ""
             text, finish, refusal = row.response or "", row.finish_reason, None
         else:
             try:
                 reply = await self._send(task, body, key)
             except CallFailed as exc:
                 if exc.rejected:  # this request only: its rationales fail, the run goes on
-                    row = self._record(task, key, stored, "failed", None, repair_of, started,
+                    row = self._record(task, key, stored, CallStatus.failed, None, repair_of, started,
                                        error=f"rejected: {exc}", attempts=exc.attempts)
-                    return Outcome("failed", call_id=row.id, reason="rejected"), row, ""
-                self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
+                    return Outcome(CallStatus.failed, call_id=row.id, reason="rejected"), row, ""
+                self._record(task, key, stored, CallStatus.error, None, repair_of, started, error=str(exc),
                              attempts=exc.attempts)
                 if exc.permanent:
                     raise TeacherError(str(exc)) from None
-                return Outcome("error", reason="error"), None, ""
+                return Outcome(CallStatus.error, reason="error"), None, ""
             finally:
                 if self.claims is not None and reply is None:
                     self.claims.release_request(key)
@@ -236,19 +237,19 @@ class CallRunner:
         except InvalidAnswer as exc:
             partial = exc.valid if isinstance(exc, PartlyInvalid) else None
             if row is None:
-                row = self._record(task, key, stored, "failed" if final else "invalid", reply, repair_of, started,
+                row = self._record(task, key, stored, CallStatus.failed if final else CallStatus.invalid, reply, repair_of, started,
                                    error=f"{exc.code}: {exc}", result=partial)
             elif partial:
                 self._link(task, row, partial)
             if partial and task.settle is not None:
                 task.settle(partial)
-            if final or row.status == "failed":
-                return Outcome("failed", call_id=row.id, reason=exc.code), row, text
+            if final or row.status == CallStatus.failed:
+                return Outcome(CallStatus.failed, call_id=row.id, reason=exc.code), row, text
             return None, row, text
         if reply is not None:
-            row = self._record(task, key, stored, "ok", reply, repair_of, started, result=result)
+            row = self._record(task, key, stored, CallStatus.ok, reply, repair_of, started, result=result)
         self._link(task, row, result)
-        return Outcome("ok", result=result, call_id=row.id), row, text
+        return Outcome(CallStatus.ok, result=result, call_id=row.id), row, text
 
     def _link(self, task: Task, row: TeacherCall, result: Any) -> None:
         """Link the task's rationales to the stored call that answered them (reuse of an identical
@@ -298,7 +299,7 @@ class CallRunner:
                           cache_write_tokens_in=reply.cache_write_tokens_in,
                           score_logprobs=score_positions(reply.text, reply.logprobs),
                           latency_ms=round(reply.latency_ms, 1), cost_usd=price, finish_reason=reply.finish_reason)
-        overwritable = ("error", "failed") if self.retry_failed else ("error",)
+        overwritable = (CallStatus.error, CallStatus.failed) if self.retry_failed else (CallStatus.error,)
         try:
             with self.store.session() as session:
                 row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Union
 
 from sqlmodel import Session, select
 
+from ..enums import CallStatus
 from ..errors import TeacherError
 from ..tables import Rationale
 from ..store import Store
@@ -250,7 +251,7 @@ async def _run_all(runner: CallRunner, claims: Claims, work: list[list[Job]], bu
 
     def advance(task: Task, size: int, outcome: Outcome) -> None:
         # A grouped call that failed may have stored some lists first: `covers` is what is left.
-        left = 0 if outcome.status == "ok" else len(task.covers) or size
+        left = 0 if outcome.status == CallStatus.ok else len(task.covers) or size
         summary.done += size - left
         if left:
             summary.failed[outcome.reason or outcome.status] += left

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from sqlalchemy import exists
 from sqlmodel import Session, select
 
+from ..enums import CallStatus
 from ..errors import TeacherError
 from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall,
                       TeacherCallRationale)
@@ -60,10 +61,10 @@ def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_f
     if retry_failed:
         return (~answered,)
     given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
-                              TeacherCall.status == "failed", *same_teacher)
+                              TeacherCall.status == CallStatus.failed, *same_teacher)
     given_up_in_group = exists().where(
         TeacherCallRationale.rationale_id == Rationale.id, TeacherCall.id == TeacherCallRationale.teacher_call_id,
-        TeacherCall.kind == kind, TeacherCall.status == "failed", *same_teacher)
+        TeacherCall.kind == kind, TeacherCall.status == CallStatus.failed, *same_teacher)
     return ~answered, ~given_up, ~given_up_in_group
 
 
