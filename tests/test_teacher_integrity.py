@@ -365,3 +365,22 @@ def test_cli_caps_groups_and_retries_failed_on_request(store, cli):
     assert capped.exit_code == 0 and "scored 0 of 4" in capped.output and "calls sent 4" in capped.output
     assert "scored 0 of 0" in skipped.output
     assert "scored 0 of 4" in retried.output and "calls sent 4" in retried.output
+
+
+def test_ppo_finds_the_checkpoint_of_rollouts_scored_by_grouped_or_reused_calls(store):
+    """The rollouts' checkpoint is found through their scores, not through `teacher_call.rationale_id`
+    (NULL on grouped calls, another rationale's on a reused answer)."""
+    from ares_data.tables import ModelCheckpoint, Rationale
+    from ares_train.stages import rollout_checkpoint
+
+    ids = _identical(store, 3)
+    with store.session() as s:
+        checkpoint = ModelCheckpoint(name="base", path="/m", base_model="m", stage="base")
+        s.add(checkpoint)
+        s.flush()
+        for rid in ids:
+            s.get(Rationale, rid).model_checkpoint_id = checkpoint.id
+    assert rollout_checkpoint(store, 1) is None
+    with serve_in_thread() as url:
+        asyncio.run(collect_scores(store, _config(url), round=1, group_by_question=True))
+    assert rollout_checkpoint(store, 1).name == "base"
