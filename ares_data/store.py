@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, select
 
-from db.migrate import migrate
+from .migrate import migrate
 
 from .errors import ReadOnlyError, SchemaError, StoreError
 from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow

@@ -165,8 +165,9 @@ class Pipeline:
         def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
             def work() -> dict:
                 with collect_progress(progress) as report:
-                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales=RationaleSource.student,
-                                                    checkpoint=checkpoint.name, progress=report, **options))
+                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round,
+                                                    rationales=RationaleSource.student, checkpoint=checkpoint.name,
+                                                    progress=report, **options))
                 return _plain(summary)
             return work
 
