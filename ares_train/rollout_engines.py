@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence, get_args
 
 from ares_data.errors import TrainingError
+from ares_data.extras import install_command
 
 from .rollout_config import EngineName
 from .vision import encode, text_tokenizer
 
-VLLM_INSTALL = "pip install 'ares[vllm]' (vLLM needs a CUDA GPU)"
+VLLM_INSTALL = f"{install_command('vllm')} (on a machine with a CUDA GPU)"
 
 
 @dataclass

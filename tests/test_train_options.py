@@ -54,3 +54,28 @@ def test_cuda_without_a_gpu_says_so(cli, tiny_model_dir):
         pytest.skip("this machine has a GPU")
     result = cli("generate", "--round", "1", "--model", tiny_model_dir, "--device", "cuda")
     assert result.exit_code == 1 and "no CUDA GPU is visible" in result.stderr
+
+
+def test_the_rollout_engine_seam(cli, tiny_model_dir, feedback):
+    """hf is the default engine; vllm is imported only when chosen and says why it cannot run here."""
+    import importlib.util
+
+    import torch
+
+    from ares_data.errors import TrainingError
+    from ares_train.loading import load_student
+    from ares_train.rollout_engines import VLLM_INSTALL, HFEngine, make_engine
+
+    model, tokenizer = load_student(str(tiny_model_dir))
+    assert isinstance(make_engine("hf", model, tokenizer), HFEngine)
+    with pytest.raises(TrainingError, match="expected one of hf, vllm"):
+        make_engine("sglang", model, tokenizer)
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are here: the engine would start")
+    why = VLLM_INSTALL if importlib.util.find_spec("vllm") is None else "needs a CUDA GPU"
+    with pytest.raises(TrainingError, match="vllm"):
+        make_engine("vllm", model, tokenizer)
+    feedback.question(1)
+    result = cli("generate", "--round", "1", "--model", tiny_model_dir, "--rollout-engine", "vllm")
+    assert result.exit_code == 1 and why in result.stderr.replace("\n", " ")
+    assert "vllm" not in __import__("sys").modules  # never imported
