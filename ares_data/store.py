@@ -29,7 +29,7 @@ DEFAULT_DB = "ares.db"
 TABLES = (
     "question", "model_checkpoint", "rationale", "sentence", "teacher_call",
     "sentence_score", "correction", "export", "training_run", "eval_result",
-    "pipeline_run", "pipeline_stage", "work_claim", "human_label",
+    "pipeline_run", "pipeline_stage", "work_claim", "human_label", "teacher_attempt",
 )  # fmt: skip
 BUSY_TIMEOUT_MS = 30_000
 

@@ -268,7 +268,7 @@ async def _collect(store: Store, teacher: TeacherConfig, kind: str,
         summary.batch_requests = sum(row.request_count for row in created)
         return summary
     tally = Tally()
-    async with (client or TeacherClient(teacher)) as opened:
+    async with (client or TeacherClient(teacher, store=store)) as opened:
         runner = CallRunner(store, opened, tally, max_cost)
         claims = _claims(store, kind, teacher, lease_s, grouped)
         async with claims.heartbeat():
