@@ -135,9 +135,15 @@ def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
     return {}
 
 
-def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput) -> str | None:
-    """A rejected request that asked for structured output names the flag to change."""
-    if status not in (400, 422) or not ({"response_format", "tools"} & body.keys()):
+def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, detail: str = "") -> str | None:
+    """A rejected request names the flag to change: --reasoning when the server refused the
+    length or temperature parameter, else --structured-output when structured output was asked."""
+    if status not in (400, 422):
+        return None
+    if ("max_tokens" in detail and "max_tokens" in body) or ("temperature" in detail and "temperature" in body):
+        return (f"the server refused max_tokens/temperature ({' '.join(detail.split())[:160]}); "
+                "if the model is a reasoning model, add --reasoning")
+    if not ({"response_format", "tools"} & body.keys()):
         return None
     others = ", ".join(d.value for d in StructuredOutput if d is not dialect)
     return (f"the server rejected the structured-output request ({dialect.value}); "
@@ -271,7 +277,7 @@ class TeacherClient:
         entry.latency_ms = round(latency_ms, 1)
         self.limiter.observe(response.headers)
         try:
-            hint = dialect_hint(response.status_code, body, self.config.structured_output)
+            hint = dialect_hint(response.status_code, body, self.config.structured_output, response.text)
             if hint:
                 raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint}")
             try:
