@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._common import LimitOpt, console, store
+from ._common import LimitOpt, console, reading_store, store
 from .store_cmds import print_rows
 from .teacher_options import teacher_options
 
@@ -95,7 +95,7 @@ def report(
     from ..paths import ares_home
     from ..report import write_report
 
-    path = write_report(store(ctx), out or ares_home() / "report")
+    path = write_report(reading_store(ctx), out or ares_home() / "report")
     console.print(f"report written to {path}")
 
 
