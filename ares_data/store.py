@@ -19,13 +19,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from db.migrate import SchemaError, check_current
+from db.migrate import check_current
 from db.migrate import migrate as apply_migrations
 
 from . import readonly
-from .errors import StoreError
+from .errors import SchemaError, StoreError
 from .readonly import DEFAULT_TIMEOUT_S
-from .models import ModelCheckpoint, Question, Rationale, Sentence, utcnow
+from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from .splitter import split_sentences
 
 DEFAULT_DB = "ares.db"

@@ -5,7 +5,14 @@ the correction), keyed by the hash of the full request. A chain that meets a sto
 reuses it instead of asking again, so a re-run after a crash pays only for the calls that
 were in flight. Statuses: `ok`; `invalid` (a repair call follows, linked by `repair_of_id`);
 `failed` (the last repair was invalid too; the reason is in `error`); `error` (no answer after
-the retries; a re-run asks again and updates that row).
+the retries; a re-run asks again and updates that row). Every HTTP attempt of a call, failed
+ones included, is written with it to `teacher_attempt` (priced from its usage, or bounded when it
+was sent but never read back), so retried spend shows in `v_teacher_spend`.
+
+Where answers come from is injected: the runner calls an `Answerer` with each request it must
+send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
+output file or defers the request into the next batch (batch.py); a local model can answer
+score requests itself. Validation, repairs, reuse, costs and audit rows stay the runner's.
 """
 
 from __future__ import annotations
@@ -13,23 +20,19 @@ from __future__ import annotations
 import asyncio
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from sqlmodel import Session, select
 
-from ..errors import TeacherError
-from ..models import TeacherCall, TeacherCallRationale, utcnow
+from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, TeacherError
+from ..tables import TeacherAttempt, TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
-from .client import CallFailed, Reply, TeacherClient, build_request, request_hash
-from .config import ScoreFrom
+from .client import MAYBE_BILLED, Attempt, Reply, TeacherClient, build_request, max_out, request_hash
+from .config import ScoreFrom, TeacherConfig
 from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
-from .validation import InvalidAnswer, PartlyInvalid
 
-
-class BudgetReached(TeacherError):
-    """The next call would take the estimated spend past --max-cost."""
 
 
 @dataclass
@@ -109,17 +112,43 @@ def stored_answer(store: Store, key: str) -> TeacherCall | None:
     return row if row is not None and row.status != "error" else None
 
 
+class Answerer(Protocol):
+    """The answer seam of `CallRunner`: turns one request into the teacher's `Reply`.
+
+    `body` is the provider-format request to send (`build_request`), `key` its request hash
+    (the idempotency key, the Batch API's custom_id). Return the `Reply` (text, usage, attempts,
+    latency; `finish_reason` when the source reports one). Raise `CallFailed` when no answer
+    came (`permanent` for one that asking again cannot change); any other exception stops the
+    task and propagates to the caller (batch.Deferred: "not answered in this pass").
+    """
+
+    def __call__(self, body: dict[str, Any], key: str) -> Awaitable[Reply]: ...
+
+
+def online(client: TeacherClient) -> Answerer:
+    """Answers by sending the request now, within the client's limits and retries."""
+
+    async def answer(body: dict[str, Any], key: str) -> Reply:
+        return await client.send(body)
+
+    return answer
+
+
 class CallRunner:
-    def __init__(self, store: Store, client: TeacherClient, tally: Tally | None = None,
-                 max_cost: float | None = None):
-        self.store, self.client, self.config = store, client, client.config
+    """Runs tasks' request chains against `answer`; `price_factor` scales every stored cost
+    (the Batch API's discount)."""
+
+    def __init__(self, store: Store, config: TeacherConfig, answer: Answerer, *, tally: Tally | None = None,
+                 max_cost: float | None = None, price_factor: float = 1.0):
+        self.store, self.config, self.answer = store, config, answer
         self.tally = tally or Tally()
         self.budget = Budget(max_cost, self.tally)
+        self.price_factor = price_factor
         self._locks: dict[str, asyncio.Lock] = {}
 
     def call_cost(self, tokens_in: int, tokens_out: int, cached_in: int = 0, cache_write_in: int = 0) -> float:
         return cost(self.config.model, tokens_in, tokens_out, self.config.price_in, self.config.price_out,
-                    cached_in, cache_write_in)
+                    cached_in, cache_write_in) * self.price_factor
 
     async def run(self, task: Task) -> Outcome:
         ask, repair_of = task.ask, None
@@ -147,7 +176,7 @@ class CallRunner:
                 reply = await self._send(task, body, key)
             except CallFailed as exc:
                 self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
-                             attempts=exc.attempts)
+                             attempts=exc.attempts, log=exc.log)
                 if exc.permanent:
                     raise TeacherError(str(exc)) from None
                 return Outcome("error", reason="error"), None, ""
@@ -175,7 +204,7 @@ class CallRunner:
         estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
         self.budget.reserve(estimate)
         try:
-            reply = await self._reply(body, key)
+            reply = await self.answer(body, key)
         finally:
             self.tally.reserved_usd -= estimate
         self.tally.sent += 1
@@ -184,14 +213,26 @@ class CallRunner:
         self.tally.cached_tokens_in += reply.cached_tokens_in or 0
         return reply
 
-    async def _reply(self, body: dict, key: str) -> Reply:
-        """The answer to one request; the Batch API runner (batch.py) answers from a batch's output instead."""
-        return await self.client.send(body)
+    def _attempt_rows(self, call_id: int, log: list[Attempt], stored: dict) -> list[TeacherAttempt]:
+        """`teacher_attempt` rows: priced from reported usage; an attempt sent but never read back
+        gets the bound of its prompt and max tokens instead (a provider may have billed it)."""
+        rows = []
+        for attempt in log:
+            values = {k: v for k, v in vars(attempt).items() if k not in ("number", "cached_tokens_in",
+                                                                            "cache_write_tokens_in")}
+            if attempt.tokens_in is not None:
+                values["cost_usd"] = self.call_cost(attempt.tokens_in, attempt.tokens_out or 0,
+                                                    attempt.cached_tokens_in or 0, attempt.cache_write_tokens_in or 0)
+            elif attempt.outcome in MAYBE_BILLED:
+                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored), max_out(stored, self.config.max_tokens))
+            rows.append(TeacherAttempt(teacher_call_id=call_id, attempt=attempt.number, **values))
+        return rows
 
     def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
                 repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,
-                result: Any = None) -> TeacherCall:
-        """Insert the call (or update the `error` row of the same request) and what it produced."""
+                result: Any = None, log: list[Attempt] | None = None) -> TeacherCall:
+        """Insert the call (or update the `error` row of the same request), its HTTP attempts and
+        what it produced."""
         template = load(task.prompt)
         fields: dict[str, Any] = dict(
             kind=task.kind, provider=self.config.provider.value, model=self.config.model,
@@ -207,7 +248,9 @@ class CallRunner:
                           tokens_out=reply.tokens_out, cached_tokens_in=reply.cached_tokens_in,
                           cache_write_tokens_in=reply.cache_write_tokens_in,
                           score_logprobs=score_positions(reply.text, reply.logprobs),
-                          latency_ms=round(reply.latency_ms, 1), cost_usd=price)
+                          latency_ms=round(reply.latency_ms, 1), cost_usd=price, request_id=reply.request_id,
+                          model_snapshot=reply.model_snapshot, reasoning_tokens=reply.reasoning_tokens)
+            log = reply.log
         with self.store.session() as session:
             row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
             new = row is None
@@ -220,6 +263,7 @@ class CallRunner:
             session.flush()
             if new:  # the same request (an `error` row asked again) covers the same rationales
                 session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in task.covers)
+            session.add_all(self._attempt_rows(row.id, log or [], stored))
             if result is not None and task.persist is not None:  # an ok answer, or the valid part of one
                 task.persist(session, row, result)
         return row

@@ -22,14 +22,14 @@ from typing import Any
 
 import httpx
 
-from ..errors import TeacherError
-from ..models import utcnow
+from ..errors import CallFailed, RetryableError, TeacherError
+from ..tables import utcnow
 from .config import Provider, StructuredOutput, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import LocalBucket, RateLimiter, StoreBucket, account_key
-from .retry import RetryableError, check_response, retrying
+from .retry import check_response, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 5
@@ -73,15 +73,6 @@ class Reply:
     request_id: str | None = None
     model_snapshot: str | None = None  # the `model` the provider says answered (e.g. gpt-4o-mini-2024-07-18)
     log: list[Attempt] = field(default_factory=list)
-
-
-class CallFailed(TeacherError):
-    """No answer after the retries; `attempts` and `permanent` tell the collector what happened,
-    `log` every attempt made."""
-
-    def __init__(self, message: str, attempts: int, permanent: bool, log: list[Attempt] | None = None):
-        super().__init__(message)
-        self.attempts, self.permanent, self.log = attempts, permanent, log or []
 
 
 def _openai_content(part: dict[str, Any]) -> dict[str, Any]:

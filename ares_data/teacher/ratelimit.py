@@ -35,14 +35,16 @@ if TYPE_CHECKING:
 CATCH_UP_S = 0.5  # a caller woken late may use the request slots missed in the last half second
 TOKEN_BURST_S = 60.0  # the token bucket holds one minute's worth, as the providers' do
 SLOW_BELOW = 0.5  # below this share of the budget remaining, the pace falls in proportion
-MIN_PACE = 0.05  # ... but never below this share of the limit
+MIN_PACE = 0.25  # ... but never below this share of the limit (at 0 remaining: a pause)
+MARGIN = 0.95  # a learned limit is paced at 95 %: providers enforce it over short windows too
 
 
 @dataclass
 class BucketState:
-    """The shared schedule (epoch seconds) and the pace learned from the provider (None = none yet)."""
+    """The shared schedule (epoch seconds: the last request's slot, when the token bucket is next
+    full, a pause) and the pace learned from the provider (None = none yet)."""
 
-    next_request_at: float = 0.0
+    last_request_at: float = 0.0
     tokens_at: float = 0.0
     paused_until: float = 0.0
     rpm: Optional[float] = None
@@ -58,12 +60,12 @@ def reserve(state: BucketState, tokens: int, now: float, rpm: Optional[float] = 
     """Take the next request slot and `tokens` from `state`; the wall-clock time the request may go.
     `rpm`/`tpm` are the given caps; the learned pace in `state` applies when it is lower."""
     rpm, tpm = _cap(rpm, state.rpm), _cap(tpm, state.tpm)
-    slot = max(state.next_request_at, state.paused_until)
+    # spaced from the last request at the pace of now, so a pace learned meanwhile applies at once
+    slot = max(state.last_request_at + (60.0 / rpm if rpm else 0.0), state.paused_until)
     if now - slot >= CATCH_UP_S:  # idle: start afresh (no burst); late by less: use the missed slots
         slot = now
     at = max(now, slot)
-    if rpm:
-        state.next_request_at = slot + 60.0 / rpm
+    state.last_request_at = slot
     if tpm and tokens:
         cost = min(tokens, tpm) * 60.0 / tpm
         theoretical = max(state.tokens_at, now)  # at or before now: the bucket is full
@@ -135,11 +137,11 @@ def learned(headers: Mapping[str, str], now: float | None = None) -> dict[str, S
 
 
 def pace(seen: Seen) -> float:  # seen.limit is known here
-    """Per-minute pace for a limit: the full limit while half the budget or more remains, then in
-    proportion to what remains (never below MIN_PACE of it), so the budget settles instead of
-    running dry while other clients of the account draw on it too."""
+    """Per-minute pace for a limit: MARGIN of it while half the budget or more remains, then in
+    proportion to what remains (never below MIN_PACE), so the budget settles instead of running
+    dry while other clients of the account draw on it too."""
     share = max(0.0, seen.remaining) / seen.limit
-    return seen.limit * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
+    return seen.limit * MARGIN * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
 
 
 # -- where the state lives --------------------------------------------------------------------

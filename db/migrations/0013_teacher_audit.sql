@@ -13,7 +13,7 @@
 
 CREATE TABLE teacher_rate_bucket (
     account TEXT PRIMARY KEY,
-    next_request_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_request_at DOUBLE PRECISION NOT NULL DEFAULT 0,
     tokens_at DOUBLE PRECISION NOT NULL DEFAULT 0,
     paused_until DOUBLE PRECISION NOT NULL DEFAULT 0,
     rpm DOUBLE PRECISION,

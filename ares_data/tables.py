@@ -258,7 +258,7 @@ class TeacherRateBucket(SQLModel, table=True):
 
     __tablename__ = "teacher_rate_bucket"
     account: str = Field(primary_key=True)
-    next_request_at: float = 0.0
+    last_request_at: float = 0.0
     tokens_at: float = 0.0
     paused_until: float = 0.0
     rpm: Optional[float] = None
