@@ -75,11 +75,14 @@ class RetryableError(TeacherError):
 
 
 class CallFailed(TeacherError):
-    """`rejected`: the provider refused this request only (RequestRejected): its rationale fails."""
+    """No answer after the retries; `attempts` and `permanent` tell the collector what happened,
+    `log` holds every HTTP attempt made (teacher.client.Attempt), for the store's audit;
+    `rejected`: the provider refused this request only (RequestRejected): its rationale fails."""
 
-    def __init__(self, message: str, attempts: int, permanent: bool, rejected: bool = False):
+    def __init__(self, message: str, attempts: int, permanent: bool, log: list | None = None,
+                 rejected: bool = False):
         super().__init__(message)
-        self.attempts, self.permanent, self.rejected = attempts, permanent, rejected
+        self.attempts, self.permanent, self.log, self.rejected = attempts, permanent, log or [], rejected
 
 
 class RequestRejected(TeacherError):

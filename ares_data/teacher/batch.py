@@ -39,7 +39,7 @@ from ..errors import CallFailed, TeacherError
 from ..store import Store
 from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
 from .calls import CallRunner, Task
-from .client import Reply, ending, parse_reply, stored_body
+from .client import Reply, ending, parse_reply, reasoning_tokens, stored_body
 from .config import Provider, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import BATCH_DISCOUNT
@@ -247,12 +247,14 @@ def _failure(item: dict[str, Any], status: int | None, body: Any) -> CallFailed:
     return CallFailed(f"batch request failed (HTTP {status}): {message}", 1, refused, rejected=refused)
 
 
-def _reply(body: dict[str, Any]) -> Reply:
+def _reply(body: dict[str, Any], request_id: str | None = None) -> Reply:
     text, tokens_in, tokens_out, cached = parse_reply(Provider.openai, body)
     written = (body.get("usage") or {}).get("cache_creation_input_tokens")
     finish, refusal = ending(Provider.openai, body)
+    snapshot = body.get("model") if isinstance(body.get("model"), str) else None
     return Reply(text, tokens_in, tokens_out, cached, 1, 0.0, written, logprob_content(body["choices"][0]),
-                 finish, refusal)
+                 reasoning_tokens=reasoning_tokens(body), request_id=request_id, model_snapshot=snapshot,
+                 finish_reason=finish, refusal=refusal)
 
 
 def _results(output: str, errors: str) -> tuple[dict[str, Reply | CallFailed], dict[str, str], int]:
@@ -276,7 +278,7 @@ def _results(output: str, errors: str) -> tuple[dict[str, Reply | CallFailed], d
             found[key] = _failure(item, status, body)
             continue
         try:
-            found[key] = _reply(body)
+            found[key] = _reply(body, response.get("request_id"))
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             bad[key] = f"unreadable batch reply ({exc.__class__.__name__})"
     return found, bad, lost
