@@ -384,3 +384,24 @@ def test_ppo_finds_the_checkpoint_of_rollouts_scored_by_grouped_or_reused_calls(
     with serve_in_thread() as url:
         asyncio.run(collect_scores(store, _config(url), round=1, group_by_question=True))
     assert rollout_checkpoint(store, 1).name == "base"
+
+
+@pytest.mark.parametrize("provider,data,code", [
+    ("openai", {"choices": [{"finish_reason": "length", "message": {"content": '{"scores": [0.5]}'}}]}, "cut_off"),
+    ("anthropic", {"stop_reason": "max_tokens", "content": []}, "cut_off"),
+    ("openai", {"choices": [{"finish_reason": "stop", "message": {"content": "", "refusal": "I can't."}}]}, "refused"),
+    ("openai", {"choices": [{"finish_reason": "content_filter", "message": {"content": "{"}}]}, "refused"),
+])
+def test_cut_and_refused_endings_make_any_answer_invalid(provider, data, code):
+    from ares_data.errors import InvalidAnswer
+    from ares_data.teacher.calls import verdict
+    from ares_data.teacher.client import ending
+    from ares_data.teacher.config import Provider
+
+    from ares_data.teacher.prompts import Ask
+
+    task = Task("score", SCORE, Ask("system", []), lambda t: parse_scores(t, 1))
+    with pytest.raises(InvalidAnswer) as caught:
+        verdict(task, '{"scores": [0.5]}', *ending(Provider(provider), data))
+    assert caught.value.code == code
+    assert verdict(task, '{"scores": [0.5]}', "stop", None) == [0.5]
