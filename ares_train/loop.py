@@ -63,6 +63,7 @@ class LoopConfig:
         """Same command (any --rounds, rate limits, server address) -> same run, so it resumes."""
         identity = self.describe()
         identity.pop("rounds")
+        identity.pop("device")  # where it runs is not what it computes
         identity["teacher"] = {k: identity["teacher"].get(k) for k in _TEACHER_IDENTITY}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -201,7 +202,8 @@ class Pipeline:
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        return produced(self.stage(round, "train_sft", train(train_sft, "sft", rl, sft_shard, {**where, **cfg.sft})), rl)
+        sft = self.stage(round, "train_sft", train(train_sft, "sft", rl, sft_shard, {**where, **cfg.sft}))
+        return produced(sft, rl)
 
 
 def _plain(summary: Any) -> dict[str, Any]:

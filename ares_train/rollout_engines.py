@@ -120,9 +120,9 @@ class HFEngine:
         enc = encode(self.processing, prompts, images, return_tensors="pt", padding=True).to(device)
         ends = eos_ids(self.model, self.processing)
         # A clean config: none of the model's own sampling defaults (top_p, top_k=50, ...) applies.
-        clean = GenerationConfig(do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=sorted(ends),
-                                 bos_token_id=tok.bos_token_id)
+        clean = GenerationConfig(do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0,
+                                 max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=sorted(ends), bos_token_id=tok.bos_token_id)
         recorder = _BehaviourLogprobs()
         processors = [*_sampling_processors(temperature, top_k), recorder] if do_sample else [recorder]
         inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # under PEFT
@@ -130,8 +130,8 @@ class HFEngine:
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model.generate(**enc, generation_config=clean, logits_processor=LogitsProcessorList(processors),
-                                          **generate_kwargs)
+                out = self.model.generate(**enc, generation_config=clean,
+                                          logits_processor=LogitsProcessorList(processors), **generate_kwargs)
         finally:
             inner.generation_config = saved
         recorder.take(out[:, -1])
