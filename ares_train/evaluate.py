@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from ares_data.enums import EvalKind, RationaleSource
 from ares_data.formatting import parse_answer, student_prompt
 from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
@@ -59,7 +60,7 @@ def ensure_eval_rationales(
         with store.session() as session:
             for q, (one,) in zip(missing, sampled):
                 row, _ = store.add_rationale(
-                    session, question_id=q.id, source="student", text=one.text,
+                    session, question_id=q.id, source=RationaleSource.student, text=one.text,
                     dedup_key=eval_dedup_key(checkpoint.id, q.id), model_checkpoint_id=checkpoint.id,
                     predicted_answer=parse_answer(one.text, len(q.choices)), generation={**generation, **one.record()},
                 )
@@ -87,7 +88,7 @@ def evaluate_accuracy(
     questions = eval_questions(store, split, limit)
     with store.session() as session:
         done = set(session.exec(select(EvalResult.question_id).where(
-            EvalResult.kind == "accuracy", EvalResult.model_checkpoint_id == row.id, EvalResult.split == split)))
+            EvalResult.kind == EvalKind.accuracy, EvalResult.model_checkpoint_id == row.id, EvalResult.split == split)))
     todo = [q for q in questions if q.id not in done]
     rationales = ensure_eval_rationales(store, row, todo, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                         placement=placement)
@@ -95,7 +96,7 @@ def evaluate_accuracy(
         for q in todo:
             r = rationales[q.id]
             session.add(EvalResult(
-                kind="accuracy", model_checkpoint_id=row.id, question_id=q.id, split=split, rationale_id=r.id,
+                kind=EvalKind.accuracy, model_checkpoint_id=row.id, question_id=q.id, split=split, rationale_id=r.id,
                 predicted_answer=r.predicted_answer, correct=r.predicted_answer == q.answer_index,
             ))
     return row, {"questions": len(questions), "evaluated_now": len(todo)}

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 from sqlmodel import Session, select
 
+from ares_data.enums import CheckpointStage
 from ares_data.errors import TrainingError
 from ares_data.tables import ModelCheckpoint
 from ares_data.store import Store
@@ -144,12 +145,12 @@ def ensure_base_checkpoint(store: Store, model: str, adapters: Sequence[str | Pa
     path = model if model == SMOLLM2_ALIAS else str(Path(model).expanduser().resolve())
     with store.session() as session:
         row = store.register_checkpoint(session, name=_name_for(session, Path(path).name, path, None),
-                                        path=path, base_model=path, stage="base")
+                                        path=path, base_model=path, stage=CheckpointStage.base)
         for adapter in adapters:
             adapter_path = str(Path(adapter).expanduser().resolve())
             if not (Path(adapter_path) / "adapter_config.json").is_file():
                 raise TrainingError(f"adapter {str(adapter)!r} is not a PEFT adapter directory")
             name = _name_for(session, f"{row.name}+{Path(adapter_path).name}", adapter_path, row.id)
             row = store.register_checkpoint(session, name=name, path=adapter_path, base_model=path,
-                                            adapter_path=adapter_path, parent_id=row.id, stage="base")
+                                            adapter_path=adapter_path, parent_id=row.id, stage=CheckpointStage.base)
     return row

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from rich.console import Console
 from sqlmodel import select
 
+from ares_data.enums import RationaleSource, RunKind, RunStatus, StageStatus
 from ares_data.errors import AresError, ExportError
 from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
 from ares_data.store import Store
@@ -78,10 +79,10 @@ class Pipeline:
         with store.session() as session:
             run = session.exec(select(PipelineRun).where(PipelineRun.run_key == key)).first()
             if run is None:
-                run = PipelineRun(run_key=key, config=config.describe(), status="running")
+                run = PipelineRun(run_key=key, config=config.describe(), status=RunStatus.running)
                 session.add(run)
             else:
-                run.status, run.config = "running", config.describe()
+                run.status, run.config = RunStatus.running, config.describe()
                 session.add(run)
             session.flush()
             self.run_id = run.id
@@ -98,23 +99,23 @@ class Pipeline:
             row = session.exec(select(PipelineStage).where(
                 PipelineStage.pipeline_run_id == self.run_id, PipelineStage.round == round,
                 PipelineStage.stage == name)).first()
-            if row is not None and row.status in ("done", "skipped"):
+            if row is not None and row.status in (StageStatus.done, StageStatus.skipped):
                 self.console.print(f"round {round} {name}: {row.status} before, reused")
                 return row.outcome or {}
-            row = row or PipelineStage(pipeline_run_id=self.run_id, round=round, stage=name, status="running")
-            row.status, row.error, row.started_at, row.finished_at = "running", None, utcnow(), None
+            row = row or PipelineStage(pipeline_run_id=self.run_id, round=round, stage=name, status=StageStatus.running)
+            row.status, row.error, row.started_at, row.finished_at = StageStatus.running, None, utcnow(), None
             session.add(row)
             session.flush()
             stage_id = row.id
         self.console.print(f"round {round} {name}: running")
         started = time.monotonic()
-        status, error, outcome = "done", None, {}
+        status, error, outcome = StageStatus.done, None, {}
         try:
             outcome = work()
         except Skipped as why:
-            status, outcome = "skipped", {"reason": str(why)}
+            status, outcome = StageStatus.skipped, {"reason": str(why)}
         except BaseException as exc:
-            status, error = "failed", f"{exc.__class__.__name__}: {exc}"
+            status, error = StageStatus.failed, f"{exc.__class__.__name__}: {exc}"
             raise
         finally:
             with self.store.session() as session:
@@ -135,9 +136,9 @@ class Pipeline:
             for round in range(1, self.config.rounds + 1):
                 start = self._round(round, start, progress)
         except BaseException:
-            self._finish_run("failed")
+            self._finish_run(RunStatus.failed)
             raise
-        self._finish_run("done")
+        self._finish_run(RunStatus.done)
         return start
 
     def _round(self, round: int, start: ModelCheckpoint, progress: bool) -> ModelCheckpoint:
@@ -163,8 +164,9 @@ class Pipeline:
         def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
             def work() -> dict:
                 with collect_progress(progress) as report:
-                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales="student",
-                                                    checkpoint=checkpoint.name, progress=report, **options))
+                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round,
+                                                    rationales=RationaleSource.student, checkpoint=checkpoint.name,
+                                                    progress=report, **options))
                 return _plain(summary)
             return work
 
@@ -198,11 +200,12 @@ class Pipeline:
         self.stage(round, "generate", generate(start))
         self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
-        rl = produced(self.stage(round, "train_rl", train(train_rl, "rl", start, rl_shard, {**where, **cfg.rl})), start)
+        rl_made = self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl}))
+        rl = produced(rl_made, start)
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        sft = self.stage(round, "train_sft", train(train_sft, "sft", rl, sft_shard, {**where, **cfg.sft}))
+        sft = self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft}))
         return produced(sft, rl)
 
 

@@ -53,7 +53,7 @@ from ares_data.errors import TrainingError
 
 from . import ppo_math as pm
 from .ppo_config import PPOConfig
-from .rollout_engines import HFEngine, Sampled
+from .rollout_engines import LENGTH, HFEngine, Sampled
 from .sentence_tokens import sentence_ends_on_ids, tokenize_with_sentence_ends
 from .vision import encode, image_tensors, is_processor, lora_targets, text_tokenizer
 
@@ -189,7 +189,7 @@ class SentenceRewardPPOTrainer:
         logprobs = row.get("logprobs")
         if logprobs is not None and len(logprobs) != len(ids):
             raise TrainingError(f"a rollout has {len(ids)} token ids but {len(logprobs)} log-probs")
-        return ids, ends, logprobs, row.get("finish_reason") == "length"
+        return ids, ends, logprobs, row.get("finish_reason") == LENGTH
 
     def _encode(self, row: Mapping[str, Any]) -> _Sample | None:
         """Token ids and sentence-end token positions; None when the row cannot be used."""

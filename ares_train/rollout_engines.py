@@ -28,6 +28,7 @@ from ares_data.extras import install_command
 from .rollout_config import EngineName
 from .vision import encode, text_tokenizer
 
+STOP, LENGTH = "stop", "length"  # finish reasons: an EOS was sampled / cut at max_new_tokens
 VLLM_INSTALL = f"{install_command('vllm')} (on a machine with a CUDA GPU)"
 
 
@@ -37,7 +38,7 @@ class Sampled:
 
     token_ids: list[int]
     logprobs: list[float]
-    finish_reason: str  # "stop" (an EOS was sampled) or "length" (cut at max_new_tokens)
+    finish_reason: str  # STOP or LENGTH
     text: str  # the ids decoded without special tokens, stripped: the rationale text
 
     def record(self) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def cut_at_eos(ids: Sequence[int], logprobs: Sequence[float], ends: set[int], to
     stop = next((i for i, t in enumerate(ids) if t in ends), None)
     kept = ids if stop is None else ids[: stop + 1]
     text = text_tokenizer(tokenizer).decode(kept, skip_special_tokens=True).strip()
-    return Sampled(kept, [float(x) for x in logprobs[: len(kept)]], "length" if stop is None else "stop", text)
+    return Sampled(kept, [float(x) for x in logprobs[: len(kept)]], LENGTH if stop is None else STOP, text)
 
 
 class _BehaviourLogprobs:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from sqlmodel import select
 
+from ares_data.enums import CallKind, CallStatus, CheckpointStage, RationaleSource, RunKind, RunStatus
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
 from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
@@ -43,9 +44,9 @@ def rollout_checkpoint(store: Store, round: int) -> ModelCheckpoint | None:
     with store.session() as session:
         ids = session.exec(select(Rationale.model_checkpoint_id).distinct()
                            .join(TeacherCall, TeacherCall.rationale_id == Rationale.id)
-                           .where(Rationale.source == "student", Rationale.round == round,
+                           .where(Rationale.source == RationaleSource.student, Rationale.round == round,
                                   Rationale.model_checkpoint_id.is_not(None),
-                                  TeacherCall.kind == "score", TeacherCall.status == "ok")).all()
+                                  TeacherCall.kind == CallKind.score, TeacherCall.status == CallStatus.ok)).all()
         if len(ids) > 1:
             raise TrainingError(f"round {round} has rollouts from {len(ids)} checkpoints; choose one with --checkpoint")
         return session.get(ModelCheckpoint, ids[0]) if ids else None
@@ -57,7 +58,7 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     that generated its rollouts, sft: `round-N-rl`); else `model` + `adapters` as a base."""
     if checkpoint:
         return find_checkpoint(store, checkpoint)
-    found = rollout_checkpoint(store, round) if stage == "rl" else _registered(store, checkpoint_name(round, "rl"))
+    found = rollout_checkpoint(store, round) if stage == RunKind.rl else _registered(store, checkpoint_name(round, RunKind.rl))
     if found is not None:
         return found
     if model:
@@ -103,7 +104,7 @@ def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, e
     placement = resolve_placement(config.device, config.dtype)
     config = replace(config, **placement.describe())  # the run records where it ran, not `auto`
     with store.session() as session:
-        run = TrainingRun(kind=stage, round=round, status="running", config=_jsonable(asdict(config)),
+        run = TrainingRun(kind=stage, round=round, status=RunStatus.running, config=_jsonable(asdict(config)),
                           input_checkpoint_id=start.id, export_id=export.id if export else None)
         session.add(run)
         session.flush()
@@ -112,7 +113,7 @@ def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, e
         output.mkdir(parents=True, exist_ok=True)
         metrics = _jsonable(train(model, tokenizer, output))
     except BaseException as exc:
-        _finish(store, run.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        _finish(store, run.id, status=RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
         if isinstance(exc, AresError) or not isinstance(exc, Exception):
             raise
         raise TrainingError(f"{stage} training of round {round} failed: {type(exc).__name__}: {exc}") from exc
@@ -121,7 +122,7 @@ def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, e
             session, name=name, path=str(output), base_model=start.base_model, adapter_path=str(output),
             parent_id=start.id, round=round, stage=stage, meta={"training_run_id": run.id},
         )
-    _finish(store, run.id, status="done", metrics=metrics, output_checkpoint_id=checkpoint.id)
+    _finish(store, run.id, status=RunStatus.done, metrics=metrics, output_checkpoint_id=checkpoint.id)
     return checkpoint
 
 
@@ -155,7 +156,7 @@ def previous_critic(store: Store, start: ModelCheckpoint) -> str | None:
     its critic adapter and value head start this run's critic. None before any RL stage."""
     with store.session() as session:
         chain = checkpoint_chain(session, start)
-    found = [c.adapter_path for c in chain if c.stage == "rl" and c.adapter_path]
+    found = [c.adapter_path for c in chain if c.stage == CheckpointStage.rl and c.adapter_path]
     return found[-1] if found else None
 
 
@@ -173,7 +174,7 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
     from .ppo_trainer import SentenceRewardPPOTrainer
 
     config = _config(PPOConfig, config, overrides)
-    start = start or resolve_start(store, "rl", round)
+    start = start or resolve_start(store, RunKind.rl, round)
     export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher, reward=reward))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
@@ -193,7 +194,7 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
             **(steps[-1] if steps else {}), **diff, "steps": len(steps), "rows": len(rows), "critic_from": critic,
             "rows_retokenised": sum(r["rationale_id"] not in sampled for r in rows)}}
 
-    return run_stage(store, stage="rl", round=round, start=start, export=export, output_dir=output_dir,
+    return run_stage(store, stage=RunKind.rl, round=round, start=start, export=export, output_dir=output_dir,
                      config=config, train=train)
 
 
@@ -205,7 +206,7 @@ def train_sft(store: Store, round: int, *, start: ModelCheckpoint | None = None,
     from .sft_trainer import train_sft_adapter
 
     config = _config(SFTRunConfig, config, overrides)
-    start = start or resolve_start(store, "sft", round)
+    start = start or resolve_start(store, RunKind.sft, round)
     export, rows = _shard(store, shard_dir, lambda: export_sft(store, round))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
@@ -213,5 +214,5 @@ def train_sft(store: Store, round: int, *, start: ModelCheckpoint | None = None,
         _write_jsonl(output / METRICS_FILE, metrics["steps"])
         return {**metrics, "summary": {**metrics["summary"], "rows": len(rows)}}
 
-    return run_stage(store, stage="sft", round=round, start=start, export=export, output_dir=output_dir,
+    return run_stage(store, stage=RunKind.sft, round=round, start=start, export=export, output_dir=output_dir,
                      config=config, train=train)

@@ -17,6 +17,7 @@ from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail
 from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
 from ares_data.cli.teacher_cmds import GroupOpt
 from ares_data.cli.teacher_options import teacher_options
+from ares_data.enums import RunKind
 from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
 from ares_train.ppo_config import PPOConfig
@@ -183,7 +184,7 @@ def train_rl_cmd(
     from ares_train.stages import resolve_start, train_rl
 
     opened = store(ctx)
-    start = resolve_start(opened, "rl", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     if "batch_size" in ppo and "mini_batch_size" not in ppo:
         ppo["mini_batch_size"] = min(PPOConfig().mini_batch_size, ppo["batch_size"])
     _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=ppo,
@@ -211,7 +212,7 @@ def train_sft_cmd(
     from ares_train.stages import resolve_start, train_sft
 
     opened = store(ctx)
-    start = resolve_start(opened, "sft", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft))
 
 
