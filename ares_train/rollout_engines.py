@@ -160,7 +160,9 @@ class VLLMEngine:
         model.save_pretrained(self._dir.name)  # adapters were merged on load: plain weights
         processing.save_pretrained(self._dir.name)
         self.ends = eos_ids(model, processing)
-        self.llm = LLM(model=str(Path(self._dir.name)), dtype=dtype, logprobs_mode="processed_logprobs")
+        # the HF copy stays loaded beside it: leave it room
+        self.llm = LLM(model=str(Path(self._dir.name)), dtype=dtype, logprobs_mode="processed_logprobs",
+                       gpu_memory_utilization=0.5)
 
     def sample(self, prompts: Sequence[str], images: Sequence[Any], *, n: int, max_new_tokens: int,
                temperature: float = 1.0, top_k: int = 0, do_sample: bool = True, seed: int | None = None,
