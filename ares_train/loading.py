@@ -43,7 +43,8 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     return path, None
 
 
-def load_student(model: str, adapters: Iterable[str | Path] = (), placement: Placement | None = None) -> tuple[Any, Any]:
+def load_student(model: str, adapters: Iterable[str | Path] = (),
+                 placement: Placement | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) with `adapters` merged in order, on `placement`'s device and in its
     dtype (CPU, float32 when None); the tokenizer pads on the left. Attention is SDPA where the
     architecture supports it (transformers' default), else eager.

@@ -53,7 +53,7 @@ from ares_data.errors import TrainingError
 
 from . import ppo_math as pm
 from .ppo_config import PPOConfig
-from .rollout_engines import HFEngine, Sampled
+from .rollout_engines import LENGTH, HFEngine, Sampled
 from .sentence_tokens import sentence_ends_on_ids, tokenize_with_sentence_ends
 from .vision import encode, image_tensors, is_processor, lora_targets, text_tokenizer
 
@@ -147,6 +147,8 @@ class SentenceRewardPPOTrainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate)
         tok = self.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        lm = self.model.get_base_model()
+        self._own_positions = any(hasattr(m, "get_rope_index") for m in (lm, getattr(lm, lm.base_model_prefix)))
         self.step_count = 0
         self.probs_diff: list[torch.Tensor] = []  # |p - p_behaviour| of every token that has both
 
@@ -187,7 +189,7 @@ class SentenceRewardPPOTrainer:
         logprobs = row.get("logprobs")
         if logprobs is not None and len(logprobs) != len(ids):
             raise TrainingError(f"a rollout has {len(ids)} token ids but {len(logprobs)} log-probs")
-        return ids, ends, logprobs, row.get("finish_reason") == "length"
+        return ids, ends, logprobs, row.get("finish_reason") == LENGTH
 
     def _encode(self, row: Mapping[str, Any]) -> _Sample | None:
         """Token ids and sentence-end token positions; None when the row cannot be used."""
@@ -240,12 +242,12 @@ class SentenceRewardPPOTrainer:
             self.model.set_adapter(POLICY)
 
     def _model_inputs(self, batch: _Batch) -> dict[str, Any]:
-        """The keyword arguments of the student's forward: built here only. A text model gets
-        positions that skip the left padding, as `generate` gives them; a vision-language model
-        builds its own (Qwen2-VL's M-RoPE from `image_grid_thw`), so none are passed."""
+        """The keyword arguments of the student's forward: built here only. Positions skip the
+        left padding, as `generate` gives them, unless the model builds its own (Qwen2-VL's
+        M-RoPE from `image_grid_thw` and the attention mask: it has `get_rope_index`)."""
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False,
                   **batch.image_inputs()}
-        if self.processor is None:
+        if not self._own_positions:
             inputs["position_ids"] = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
         return inputs
 

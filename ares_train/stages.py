@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import exists
 from sqlmodel import select
 
-from ares_data.enums import RationaleSource, RunKind, RunStatus
+from ares_data.enums import CallKind, CallStatus, CheckpointStage, RationaleSource, RunKind, RunStatus
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
 from ares_data.tables import (Export, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TrainingRun,
@@ -158,7 +158,7 @@ def previous_critic(store: Store, start: ModelCheckpoint) -> str | None:
     its critic adapter and value head start this run's critic. None before any RL stage."""
     with store.session() as session:
         chain = checkpoint_chain(session, start)
-    found = [c.adapter_path for c in chain if c.stage == "rl" and c.adapter_path]
+    found = [c.adapter_path for c in chain if c.stage == CheckpointStage.rl and c.adapter_path]
     return found[-1] if found else None
 
 
