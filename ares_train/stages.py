@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 from sqlalchemy import exists
 from sqlmodel import select
 
-from ares_data.enums import CallKind, CallStatus, CheckpointStage, RationaleSource, RunKind, RunStatus
+from ares_data.enums import CheckpointStage, RationaleSource, RunKind, RunStatus
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
 from ares_data.tables import (Export, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TrainingRun,
