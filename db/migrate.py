@@ -9,15 +9,18 @@ know is newer than the code and is refused.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_DIALECT = re.compile(r"^--\s*dialect:\s*(all|sqlite|postgresql)\s*$")
 
 # Per-dialect spellings of the few types that differ between SQLite and PostgreSQL.
 _TOKENS = {
@@ -40,11 +43,19 @@ class Migration:
     sql: str
 
     def statements(self, dialect: str) -> list[str]:
+        """The statements for `dialect`: a `-- dialect: NAME` line starts a part only NAME runs
+        (`all` ends it), for what the two engines spell differently (a CHECK change)."""
         tokens = _TOKENS.get(dialect, _TOKENS["postgresql"])
         body = self.sql
         for key, value in tokens.items():
             body = body.replace("{" + key + "}", value)
-        lines = [ln for ln in body.splitlines() if not ln.strip().startswith("--")]
+        lines, wanted = [], "all"
+        for line in body.splitlines():
+            marker = _DIALECT.match(line)
+            if marker:
+                wanted = marker.group(1)
+            elif not line.strip().startswith("--") and wanted in ("all", dialect):
+                lines.append(line)
         return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
@@ -93,12 +104,33 @@ def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[s
     for migration in migrations:
         if migration.name in done:
             continue
-        with engine.begin() as conn:
+        with _foreign_keys_checked_at_end(engine) as conn, conn.begin():
             for statement in migration.statements(engine.dialect.name):
                 conn.exec_driver_sql(statement)
+            if engine.dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise SchemaError(f"migration {migration.name} leaves {len(broken)} broken references "
+                                      f"(first: table {broken[0][0]}, row {broken[0][1]})")
             conn.execute(
                 text("INSERT INTO schema_migration (name, applied_at) VALUES (:n, :t)"),
                 {"n": migration.name, "t": datetime.now(timezone.utc).replace(tzinfo=None)},
             )
         new.append(migration.name)
     return new
+
+
+@contextmanager
+def _foreign_keys_checked_at_end(engine: Engine) -> Iterator[Connection]:
+    """A connection for one migration. On SQLite, foreign keys are off while it runs (set before
+    its transaction begins: SQLite ignores the pragma inside one), so a table rebuild can drop
+    the table others refer to; `migrate` checks every reference before it commits."""
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            yield conn
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
