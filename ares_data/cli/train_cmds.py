@@ -1,4 +1,4 @@
-"""Training-backend commands: `generate`, `export rl|sft|verl`, `train` (the loop) and `train rl|sft`.
+"""Training-backend commands: `generate`, `export rl|sft|verl|prm`, `train` (the loop) and `train rl|sft|prm`.
 
 `ares_train` (torch, transformers, TRL) is imported inside the commands that need it, so
 `ares --help` and the exports stay light.
@@ -299,6 +299,54 @@ def train_sft_cmd(
     start = resolve_start(opened, "sft", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "lora_vision": lora_vision}
     _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides))
+
+
+@train_app.command("prm")
+def train_prm_cmd(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    checkpoint: CheckpointOpt = None,
+    teacher: PRMTeacherOpt = None,
+    sources: SourcesOpt = "gold,student",
+    rounds: RoundsOpt = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", help="PRM output directory (default: $ARES_HOME/checkpoints/prm-N).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=0, help="Passes over the training set.")] = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    validation_fraction: Annotated[Optional[float], typer.Option(
+        "--validation-fraction", min=0.0, max=0.9, help="Share of the questions held out for validation.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda[:N].")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto|float32|bfloat16|float16.")] = "auto",
+) -> None:
+    """A process reward model distilled from the teacher's sentence scores -> checkpoint prm-N (stage prm).
+
+    LoRA on the backbone (--model or --checkpoint) plus a scalar head read at each sentence end,
+    regressed onto the teacher's scores; split by question, validation MAE and Spearman recorded.
+    """
+    from ares_train.models import named_or_base
+    from ares_train.prm_config import PRMConfig
+    from ares_train.prm_trainer import train_prm
+    from ares_train.stages import training_run_of
+
+    names, numbers = _sources_rounds(sources, rounds)
+    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
+                 "validation_fraction": validation_fraction, "device": device, "dtype": dtype}
+    config = PRMConfig(**{k: v for k, v in overrides.items() if v is not None})
+    opened = store(ctx)
+    start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    prm = train_prm(opened, start, config=config, teacher=teacher, sources=names, rounds=numbers, output_dir=output)
+    run = training_run_of(opened, prm)
+    metrics = run.metrics or {}
+    table = Table("epoch", "val sentences", "val MAE", "val Spearman", title=f"{prm.name}: validation against "
+                  f"{metrics.get('data', {}).get('teacher')}")
+    for row in metrics.get("epochs", []):
+        table.add_row(str(row["epoch"]), str(row["val_sentences"]), *(
+            "-" if row[k] is None else f"{row[k]:.3f}" for k in ("val_mae", "val_spearman")))
+    console.print(table)
+    console.print(f"registered {prm.name} (checkpoint {prm.id}, stage prm, on {start.name}) at {prm.adapter_path}",
+                  highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,73 @@
+"""`ares train prm` on a tiny model: a synthetic set where the right score is learnable (a sentence's
+score follows from its words), split by question; validation error falls with training."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sqlmodel import select
+
+from ares_data.models import ModelCheckpoint, TrainingRun
+
+GOOD = ["Two is even.", "Four is even.", "Six is even.", "Eight is even."]
+BAD = ["Nine is purple.", "Seven is purple.", "Five is purple.", "Three is purple."]
+
+
+def learnable_store(feedback, questions: int = 16) -> None:
+    """Each rationale mixes sentences that the teacher scored 0.9 (GOOD) and 0.1 (BAD)."""
+    rng = random.Random(0)
+    for n in range(questions):
+        q = feedback.question(n)
+        for k in range(2):
+            picks = [(rng.choice(GOOD), 0.9) if rng.random() < 0.5 else (rng.choice(BAD), 0.1) for _ in range(3)]
+            r = feedback.rollout(q, " ".join(text for text, _ in picks), index=k)
+            feedback.score(r, [score for _, score in picks])
+
+
+def test_split_by_question_keeps_a_question_on_one_side():
+    from ares_data.prm_data import LabelledRationale
+    from ares_train.prm_trainer import split_by_question
+
+    items = [LabelledRationale(q, q * 10 + k, "student", 1, "p", "t.", ["t."], [2], [0.5])
+             for q in range(10) for k in range(3)]
+    train, validation = split_by_question(items, 0.2, seed=1)
+    assert len({i.question_id for i in validation}) == 2 and len(validation) == 6
+    assert not {i.question_id for i in train} & {i.question_id for i in validation}
+    assert split_by_question(items, 0.2, seed=1) == (train, validation)  # the seed fixes the split
+
+
+def test_spearman_matches_ranks_with_ties():
+    from ares_train.prm_trainer import spearman
+
+    assert spearman([0.1, 0.2, 0.3], [1, 2, 3]) == pytest.approx(1.0)
+    assert spearman([0.1, 0.2, 0.3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([0.5, 0.5], [0.1, 0.9]) is None
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+
+
+def test_train_prm_lowers_validation_error_and_registers_a_prm_checkpoint(cli, store, feedback, tiny_model_dir):
+    learnable_store(feedback)
+    result = cli("train", "prm", "--model", tiny_model_dir, "--epochs", "6", "--lr", "3e-3", "--batch-size", "4",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "registered prm-1" in result.stdout
+    with store.session() as session:
+        prm = session.exec(select(ModelCheckpoint).where(ModelCheckpoint.name == "prm-1")).one()
+        run = session.exec(select(TrainingRun).where(TrainingRun.output_checkpoint_id == prm.id)).one()
+    assert prm.stage == "prm" and run.kind == "prm" and run.status == "done" and prm.parent_id is not None
+    summary, data = run.metrics["summary"], run.metrics["data"]
+    assert data["teacher"] == "teacher-a" and run.config["teacher"] == "teacher-a"
+    assert data["validation_rationales"] > 0 and data["train_rationales"] + data["validation_rationales"] == 32
+    assert summary["val_mae"] < 0.75 * summary["val_mae_before"]  # before: the mean training score everywhere
+    assert summary["val_spearman"] > 0.5
+    assert summary["device"] == "cpu" and summary["dtype"] == "float32"
+
+
+def test_train_prm_without_teacher_scores_says_so_in_one_line(cli, store, feedback, tiny_model_dir):
+    feedback.rollout(feedback.question(1), "Unscored. Still unscored.")
+    result = cli("train", "prm", "--model", tiny_model_dir)
+    assert result.exit_code == 1
+    assert "no teacher scores in the store" in result.output
+    with store.session() as session:
+        assert session.exec(select(TrainingRun)).all() == []  # nothing half-written
