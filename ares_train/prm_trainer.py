@@ -121,7 +121,7 @@ class PRMTrainer:
                 loss.backward()
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-                steps.append({"epoch": epoch, "step": len(steps) + 1, "loss": float(loss)})
+                steps.append({"epoch": epoch, "step": len(steps) + 1, "loss": float(loss.detach())})
             epochs.append({"epoch": epoch, **{f"val_{k}": v for k, v in self.evaluate(validation).items()}})
         return {"steps": steps, "epochs": epochs}
 

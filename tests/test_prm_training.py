@@ -71,3 +71,47 @@ def test_train_prm_without_teacher_scores_says_so_in_one_line(cli, store, feedba
     assert "no teacher scores in the store" in result.output
     with store.session() as session:
         assert session.exec(select(TrainingRun)).all() == []  # nothing half-written
+
+
+def test_prm_as_teacher_writes_rows_that_pass_a_teachers_checks(cli, store, feedback, tiny_model_dir, tmp_path):
+    """`collect-scores --provider prm`: the teacher path's own validation and rows, cost 0, resumable;
+    exports and `ares agreement` read them like any teacher's."""
+    from ares_data.models import Rationale, Sentence, SentenceScore, TeacherCall
+
+    learnable_store(feedback, questions=6)
+    assert cli("train", "prm", "--model", tiny_model_dir, "--epochs", "1", "--device", "cpu").exit_code == 0
+    result = cli("collect-scores", "--provider", "prm", "--model", "prm-1", "--round", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "scored 12 of 12 rationales; failed: none" in result.stdout and "cost $0.0000" in result.stdout
+    with store.session() as session:
+        calls = session.exec(select(TeacherCall).where(TeacherCall.provider == "prm")).all()
+        scores = session.exec(select(SentenceScore, Sentence).join(Sentence, Sentence.id == SentenceScore.sentence_id)
+                              .join(TeacherCall, TeacherCall.id == SentenceScore.teacher_call_id)
+                              .where(TeacherCall.provider == "prm")).all()
+        sentences = session.exec(select(Sentence).join(Rationale, Rationale.id == Sentence.rationale_id)).all()
+    assert len(calls) == 12 and {c.status for c in calls} == {"ok"} and {c.model for c in calls} == {"prm-1"}
+    assert all(c.cost_usd == 0 and c.latency_ms > 0 and c.tokens_in > 0 and c.attempts == 1 for c in calls)
+    assert all(c.kind == "score" and c.rationale_id and c.request["metadata"]["rationale_id"] == str(c.rationale_id)
+               for c in calls)
+    assert len(scores) == len(sentences)  # one score per sentence, each on the 0.1 grid of [0, 1]
+    assert all(0 <= s.score <= 1 and round(s.score * 10) == s.score * 10 for s, _ in scores)
+    again = cli("collect-scores", "--provider", "prm", "--model", "prm-1", "--round", "1", "--device", "cpu")
+    assert "scored 0 of 0" in again.stdout  # resume: nothing is asked twice
+
+    exported = cli("export", "rl", "--round", "1", "--teacher", "prm-1", "--scores", "teacher", "--out", tmp_path / "rl")
+    assert exported.exit_code == 0 and "12 rl rows" in exported.stdout, exported.output
+    shown = cli("agreement")
+    assert shown.exit_code == 0 and "each PRM against the teacher it learned from" in shown.stdout
+    _, rows = store.query_readonly("SELECT shared_sentences FROM v_agreement WHERE round IS NULL"
+                                   " AND labeller_a = 'prm-1' AND labeller_b = 'teacher-a'")
+    assert rows == [(len(sentences),)]
+
+
+def test_prm_provider_refuses_corrections_and_unknown_checkpoints(cli, store, feedback):
+    learnable_store(feedback, questions=1)
+    wrong = cli("collect-corrections", "--provider", "prm", "--model", "prm-1", "--round", "1")
+    assert wrong.exit_code == 1 and "writes no corrections" in wrong.output
+    missing = cli("collect-scores", "--provider", "prm", "--model", "prm-9", "--round", "1")
+    assert missing.exit_code == 1 and "no PRM 'prm-9' in the store" in missing.output
+    bare = cli("collect-scores", "--provider", "prm", "--round", "1")
+    assert bare.exit_code == 1 and "--provider prm needs --model" in bare.output

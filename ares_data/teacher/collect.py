@@ -31,6 +31,7 @@ from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out
 from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
 from .grouped import SCORE_GROUP, group_task
+from .local import LocalClient, is_local
 from .logprobs import expectations, lookup, score_row
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
 from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
@@ -249,6 +250,11 @@ async def _collect(store: Store, teacher: TeacherConfig, kind: str,
                    checkpoint: str | None = None, grouped: bool = False,
                    batch: "BatchLimits | None" = None) -> CollectSummary:
     source = RationaleSource(rationales)
+    if is_local(teacher):
+        if kind != "score" or batch is not None:
+            raise TeacherError(f"--provider {teacher.provider.value} scores sentences here: it writes no "
+                               "corrections and takes no --batch")
+        grouped = False  # one rationale per request; the answerer batches concurrent requests itself
     if batch is not None and max_cost is not None:
         raise TeacherError("--max-cost applies to online calls; with --batch, --dry-run shows the cost first")
     pending = batch_module().in_open_batches(kind, teacher) if batch is not None else None
@@ -268,7 +274,7 @@ async def _collect(store: Store, teacher: TeacherConfig, kind: str,
         summary.batch_requests = sum(row.request_count for row in created)
         return summary
     tally = Tally()
-    async with (client or TeacherClient(teacher)) as opened:
+    async with (client or (LocalClient(store, teacher) if is_local(teacher) else TeacherClient(teacher))) as opened:
         runner = CallRunner(store, opened, tally, max_cost)
         claims = _claims(store, kind, teacher, lease_s, grouped)
         async with claims.heartbeat():

@@ -1,0 +1,56 @@
+"""Teachers that answer on this machine instead of over HTTP (`--provider prm`).
+
+A local provider's answerer comes from a plugin: the `ares.teachers` entry point of its name,
+a class taking `(store, config)` whose instances turn a request body into a `Reply`. The PRM's
+lives in `ares_train` (torch), found by name here so `ares_data` never imports it; without the
+training extra the lookup fails in one line naming the extra.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any, Awaitable, Callable
+
+from ..errors import TeacherError
+from ..store import Store
+from .client import Reply
+from .config import Provider, TeacherConfig
+
+PLUGIN_GROUP = "ares.teachers"
+TRAIN_EXTRA = "pip install 'ares-toolkit[train]'"
+Answer = Callable[[dict[str, Any], str], Awaitable[Reply]]
+
+
+def is_local(config: TeacherConfig) -> bool:
+    return config.provider is Provider.prm
+
+
+def local_answerer(store: Store, config: TeacherConfig) -> Answer:
+    """The answerer of a local provider, loaded from its plugin (the model is read once, here)."""
+    found = [e for e in entry_points(group=PLUGIN_GROUP) if e.name == config.provider.value]
+    if not found:
+        raise TeacherError(f"--provider {config.provider.value} is served by the training backend, which is not "
+                           f"installed: {TRAIN_EXTRA}")
+    try:
+        factory = found[0].load()
+    except ModuleNotFoundError as exc:
+        raise TeacherError(f"--provider {config.provider.value} needs the training extra ({exc.name} is not "
+                           f"installed): {TRAIN_EXTRA}") from exc
+    return factory(store, config)
+
+
+class LocalClient:
+    """The client shape the call runner asks (`config`, `send`), answered by a local answerer."""
+
+    def __init__(self, store: Store, config: TeacherConfig):
+        self.config = config
+        self._answer = local_answerer(store, config)
+
+    async def __aenter__(self) -> "LocalClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def send(self, body: dict[str, Any]) -> Reply:
+        return await self._answer(body, "")
