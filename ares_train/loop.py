@@ -50,11 +50,19 @@ class LoopConfig:
     seed: int = 0
     batch_size: int = 8
     group_by_question: bool = True  # score a question's k rollouts in one teacher call (docs/benchmarks.md)
+    prm: str | None = None  # score with this PRM (`ares train prm`) instead of the teacher; corrections stay its
     rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "teacher": self.teacher.describe()}
+
+    def scorer(self) -> TeacherConfig:
+        """Who scores the rollouts: the PRM when one is named (run where the teacher flags say), else the teacher."""
+        if self.prm is None:
+            return self.teacher
+        return TeacherConfig.from_options(provider="prm", model=self.prm, device=self.teacher.device,
+                                          dtype=self.teacher.dtype, concurrency=self.teacher.concurrency)
 
     def run_key(self) -> str:
         """Same command (any --rounds, rate limits, server address) -> same run, so it resumes."""
@@ -152,9 +160,10 @@ class Pipeline:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
                                              k=cfg.k, limit=cfg.limit, settings=settings, progress=progress)
 
-        def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
+        def ask(collector: Callable, checkpoint: ModelCheckpoint, teacher: TeacherConfig = cfg.teacher,
+                **options: Any) -> Callable[[], dict]:
             def work() -> dict:
-                summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales="student",
+                summary = asyncio.run(collector(self.store, teacher, round=round, rationales="student",
                                                 checkpoint=checkpoint.name, progress=progress, **options))
                 return _plain(summary)
             return work
@@ -187,7 +196,7 @@ class Pipeline:
             return find_checkpoint(self.store, outcome["checkpoint"]) if "checkpoint" in outcome else fallback
 
         self.stage(round, "generate", generate(start))
-        self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
+        self.stage(round, "score", ask(collect_scores, start, cfg.scorer(), group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
         rl = produced(self.stage(round, "train_rl", train(train_rl, "rl", start, rl_shard, cfg.rl)), start)
         self.stage(round, "generate_rl", generate(rl))

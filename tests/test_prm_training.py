@@ -115,3 +115,27 @@ def test_prm_provider_refuses_corrections_and_unknown_checkpoints(cli, store, fe
     assert missing.exit_code == 1 and "no PRM 'prm-9' in the store" in missing.output
     bare = cli("collect-scores", "--provider", "prm", "--round", "1")
     assert bare.exit_code == 1 and "--provider prm needs --model" in bare.output
+
+
+@pytest.mark.slow
+def test_loop_scores_rollouts_with_the_prm_and_corrects_with_the_teacher(cli, store, tiny_model_dir, tmp_path):
+    from ares_data.fake_teacher import serve_in_thread
+
+    lines = ['{"id": "%d", "question": "Which is bigger, %d or %d?", "choices": ["%d", "%d"], "answer": 1, '
+             '"rationale": "Compare the numbers. %d is more than %d. The answer is (B)."}'
+             % (i, i, i + 1, i, i + 1, i + 1, i) for i in range(3)]
+    (tmp_path / "toy.jsonl").write_text("\n".join(lines) + "\n")
+    assert cli("import", "jsonl", tmp_path / "toy.jsonl").exit_code == 0
+    with serve_in_thread(seed=1) as url:
+        teacher = ("--base-url", url, "--concurrency", "1")
+        assert cli("collect-scores", "--rationales", "gold", "--model", "fake-teacher", *teacher).exit_code == 0
+        assert cli("train", "prm", "--model", tiny_model_dir, "--epochs", "1", "--sources", "gold").exit_code == 0
+        result = cli("train", "--model", tiny_model_dir, "--prm", "prm-1", "--k", "2", "--limit", "3",
+                     "--max-new-tokens", "24", "--teacher-model", "fake-teacher", *teacher)
+        assert result.exit_code == 0, result.output
+    _, rows = store.query_readonly(
+        "SELECT c.kind, c.provider, c.model, COUNT(*) FROM teacher_call c JOIN rationale r ON r.id = c.rationale_id"
+        " WHERE r.round = 1 AND c.status = 'ok' GROUP BY c.kind, c.provider, c.model ORDER BY c.kind")
+    assert rows == [("correct", "openai", "fake-teacher", 6), ("score", "prm", "prm-1", 6)]
+    _, stages = store.query_readonly("SELECT stage, status FROM pipeline_stage WHERE stage IN ('score', 'train_rl')")
+    assert sorted(stages) == [("score", "done"), ("train_rl", "done")]

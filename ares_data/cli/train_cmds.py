@@ -182,6 +182,9 @@ def _train(
     seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
     batch_size: GenBatchOpt = 8,
     group_by_question: GroupOpt = True,
+    prm: Annotated[Optional[str], typer.Option(
+        "--prm", metavar="NAME|PATH", help="Score the rollouts with this process reward model (`ares train prm`) "
+                                           "where the teacher flags --device/--dtype say, at no API cost; corrections still ask the teacher.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", exists=True, dir_okay=False,
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
@@ -205,7 +208,7 @@ def _train(
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
                  temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
-                 group_by_question=group_by_question)
+                 group_by_question=group_by_question, prm=prm)
     file = read_settings(config) if config else {}
     unknown = set(file) - set(given) - {"teacher", "rl", "sft"}
     if unknown:
