@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 
 from .errors import ExportError
 from .formatting import student_prompt
-from .models import ModelCheckpoint, Question, Rationale, Sentence
+from .tables import ModelCheckpoint, Question, Rationale, Sentence
 from .review.labels import HUMAN, flagged_questions
 from .store import Store, _in_chunks
 

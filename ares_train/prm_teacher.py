@@ -23,12 +23,12 @@ from sqlmodel import select
 
 from ares_data.errors import TeacherError, TrainingError
 from ares_data.formatting import student_prompt
-from ares_data.models import ModelCheckpoint, Question, Rationale, Sentence
+from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence
 from ares_data.prm_data import PRM_STAGE
 from ares_data.store import Store
 from ares_data.teacher.client import Reply
 
-from .models import checkpoint_chain, load_student
+from .loading import checkpoint_chain, load_student
 from .prm_model import Encoded, PRMScorer, on_grid
 
 

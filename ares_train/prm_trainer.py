@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from ares_data.errors import TrainingError
-from ares_data.models import ModelCheckpoint
+from ares_data.tables import ModelCheckpoint
 from ares_data.prm_data import LabelledRationale, labelled_rationales
 from ares_data.store import Store
 

@@ -8,7 +8,7 @@ import random
 import pytest
 from sqlmodel import select
 
-from ares_data.models import ModelCheckpoint, TrainingRun
+from ares_data.tables import ModelCheckpoint, TrainingRun
 
 GOOD = ["Two is even.", "Four is even.", "Six is even.", "Eight is even."]
 BAD = ["Nine is purple.", "Seven is purple.", "Five is purple.", "Three is purple."]
@@ -76,7 +76,7 @@ def test_train_prm_without_teacher_scores_says_so_in_one_line(cli, store, feedba
 def test_prm_as_teacher_writes_rows_that_pass_a_teachers_checks(cli, store, feedback, tiny_model_dir, tmp_path):
     """`collect-scores --provider prm`: the teacher path's own validation and rows, cost 0, resumable;
     exports and `ares agreement` read them like any teacher's."""
-    from ares_data.models import Rationale, Sentence, SentenceScore, TeacherCall
+    from ares_data.tables import Rationale, Sentence, SentenceScore, TeacherCall
 
     learnable_store(feedback, questions=6)
     assert cli("train", "prm", "--model", tiny_model_dir, "--epochs", "1", "--device", "cpu").exit_code == 0

@@ -21,7 +21,7 @@ def prm_teachers(store: Store) -> dict[str, str]:
     """Each registered PRM (`ares train prm`) -> the teacher it learned from (its training run's config)."""
     from sqlmodel import select
 
-    from ..models import ModelCheckpoint, TrainingRun
+    from ..tables import ModelCheckpoint, TrainingRun
 
     with store.session() as session:
         found = session.exec(select(ModelCheckpoint.name, TrainingRun.config)

@@ -12,12 +12,12 @@ from importlib.metadata import entry_points
 from typing import Any, Awaitable, Callable
 
 from ..errors import TeacherError
+from ..extras import missing_extra, require
 from ..store import Store
 from .client import Reply
 from .config import Provider, TeacherConfig
 
 PLUGIN_GROUP = "ares.teachers"
-TRAIN_EXTRA = "pip install 'ares-toolkit[train]'"
 Answer = Callable[[dict[str, Any], str], Awaitable[Reply]]
 
 
@@ -27,15 +27,15 @@ def is_local(config: TeacherConfig) -> bool:
 
 def local_answerer(store: Store, config: TeacherConfig) -> Answer:
     """The answerer of a local provider, loaded from its plugin (the model is read once, here)."""
+    require("train")
     found = [e for e in entry_points(group=PLUGIN_GROUP) if e.name == config.provider.value]
     if not found:
-        raise TeacherError(f"--provider {config.provider.value} is served by the training backend, which is not "
-                           f"installed: {TRAIN_EXTRA}")
+        raise TeacherError(f"--provider {config.provider.value}: no `{PLUGIN_GROUP}` plugin of that name is "
+                           "installed (re-run `make install` or `pip install -e .` to register it)")
     try:
         factory = found[0].load()
     except ModuleNotFoundError as exc:
-        raise TeacherError(f"--provider {config.provider.value} needs the training extra ({exc.name} is not "
-                           f"installed): {TRAIN_EXTRA}") from exc
+        raise missing_extra(exc) or exc
     return factory(store, config)
 
 

