@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from sqlmodel import Session, select
 
-from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid
+from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, TeacherError
 from ..tables import TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
 from .client import Reply, TeacherClient, build_request, request_hash
