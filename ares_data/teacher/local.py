@@ -1,31 +1,33 @@
 """Teachers that answer on this machine instead of over HTTP (`--provider prm`).
 
-A local provider's answerer comes from a plugin: the `ares.teachers` entry point of its name,
-a class taking `(store, config)` whose instances turn a request body into a `Reply`. The PRM's
-lives in `ares_train` (torch), found by name here so `ares_data` never imports it; without the
-training extra the lookup fails in one line naming the extra.
+A local provider's answerer comes from a plugin: the `ares.teachers` entry point of its name, a
+class taking `(store, config)` whose instances are the call runner's `Answerer` (calls.py): they
+turn a request body into a `Reply`. The PRM's lives in `ares_train` (torch), found by name here
+so `ares_data` never imports it; without the training extra the lookup fails in one line naming
+the extra.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ..errors import TeacherError
 from ..extras import missing_extra, require
 from ..store import Store
-from .client import Reply
 from .config import Provider, TeacherConfig
 
+if TYPE_CHECKING:
+    from .calls import Answerer
+
 PLUGIN_GROUP = "ares.teachers"
-Answer = Callable[[dict[str, Any], str], Awaitable[Reply]]
 
 
 def is_local(config: TeacherConfig) -> bool:
     return config.provider is Provider.prm
 
 
-def local_answerer(store: Store, config: TeacherConfig) -> Answer:
+def local_answerer(store: Store, config: TeacherConfig) -> "Answerer":
     """The answerer of a local provider, loaded from its plugin (the model is read once, here)."""
     require("train")
     found = [e for e in entry_points(group=PLUGIN_GROUP) if e.name == config.provider.value]
@@ -37,20 +39,3 @@ def local_answerer(store: Store, config: TeacherConfig) -> Answer:
     except ModuleNotFoundError as exc:
         raise missing_extra(exc) or exc
     return factory(store, config)
-
-
-class LocalClient:
-    """The client shape the call runner asks (`config`, `send`), answered by a local answerer."""
-
-    def __init__(self, store: Store, config: TeacherConfig):
-        self.config = config
-        self._answer = local_answerer(store, config)
-
-    async def __aenter__(self) -> "LocalClient":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def send(self, body: dict[str, Any]) -> Reply:
-        return await self._answer(body, "")
