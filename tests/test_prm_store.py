@@ -112,3 +112,17 @@ def test_export_prm_cli_rejects_a_bad_threshold_in_one_line(cli, store, feedback
     ok = cli("export", "prm", "--format", "math-shepherd")
     assert ok.exit_code == 0, ok.output
     assert "3 prm-math-shepherd rows" in ok.stdout
+
+
+def test_prm_provider_without_the_training_extra_names_it_in_one_line(cli, store, feedback, monkeypatch):
+    import ares_data.extras as extras
+
+    _scored(feedback)
+    real = extras.find_spec
+    monkeypatch.setattr(extras, "find_spec", lambda name: None if name == "torch" else real(name))
+    result = cli("collect-scores", "--provider", "prm", "--model", "prm-1", "--round", "1")
+    assert result.exit_code == 1
+    assert "'train' extra (torch is not installed): pip install 'ares-toolkit[train]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    _, calls = store.query_readonly("SELECT COUNT(*) FROM teacher_call WHERE provider = 'prm'")
+    assert calls == [(0,)]
