@@ -27,6 +27,7 @@ from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence
 from ares_data.prm_data import PRM_STAGE
 from ares_data.store import Store
 from ares_data.teacher.client import Reply
+from ares_data.teacher.config import TeacherConfig
 
 from .loading import checkpoint_chain, load_student
 from .prm_model import Encoded, PRMScorer, on_grid
@@ -60,7 +61,7 @@ def load_prm(store: Store, prm: ModelCheckpoint, device: str = "auto", dtype: st
 class PRMAnswerer:
     """Answers score tasks with a PRM; concurrent requests share a forward pass."""
 
-    def __init__(self, store: Store, config: Any):
+    def __init__(self, store: Store, config: TeacherConfig):
         self.store = store
         self.checkpoint = find_prm(store, config.model)
         self.scorer = load_prm(store, self.checkpoint, config.device, config.dtype)
