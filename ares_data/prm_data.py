@@ -17,13 +17,14 @@ from typing import Sequence
 from sqlalchemy import column, table
 from sqlmodel import Session, select
 
+from .enums import CheckpointStage
 from .errors import ExportError
 from .formatting import student_prompt
 from .tables import ModelCheckpoint, Question, Rationale, Sentence
 from .review.labels import HUMAN, flagged_questions
 from .store import Store, _in_chunks
 
-PRM_STAGE = "prm"
+PRM_STAGE = CheckpointStage.prm
 SOURCES = ("gold", "student", "correction")
 _LABELS = table("v_sentence_labels", column("rationale_id"), column("sentence_id"), column("labeller"),
                 column("score"))

@@ -92,18 +92,6 @@ def on_grid(score: float) -> float:
     return round(min(max(score, 0.0), 1.0) * 10) / 10
 
 
-def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """auto: CUDA + bfloat16 when a GPU is present, else CPU + float32."""
-    cuda = torch.cuda.is_available()
-    place = torch.device("cuda" if device == "auto" and cuda else "cpu" if device == "auto" else device)
-    if place.type == "cuda" and not cuda:
-        raise TrainingError(f"--device {device}: no CUDA device is available")
-    kinds = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype != "auto" and dtype not in kinds:
-        raise TrainingError(f"--dtype takes auto, {', '.join(kinds)}; not {dtype!r}")
-    return place, kinds[dtype] if dtype != "auto" else torch.bfloat16 if place.type == "cuda" else torch.float32
-
-
 def save_prm(lm: Any, head: ScoreHead, output: Path, info: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
@@ -121,18 +109,19 @@ class PRMScorer:
         self.batch_size = int(info.get("batch_size", 8))
 
     @classmethod
-    def load(cls, base_lm: Any, tokenizer: Any, directory: str | Path, device: str = "auto",
-             dtype: str = "auto") -> "PRMScorer":
-        """`base_lm` is the model the PRM was trained on (its checkpoint chain merged)."""
+    def load(cls, base_lm: Any, tokenizer: Any, directory: str | Path) -> "PRMScorer":
+        """`base_lm` is the model the PRM was trained on (its checkpoint chain merged), already
+        on the device and in the dtype the PRM runs with."""
         from peft import PeftModel
         from safetensors.torch import load_file
+
+        from .placement import placement_of
 
         directory = Path(directory)
         if not (directory / HEAD_FILE).is_file():
             raise TrainingError(f"{directory} is not a PRM directory (no {HEAD_FILE})")
-        place, kind = resolve_device(device, dtype)
-        lm = PeftModel.from_pretrained(base_lm, str(directory)).merge_and_unload()
-        lm = lm.to(device=place, dtype=kind).eval()
+        place = torch.device(placement_of(base_lm).device)
+        lm = PeftModel.from_pretrained(base_lm, str(directory)).merge_and_unload().eval()
         head = ScoreHead(hidden_size(lm))
         head.load_state_dict(load_file(str(directory / HEAD_FILE)))
         info = json.loads((directory / INFO_FILE).read_text())

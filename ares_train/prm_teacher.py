@@ -30,6 +30,7 @@ from ares_data.teacher.client import Reply
 from ares_data.teacher.config import TeacherConfig
 
 from .loading import checkpoint_chain, load_student
+from .placement import resolve
 from .prm_model import Encoded, PRMScorer, on_grid
 
 
@@ -52,8 +53,9 @@ def load_prm(store: Store, prm: ModelCheckpoint, device: str = "auto", dtype: st
     with store.session() as session:
         chain = checkpoint_chain(session, session.get(ModelCheckpoint, prm.parent_id))
     try:
-        lm, tokenizer = load_student(chain[0].path, [c.adapter_path for c in chain if c.adapter_path])
-        return PRMScorer.load(lm, tokenizer, prm.adapter_path or prm.path, device, dtype)
+        lm, tokenizer = load_student(chain[0].path, [c.adapter_path for c in chain if c.adapter_path],
+                                     resolve(device, dtype))
+        return PRMScorer.load(lm, tokenizer, prm.adapter_path or prm.path)
     except TrainingError as exc:
         raise TeacherError(f"PRM {prm.name}: {exc}") from exc
 
@@ -65,6 +67,7 @@ class PRMAnswerer:
         self.store = store
         self.checkpoint = find_prm(store, config.model)
         self.scorer = load_prm(store, self.checkpoint, config.device, config.dtype)
+        self.snapshot = f"{self.checkpoint.name} (model_checkpoint {self.checkpoint.id}) at {self.checkpoint.path}"
         self._pending: list[tuple[Encoded, asyncio.Future]] = []
         self._draining: asyncio.Task | None = None
 
@@ -94,7 +97,7 @@ class PRMAnswerer:
         scores = await future
         return Reply(text=json.dumps({"scores": [on_grid(s) for s in scores]}), tokens_in=len(item.ids),
                      tokens_out=0, cached_tokens_in=None, attempts=1,
-                     latency_ms=(time.perf_counter() - started) * 1000)
+                     latency_ms=(time.perf_counter() - started) * 1000, model_snapshot=self.snapshot)
 
     async def _drain(self) -> None:
         """Score what is pending, in one batch per turn, off the event loop."""

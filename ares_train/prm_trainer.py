@@ -19,13 +19,15 @@ from typing import Any, Sequence
 
 import torch
 
+from ares_data.enums import RunKind
 from ares_data.errors import TrainingError
 from ares_data.tables import ModelCheckpoint
 from ares_data.prm_data import LabelledRationale, labelled_rationales
 from ares_data.store import Store
 
 from .prm_config import PRMConfig
-from .prm_model import Encoded, ScoreHead, decoder_of, encode, hidden_size, predict, resolve_device, save_prm
+from .placement import placement_of
+from .prm_model import Encoded, ScoreHead, decoder_of, encode, hidden_size, predict, save_prm
 from .stages import run_stage
 
 
@@ -68,11 +70,11 @@ class PRMTrainer:
         from peft import LoraConfig, get_peft_model
 
         self.config, self.tokenizer = config, tokenizer
-        self.device, dtype = resolve_device(config.device, config.dtype)
+        self.device = torch.device(placement_of(lm).device)  # where run_stage placed it (config.device/dtype)
         torch.manual_seed(config.seed)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=config.lora_target_modules, bias="none")
-        self.lm = get_peft_model(lm.to(device=self.device, dtype=dtype), lora)
+        self.lm = get_peft_model(lm, lora)
         self.decoder = decoder_of(self.lm)
         self.head = ScoreHead(hidden_size(lm), prior).to(self.device)
         params = [p for p in self.lm.parameters() if p.requires_grad] + list(self.head.parameters())
@@ -165,6 +167,6 @@ def train_prm(store: Store, start: ModelCheckpoint, *, config: PRMConfig | None 
                    "dtype": str(next(trainer.lm.parameters()).dtype).removeprefix("torch."), "steps": len(result["steps"])}
         return {**result, "data": data, "summary": summary}
 
-    return run_stage(store, stage="prm", round=None, start=start, export=None, output_dir=output, config=config,
+    return run_stage(store, stage=RunKind.prm, round=None, start=start, export=None, output_dir=output, config=config,
                      train=train, name=name, run_config={"teacher": teacher, "sources": list(sources),
                                                          "rounds": list(rounds) if rounds else None})

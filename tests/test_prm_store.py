@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ares_data.errors import ExportError
 from ares_data.store import resolve_url
-from db.migrate import load_migrations, migrate
+from ares_data.migrate import load_migrations, migrate
 
 
 @pytest.mark.both_backends

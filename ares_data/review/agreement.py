@@ -21,12 +21,13 @@ def prm_teachers(store: Store) -> dict[str, str]:
     """Each registered PRM (`ares train prm`) -> the teacher it learned from (its training run's config)."""
     from sqlmodel import select
 
+    from ..enums import CheckpointStage
     from ..tables import ModelCheckpoint, TrainingRun
 
     with store.session() as session:
         found = session.exec(select(ModelCheckpoint.name, TrainingRun.config)
                              .join(TrainingRun, TrainingRun.output_checkpoint_id == ModelCheckpoint.id)
-                             .where(ModelCheckpoint.stage == "prm")).all()
+                             .where(ModelCheckpoint.stage == CheckpointStage.prm)).all()
     return {name: (config or {}).get("teacher") for name, config in found if (config or {}).get("teacher")}
 
 

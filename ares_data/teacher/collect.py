@@ -208,7 +208,7 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
     tally = Tally()
     async with AsyncExitStack() as stack:
         answer = local_answerer(store, teacher) if is_local(teacher) else \
-            online(await stack.enter_async_context(client or TeacherClient(teacher)))
+            online(await stack.enter_async_context(client or TeacherClient(teacher, store=store)))
         runner = CallRunner(store, teacher, answer, tally=tally, max_cost=request.max_cost)
         claims = _claims(store, request, teacher)
         async with claims.heartbeat():

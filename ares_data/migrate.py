@@ -1,6 +1,7 @@
 """Ordered, named schema migrations, each applied in one transaction with the row that records it.
 
-Migrations are the `NNNN_name.sql` files beside this module, applied in file-name order.
+Migrations are the `NNNN_name.sql` files of the repository's `db/migrations/`, installed as the
+package data `ares_data.migrations` (see setup.py), applied in file-name order.
 `create_all` is never used: the SQL here *is* the schema, so a store can be audited and
 rebuilt from these files alone. A store that has applied a migration this code does not
 know is newer than the code and is refused.
@@ -12,17 +13,19 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterator
+from importlib import resources
+from typing import TYPE_CHECKING, Iterator
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from ares_data.errors import SchemaError
+from .errors import SchemaError
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+MIGRATIONS = resources.files("ares_data.migrations")
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-_DIALECT = re.compile(r"^--\s*dialect:\s*(all|sqlite|postgresql)\s*$")
 
 # Per-dialect spellings of the few types that differ between SQLite and PostgreSQL.
 _TOKENS = {
@@ -41,34 +44,55 @@ class Migration:
     sql: str
 
     def statements(self, dialect: str) -> list[str]:
-        """The statements for `dialect`: a `-- dialect: NAME` line starts a part only NAME runs
-        (`all` ends it), for what the two engines spell differently (a CHECK change)."""
+        """The statements for `dialect`; one that starts with `{postgresql}` (or `{sqlite}`) runs on that
+        engine only, for what the two spell differently (a CHECK constraint change)."""
         tokens = _TOKENS.get(dialect, _TOKENS["postgresql"])
         body = self.sql
         for key, value in tokens.items():
             body = body.replace("{" + key + "}", value)
-        lines, wanted = [], "all"
-        for line in body.splitlines():
-            marker = _DIALECT.match(line)
-            if marker:
-                wanted = marker.group(1)
-            elif not line.strip().startswith("--") and wanted in ("all", dialect):
-                lines.append(line)
-        return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+        lines = [ln for ln in body.splitlines() if not ln.strip().startswith("--")]
+        found = []
+        for statement in _split("\n".join(lines)):
+            only = next((d for d in DIALECTS if statement.startswith("{" + d + "}")), None)
+            if only is not None:
+                if dialect != only:
+                    continue
+                statement = statement[len(only) + 2:].strip()
+            found.append(statement)
+        return found
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+DIALECTS = ("postgresql", "sqlite")  # `{name}` before a statement: that engine only
+_DOLLAR_OR_END = re.compile(r"(\$[A-Za-z_]*\$|;)")
+
+
+def _split(sql: str) -> list[str]:
+    """Statements separated by `;`, except inside $$-quoted bodies (DO blocks, functions)."""
+    statements, current, quote = [], [], None
+    for piece in _DOLLAR_OR_END.split(sql):
+        if quote is None and piece == ";":
+            statements.append("".join(current))
+            current = []
+            continue
+        if piece.startswith("$") and piece.endswith("$") and len(piece) >= 2:
+            quote = piece if quote is None else (None if piece == quote else quote)
+        current.append(piece)
+    statements.append("".join(current))
+    return [s.strip() for s in statements if s.strip()]
+
+
+def load_migrations(directory: Traversable = MIGRATIONS) -> list[Migration]:
     """The migrations in order; refuses stray names and duplicate sequence numbers."""
     found: list[Migration] = []
     seen: set[str] = set()
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         match = _NAME.match(path.name)
         if not match:
             raise SchemaError(f"migration file {path.name} is not named NNNN_name.sql")
         if match.group(1) in seen:
             raise SchemaError(f"two migrations share the number {match.group(1)}")
         seen.add(match.group(1))
-        found.append(Migration(path.stem, path.read_text(encoding="utf-8")))
+        found.append(Migration(path.name.removesuffix(".sql"), path.read_text(encoding="utf-8")))
     return found
 
 
@@ -79,6 +103,37 @@ def _ensure_log(conn: Connection) -> None:
             " name TEXT PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
         )
     )
+
+
+def recorded(engine: Engine) -> list[str] | None:
+    """The migrations a store has applied, read without writing anything (None: no log at all),
+    so a SELECT-only role can check a store it cannot migrate."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("schema_migration"):
+            return None
+        return [r[0] for r in conn.execute(text("SELECT name FROM schema_migration ORDER BY name"))]
+
+
+def check_current(engine: Engine, migrations: list[Migration] | None = None) -> None:
+    """Refuse a store that is newer than this code, or behind it, without changing it."""
+    known = [m.name for m in (load_migrations() if migrations is None else migrations)]
+    done = recorded(engine)
+    if done is None:
+        raise SchemaError("not an ares store (no schema_migration table): `ares init` creates one")
+    _refuse_unknown(done, known)
+    missing = [name for name in known if name not in done]
+    if missing:
+        raise SchemaError(f"the store is behind this version of ares (missing {', '.join(missing)}): "
+                          "run `ares init` with the store owner's URL to migrate it")
+
+
+def _refuse_unknown(done: list[str], known: list[str]) -> None:
+    unknown = [name for name in done if name not in known]
+    if unknown:
+        raise SchemaError(
+            f"the store has migration {unknown[-1]} that this version of ares does not know; "
+            "upgrade ares to use this store"
+        )
 
 
 def applied(engine: Engine) -> list[str]:
@@ -92,12 +147,7 @@ def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[s
     migrations = load_migrations() if migrations is None else migrations
     known = [m.name for m in migrations]
     done = applied(engine)
-    unknown = [name for name in done if name not in known]
-    if unknown:
-        raise SchemaError(
-            f"the store has migration {unknown[-1]} that this version of ares does not know; "
-            "upgrade ares to use this store"
-        )
+    _refuse_unknown(done, known)
     new: list[str] = []
     for migration in migrations:
         if migration.name in done:
