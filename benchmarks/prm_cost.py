@@ -1,6 +1,6 @@
 """What a distilled PRM costs and how far it agrees with its teacher, on this machine.
 
-    .venv/bin/python benchmarks/prm_cost.py [--questions 160] [--model smollm2] [--epochs 2]
+    .venv/bin/python benchmarks/prm_cost.py [--questions 24] [--model smollm2] [--epochs 1]
 
 The store: A-OKVQA val gold rationales (../shared/data; 3 per question) turned into student
 rationales whose sentences are kept, cut short, word-shuffled or repeated, and scored by a rule
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import tempfile
 import time
@@ -101,9 +102,9 @@ def build_store(store: Store, questions: int, seed: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=160)
+    parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--model", default="smollm2", help="PRM backbone: 'smollm2' or a model directory.")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu")
@@ -116,15 +117,15 @@ def main() -> None:
         scored = build_store(store, args.questions, args.seed)
         config = PRMConfig(num_train_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                            device=args.device, validation_fraction=0.1, seed=args.seed)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         prm = train_prm(store, ensure_base_checkpoint(store, args.model), config=config, teacher=TEACHER,
                         sources=("student",), rounds=[1], output_dir=Path(tmp) / "prm")
-        train_s = time.perf_counter() - started
+        train_s, train_cpu = time.perf_counter() - started, time.process_time() - cpu
         run = training_run_of(store, prm)
         teacher = TeacherConfig.from_options(provider="prm", model=prm.name, device=args.device, concurrency=16)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         summary = asyncio.run(collect_scores(store, teacher, round=2))
-        score_s = time.perf_counter() - started
+        score_s, score_cpu = time.perf_counter() - started, time.process_time() - cpu
         _, rows = store.query_readonly("SELECT COUNT(*) FROM sentence_score ss JOIN teacher_call c"
                                        " ON c.id = ss.teacher_call_id WHERE c.provider = 'prm'")
         prm_sentences = rows[0][0]
@@ -137,9 +138,12 @@ def main() -> None:
     result = {
         "questions": args.questions, "teacher_scored_sentences": scored, "backbone": args.model,
         "train_rationales": run.metrics["data"]["train_rationales"], "epochs": args.epochs,
-        "train_seconds": round(train_s, 1), "prm_scored_sentences": prm_sentences,
-        "prm_failed": dict(summary.failed), "score_seconds": round(score_s, 1),
+        "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu, 1),
+        "prm_scored_sentences": prm_sentences, "prm_failed": dict(summary.failed),
+        "score_seconds": round(score_s, 1), "score_cpu_seconds": round(score_cpu, 1),
         "prm_seconds_per_1k_sentences": round(score_s / prm_sentences * 1000, 1),
+        "prm_cpu_seconds_per_1k_sentences": round(score_cpu / prm_sentences * 1000, 1),
+        "load_average_1min": round(os.getloadavg()[0], 1), "cpus": os.cpu_count(),
         "prm_api_usd_per_1k_sentences": 0.0,
         "api_teacher": args.price_model,
         "api_usd_per_1k_sentences_grouped": round(dry.est_cost_usd / round2_sentences * 1000, 5),
@@ -149,9 +153,11 @@ def main() -> None:
         "heldout_shared_sentences": pair["shared_sentences"],
         "internal_val_mae_before_after": [run.metrics["summary"]["val_mae_before"], run.metrics["summary"]["val_mae"]],
     }
-    print(f"PRM on {args.model}: trained on {result['train_rationales']} rationales in {result['train_seconds']} s; "
-          f"scored {prm_sentences} held-out sentences in {result['score_seconds']} s "
-          f"({result['prm_seconds_per_1k_sentences']} s per 1k sentences, $0 API)")
+    print(f"PRM on {args.model}: trained on {result['train_rationales']} rationales in {result['train_seconds']} s "
+          f"({result['train_cpu_seconds']} CPU s); scored {prm_sentences} held-out sentences in "
+          f"{result['score_seconds']} s ({result['score_cpu_seconds']} CPU s): {result['prm_seconds_per_1k_sentences']} s, "
+          f"{result['prm_cpu_seconds_per_1k_sentences']} CPU s per 1k sentences, $0 API "
+          f"(load average {result['load_average_1min']} on {result['cpus']} CPUs)")
     print(f"held-out agreement with the teacher: Spearman {result['heldout_spearman']}, mean absolute difference "
           f"{result['heldout_mean_abs_diff']}, exact {result['heldout_exact_agreement']} on "
           f"{pair['shared_sentences']} sentences; {args.price_model} would cost "
