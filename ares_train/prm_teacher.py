@@ -21,12 +21,13 @@ from typing import Any
 
 from sqlmodel import select
 
+from ares_data.enums import AttemptOutcome
 from ares_data.errors import TeacherError, TrainingError
 from ares_data.formatting import student_prompt
-from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence
+from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from ares_data.prm_data import PRM_STAGE
 from ares_data.store import Store
-from ares_data.teacher.client import Reply
+from ares_data.teacher.client import Attempt, Reply
 from ares_data.teacher.config import TeacherConfig
 
 from .loading import checkpoint_chain, load_student
@@ -88,16 +89,19 @@ class PRMAnswerer:
         if meta.get("kind") != "score" or "rationale_id" not in meta:
             raise TeacherError(f"a PRM only scores sentences of one rationale per request; "
                                f"{meta.get('kind', 'this request')} needs an LLM teacher (--provider openai)")
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), utcnow()
         item = self._item(int(meta["rationale_id"]))
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
         scores = await future
+        latency = (time.perf_counter() - started) * 1000
+        attempt = Attempt(1, AttemptOutcome.ok, started_at, model_snapshot=self.snapshot, tokens_in=len(item.ids),
+                          tokens_out=0, latency_ms=latency)  # one attempt, as a teacher's call records it
         return Reply(text=json.dumps({"scores": [on_grid(s) for s in scores]}), tokens_in=len(item.ids),
-                     tokens_out=0, cached_tokens_in=None, attempts=1,
-                     latency_ms=(time.perf_counter() - started) * 1000, model_snapshot=self.snapshot)
+                     tokens_out=0, cached_tokens_in=None, attempts=1, latency_ms=latency,
+                     model_snapshot=self.snapshot, log=[attempt])
 
     async def _drain(self) -> None:
         """Score what is pending, in one batch per turn, off the event loop."""

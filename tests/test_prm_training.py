@@ -93,6 +93,10 @@ def test_prm_as_teacher_writes_rows_that_pass_a_teachers_checks(cli, store, feed
     assert all(c.cost_usd == 0 and c.latency_ms > 0 and c.tokens_in > 0 and c.attempts == 1 for c in calls)
     assert all(c.kind == "score" and c.rationale_id and c.request["metadata"]["rationale_id"] == str(c.rationale_id)
                for c in calls)
+    assert all(c.model_snapshot.startswith("prm-1 (model_checkpoint ") for c in calls)  # the checkpoint
+    _, spend = store.query_readonly("SELECT calls, attempts, retried_attempts, answered_usd FROM v_teacher_spend"
+                                    " WHERE provider = 'prm'")
+    assert spend == [(12, 12, 0, 0.0)]  # one attempt per call, as the teacher path records it; free
     assert len(scores) == len(sentences)  # one score per sentence, each on the 0.1 grid of [0, 1]
     assert all(0 <= s.score <= 1 and round(s.score * 10) == s.score * 10 for s, _ in scores)
     again = cli("collect-scores", "--provider", "prm", "--model", "prm-1", "--round", "1", "--device", "cpu")
