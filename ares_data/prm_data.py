@@ -20,9 +20,9 @@ from sqlmodel import Session, select
 from .enums import CheckpointStage
 from .errors import ExportError
 from .formatting import student_prompt
-from .tables import ModelCheckpoint, Question, Rationale, Sentence
 from .review.labels import HUMAN, flagged_questions
 from .store import Store, _in_chunks
+from .tables import ModelCheckpoint, Question, Rationale, Sentence
 
 PRM_STAGE = CheckpointStage.prm
 SOURCES = ("gold", "student", "correction")

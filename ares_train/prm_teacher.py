@@ -6,9 +6,9 @@ score request into the reply an API would have given (`{"scores": [...]}`), so v
 `teacher_call` and `sentence_score` rows, claims and resume are the teacher path's own. A PRM
 request names its rationale (`metadata.rationale_id`, see `calls.request_key`): the PRM reads
 the question and the rationale's exact text from the store, as it did in training, rather
-than the teacher prompt's rendering of them. PRM calls are never grouped by question. Requests that arrive together (the collector's concurrent
-workers) are scored in one batch on the PRM's device. Each reply costs nothing; its latency is
-the time from the request to its batch's answer.
+than the teacher prompt's rendering of them. PRM calls are never grouped by question. Requests
+that arrive together (the collector's concurrent workers) are scored in one batch on the PRM's
+device. Each reply costs nothing; its latency is the time from the request to its batch's answer.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from sqlmodel import select
 from ares_data.enums import AttemptOutcome
 from ares_data.errors import TeacherError, TrainingError
 from ares_data.formatting import student_prompt
-from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from ares_data.prm_data import PRM_STAGE
 from ares_data.store import Store
+from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from ares_data.teacher.client import Attempt, Reply
 from ares_data.teacher.config import TeacherConfig
 

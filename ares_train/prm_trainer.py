@@ -21,12 +21,12 @@ import torch
 
 from ares_data.enums import RunKind
 from ares_data.errors import TrainingError
-from ares_data.tables import ModelCheckpoint
 from ares_data.prm_data import LabelledRationale, labelled_rationales
 from ares_data.store import Store
+from ares_data.tables import ModelCheckpoint
 
-from .prm_config import PRMConfig
 from .placement import placement_of
+from .prm_config import PRMConfig
 from .prm_model import Encoded, ScoreHead, decoder_of, encode, hidden_size, predict, save_prm
 from .stages import run_stage
 
@@ -163,8 +163,8 @@ def train_prm(store: Store, start: ModelCheckpoint, *, config: PRMConfig | None 
                                                  "start_checkpoint": start.name, "objective": "regression"})
         first, last = result["epochs"][0], result["epochs"][-1]
         summary = {"val_mae_before": first["val_mae"], "val_mae": last["val_mae"], "val_spearman": last["val_spearman"],
-                   "val_sentences": last["val_sentences"], "device": str(trainer.device),
-                   "dtype": str(next(trainer.lm.parameters()).dtype).removeprefix("torch."), "steps": len(result["steps"])}
+                   "val_sentences": last["val_sentences"], "steps": len(result["steps"]),
+                   **placement_of(trainer.lm).describe()}
         return {**result, "data": data, "summary": summary}
 
     return run_stage(store, stage=RunKind.prm, round=None, start=start, export=None, output_dir=output, config=config,

@@ -155,7 +155,8 @@ def main() -> None:
     }
     print(f"PRM on {args.model}: trained on {result['train_rationales']} rationales in {result['train_seconds']} s "
           f"({result['train_cpu_seconds']} CPU s); scored {prm_sentences} held-out sentences in "
-          f"{result['score_seconds']} s ({result['score_cpu_seconds']} CPU s): {result['prm_seconds_per_1k_sentences']} s, "
+          f"{result['score_seconds']} s ({result['score_cpu_seconds']} CPU s): "
+          f"{result['prm_seconds_per_1k_sentences']} s, "
           f"{result['prm_cpu_seconds_per_1k_sentences']} CPU s per 1k sentences, $0 API "
           f"(load average {result['load_average_1min']} on {result['cpus']} CPUs)")
     print(f"held-out agreement with the teacher: Spearman {result['heldout_spearman']}, mean absolute difference "

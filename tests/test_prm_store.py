@@ -8,8 +8,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 from ares_data.errors import ExportError
-from ares_data.store import resolve_url
 from ares_data.migrate import load_migrations, migrate
+from ares_data.store import resolve_url
 
 
 @pytest.mark.both_backends
@@ -37,7 +37,8 @@ def test_0016_rebuild_keeps_rows_and_references_and_allows_prm(db_url):
         assert tuple(run) == ("rl", 1, 2)
         conn.execute(text("INSERT INTO model_checkpoint (id, name, path, base_model, parent_id, stage, created_at)"
                           " VALUES (3, 'prm-1', 'r', 'p', 2, 'prm', '2026-01-03')"))
-        conn.execute(text("INSERT INTO training_run (id, kind, status, started_at) VALUES (2, 'prm', 'done', '2026-01-03')"))
+        conn.execute(text("INSERT INTO training_run (id, kind, status, started_at)"
+                          " VALUES (2, 'prm', 'done', '2026-01-03')"))
     for bad in ("INSERT INTO model_checkpoint (name, path, base_model, stage, created_at)"
                 " VALUES ('x', 'p', 'b', 'final', '2026-01-01')",
                 "INSERT INTO training_run (kind, status, started_at) VALUES ('dpo', 'done', '2026-01-01')",
@@ -81,10 +82,12 @@ def test_export_prm_stepwise_and_math_shepherd_load_with_datasets(store, feedbac
     export_prm(store, "math-shepherd", out_dir=tmp_path / "ms")
     shepherd = load_dataset("parquet", data_files=str(tmp_path / "ms" / "data.parquet"), split="train")
     assert shepherd.column_names == ["input", "label", "task"]
-    assert shepherd[0]["input"].endswith("Step 1: 0 ends in a digit. ки\nStep 2: Even numbers end in 0, 2, 4, 6 or 8. ки"
-                                         "\nStep 3: The answer is (A). ки")
-    assert shepherd[0]["label"].endswith("Step 1: 0 ends in a digit. +\nStep 2: Even numbers end in 0, 2, 4, 6 or 8. -"
-                                         "\nStep 3: The answer is (A). +")
+    assert shepherd[0]["input"].endswith("Step 1: 0 ends in a digit. ки\n"
+                                         "Step 2: Even numbers end in 0, 2, 4, 6 or 8. ки\n"
+                                         "Step 3: The answer is (A). ки")
+    assert shepherd[0]["label"].endswith("Step 1: 0 ends in a digit. +\n"
+                                         "Step 2: Even numbers end in 0, 2, 4, 6 or 8. -\n"
+                                         "Step 3: The answer is (A). +")
     assert shepherd[0]["input"].count("ки") == 3
 
 

@@ -102,7 +102,8 @@ def test_prm_as_teacher_writes_rows_that_pass_a_teachers_checks(cli, store, feed
     again = cli("collect-scores", "--provider", "prm", "--model", "prm-1", "--round", "1", "--device", "cpu")
     assert "scored 0 of 0" in again.stdout  # resume: nothing is asked twice
 
-    exported = cli("export", "rl", "--round", "1", "--teacher", "prm-1", "--scores", "teacher", "--out", tmp_path / "rl")
+    exported = cli("export", "rl", "--round", "1", "--teacher", "prm-1", "--scores", "teacher",
+                   "--out", tmp_path / "rl")
     assert exported.exit_code == 0 and "12 rl rows" in exported.stdout, exported.output
     shown = cli("agreement")
     assert shown.exit_code == 0 and "each PRM against the teacher it learned from" in shown.stdout

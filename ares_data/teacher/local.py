@@ -37,5 +37,8 @@ def local_answerer(store: Store, config: TeacherConfig) -> "Answerer":
     try:
         factory = found[0].load()
     except ModuleNotFoundError as exc:
-        raise missing_extra(exc) or exc
+        hint = missing_extra(exc)
+        if hint is None:
+            raise
+        raise hint from exc
     return factory(store, config)
