@@ -3,7 +3,7 @@
 In verl's PPO the actor writes new text every step, so the rewards cannot come from an export:
 for each batch the manager decodes each response once, records it as a student rationale
 (round = verl's global step unless the run sets one, checkpoint = the run's name), asks the
-teacher through the project's collector (`collect_scores`: rate limits, retries, validation,
+teacher through the project's collector (`collect`: rate limits, retries, validation,
 one grouped call per prompt, the request-hash cache, every call in the store) and puts
 `score - neutral` on the token of verl's own ids that ends each sentence. A response whose
 scores failed gets no score reward and is counted in the extra info (`ares_failed`).
@@ -37,11 +37,13 @@ from typing import Any, Optional, Sequence
 import torch
 from sqlmodel import select
 
+from ares_data.enums import CallStatus, CheckpointStage, RationaleSource
 from ares_data.errors import TrainingError
 from ares_data.formatting import parse_answer
-from ares_data.models import Question, Sentence, SentenceScore, TeacherCall
+from ares_data.tables import Question, Sentence, SentenceScore, TeacherCall
 from ares_data.store import Store, redact
-from ares_data.teacher import TeacherConfig, collect_scores
+from ares_data.teacher import TeacherConfig
+from ares_data.teacher.collect import CollectRequest, collect
 
 from .ppo_math import score_rewards
 from .sentence_tokens import sentence_end_tokens
@@ -119,7 +121,7 @@ class Placed:
                 "ares_sentences": len(self.scores)}
 
 
-def token_spans(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]] | None]:
+def decoded_spans(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]] | None]:
     """The decoded text and each token's character span in it (special tokens: empty spans).
 
     One offset pass: the text is encoded again with offsets; when that gives verl's ids back
@@ -180,14 +182,14 @@ class SentenceRewarder:
     def _checkpoint(self, session: Any) -> int:
         if self._checkpoint_id is None:
             row = self.store.register_checkpoint(session, name=self.settings.run, path=self.settings.run,
-                                                 base_model=self.settings.base_model, stage="rl",
+                                                 base_model=self.settings.base_model, stage=CheckpointStage.rl,
                                                  meta={"engine": "verl"})
             self._checkpoint_id = row.id
         return self._checkpoint_id
 
     def record(self, samples: Sequence[Sample]) -> list[tuple[int, int, list[tuple[int, int]] | None]]:
         """Store each response as a student rationale: (rationale id, characters stripped in front, spans)."""
-        decoded = [token_spans(self.tokenizer, s.response_ids) for s in samples]
+        decoded = [decoded_spans(self.tokenizer, s.response_ids) for s in samples]
         out = []
         with self.store.session() as session:
             checkpoint = self._checkpoint(session)
@@ -201,7 +203,7 @@ class SentenceRewarder:
                 round = self.settings.round if self.settings.round is not None else sample.step
                 digest = hashlib.sha1(repr(sample.response_ids).encode()).hexdigest()[:12]
                 row, _ = self.store.add_rationale(
-                    session, question_id=sample.question_id, source="student", text=stripped,
+                    session, question_id=sample.question_id, source=RationaleSource.student, text=stripped,
                     dedup_key=f"verl:{self.settings.run}:{round}:{sample.key}:{digest}",
                     model_checkpoint_id=checkpoint, round=round, sample_index=sample.sample_index,
                     predicted_answer=parse_answer(stripped, choices[sample.question_id]),
@@ -217,7 +219,7 @@ class SentenceRewarder:
                                      .order_by(Sentence.rationale_id, Sentence.idx)).all()
             scored = session.exec(
                 select(SentenceScore.sentence_id, SentenceScore.score).join(TeacherCall)
-                .where(SentenceScore.sentence_id.in_([s.id for s in sentences]), TeacherCall.status == "ok",
+                .where(SentenceScore.sentence_id.in_([s.id for s in sentences]), TeacherCall.status == CallStatus.ok,
                        TeacherCall.model == self.teacher.model).order_by(TeacherCall.id)).all()
         latest = dict(scored)
         out: dict[int, list[tuple[int, float | None]]] = {r: [] for r in rationale_ids}
@@ -230,8 +232,9 @@ class SentenceRewarder:
         started = time.monotonic()
         recorded = self.record(samples)
         ids = [rid for rid, _, _ in recorded]
-        summary = await collect_scores(self.store, self.teacher, only=ids, group_by_question=self.settings.group_by_question,
-                                       max_cost=self.settings.max_cost, progress=False)
+        request = CollectRequest("score", grouped=self.settings.group_by_question, max_cost=self.settings.max_cost,
+                                 only=tuple(ids))
+        summary = await collect(self.store, self.teacher, request)
         by_rationale = self._scores(ids)
         placed = [self._place(by_rationale[rid], shift, spans) for rid, shift, spans in recorded]
         logger.info("ares_sentence: %d responses in %.2fs; teacher calls %d sent, %d from the store; "
