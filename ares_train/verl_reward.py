@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -58,7 +59,11 @@ except ImportError:  # pragma: no cover - exercised only where verl is not insta
     RewardManagerBase = AbstractRewardManager = object
 
 REGISTERED_NAME = "ares_sentence"
+# Each batch's time and calls: Ray forwards a reward worker's stderr to the driver's console.
 logger = logging.getLogger("ares.verl")
+logger.setLevel(os.environ.get("ARES_VERL_LOG_LEVEL", "INFO"))
+if not logging.getLogger().handlers:
+    logger.addHandler(logging.StreamHandler())
 
 
 @dataclass

@@ -4,6 +4,7 @@ batches, verl's own registries and loaders, the project's fake teacher on 127.0.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 import pytest
@@ -87,7 +88,10 @@ def test_registered_under_ares_sentence_in_both_of_verls_registries():
     assert loop_registry("ares_sentence") is AresSentenceRewardLoop
 
 
-def test_batch_manager_scores_new_text_on_sentence_end_tokens_and_records_everything(store, tokenizer, questions):
+@pytest.mark.both_backends  # a cluster's store is PostgreSQL
+def test_batch_manager_scores_new_text_on_sentence_end_tokens_and_records_everything(store, tokenizer, questions,
+                                                                                     caplog):
+    caplog.set_level(logging.INFO, logger="ares.verl")
     data = batch(tokenizer, RESPONSES, [questions[0], questions[0], questions[1], questions[1]], step=3)
     with serve_in_thread() as url:
         manager = AresSentenceRewardManager(tokenizer, 0, ares=settings(url))
@@ -100,6 +104,7 @@ def test_batch_manager_scores_new_text_on_sentence_end_tokens_and_records_everyt
     assert out["reward_extra_info"]["ares_failed"] == [0, 0, 0, 0]
     assert out["reward_extra_info"]["ares_sentences"] == [len(split_sentences(t.strip())) for t in RESPONSES]
     assert torch.equal(again, reward)
+    assert "ares_sentence: 4 responses in" in caplog.text and "2 sent, 0 from the store" in caplog.text
     with store.session() as s:
         rationales = s.exec(select(Rationale).order_by(Rationale.id)).all()
         calls = s.exec(select(TeacherCall)).all()
