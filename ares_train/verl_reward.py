@@ -114,7 +114,7 @@ class Sample:
 
 @dataclass
 class Placed:
-    """The teacher's reward of one sample: token positions and `score - neutral` at each."""
+    """The teacher's verdict on one sample: the token ending each sentence and that sentence's score."""
 
     positions: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)

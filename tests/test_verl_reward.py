@@ -199,3 +199,10 @@ def test_verls_reward_loop_worker_loads_and_runs_the_manager(store, tokenizer, t
 def test_settings_refuse_unknown_keys():
     with pytest.raises(TrainingError, match="unknown setting"):
         VerlRewardSettings.from_mapping({"stroe": "x"})
+
+
+def test_a_batch_from_other_data_is_refused_in_one_line(store, tokenizer, questions):
+    data = batch(tokenizer, RESPONSES[:1], questions[:1])
+    data.non_tensor_batch["extra_info"] = np.array([{"index": 0}], dtype=object)  # not `ares export verl` data
+    with serve_in_thread() as url, pytest.raises(TrainingError, match="row 0: extra_info has no question_id"):
+        AresSentenceRewardManager(tokenizer, 0, ares=settings(url))(data)
