@@ -93,7 +93,7 @@ class VerlRewardSettings:
 
     @classmethod
     def from_verl(cls, config: Any) -> "VerlRewardSettings":
-        """From verl's config: `reward.reward_kwargs.ares` (`reward_model.reward_kwargs` migrates there)."""
+        """From verl's config: `reward.reward_kwargs.ares`, where verl's DAPO manager reads its own settings."""
         from omegaconf import OmegaConf
 
         kwargs = config.reward.get("reward_kwargs") or {}
