@@ -58,6 +58,7 @@ class CollectRequest:
     batch: BatchLimits | None = None
     retry_failed: bool = False
     group_cap: GroupCap = GroupCap()
+    only: tuple[int, ...] | None = None  # rationale ids in place of the source and round (verl's reward manager)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rationales", RationaleSource(self.rationales))
@@ -191,7 +192,7 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
     selection = request.selection
     pending = batch_api.in_open_batches(request.kind, teacher) if request.batch is not None else None
     with store.session() as session:
-        jobs = select_jobs(session, teacher, selection, exclude=pending)
+        jobs = select_jobs(session, teacher, selection, only=request.only, exclude=pending)
     work = units([j for j in jobs if j.sentences], selection.grouped, request.group_cap)
     counts = dict(kind=request.kind, selected=sum(len(unit) for unit in work),
                   skipped_empty=sum(1 for j in jobs if not j.sentences))
