@@ -36,7 +36,7 @@ from ares_data.errors import TrainingError
 from . import ppo_math as pm
 from .ppo_config import PPOConfig
 from .sentence_tokens import tokenize_with_sentence_ends
-from .vision import encode, image_tensors, is_processor, lora_targets, text_tokenizer
+from .vision import concat_images, encode, image_tensors, is_processor, lora_targets, model_positions, text_tokenizer
 
 POLICY, CRITIC = "default", "critic"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -73,8 +73,7 @@ class _Batch:
 
     def image_inputs(self) -> dict[str, torch.Tensor]:
         """The rows' image tensors, concatenated in row order (as their image tokens appear)."""
-        keys = {k for v in self.vision for k in v}
-        return {k: torch.cat([v[k] for v in self.vision if k in v]) for k in keys}
+        return concat_images(self.vision)
 
 
 def scores_match(row: Mapping[str, Any]) -> bool:
@@ -181,9 +180,12 @@ class SentenceRewardPPOTrainer:
             self.model.set_adapter(POLICY)
 
     def _run(self, batch: _Batch, *, hidden: bool = False) -> Any:
+        images = batch.image_inputs()
+        positions = model_positions(self.model, batch.input_ids, batch.attention_mask, images)  # Qwen-VL: 3-D
         return self.model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids, output_hidden_states=hidden, use_cache=False, **batch.image_inputs(),
+            position_ids=batch.position_ids if positions is None else positions, output_hidden_states=hidden,
+            use_cache=False, **images,
         )  # fmt: skip
 
     def _response_logits(self, batch: _Batch) -> torch.Tensor:
