@@ -14,8 +14,9 @@ _PUBLIC = {
     "Store": "store", "resolve_url": "store",
     # errors
     "AresError": "errors", "StoreError": "errors", "ReadOnlyError": "errors", "ImportDataError": "errors",
-    "TeacherError": "errors", "QuotaError": "errors", "ValidationError": "errors", "ExportError": "errors",
-    "TrainingError": "errors",
+    "SchemaError": "errors", "ImageError": "errors", "TeacherError": "errors", "QuotaError": "errors",
+    "InvalidAnswer": "errors", "ExportError": "errors", "ReviewError": "errors", "TrainingError": "errors",
+    "MissingExtra": "errors",
     # text
     "split_sentences": "splitter", "Span": "splitter",
     "student_prompt": "formatting", "parse_answer": "formatting",

@@ -1,19 +1,34 @@
-"""The one exception root of the toolkit.
+"""Every exception of the toolkit, under one root.
 
     AresError                 anything the CLI turns into one line and a non-zero exit
     ├── StoreError            the store cannot be opened, migrated or written
-    │   └── ReadOnlyError     a write was attempted through `ares sql`
+    │   ├── ReadOnlyError     a write was attempted through `ares sql`
+    │   └── SchemaError       the store's schema is newer than this code, or the migration list is broken
     ├── ImportDataError       an input file is malformed (names file, record and field)
+    ├── ImageError            a question's image no longer matches the sha256 recorded at import
     ├── TeacherError          the teacher cannot be used (permanent HTTP error, bad config)
-    │   └── QuotaError        the account is out of quota: retrying cannot help
-    ├── ValidationError       a teacher answer failed validation (kept with its reason)
+    │   ├── QuotaError        the account is out of quota: retrying cannot help
+    │   ├── RetryableError    one attempt failed in a way worth another (`retry_after`: the server's wish)
+    │   ├── CallFailed        no answer after the retries (`attempts`, `permanent`)
+    │   └── BudgetReached     the next call would take the estimated spend past --max-cost
+    ├── InvalidAnswer         a teacher answer failed validation (`code`: a short reason kept in the store)
+    │   └── PartlyInvalid     some parts of a grouped answer passed (`valid`), the rest did not
     ├── ExportError           a shard cannot be written
     ├── ReviewError           a human label, review filter or Label Studio file cannot be used
-    └── TrainingError         a model cannot be loaded or trained
+    ├── TrainingError         a model cannot be loaded or trained
+    └── MissingExtra          an optional library is not installed (names the extra to install)
 
 Errors of httpx, SQLAlchemy and datasets are translated at the boundary with
 `raise ... from exc`, so callers catch `AresError` only.
+
+Two exceptions are control flow, not errors, and stay beside the code that raises and catches
+them: `teacher.batch.Deferred` (a request goes into a batch instead of being answered now) and
+`ares_train.loop.Skipped` (a stage had nothing to do; the loop goes on). Neither reaches a user.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class AresError(Exception):
@@ -28,11 +43,19 @@ class ReadOnlyError(StoreError):
     pass
 
 
+class SchemaError(StoreError):
+    pass
+
+
 class ImportDataError(AresError):
     def __init__(self, file: str, record: object, field: str | None, problem: str):
         self.file, self.record, self.field, self.problem = file, record, field, problem
         where = f"{file}: record {record}" + (f", field '{field}'" if field else "")
         super().__init__(f"{where}: {problem}")
+
+
+class ImageError(AresError):
+    pass
 
 
 class TeacherError(AresError):
@@ -43,8 +66,32 @@ class QuotaError(TeacherError):
     pass
 
 
-class ValidationError(AresError):
+class RetryableError(TeacherError):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CallFailed(TeacherError):
+    def __init__(self, message: str, attempts: int, permanent: bool):
+        super().__init__(message)
+        self.attempts, self.permanent = attempts, permanent
+
+
+class BudgetReached(TeacherError):
     pass
+
+
+class InvalidAnswer(AresError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class PartlyInvalid(InvalidAnswer):
+    def __init__(self, code: str, message: str, valid: dict[Any, Any]):
+        super().__init__(code, message)
+        self.valid = valid
 
 
 class ExportError(AresError):
@@ -56,4 +103,8 @@ class ReviewError(AresError):
 
 
 class TrainingError(AresError):
+    pass
+
+
+class MissingExtra(AresError):
     pass

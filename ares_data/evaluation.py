@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import select
 
-from .errors import ValidationError
-from .models import EvalResult, ModelCheckpoint, Question, Rationale
+from .errors import InvalidAnswer
+from .tables import EvalResult, ModelCheckpoint, Question, Rationale
 from .store import Store
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ async def judge_winrate(
         try:
             verdict, call_id = await judge_pair(client, store, q, ra.text, rb.text, a_position=positions[q.id],
                                                 rationale_id=ra.id)
-        except ValidationError:
+        except InvalidAnswer:
             failed += 1
             return
         with store.session() as session:

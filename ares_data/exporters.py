@@ -25,7 +25,7 @@ from sqlmodel import select
 
 from .errors import ExportError
 from .formatting import answer_sentence, letter, parse_answer, student_prompt
-from .models import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
+from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
 from .paths import default_shard_dir
 from .review.labels import flagged_questions, human_corrections, human_scores
 from .review.policy import ScorePolicy

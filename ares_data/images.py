@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import AresError
+from .errors import ImageError
 
-
-class ImageError(AresError):
-    """A question's image file no longer matches the sha256 recorded at import."""
 
 
 @dataclass(frozen=True)

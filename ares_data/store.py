@@ -19,10 +19,10 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session, select
 
-from db.migrate import SchemaError, migrate
+from db.migrate import migrate
 
-from .errors import ReadOnlyError, StoreError
-from .models import ModelCheckpoint, Question, Rationale, Sentence, utcnow
+from .errors import ReadOnlyError, SchemaError, StoreError
+from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from .splitter import split_sentences
 
 DEFAULT_DB = "ares.db"

@@ -12,10 +12,10 @@ from typing import Any
 from sqlmodel import select
 
 from ares_data.formatting import parse_answer, student_prompt
-from ares_data.models import EvalResult, ModelCheckpoint, Question, Rationale
+from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
 
-from .models import load_checkpoint
+from .loading import load_checkpoint
 from .rollouts import generate_texts
 
 
@@ -74,7 +74,7 @@ def evaluate_accuracy(
 
     Unparseable answers are stored with `predicted_answer` NULL and count as wrong.
     """
-    from .models import find_checkpoint
+    from .loading import find_checkpoint
 
     row = find_checkpoint(store, checkpoint) if isinstance(checkpoint, str) else checkpoint
     questions = eval_questions(store, split, limit)

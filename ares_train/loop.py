@@ -21,7 +21,7 @@ from rich.console import Console
 from sqlmodel import select
 
 from ares_data.errors import AresError, ExportError
-from ares_data.models import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
+from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
 from ares_data.store import Store
 from ares_data.teacher.config import TeacherConfig
 
@@ -124,7 +124,7 @@ class Pipeline:
 
     def run(self, progress: bool = True) -> ModelCheckpoint:
         """Every round in order; returns the last checkpoint."""
-        from .models import ensure_base_checkpoint
+        from .loading import ensure_base_checkpoint
 
         try:
             start = ensure_base_checkpoint(self.store, self.config.model)
@@ -140,7 +140,7 @@ class Pipeline:
         from ares_data.exporters import export_rl, export_sft
         from ares_data.teacher.collect import collect_corrections, collect_scores
 
-        from .models import find_checkpoint
+        from .loading import find_checkpoint
         from .rollouts import SamplingSettings, generate_rollouts
         from .stages import checkpoint_name, train_rl, train_sft
 

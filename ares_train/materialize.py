@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ares_data.errors import TrainingError
 
-from .models import load_student, resolve_model_path
+from .loading import load_student, resolve_model_path
 
 
 def materialize(model: str, out_dir: Path) -> Path:

@@ -18,10 +18,10 @@ from sqlmodel import select
 
 from ares_data.formatting import parse_answer, student_prompt
 from ares_data.images import question_image
-from ares_data.models import ModelCheckpoint, Question, Rationale
+from ares_data.tables import ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
 
-from .models import load_checkpoint
+from .loading import load_checkpoint
 from .vision import encode, is_processor, student_input, text_tokenizer
 
 

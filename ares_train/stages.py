@@ -16,11 +16,11 @@ from sqlmodel import select
 
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
-from ares_data.models import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
+from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
 from ares_data.paths import default_checkpoint_dir
 from ares_data.store import Store
 
-from .models import ensure_base_checkpoint, find_checkpoint, load_checkpoint
+from .loading import ensure_base_checkpoint, find_checkpoint, load_checkpoint
 from .sft_config import SFTRunConfig
 from .vision import student_input
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.models import Question
+from ares_data.tables import Question
 from ares_data.store import Store
 from ares_data.teacher import TeacherConfig, collect_scores
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from ares_data.errors import SchemaError
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -28,10 +30,6 @@ _TOKENS = {
         "ts": "TIMESTAMP",
     },
 }
-
-
-class SchemaError(RuntimeError):
-    """The store's schema cannot be used by this code (newer, or a migration list is broken)."""
 
 
 @dataclass(frozen=True)

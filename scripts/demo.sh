@@ -12,7 +12,7 @@ OUT="${DEMO_OUT:-demo-out}"
 export ARES_DB="$OUT/ares.db" ARES_HOME="$OUT/home" HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 BIN=".venv/bin"
 MODEL="$(pwd)/$OUT/models/smollm2"
-GGUF="$("$BIN/python" -c 'from ares_train.models import resolve_model_path as r; d, f = r("smollm2"); print(d / f)')"
+GGUF="$("$BIN/python" -c 'from ares_train.loading import resolve_model_path as r; d, f = r("smollm2"); print(d / f)')"
 PORT="${DEMO_TEACHER_PORT:-$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 TEACHER="smollm2-135m-q4"
 mkdir -p "$OUT"

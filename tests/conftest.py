@@ -113,7 +113,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer
 
     from ares_data.errors import AresError
-    from ares_train.models import resolve_model_path
+    from ares_train.loading import resolve_model_path
 
     try:
         directory, gguf_file = resolve_model_path("smollm2")
@@ -166,7 +166,7 @@ class Feedback:
             )[0]
 
     def _call(self, session, kind: str, rationale, model: str, status: str):
-        from ares_data.models import TeacherCall
+        from ares_data.tables import TeacherCall
 
         self.calls += 1
         call = TeacherCall(kind=kind, provider="openai", model=model, prompt_name=kind, prompt_version="v1",
@@ -180,7 +180,7 @@ class Feedback:
         """A score call for `rationale` and one sentence_score per given score, in sentence order."""
         from sqlmodel import select
 
-        from ares_data.models import Sentence, SentenceScore
+        from ares_data.tables import Sentence, SentenceScore
 
         with self.store.session() as session:
             call = self._call(session, "score", rationale, model, status)
@@ -192,7 +192,7 @@ class Feedback:
 
     def correct(self, rationale, text: str, *, model: str = "teacher-a"):
         """A correct call, the corrected rationale (source 'correction') and its correction row."""
-        from ares_data.models import Correction
+        from ares_data.tables import Correction
 
         with self.store.session() as session:
             call = self._call(session, "correct", rationale, model, "ok")

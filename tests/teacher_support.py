@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ares_data.models import Question
+from ares_data.tables import Question
 from ares_data.store import Store
 
 TEXTS = [

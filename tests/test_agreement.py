@@ -23,7 +23,7 @@ def labelled(store, feedback):
     with store.session() as session:
         from sqlmodel import select
 
-        from ares_data.models import Sentence
+        from ares_data.tables import Sentence
 
         ids = session.exec(select(Sentence.id).where(Sentence.rationale_id == r1.id).order_by(Sentence.idx)).all()
         for sentence_id, score in zip(ids, [0.2, 0.5, 0.5]):

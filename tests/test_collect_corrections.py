@@ -6,7 +6,7 @@ import random
 from sqlmodel import select
 
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.models import Correction, Question, Rationale, TeacherCall
+from ares_data.tables import Correction, Question, Rationale, TeacherCall
 from ares_data.teacher import TeacherConfig, collect_corrections, judge_pair
 from teacher_support import add_rationales
 

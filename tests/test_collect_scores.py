@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from ares_data.fake_teacher import sentence_score, serve_in_thread
-from ares_data.models import Sentence, SentenceScore, TeacherCall
+from ares_data.tables import Sentence, SentenceScore, TeacherCall
 from ares_data.teacher import TeacherConfig, collect_scores
 from teacher_support import add_rationales
 
@@ -51,7 +51,7 @@ def test_scores_every_sentence_once_and_a_rerun_sends_nothing(store):
 
 @pytest.mark.both_backends
 def test_identical_rationales_share_one_call(store):
-    from ares_data.models import Question
+    from ares_data.tables import Question
 
     with store.session() as s:
         q = Question(dataset="t", source_id="1", split="train", question="Q?", choices=["a", "b"], answer_index=0)

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from ares_data.errors import ExportError
 from ares_data.exporters import export_rl, export_sft, export_verl
-from ares_data.models import Export
+from ares_data.tables import Export
 
 pytestmark = pytest.mark.both_backends  # every importer / exporter also runs on PostgreSQL
 TEXT = "Two is divisible by two. So it is even. The answer is (A)."

@@ -9,13 +9,13 @@ import pytest
 from sqlmodel import select
 
 from ares_data.fake_teacher import sentence_score, serve_in_thread
-from ares_data.models import Sentence, SentenceScore, TeacherCall, TeacherCallRationale
+from ares_data.tables import Sentence, SentenceScore, TeacherCall, TeacherCallRationale
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import TeacherClient, build_request, parse_reply
 from ares_data.teacher.config import Provider
 from ares_data.teacher.grouped import group_ask, parse_group
 from ares_data.teacher.pricing import PrefixCache, prompt_text, cost, rates
-from ares_data.teacher.validation import InvalidAnswer, PartlyInvalid
+from ares_data.errors import InvalidAnswer, PartlyInvalid
 from teacher_support import add_rationales
 
 

@@ -23,7 +23,7 @@ def llama_server(tmp_path):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed in the venv "
                                                    "(`make demo` builds it)")
     from ares_data.errors import AresError
-    from ares_train.models import resolve_model_path
+    from ares_train.loading import resolve_model_path
 
     try:
         directory, gguf_file = resolve_model_path("smollm2")
@@ -37,7 +37,7 @@ def llama_server(tmp_path):
 
 
 def test_expected_scores_from_llama_cpp(llama_server, cli, store):
-    from ares_data.models import SentenceScore, TeacherCall
+    from ares_data.tables import SentenceScore, TeacherCall
 
     assert cli("import", "example").exit_code == 0
     result = cli("collect-scores", "--rationales", "gold", "--limit", "2", "--no-group-by-question",

@@ -12,7 +12,7 @@ from sqlmodel import select
 from ares_data.errors import TeacherError
 from ares_data.exporters import export_rl, read_shard
 from ares_data.fake_teacher import sentence_score, serve_in_thread
-from ares_data.models import Question, Rationale, Sentence, SentenceScore, TeacherCall
+from ares_data.tables import Question, Rationale, Sentence, SentenceScore, TeacherCall
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import build_request
 from ares_data.teacher.logprobs import distribution, expectations, expected, score_positions

@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import load_file
 from sqlmodel import select
 
-from ares_data.images import ImageError, load_image
-from ares_data.models import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
+from ares_data.errors import ImageError
+from ares_data.images import load_image
+from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
 from ares_data.synthetic_shapes import DATASET, import_shapes, write_shapes
-from ares_train.models import load_student
+from ares_train.loading import load_student
 from ares_train.vision import encode, is_processor, lora_targets, student_input
 
 from multimodal_support import build_tiny_vlm

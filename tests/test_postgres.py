@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from ares_data import models as m
+from ares_data import tables as m
 from ares_data.errors import ReadOnlyError, StoreError
 from ares_data.evaluation import accuracy_tables
 from ares_data.store import TABLES, Store, resolve_url

@@ -3,7 +3,7 @@
 import pytest
 from sqlmodel import select
 
-from ares_data import models as m
+from ares_data import tables as m
 
 
 def _seed(store):

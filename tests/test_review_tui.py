@@ -6,7 +6,7 @@ from sqlmodel import select
 from textual.widgets import DataTable, TextArea
 
 from ares_data.exporters import export_rl, export_sft, read_shard
-from ares_data.models import HumanLabel
+from ares_data.tables import HumanLabel
 from ares_data.review.tui import ReviewApp
 
 TEXT = "Two is divisible by two. So it is even. The answer is (A)."

@@ -6,8 +6,8 @@ import pytest
 from sqlmodel import select
 
 from ares_data.errors import TrainingError
-from ares_data.models import ModelCheckpoint, Rationale, Sentence
-from ares_train.models import SMOLLM2_INSTALL, ensure_base_checkpoint, load_student, resolve_model_path
+from ares_data.tables import ModelCheckpoint, Rationale, Sentence
+from ares_train.loading import SMOLLM2_INSTALL, ensure_base_checkpoint, load_student, resolve_model_path
 from ares_train.rollouts import generate_texts
 
 

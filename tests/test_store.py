@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 from sqlmodel import SQLModel
 
-from ares_data import models  # noqa: F401 - registers the tables
+from ares_data import tables
 from ares_data.errors import ReadOnlyError, StoreError
 from ares_data.store import TABLES, Store
 from db.migrate import Migration, load_migrations
@@ -73,7 +73,7 @@ def test_failed_migration_leaves_nothing_behind(db_path):
 @pytest.mark.both_backends
 def test_sql_write_is_refused_by_the_database(cli, store):
     with store.session() as s:
-        s.add(models.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
+        s.add(tables.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
     with pytest.raises(ReadOnlyError):
         store.query_readonly("DELETE FROM question")
     result = cli("sql", "DELETE FROM question")
@@ -85,7 +85,7 @@ def test_sql_write_is_refused_by_the_database(cli, store):
 @pytest.mark.both_backends
 def test_sql_formats(cli, store):
     with store.session() as s:
-        s.add(models.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
+        s.add(tables.Question(dataset="d", source_id="1", split="train", question="q", choices=["a"]))
     out = cli("sql", "SELECT dataset, split FROM question", "--json")
     assert out.exit_code == 0 and '"dataset": "d"' in out.stdout
     out = cli("sql", "SELECT dataset, split FROM question", "--csv")

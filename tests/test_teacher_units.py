@@ -6,15 +6,15 @@ import json
 import httpx
 import pytest
 
-from ares_data.errors import QuotaError, TeacherError
+from ares_data.errors import InvalidAnswer, QuotaError, RetryableError, TeacherError
 from ares_data.teacher.client import TeacherClient, build_request, parse_reply, request_hash
 from ares_data.teacher.config import Provider, StructuredOutput, TeacherConfig
 from ares_data.teacher.pricing import cost, price
 from ares_data.teacher.prompts import load, score_ask
 from ares_data.teacher.ratelimit import RateLimiter
-from ares_data.teacher.retry import (Decision, RetryableError, check_response, classify_status,
-                                     is_retryable_exception, parse_duration, retry_after_seconds)
-from ares_data.teacher.validation import InvalidAnswer, parse_correction, parse_judgement, parse_scores
+from ares_data.teacher.retry import (Decision, check_response, classify_status, is_retryable_exception,
+                                     parse_duration, retry_after_seconds)
+from ares_data.teacher.validation import parse_correction, parse_judgement, parse_scores
 
 
 @pytest.mark.parametrize("status,body,decision", [

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from sqlmodel import select
 
-from ares_data.models import Export, ModelCheckpoint, Rationale, Sentence, TrainingRun
-from ares_train.models import load_checkpoint, load_student
+from ares_data.tables import Export, ModelCheckpoint, Rationale, Sentence, TrainingRun
+from ares_train.loading import load_checkpoint, load_student
 
 pytestmark = pytest.mark.slow  # ~30 s: two trainings of a tiny model
 

@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from ares_data.evaluation import judge_winrate
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.models import EvalResult, TeacherCall
+from ares_data.tables import EvalResult, TeacherCall
 from ares_data.teacher.config import TeacherConfig
 
 N = 40

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import AresError
+from ..extras import missing_extra
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -49,14 +51,18 @@ def store(ctx: typer.Context) -> "Store":
 
 
 class AresGroup(TyperGroup):
-    """Turns the project's own errors into one line on stderr and exit code 1."""
+    """Turns the project's own errors, and a missing optional library, into one line on stderr and exit 1."""
 
     def invoke(self, ctx):  # noqa: ANN001
         try:
             return super().invoke(ctx)
         except AresError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from exc
+            raise fail(str(exc)) from exc
+        except ModuleNotFoundError as exc:
+            hint = missing_extra(exc)
+            if hint is None:
+                raise
+            raise fail(str(hint)) from exc
         finally:
             if isinstance(ctx.obj, State):
                 ctx.obj.close()
@@ -64,9 +70,10 @@ class AresGroup(TyperGroup):
 
 def fail(message: str) -> "typer.Exit":
     """Print one error line and return the Exit to raise (for CLI-level input problems)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
+RoundReq = Annotated[int, typer.Option("--round", min=1, help="Training round (1, 2, ...).")]
 RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Training round (1, 2, ...).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Stop after this many items.")]

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from ..errors import ReviewError
 from ..formatting import letter
-from ..models import Rationale, Sentence
+from ..tables import Rationale, Sentence
 from ..store import Store
 from .labels import ReviewItem, check_score, flag_question, record_correction, record_score, review_items
 

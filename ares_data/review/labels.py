@@ -14,7 +14,7 @@ from sqlalchemy import column, func, table
 from sqlmodel import Session, select
 
 from ..errors import ReviewError, StoreError
-from ..models import Correction, HumanLabel, Question, Rationale, Sentence, TeacherCall
+from ..tables import Correction, HumanLabel, Question, Rationale, Sentence, TeacherCall
 from ..store import Store, _in_chunks
 
 HUMAN = "human"  # the labeller name of human scores in v_sentence_labels and agreement tables

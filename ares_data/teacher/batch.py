@@ -25,11 +25,11 @@ from typing import Any, Callable, Optional
 import httpx
 from sqlmodel import select
 
-from ..errors import TeacherError
-from ..models import TeacherBatch, TeacherBatchRequest, utcnow
+from ..errors import CallFailed, TeacherError
+from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
 from ..store import Store
 from .calls import CallRunner, Task
-from .client import CallFailed, Reply, parse_reply
+from .client import Reply, parse_reply
 from .collect import batch_tasks
 from .config import Provider, TeacherConfig
 from .logprobs import logprob_content

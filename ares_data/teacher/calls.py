@@ -17,19 +17,15 @@ from typing import Any, Callable, Optional
 
 from sqlmodel import Session, select
 
-from ..errors import TeacherError
-from ..models import TeacherCall, TeacherCallRationale, utcnow
+from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid
+from ..tables import TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
-from .client import CallFailed, Reply, TeacherClient, build_request, request_hash
+from .client import Reply, TeacherClient, build_request, request_hash
 from .config import ScoreFrom
 from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
-from .validation import InvalidAnswer, PartlyInvalid
 
-
-class BudgetReached(TeacherError):
-    """The next call would take the estimated spend past --max-cost."""
 
 
 @dataclass

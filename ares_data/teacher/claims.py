@@ -25,7 +25,7 @@ from typing import AsyncIterator, Callable
 from sqlalchemy import delete, or_, select, update
 from sqlmodel import Session
 
-from ..models import WorkClaim, utcnow
+from ..tables import WorkClaim, utcnow
 from ..store import Store
 
 NEVER_HELD = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -17,13 +17,13 @@ from typing import Any
 
 import httpx
 
-from ..errors import TeacherError
+from ..errors import CallFailed, RetryableError, TeacherError
 from .config import Provider, StructuredOutput, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import RateLimiter
-from .retry import RetryableError, check_response, retrying
+from .retry import check_response, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 5
@@ -40,13 +40,6 @@ class Reply:
     cache_write_tokens_in: int | None = None
     logprobs: list[dict[str, Any]] | None = None  # choices[0].logprobs.content, when asked for
 
-
-class CallFailed(TeacherError):
-    """No answer after the retries; `attempts` and `permanent` tell the collector what happened."""
-
-    def __init__(self, message: str, attempts: int, permanent: bool):
-        super().__init__(message)
-        self.attempts, self.permanent = attempts, permanent
 
 
 def _openai_content(part: dict[str, Any]) -> dict[str, Any]:

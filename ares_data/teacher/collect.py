@@ -23,7 +23,7 @@ from sqlalchemy import exists
 from sqlmodel import Session, select
 
 from ..errors import TeacherError
-from ..models import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
+from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
                       TeacherCall, TeacherCallRationale)
 from ..store import Store
 from .claims import Claim, Claims

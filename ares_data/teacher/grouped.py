@@ -12,11 +12,12 @@ from typing import Any, Sequence
 
 from sqlmodel import Session
 
-from ..models import TeacherCall
+from ..errors import InvalidAnswer, PartlyInvalid
+from ..tables import TeacherCall
 from .calls import Task
 from .logprobs import expectations, lookup, score_row
 from .prompts import GRID, Ask, load, numbered, question_parts
-from .validation import InvalidAnswer, PartlyInvalid, check_scores, extract_json
+from .validation import check_scores, extract_json
 
 SCORE_GROUP = "score_group_v1"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any, Literal, Optional
 
-from ..errors import ValidationError
+from ..errors import InvalidAnswer
 from ..store import Store
 from .calls import CallRunner, Task
 from .client import TeacherClient
@@ -27,7 +27,7 @@ async def judge_pair(client_or_teacher: TeacherClient | TeacherConfig, store: St
 
     `a_position` says where rationale A is shown ('A' first, 'B' second); None draws it with
     `rng`, so pass a seeded `random.Random` (or the position itself) to record it alongside.
-    A judge that cannot give a valid verdict after the repairs raises `ValidationError`.
+    A judge that cannot give a valid verdict after the repairs raises `InvalidAnswer`.
     """
     shown = a_position or (rng or random.Random()).choice("AB")
     first, second = (rationale_a_text, rationale_b_text) if shown == "A" else (rationale_b_text, rationale_a_text)
@@ -39,7 +39,7 @@ async def judge_pair(client_or_teacher: TeacherClient | TeacherConfig, store: St
         async with TeacherClient(client_or_teacher) as client:
             outcome = await CallRunner(store, client).run(task)
     if outcome.status != "ok":
-        raise ValidationError(f"the judge gave no valid verdict ({outcome.reason}); see teacher_call "
+        raise InvalidAnswer("no_verdict", f"the judge gave no valid verdict ({outcome.reason}); see teacher_call "
                               f"{outcome.call_id}" if outcome.call_id else f"the judge call failed ({outcome.reason})")
     verdict = outcome.result
     if verdict != "tie" and shown == "B":

@@ -193,7 +193,7 @@ def expectations(text: str, stored: Optional[list]) -> dict[tuple, tuple[float, 
 
 def score_row(sentence_id: int, call_id: int, score: float, weighted: Optional[tuple]) -> Any:
     """The `sentence_score` row of a sampled score, with its expected value when there is one."""
-    from ..models import SentenceScore  # here: the CLI imports `Reward` and must stay light
+    from ..tables import SentenceScore  # here: the CLI imports `Reward` and must stay light
 
     expected_score, dist = weighted or (None, None)
     return SentenceScore(sentence_id=sentence_id, teacher_call_id=call_id, score=score,

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from ..errors import QuotaError, TeacherError
+from ..errors import QuotaError, RetryableError, TeacherError
 
 RETRY_CAP_S = 60.0
 
@@ -26,13 +26,6 @@ class Decision(str, Enum):
     permanent = "permanent"
     quota = "quota"
 
-
-class RetryableError(TeacherError):
-    """A failure worth another attempt; `retry_after` is the server's wish, in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def classify_status(status: int, body: str = "") -> Decision:

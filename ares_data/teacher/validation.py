@@ -12,23 +12,11 @@ import json
 import re
 from typing import Any
 
-from ..errors import ValidationError
+from ..errors import InvalidAnswer
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
-class InvalidAnswer(ValidationError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-class PartlyInvalid(InvalidAnswer):
-    """Some parts of a grouped answer passed (`valid`), the rest did not: keep those, re-ask the rest."""
-
-    def __init__(self, code: str, message: str, valid: dict[Any, Any]):
-        super().__init__(code, message)
-        self.valid = valid
 
 
 def extract_json(text: str) -> Any:

@@ -1,20 +1,21 @@
-"""Evaluation and reporting: `ares eval accuracy|winrate`, `ares report`."""
+"""Evaluation: `ares eval accuracy|winrate`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ._common import LimitOpt, console, store
-from .store_cmds import print_rows
-from .teacher_options import teacher_options
+from ares_data.extras import require
+from ares_data.cli._common import LimitOpt, console, store
+from ares_data.cli.store_cmds import print_rows
+from ares_data.cli.teacher_options import teacher_options
 
 if TYPE_CHECKING:
-    from ..teacher.config import TeacherConfig
+    from ares_data.teacher.config import TeacherConfig
 
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate checkpoints: answer accuracy, teacher-judged win rate.")
+eval_app = typer.Typer(no_args_is_help=True, callback=lambda: require("train"),
+                        help="Evaluate checkpoints: answer accuracy, teacher-judged win rate.")
 
 CheckpointArg = Annotated[str, typer.Option("--checkpoint", help="Checkpoint name, or 'latest' (newest registered).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Question split to evaluate on.")]
@@ -37,7 +38,7 @@ def accuracy(
     """
     from ares_train.evaluate import evaluate_accuracy
 
-    from ..evaluation import accuracy_tables
+    from ares_data.evaluation import accuracy_tables
 
     opened = store(ctx)
     row, counts = evaluate_accuracy(opened, checkpoint, split=split, limit=limit,
@@ -69,9 +70,9 @@ def winrate(
     import asyncio
 
     from ares_train.evaluate import ensure_eval_rationales, eval_questions
-    from ares_train.models import find_checkpoint
+    from ares_train.loading import find_checkpoint
 
-    from ..evaluation import judge_winrate
+    from ares_data.evaluation import judge_winrate
 
     opened = store(ctx)
     first, second = find_checkpoint(opened, a), find_checkpoint(opened, b)
@@ -86,19 +87,5 @@ def winrate(
                  f"[{result.low:.3f}, {result.high:.3f}]", failed)], title="Win rate of A against B")
 
 
-def report(
-    ctx: typer.Context,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Directory for report.md and the PNG plots "
-                                                "(default: $ARES_HOME/report).")] = None,
-) -> None:
-    """Write a Markdown report with per-round plots and the tables behind them."""
-    from ..paths import ares_home
-    from ..report import write_report
-
-    path = write_report(store(ctx), out or ares_home() / "report")
-    console.print(f"report written to {path}")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")
-    app.command()(report)

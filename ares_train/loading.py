@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 from sqlmodel import Session, select
 
 from ares_data.errors import TrainingError
-from ares_data.models import ModelCheckpoint
+from ares_data.tables import ModelCheckpoint
 from ares_data.store import Store
 
 SMOLLM2_ALIAS = "smollm2"

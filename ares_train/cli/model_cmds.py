@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ._common import console
+from ares_data.extras import require
+from ares_data.cli._common import console
 
-model_app = typer.Typer(no_args_is_help=True, help="Prepare model files (e.g. the embedded SmolLM2).")
+model_app = typer.Typer(no_args_is_help=True, callback=lambda: require("train"),
+                         help="Prepare model files (e.g. the embedded SmolLM2).")
 
 
 @model_app.command("materialize")

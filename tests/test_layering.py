@@ -1,0 +1,82 @@
+"""The package layering: `ares_data` stands alone, `ares_train` plugs its commands into `ares`."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+import ares_data
+
+ARES_DATA = Path(ares_data.__file__).parent
+# Runs `ares ARGS...` as if the train extra were not installed.
+NO_TRAIN_EXTRA = """
+import sys
+for name in ("torch", "transformers", "trl", "peft", "accelerate", "gguf", "sentencepiece", "PIL"):
+    sys.modules[name] = None
+from ares_data.cli import main
+sys.argv = ["ares", *sys.argv[1:]]
+main()
+"""
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_ares_data_never_imports_ares_train_or_torch():
+    offenders = {
+        f"{path.relative_to(ARES_DATA.parent)}: {module}"
+        for path in ARES_DATA.rglob("*.py")
+        for module in _imported_modules(path)
+        if module.split(".")[0] in ("ares_train", "torch", "transformers", "trl", "peft")
+    }
+    assert not offenders
+
+
+def test_help_lists_the_plugin_commands_without_importing_torch():
+    code = ("import sys; from typer.testing import CliRunner; from ares_data.cli import app; "
+            "out = CliRunner().invoke(app, ['--help']).output; "
+            "print('torch' in sys.modules, all(f' {c} ' in out for c in ('train', 'generate', 'eval', 'model')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
+
+
+def _without_train_extra(*args: str, db: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TRAIN_EXTRA, "--db", str(db), *args],
+                          capture_output=True, text=True)
+
+
+def test_without_the_train_extra_each_plugin_command_names_the_extra(tmp_path):
+    for args in (["train", "--model", "smollm2"], ["train", "rl", "--round", "1"],
+                 ["generate", "--model", "smollm2", "--round", "1"], ["eval", "accuracy"],
+                 ["model", "materialize", "smollm2", "--out", str(tmp_path / "m")]):
+        done = _without_train_extra(*args, db=tmp_path / "ares.db")
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.strip().splitlines() == [
+            "error: this needs the 'train' extra (torch is not installed): pip install 'ares-toolkit[train]'"], args
+    # the store-side commands need no extra
+    assert _without_train_extra("status", db=tmp_path / "ares.db").returncode == 0
+
+
+def test_a_plugin_command_that_no_plugin_registered_says_which_extra(monkeypatch):
+    import ares_data.cli as cli
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: [])
+    app = typer.Typer(cls=cli.AresGroup)
+    app.command()(lambda: None)  # a second command keeps typer from flattening the group
+    cli.register_plugins(app)
+    result = CliRunner().invoke(app, ["train", "rl", "--round", "1"])
+    assert result.exit_code == 1
+    assert "`ares train` comes with the 'train' extra: pip install 'ares-toolkit[train]'" in result.output
