@@ -1,5 +1,6 @@
-"""A vision-language student through every stage: a tiny random LLaVA (tests/multimodal_support.py)
-on the project's synthetic shapes set."""
+"""Vision-language students through every stage: a tiny random model of each family
+(LLaVA, Qwen2-VL, Idefics3/SmolVLM, LLaVA-OneVision; tests/multimodal_support.py) on the
+project's synthetic shapes set."""
 
 import json
 from pathlib import Path
@@ -14,14 +15,31 @@ from ares_data.images import load_image
 from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
 from ares_data.synthetic_shapes import DATASET, import_shapes, write_shapes
 from ares_train.loading import load_student
-from ares_train.vision import encode, is_processor, lora_targets, student_input
+from ares_train.vision import (concat_images, encode, image_prompt, image_tensors, is_processor, lora_targets,
+                               model_positions, student_input)
 
-from multimodal_support import build_tiny_vlm
+from multimodal_support import BUILDERS, FAMILIES
+
+CLASSES = {"llava": "LlavaForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration",
+           "idefics3": "Idefics3ForConditionalGeneration", "llava_onevision": "LlavaOnevisionForConditionalGeneration"}
 
 
 @pytest.fixture(scope="session")
-def tiny_vlm_dir(tokenizer_dir, tmp_path_factory) -> Path:
-    return build_tiny_vlm(tokenizer_dir, tmp_path_factory.mktemp("tiny-llava"))
+def vlm_dir(tokenizer_dir, tmp_path_factory):
+    """family -> its tiny student's directory, built on first use."""
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = BUILDERS[family](tokenizer_dir, tmp_path_factory.mktemp(f"tiny-{family}"))
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(vlm_dir) -> Path:
+    return vlm_dir("llava")
 
 
 def _solid(path: Path, colour: tuple[int, int, int]) -> Path:
@@ -53,21 +71,62 @@ def test_an_image_that_changed_since_import_is_refused(tmp_path):
         load_image(image, digest)
 
 
-def test_the_image_reaches_the_model(tiny_vlm_dir, tmp_path):
-    model, processor = load_student(str(tiny_vlm_dir))
-    assert is_processor(processor) and type(model).__name__ == "LlavaForConditionalGeneration"
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_reloads_and_the_image_reaches_the_model(family, vlm_dir, tmp_path):
+    model, processor = load_student(str(vlm_dir(family)))  # AutoModelForImageTextToText + AutoProcessor
+    assert is_processor(processor) and type(model).__name__ == CLASSES[family]
     logits = []
     for name, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
         question = {"image": str(_solid(tmp_path / f"{name}.png", colour))}
         prompt, image = student_input(processor, "What colour is it?", question)
-        assert image is not None and "<image>" in prompt
+        assert image is not None and processor.image_token in prompt
         enc = encode(processor, [prompt], [image], return_tensors="pt")
-        assert enc["input_ids"].shape[1] > 16 and "pixel_values" in enc  # 16 image tokens after expansion
+        assert (enc["input_ids"] == processor.image_token_id).sum() >= 4  # the image tokens, expanded
+        assert "pixel_values" in image_tensors(enc)
         with torch.no_grad():
             logits.append(model(**enc).logits[0, -1])
-    assert not torch.allclose(logits[0], logits[1])
+    assert not torch.allclose(logits[0], logits[1])  # a red and a blue image give different logits
     prompt, image = student_input(processor, "What colour is it?", {"image": str(tmp_path / "gone.png")})
-    assert image is None and "<image>" not in prompt
+    assert image is None and processor.image_token not in prompt
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_positions_reproduce_what_generation_sampled(family, vlm_dir):
+    """A mixed batch (two image sizes and a text-only row, left-padded): the forward PPO makes,
+    with each prompt's own image tensors concatenated and the model's positions, gives the
+    log-probs generation sampled with. Qwen2-VL's positions are 3-D (M-RoPE) and a 1-D count
+    of attended tokens would not reproduce them."""
+    from PIL import Image
+
+    model, processor = load_student(str(vlm_dir(family)))
+    model.eval()
+    prompts = [image_prompt(processor, "Colour?"), image_prompt(processor, "What shape is it, then?"),
+               student_input(processor, "Hi", None)[0]]
+    images = [Image.new("RGB", (32, 32), (255, 0, 0)), Image.new("RGB", (32, 48), (0, 0, 255)), None]
+    enc = encode(processor, prompts, images, return_tensors="pt", padding=True)
+    torch.manual_seed(0)
+    out = model.generate(**enc, max_new_tokens=6, do_sample=True, top_k=0, output_logits=True,
+                         return_dict_in_generate=True, pad_token_id=processor.tokenizer.pad_token_id)
+    plen = enc["input_ids"].shape[1]
+    response = out.sequences[:, plen:]
+    sampled = torch.stack(out.logits, 1).log_softmax(-1).gather(-1, response[..., None])[..., 0]
+
+    attention = torch.cat([enc["attention_mask"], torch.ones_like(response)], 1)
+    rows = [image_tensors(encode(processor, [p], [i], return_tensors="pt")) if i is not None else {}
+            for p, i in zip(prompts, images)]
+    image_inputs = concat_images(rows)  # one prompt at a time, as PPO encodes them
+    counted = (attention.cumsum(-1) - 1).clamp(min=0)
+    positions = model_positions(model, out.sequences, attention, image_inputs)
+    assert (positions is None) == (family != "qwen2_vl")
+    diffs = {}
+    for name, pos in (("model", counted if positions is None else positions), ("counted", counted)):
+        with torch.no_grad():
+            logits = model(input_ids=out.sequences, attention_mask=attention, position_ids=pos, use_cache=False,
+                           **image_inputs).logits[:, plen - 1:-1]
+        diffs[name] = (logits.log_softmax(-1).gather(-1, response[..., None])[..., 0] - sampled).abs().max().item()
+    assert diffs["model"] < 1e-4
+    if family == "qwen2_vl":
+        assert positions.shape == (3, *out.sequences.shape) and diffs["counted"] > 1e-2
 
 
 def test_lora_targets_the_language_model_unless_asked(tiny_vlm_dir, tiny_model_dir):
