@@ -191,3 +191,32 @@ def test_generate_export_train_and_eval_each_family_through_the_cli(family, cli,
     with store.session() as session:
         evaluated = session.exec(select(EvalResult).where(EvalResult.model_checkpoint_id == sft.id)).all()
     assert len(evaluated) == 2  # every 4th of 8 questions is in the test split
+
+
+@pytest.mark.slow
+def test_the_whole_loop_with_a_smolvlm_student_resumes_without_training_again(cli, store, vlm_dir, tmp_path):
+    """`ares train` with an Idefics3 (SmolVLM) student and the fake teacher; run again, every
+    stage is found done and reused: no rollout, teacher call or training run is added."""
+    from ares_data.fake_teacher import serve_in_thread
+    from ares_data.tables import PipelineStage, TeacherCall, TrainingRun
+
+    assert cli("import", "synthetic-shapes", "--out", tmp_path / "shapes", "--n", "4").exit_code == 0
+    args = ["train", "--model", vlm_dir("idefics3"), "--rounds", "1", "--k", "2", "--limit", "2",
+            "--max-new-tokens", "12", "--teacher-model", "fake-teacher", "--concurrency", "1", "--seed", "0"]
+
+    def counts() -> tuple[int, int, int]:
+        with store.session() as session:
+            return tuple(len(session.exec(select(t)).all()) for t in (Rationale, TeacherCall, TrainingRun))
+
+    with serve_in_thread(seed=1) as url:
+        first = cli(*args, "--base-url", url)
+        assert first.exit_code == 0, first.output
+        before = counts()
+        again = cli(*args, "--base-url", url)
+        assert again.exit_code == 0, again.output
+    with store.session() as session:
+        runs = session.exec(select(TrainingRun).order_by(TrainingRun.id)).all()
+        stages = session.exec(select(PipelineStage)).all()
+    assert [r.kind for r in runs] == ["rl", "sft"] and all(s.status == "done" for s in stages)
+    assert before[2] == 2 and counts() == before  # nothing generated, asked or trained twice
+    assert "done before, reused" in again.output
