@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ares_data.errors import TrainingError
 from ares_data.images import question_image
 
 from .prompting import format_prompt
@@ -36,6 +37,21 @@ def is_vision_language(directory: str | Path) -> bool:
     from transformers import AutoConfig
 
     return getattr(AutoConfig.from_pretrained(directory), "vision_config", None) is not None
+
+
+def load_processor(directory: str | Path) -> Any:
+    """The model's processor. Transformers builds Qwen2-VL's and LLaVA-OneVision's with a video
+    processor, which needs torchvision: without it, say so instead of transformers' own error."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    try:
+        return AutoProcessor.from_pretrained(directory)
+    except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
+        if is_torchvision_available():
+            raise
+        raise TrainingError(f"cannot load the processor of {directory}: transformers needs torchvision for it "
+                            "(its video processor); install the torchvision build that matches your torch") from exc
 
 
 def is_processor(processing: Any) -> bool:

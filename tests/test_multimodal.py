@@ -3,6 +3,7 @@
 project's synthetic shapes set."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from sqlmodel import select
 
-from ares_data.errors import ImageError
+from ares_data.errors import ImageError, TrainingError
 from ares_data.images import load_image
 from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
 from ares_data.synthetic_shapes import DATASET, import_shapes, write_shapes
@@ -88,6 +89,20 @@ def test_each_family_reloads_and_the_image_reaches_the_model(family, vlm_dir, tm
     assert not torch.allclose(logits[0], logits[1])  # a red and a blue image give different logits
     prompt, image = student_input(processor, "What colour is it?", {"image": str(tmp_path / "gone.png")})
     assert image is None and processor.image_token not in prompt
+
+
+def test_a_processor_that_needs_torchvision_says_so(vlm_dir, tmp_path):
+    """A Qwen2-VL directory as published names Qwen2VLProcessor, which transformers builds with a
+    video processor: without torchvision that is one clear line, not transformers' error."""
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available():
+        pytest.skip("torchvision is installed: the processor loads")
+    published = shutil.copytree(vlm_dir("qwen2_vl"), tmp_path / "qwen2-vl")
+    config = published / "processor_config.json"
+    config.write_text(config.read_text().replace("ImageOnlyQwen2VLProcessor", "Qwen2VLProcessor"))
+    with pytest.raises(TrainingError, match="needs torchvision"):
+        load_student(str(published))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
