@@ -138,6 +138,7 @@ class Pipeline:
 
     def _round(self, round: int, start: ModelCheckpoint, progress: bool) -> ModelCheckpoint:
         from ares_data.exporters import export_rl, export_sft
+        from ares_data.cli.collect_progress import collect_progress
         from ares_data.teacher.collect import collect_corrections, collect_scores
 
         from .loading import find_checkpoint
@@ -154,8 +155,9 @@ class Pipeline:
 
         def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
             def work() -> dict:
-                summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales="student",
-                                                checkpoint=checkpoint.name, progress=progress, **options))
+                with collect_progress(progress) as report:
+                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales="student",
+                                                    checkpoint=checkpoint.name, progress=report, **options))
                 return _plain(summary)
             return work
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, records: list, grouped: bool, tmp: Path) -> di
         write_records(store, "aokvqa", records)
         config = TeacherConfig.from_options(base_url=url, model=args.model, provider=args.provider,
                                             concurrency=args.concurrency, rpm=args.rpm)
-        summary = asyncio.run(collect_scores(store, config, rationales="gold", progress=False,
+        summary = asyncio.run(collect_scores(store, config, rationales="gold",
                                              group_by_question=grouped))
         tokens_in, cached, written, tokens_out, calls = store.query_readonly(USAGE)[1][0]
         scores = {(key, idx): score for key, idx, score in store.query_readonly(SCORES)[1]}

@@ -128,14 +128,14 @@ def main() -> None:
         with serve_in_thread(latency_ms=args.latency_ms, rpm=args.rpm) as url:
             sequential = TeacherConfig.from_options(base_url=url, model="fake", rpm=args.rpm, concurrency=1)
             started = time.perf_counter()
-            asyncio.run(collect_scores(store, sequential, round=1, progress=False))
+            asyncio.run(collect_scores(store, sequential, round=1))
             sequential_rpm = args.sequential_calls / (time.perf_counter() - started) * 60
             time.sleep(1.0)  # let the server's one-second bucket refill
             before = httpx.get(url.removesuffix("/v1") + "/stats").json()
             config = TeacherConfig.from_options(base_url=url, model="fake", rpm=args.rpm,
                                                 concurrency=args.concurrency)
             started = time.perf_counter()
-            summary = asyncio.run(collect_scores(store, config, round=2, progress=False))
+            summary = asyncio.run(collect_scores(store, config, round=2))
             elapsed = time.perf_counter() - started
             after = httpx.get(url.removesuffix("/v1") + "/stats").json()
         scored = store.query_readonly(

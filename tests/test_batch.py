@@ -29,7 +29,7 @@ def _counts(store) -> dict[str, int]:
 
 
 def _submit(store, config, limits=BatchLimits(), **options):
-    return asyncio.run(collect_scores(store, config, round=1, progress=False, batch=limits, **options))
+    return asyncio.run(collect_scores(store, config, round=1, batch=limits, **options))
 
 
 @pytest.mark.both_backends
@@ -38,9 +38,9 @@ def test_submit_split_ingest_once(store):
     with serve_in_thread() as url:
         config = _config(url)
         submitted = _submit(store, config, BatchLimits(max_requests=4))
-        assert submitted.batch_requests == 6 and len(submitted.batches) == 2  # 4 + 2 lines
+        assert submitted.requests == 6 and len(submitted.batches) == 2  # 4 + 2 lines
         assert _stats(url)["answered"] == 0  # nothing asked online
-        assert _submit(store, config).batch_requests == 0  # in a batch already: not sent again
+        assert _submit(store, config).requests == 0  # in a batch already: not sent again
         done = asyncio.run(ingest(store, config))
         assert (done.batches, done.ok, done.failed, done.errors, done.deferred) == (2, 6, 0, 0, 0)
         stats = _stats(url)
@@ -81,7 +81,7 @@ def test_invalid_answers_and_errors_go_into_the_next_batch(store):
         config = _config(url, max_repairs=1)
         deferred = 0
         for _ in range(8):
-            if _submit(store, config, group_by_question=False).batch_requests == 0:
+            if _submit(store, config, group_by_question=False).requests == 0:
                 break
             deferred += asyncio.run(ingest(store, config)).deferred
         stats = _stats(url)
@@ -102,16 +102,16 @@ def test_corrections_by_batch(store):
     add_rationales(store, 3)
     with serve_in_thread() as url:
         config = _config(url)
-        submitted = asyncio.run(collect_corrections(store, config, round=1, progress=False, batch=BatchLimits()))
+        submitted = asyncio.run(collect_corrections(store, config, round=1, batch=BatchLimits()))
         done = asyncio.run(ingest(store, config))
-    assert submitted.batch_requests == 3 and done.ok == 3
+    assert submitted.requests == 3 and done.ok == 3
     assert _counts(store)["correction"] == 3
 
 
 def test_dry_run_prices_at_the_batch_discount(store):
     add_rationales(store, 4)
     config = TeacherConfig.from_options(base_url="http://127.0.0.1:9/v1", model="gpt-4o")
-    online = asyncio.run(collect_scores(store, config, round=1, dry_run=True, progress=False))
+    online = asyncio.run(collect_scores(store, config, round=1, dry_run=True))
     batch = _submit(store, config, dry_run=True)
     assert online.est_cost_usd > 0 and batch.est_cost_usd == pytest.approx(online.est_cost_usd / 2)
     assert "Batch API price" in " ".join(batch.lines())

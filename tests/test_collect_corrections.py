@@ -35,7 +35,7 @@ def test_empty_corrections_are_invalid_and_marked_failed(store):
     with serve_in_thread(fault_rate=1.0, seed=11) as url:
         config = TeacherConfig.from_options(base_url=url, model="fake", rpm=6000, timeout=0.3, max_attempts=2,
                                             max_repairs=1)
-        summary = asyncio.run(collect_corrections(store, config, round=1, progress=False))
+        summary = asyncio.run(collect_corrections(store, config, round=1))
     assert summary.done == 0 and sum(summary.failed.values()) == 4
     rows = store.query_readonly("SELECT status, error FROM v_teacher_calls WHERE kind = 'correct'")[1]
     assert any(r[0] == "failed" and r[1].startswith("empty") for r in rows)

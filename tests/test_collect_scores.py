@@ -35,12 +35,12 @@ def scores_by_sentence(store):
 def test_scores_every_sentence_once_and_a_rerun_sends_nothing(store):
     add_rationales(store, 8)
     with serve_in_thread(latency_ms=20) as url:
-        summary = asyncio.run(collect_scores(store, teacher(url), round=1, progress=False))
+        summary = asyncio.run(collect_scores(store, teacher(url), round=1))
         assert (summary.selected, summary.done, summary.calls, summary.reused) == (8, 8, 8, 0)
         found, total = scores_by_sentence(store)
         assert len(found) == total
         assert all(len(v) == 1 and v[0][1] == sentence_score(" ".join(v[0][0].split())) for v in found.values())
-        again = asyncio.run(collect_scores(store, teacher(url), round=1, progress=False))
+        again = asyncio.run(collect_scores(store, teacher(url), round=1))
         assert (again.selected, again.calls) == (0, 0)
         assert stats(url)["requests"] == 8
     with store.session() as s:
@@ -61,7 +61,7 @@ def test_identical_rationales_share_one_call(store):
             store.add_rationale(s, question_id=q.id, source="student", text="Same text. Twice.", dedup_key=f"k{i}",
                                 round=1)
     with serve_in_thread() as url:
-        summary = asyncio.run(collect_scores(store, teacher(url), round=1, progress=False))
+        summary = asyncio.run(collect_scores(store, teacher(url), round=1))
         assert stats(url)["requests"] == 1
     assert summary.done == 3 and summary.reused == 2
     found, total = scores_by_sentence(store)
@@ -72,8 +72,7 @@ def test_identical_rationales_share_one_call(store):
 def test_faults_are_retried_or_recorded_never_made_up(store):
     add_rationales(store, 24)
     with serve_in_thread(fault_rate=0.4, seed=3) as url:
-        summary = asyncio.run(collect_scores(store, teacher(url, timeout=0.5, max_attempts=6), round=1,
-                                             progress=False))
+        summary = asyncio.run(collect_scores(store, teacher(url, timeout=0.5, max_attempts=6), round=1))
         seen = stats(url)
     assert seen["answered_twice"] == 0
     assert {"500", "timeout", "truncated"} & set(seen["by_status"])
@@ -95,7 +94,7 @@ def test_invalid_answers_marked_failed_after_the_repair_bound(store):
     add_rationales(store, 6)
     with serve_in_thread(fault_rate=1.0, seed=0) as url:
         summary = asyncio.run(collect_scores(store, teacher(url, max_repairs=1, max_attempts=2, timeout=0.3),
-                                             round=1, progress=False))
+                                             round=1))
     assert summary.done == 0
     rows = store.query_readonly("SELECT status, error FROM v_teacher_calls")[1]
     assert {r[0] for r in rows} <= {"invalid", "failed", "error"} and rows
@@ -107,7 +106,7 @@ def test_client_rpm_below_the_server_limit_causes_no_429(store):
     add_rationales(store, 30)
     with serve_in_thread(rpm=600, latency_ms=50) as url:
         started = time.monotonic()
-        summary = asyncio.run(collect_scores(store, teacher(url, rpm=540, concurrency=8), round=1, progress=False))
+        summary = asyncio.run(collect_scores(store, teacher(url, rpm=540, concurrency=8), round=1))
         elapsed = time.monotonic() - started
         seen = stats(url)
     assert summary.done == 30 and "429" not in seen["by_status"]
@@ -120,8 +119,7 @@ def test_the_client_slows_down_to_the_server(store, headers):
     add_rationales(store, 3)
     with serve_in_thread(rpm=60, ratelimit_headers=headers) as url:
         started = time.monotonic()
-        summary = asyncio.run(collect_scores(store, teacher(url, concurrency=1, max_attempts=5), round=1,
-                                             progress=False))
+        summary = asyncio.run(collect_scores(store, teacher(url, concurrency=1, max_attempts=5), round=1))
         elapsed = time.monotonic() - started
         seen = stats(url)
     assert summary.done == 3
@@ -147,7 +145,7 @@ def test_permanent_errors_stop_the_run_with_one_line(cli, store, monkeypatch):
 def test_dry_run_sends_nothing(cli, store):
     add_rationales(store, 6)
     with serve_in_thread() as url:
-        asyncio.run(collect_scores(store, teacher(url), round=1, limit=2, progress=False))
+        asyncio.run(collect_scores(store, teacher(url), round=1, limit=2))
         before = stats(url)["requests"]
         result = cli("collect-scores", "--round", 1, "--base-url", url, "--model", "fake", "--dry-run",
                      "--no-group-by-question",

@@ -27,9 +27,9 @@ def teacher(url, **options):
 def test_one_call_per_question_scores_every_sentence_and_links_each_rationale(store):
     add_rationales(store, 8)  # 4 questions, 2 rationales each
     with serve_in_thread() as url:
-        summary = asyncio.run(collect_scores(store, teacher(url), round=1, progress=False, group_by_question=True))
+        summary = asyncio.run(collect_scores(store, teacher(url), round=1, group_by_question=True))
         assert (summary.selected, summary.done, summary.calls) == (8, 8, 4)
-        again = asyncio.run(collect_scores(store, teacher(url), round=1, progress=False, group_by_question=True))
+        again = asyncio.run(collect_scores(store, teacher(url), round=1, group_by_question=True))
         assert (again.selected, again.calls) == (0, 0)
     with store.session() as s:
         calls = s.exec(select(TeacherCall).order_by(TeacherCall.id)).all()
@@ -50,7 +50,7 @@ def test_one_call_per_question_scores_every_sentence_and_links_each_rationale(st
 def test_single_calls_of_one_question_hit_the_cache_on_the_shared_head(store):
     add_rationales(store, 2)  # one question, two rationales
     with serve_in_thread() as url:
-        asyncio.run(collect_scores(store, teacher(url, concurrency=1), round=1, progress=False))
+        asyncio.run(collect_scores(store, teacher(url, concurrency=1), round=1))
     with store.session() as s:
         first, second = s.exec(select(TeacherCall).order_by(TeacherCall.id)).all()
     shared = os.path.commonprefix([prompt_text(first.request), prompt_text(second.request)])
@@ -76,7 +76,7 @@ def test_a_bad_list_re_asks_only_that_rationale(store):
 
     config = teacher("http://127.0.0.1:9/v1")
     client = TeacherClient(config, transport=httpx.MockTransport(handler))
-    summary = asyncio.run(collect_scores(store, config, round=1, progress=False, group_by_question=True,
+    summary = asyncio.run(collect_scores(store, config, round=1, group_by_question=True,
                                          client=client))
     assert (summary.done, summary.calls, dict(summary.failed)) == (2, 2, {})
     repair = bodies[1]["messages"][-1]["content"]

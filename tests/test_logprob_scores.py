@@ -118,7 +118,7 @@ def teacher(url, **options):
 def test_collect_scores_stores_expected_scores_from_the_fake(store, grouped):
     add_rationales(store, 4)
     with serve_in_thread() as url:
-        summary = asyncio.run(collect_scores(store, teacher(url, score_from="logprobs"), round=1, progress=False,
+        summary = asyncio.run(collect_scores(store, teacher(url, score_from="logprobs"), round=1,
                                              group_by_question=grouped))
     assert summary.done == 4
     with store.session() as s:
@@ -136,7 +136,7 @@ def test_collect_scores_stores_expected_scores_from_the_fake(store, grouped):
 def test_sampled_calls_store_no_expected_scores(store):
     add_rationales(store, 2)
     with serve_in_thread() as url:
-        asyncio.run(collect_scores(store, teacher(url), round=1, progress=False))
+        asyncio.run(collect_scores(store, teacher(url), round=1))
     with store.session() as s:
         rows = s.exec(select(SentenceScore)).all()
         calls = s.exec(select(TeacherCall)).all()
@@ -152,8 +152,7 @@ def test_a_reused_answer_brings_its_expected_scores(store):
         store.add_rationale(s, question_id=first.question_id, source="student", text=first.text, dedup_key="twin",
                             round=1, sample_index=1)
     with serve_in_thread() as url:
-        summary = asyncio.run(collect_scores(store, teacher(url, score_from="logprobs", concurrency=1), round=1,
-                                             progress=False))
+        summary = asyncio.run(collect_scores(store, teacher(url, score_from="logprobs", concurrency=1), round=1))
     assert (summary.calls, summary.reused) == (1, 1)
     with store.session() as s:
         rows = s.exec(select(SentenceScore)).all()
@@ -164,7 +163,7 @@ def test_a_reused_answer_brings_its_expected_scores(store):
 def test_export_with_reward_expected_uses_the_expected_scores(store, cli, tmp_path):
     add_rationales(store, 2)
     with serve_in_thread() as url:
-        asyncio.run(collect_scores(store, teacher(url, score_from="logprobs"), round=1, progress=False))
+        asyncio.run(collect_scores(store, teacher(url, score_from="logprobs"), round=1))
     sampled = read_shard(export_rl(store, 1, tmp_path / "sampled").path)
     result = cli("export", "rl", "--round", "1", "--reward", "expected", "--out", tmp_path / "expected")
     assert result.exit_code == 0, result.output

@@ -31,14 +31,15 @@ MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
 
 
-def _collect(ctx: typer.Context, kind: str, teacher: TeacherConfig, batch: bool = False, **options) -> None:
-    from ..teacher import collect
+def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, **options) -> None:
     from ..teacher.batch import BatchLimits
+    from ..teacher.collect import CollectRequest, collect
+    from .collect_progress import collect_progress
 
-    run = collect.collect_scores if kind == "score" else collect.collect_corrections
-    options["batch"] = BatchLimits() if batch else None
+    request = CollectRequest(batch=BatchLimits() if batch else None, **options)
     try:
-        summary = asyncio.run(run(store(ctx), teacher, progress=err_console.is_terminal, **options))
+        with collect_progress(err_console.is_terminal and not request.dry_run and not batch, err_console) as progress:
+            summary = asyncio.run(collect(store(ctx), teacher, request, progress=progress))
     except KeyboardInterrupt:
         err_console.print("interrupted: every answer received so far is saved; "
                           "run the same command again to resume (stored answers are not asked again)")
@@ -53,8 +54,8 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
                    batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
-    _collect(ctx, "score", teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, group_by_question=group_by_question)
+    _collect(ctx, teacher, batch, kind="score", round=round, rationales=rationales, limit=limit, dry_run=dry_run,
+             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question)
 
 
 @teacher_options
@@ -63,7 +64,7 @@ def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
                         checkpoint: CheckpointOpt = None, batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
-    _collect(ctx, "correct", teacher, batch, round=round, rationales=rationales.value, limit=limit, dry_run=dry_run,
+    _collect(ctx, teacher, batch, kind="correct", round=round, rationales=rationales, limit=limit, dry_run=dry_run,
              max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 

@@ -9,7 +9,9 @@ from typing import Any
 
 _PUBLIC = {
     "CallRunner": "calls", "Task": "calls", "TeacherClient": "client",
-    "CollectSummary": "collect", "collect_scores": "collect", "collect_corrections": "collect",
+    "CollectRequest": "collect", "CollectSummary": "collect", "OnlineSummary": "collect", "DryRunSummary": "collect",
+    "BatchSummary": "collect", "CollectProgress": "collect", "collect": "collect", "collect_scores": "collect",
+    "collect_corrections": "collect", "Answerer": "calls", "online": "calls",
     "Provider": "config", "RationaleSource": "config", "StructuredOutput": "config", "TeacherConfig": "config",
     "judge_pair": "judge",
 }

@@ -1,7 +1,7 @@
 """OpenAI Batch API mode: submit the pending calls as batches, later store their answers.
 
 `collect-scores --batch` (and `collect-corrections --batch`) walks every selected task through
-the same `CallRunner` as the online path, with `_reply` swapped: the request a task still needs
+the same `CallRunner` as the online path, with another answerer: the request a task still needs
 (the first, or the repair after a stored invalid answer) becomes a JSONL line whose `custom_id`
 is the request hash. The lines go up in batches of at most `max_requests` lines and `max_bytes`
 bytes (the API's 50,000 and 200 MB), each recorded in `teacher_batch` with its requests linked
@@ -30,12 +30,12 @@ from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
 from ..store import Store
 from .calls import CallRunner, Task
 from .client import Reply, parse_reply
-from .collect import batch_tasks
 from .config import Provider, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import BATCH_DISCOUNT
 from .prompts import load
 from .retry import check_response, retrying
+from .tasks import batch_tasks
 
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -100,29 +100,24 @@ class BatchApi:
         return (await self._call("GET", f"/files/{file_id}/content")).text
 
 
-class _Collecting(CallRunner):
-    """Walks tasks through their stored chains; the request each still needs is kept, not sent."""
+class _Collecting:
+    """Answerer that keeps the request each task still needs instead of sending it."""
 
-    def __init__(self, store: Store, api: BatchApi):
-        super().__init__(store, api)  # type: ignore[arg-type]
+    def __init__(self) -> None:
         self.needed: dict[str, dict] = {}
 
-    async def _reply(self, body: dict, key: str) -> Reply:
+    async def __call__(self, body: dict, key: str) -> Reply:
         self.needed[key] = body
         raise Deferred(key)
 
 
-class _Replaying(CallRunner):
-    """Answers requests from a batch's output and error files; others wait for a later batch."""
+class _Replaying:
+    """Answerer from a batch's output and error files; other requests wait for a later batch."""
 
-    def __init__(self, store: Store, api: BatchApi, results: dict[str, Reply | CallFailed]):
-        super().__init__(store, api)  # type: ignore[arg-type]
+    def __init__(self, results: dict[str, Reply | CallFailed]):
         self.results, self.used = results, set()
 
-    def call_cost(self, tokens_in: int, tokens_out: int, cached_in: int = 0, cache_write_in: int = 0) -> float:
-        return super().call_cost(tokens_in, tokens_out, cached_in, cache_write_in) * BATCH_DISCOUNT
-
-    async def _reply(self, body: dict, key: str) -> Reply:
+    async def __call__(self, body: dict, key: str) -> Reply:
         found = self.results.get(key)
         if found is None:
             raise Deferred(key)
@@ -160,7 +155,8 @@ async def submit(store: Store, teacher: TeacherConfig, kind: str, prompt: str, u
     """Upload the requests the units still need as batches; returns the batches created."""
     limits = limits or BatchLimits()
     async with (api or BatchApi(teacher)) as opened:
-        runner = _Collecting(store, opened)
+        collecting = _Collecting()
+        runner = CallRunner(store, teacher, collecting)
         covers: dict[str, list[int]] = {}
         for unit in units:
             try:
@@ -168,8 +164,8 @@ async def submit(store: Store, teacher: TeacherConfig, kind: str, prompt: str, u
             except Deferred as wanted:
                 covers.setdefault(str(wanted), []).extend(job.rationale.id for job in unit)
         lines = [json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body},
-                            ensure_ascii=False).encode() + b"\n" for key, body in runner.needed.items()]
-        keys = list(runner.needed)
+                            ensure_ascii=False).encode() + b"\n" for key, body in collecting.needed.items()]
+        keys = list(collecting.needed)
         created, done = [], 0
         template = load(prompt)
         for part in chunks(lines, limits):
@@ -281,7 +277,8 @@ async def ingest(store: Store, teacher: TeacherConfig, api: BatchApi | None = No
                 continue
             output = await opened.content(row.output_file_id) if row.output_file_id else ""
             errors = await opened.content(row.error_file_id) if row.error_file_id else ""
-            runner = _Replaying(store, opened, _results(output, errors))
+            replaying = _Replaying(_results(output, errors))
+            runner = CallRunner(store, teacher, replaying, price_factor=BATCH_DISCOUNT)
             for task in batch_tasks(store, teacher, row):
                 try:
                     outcome = await runner.run(task)
@@ -291,7 +288,7 @@ async def ingest(store: Store, teacher: TeacherConfig, api: BatchApi | None = No
                 summary.ok += outcome.status == "ok"
                 summary.failed += outcome.status == "failed"
                 summary.errors += outcome.status == "error"
-            summary.unmatched += len(set(runner.results) - runner.used)
+            summary.unmatched += len(set(replaying.results) - replaying.used)
             summary.cost_usd += runner.tally.cost_usd
             summary.batches += 1
             row.ingested_at = utcnow()

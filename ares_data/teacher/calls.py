@@ -6,6 +6,11 @@ reuses it instead of asking again, so a re-run after a crash pays only for the c
 were in flight. Statuses: `ok`; `invalid` (a repair call follows, linked by `repair_of_id`);
 `failed` (the last repair was invalid too; the reason is in `error`); `error` (no answer after
 the retries; a re-run asks again and updates that row).
+
+Where answers come from is injected: the runner calls an `Answerer` with each request it must
+send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
+output file or defers the request into the next batch (batch.py); a local model can answer
+score requests itself. Validation, repairs, reuse, costs and audit rows stay the runner's.
 """
 
 from __future__ import annotations
@@ -13,15 +18,15 @@ from __future__ import annotations
 import asyncio
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from sqlmodel import Session, select
 
-from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid
+from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, TeacherError
 from ..tables import TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
 from .client import Reply, TeacherClient, build_request, request_hash
-from .config import ScoreFrom
+from .config import ScoreFrom, TeacherConfig
 from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
@@ -105,17 +110,43 @@ def stored_answer(store: Store, key: str) -> TeacherCall | None:
     return row if row is not None and row.status != "error" else None
 
 
+class Answerer(Protocol):
+    """The answer seam of `CallRunner`: turns one request into the teacher's `Reply`.
+
+    `body` is the provider-format request to send (`build_request`), `key` its request hash
+    (the idempotency key, the Batch API's custom_id). Return the `Reply` (text, usage, attempts,
+    latency; `finish_reason` when the source reports one). Raise `CallFailed` when no answer
+    came (`permanent` for one that asking again cannot change); any other exception stops the
+    task and propagates to the caller (batch.Deferred: "not answered in this pass").
+    """
+
+    def __call__(self, body: dict[str, Any], key: str) -> Awaitable[Reply]: ...
+
+
+def online(client: TeacherClient) -> Answerer:
+    """Answers by sending the request now, within the client's limits and retries."""
+
+    async def answer(body: dict[str, Any], key: str) -> Reply:
+        return await client.send(body)
+
+    return answer
+
+
 class CallRunner:
-    def __init__(self, store: Store, client: TeacherClient, tally: Tally | None = None,
-                 max_cost: float | None = None):
-        self.store, self.client, self.config = store, client, client.config
+    """Runs tasks' request chains against `answer`; `price_factor` scales every stored cost
+    (the Batch API's discount)."""
+
+    def __init__(self, store: Store, config: TeacherConfig, answer: Answerer, *, tally: Tally | None = None,
+                 max_cost: float | None = None, price_factor: float = 1.0):
+        self.store, self.config, self.answer = store, config, answer
         self.tally = tally or Tally()
         self.budget = Budget(max_cost, self.tally)
+        self.price_factor = price_factor
         self._locks: dict[str, asyncio.Lock] = {}
 
     def call_cost(self, tokens_in: int, tokens_out: int, cached_in: int = 0, cache_write_in: int = 0) -> float:
         return cost(self.config.model, tokens_in, tokens_out, self.config.price_in, self.config.price_out,
-                    cached_in, cache_write_in)
+                    cached_in, cache_write_in) * self.price_factor
 
     async def run(self, task: Task) -> Outcome:
         ask, repair_of = task.ask, None
@@ -171,7 +202,7 @@ class CallRunner:
         estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
         self.budget.reserve(estimate)
         try:
-            reply = await self._reply(body, key)
+            reply = await self.answer(body, key)
         finally:
             self.tally.reserved_usd -= estimate
         self.tally.sent += 1
@@ -179,10 +210,6 @@ class CallRunner:
         self.tally.tokens_out += reply.tokens_out or 0
         self.tally.cached_tokens_in += reply.cached_tokens_in or 0
         return reply
-
-    async def _reply(self, body: dict, key: str) -> Reply:
-        """The answer to one request; the Batch API runner (batch.py) answers from a batch's output instead."""
-        return await self.client.send(body)
 
     def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
                 repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 
 from ..errors import InvalidAnswer
 from ..store import Store
-from .calls import CallRunner, Task
+from .calls import CallRunner, Task, online
 from .client import TeacherClient
 from .config import TeacherConfig
 from .prompts import JUDGE, judge_ask
@@ -34,10 +34,10 @@ async def judge_pair(client_or_teacher: TeacherClient | TeacherConfig, store: St
     task = Task("judge", JUDGE, judge_ask(question, first, second), parse_judgement,
                 question_id=question.id, rationale_id=rationale_id)
     if isinstance(client_or_teacher, TeacherClient):
-        outcome = await CallRunner(store, client_or_teacher).run(task)
+        outcome = await CallRunner(store, client_or_teacher.config, online(client_or_teacher)).run(task)
     else:
         async with TeacherClient(client_or_teacher) as client:
-            outcome = await CallRunner(store, client).run(task)
+            outcome = await CallRunner(store, client.config, online(client)).run(task)
     if outcome.status != "ok":
         raise InvalidAnswer("no_verdict", f"the judge gave no valid verdict ({outcome.reason}); see teacher_call "
                               f"{outcome.call_id}" if outcome.call_id else f"the judge call failed ({outcome.reason})")

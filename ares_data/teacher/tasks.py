@@ -1,0 +1,182 @@
+"""Task building: which rationales still need a teacher answer, and the `Task` that asks for it.
+
+The online collector (collect.py) and the Batch API (batch.py) both select work and build
+tasks here, so neither imports the other for it. A rationale is open while it has no `ok`
+answer (nor a given-up chain, single or grouped) from this teacher model and prompt version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sqlalchemy import exists
+from sqlmodel import Session, select
+
+from ..errors import TeacherError
+from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
+                      TeacherCall, TeacherCallRationale)
+from ..store import Store
+from .calls import Task
+from .config import RationaleSource, TeacherConfig
+from .grouped import SCORE_GROUP, group_task
+from .logprobs import expectations, lookup, score_row
+from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
+from .validation import parse_correction, parse_scores
+
+
+@dataclass
+class Job:
+    """One rationale to ask about, with its question and sentences."""
+
+    rationale: Rationale
+    question: Question
+    sentences: list[Sentence]
+
+
+TaskBuilder = Callable[[Store, list[Job], bool], Task]
+
+
+def prompt_name(kind: str, grouped: bool) -> str:
+    return CORRECT if kind == "correct" else SCORE_GROUP if grouped else SCORE
+
+
+def teacher_key(kind: str, teacher: TeacherConfig, grouped: bool = False) -> tuple[str, str]:
+    """(model, prompt version): what an answer must match to count for this run."""
+    return teacher.model, load(prompt_name(kind, grouped)).version
+
+
+def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_failed: bool = False) -> tuple:
+    """WHERE clauses: the rationale has no `ok` answer (nor, unless `retry_failed`, a given-up
+    chain, single or grouped) from this model and prompt version."""
+    model, version = teacher_key(kind, teacher, grouped)
+    same_teacher = (TeacherCall.model == model, TeacherCall.prompt_version == version)
+    if kind == "score":
+        answered = exists().where(SentenceScore.sentence_id == Sentence.id, Sentence.rationale_id == Rationale.id,
+                                  TeacherCall.id == SentenceScore.teacher_call_id, *same_teacher)
+    else:
+        answered = exists().where(Correction.rationale_id == Rationale.id,
+                                  TeacherCall.id == Correction.teacher_call_id, *same_teacher)
+    if retry_failed:
+        return (~answered,)
+    given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
+                              TeacherCall.status == "failed", *same_teacher)
+    given_up_in_group = exists().where(
+        TeacherCallRationale.rationale_id == Rationale.id, TeacherCall.id == TeacherCallRationale.teacher_call_id,
+        TeacherCall.kind == kind, TeacherCall.status == "failed", *same_teacher)
+    return ~answered, ~given_up, ~given_up_in_group
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which rationales a run looks at: a source and round, or explicit ids (`only`)."""
+
+    kind: str
+    source: RationaleSource = RationaleSource.student
+    round: int | None = None
+    limit: int | None = None
+    checkpoint: str | None = None
+    grouped: bool = False
+    retry_failed: bool = False
+
+
+def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None,
+                exclude: Any = None) -> list[Job]:
+    """Open rationales of the selection in id order; `checkpoint` keeps those one student
+    checkpoint wrote (a round holds rollouts of two). `only` (ids, or a subquery of them)
+    replaces the source filter; `exclude` leaves ids out."""
+    stmt = (select(Rationale).where(*still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
+            .order_by(Rationale.id))
+    stmt = stmt.where(Rationale.source == selection.source.value) if only is None else stmt.where(Rationale.id.in_(only))
+    if exclude is not None:
+        stmt = stmt.where(Rationale.id.not_in(exclude))
+    if selection.round is not None and selection.source is RationaleSource.student:
+        stmt = stmt.where(Rationale.round == selection.round)
+    if selection.checkpoint is not None:
+        found = session.exec(select(ModelCheckpoint.id).where(ModelCheckpoint.name == selection.checkpoint)).first()
+        if found is None:
+            raise TeacherError(f"no checkpoint named {selection.checkpoint!r} in the store")
+        stmt = stmt.where(Rationale.model_checkpoint_id == found)
+    if selection.limit is not None:
+        stmt = stmt.limit(selection.limit)
+    rationales = list(session.exec(stmt))
+    ids = [r.id for r in rationales]
+    questions = {q.id: q for q in session.exec(select(Question).where(
+        Question.id.in_({r.question_id for r in rationales})))} if ids else {}
+    sentences: dict[int, list[Sentence]] = {i: [] for i in ids}
+    for chunk in range(0, len(ids), 500):
+        part = ids[chunk:chunk + 500]
+        for s in session.exec(select(Sentence).where(Sentence.rationale_id.in_(part)).order_by(Sentence.idx)):
+            sentences[s.rationale_id].append(s)
+    return [Job(r, questions[r.question_id], sentences[r.id]) for r in rationales]
+
+
+def units(jobs: list[Job], grouped: bool) -> list[list[Job]]:
+    """Units of work: one rationale each, or the rationales of one question (in selection order)."""
+    if not grouped:
+        return [[job] for job in jobs]
+    by_question: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_question.setdefault(job.question.id, []).append(job)
+    return list(by_question.values())
+
+
+def score_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
+    if grouped:
+        return group_task(jobs)
+    [job] = jobs
+    texts = [s.text for s in job.sentences]
+
+    def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
+        weighted = expectations(call.response or "", call.score_logprobs)
+        for i, (sentence, score) in enumerate(zip(job.sentences, scores)):
+            session.add(score_row(sentence.id, call.id, score, lookup(weighted, None, i)))
+
+    return Task("score", SCORE, score_ask(job.question, texts), lambda text: parse_scores(text, len(texts)),
+                {"n": len(texts)}, job.question.id, job.rationale.id, persist)
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Character edit distance (insertions, deletions, substitutions)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def correct_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
+    [job] = jobs
+    original = job.rationale
+    ask = correct_ask(job.question, original.text)
+    prompt_texts = [ask.system] + [p["text"] for p in ask.parts if p["type"] == "text"]
+
+    def persist(session: Session, call: TeacherCall, corrected: str) -> None:
+        row, created = store.add_rationale(
+            session, question_id=original.question_id, source="correction", text=corrected,
+            dedup_key=f"correction:{call.id}:{original.id}", model_checkpoint_id=original.model_checkpoint_id,
+            parent_rationale_id=original.id, round=original.round, sample_index=original.sample_index)
+        if created:
+            session.add(Correction(rationale_id=original.id, teacher_call_id=call.id, corrected_rationale_id=row.id,
+                                   text=corrected, edit_distance=levenshtein(original.text, corrected)))
+
+    return Task("correct", CORRECT, ask, lambda text: parse_correction(text, original.text, prompt_texts),
+                {"rationale": original.text}, job.question.id, original.id, persist)
+
+
+def builder(kind: str) -> TaskBuilder:
+    return score_task if kind == "score" else correct_task
+
+
+def batch_tasks(store: Store, teacher: TeacherConfig, batch: Any) -> list[Task]:
+    """The tasks of a batch's rationales still open, built as `--batch` built them (batch.ingest)."""
+    grouped = batch.prompt_name == SCORE_GROUP
+    linked = select(TeacherBatchRequest.rationale_id).where(TeacherBatchRequest.batch_id == batch.id)
+    with store.session() as session:
+        jobs = select_jobs(session, teacher, Selection(batch.kind, grouped=grouped), only=linked)
+    make = builder(batch.kind)
+    return [make(store, unit, grouped) for unit in units([j for j in jobs if j.sentences], grouped)]
