@@ -109,8 +109,10 @@ def build_tiny_qwen2_vl(tokenizer_dir: Path, out: Path) -> Path:
     special = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tokenizer = _tokenizer(tokenizer_dir, special)
     start, end, image, video = tokenizer.convert_tokens_to_ids(special)
-    text = dict(TEXT, **_ids(tokenizer), initializer_range=0.2, rope_parameters={"rope_type": "default", "rope_theta": 100.0,
-                                                          "mrope_section": [1, 1, 2]})
+    # Larger weights and a shorter rotary period than the other fixtures, so that wrong positions
+    # visibly change the log-probs (the test that PPO uses the model's own positions relies on it).
+    rope = {"rope_type": "default", "rope_theta": 100.0, "mrope_section": [1, 1, 2]}
+    text = dict(TEXT, **_ids(tokenizer), initializer_range=0.2, rope_parameters=rope)
     vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=8,
                   spatial_merge_size=2, temporal_patch_size=2)
     config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=image, video_token_id=video,
@@ -156,8 +158,9 @@ def build_tiny_llava_onevision(tokenizer_dir: Path, out: Path) -> Path:
         vision_feature_select_strategy="full", vision_feature_layer=-1,
     )
     images = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
-    processor = _image_only_processors()["llava_onevision"](image_processor=images, tokenizer=tokenizer, num_image_tokens=16,
-                                        vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE)
+    processor = _image_only_processors()["llava_onevision"](
+        image_processor=images, tokenizer=tokenizer, num_image_tokens=16, vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE)
     return _save(LlavaOnevisionForConditionalGeneration, config, processor, out)
 
 

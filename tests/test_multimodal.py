@@ -16,8 +16,8 @@ from ares_data.images import load_image
 from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
 from ares_data.synthetic_shapes import DATASET, import_shapes, write_shapes
 from ares_train.loading import load_student
-from ares_train.vision import (VISION_PARTS, concat_images, encode, image_prompt, image_tensors, is_processor, lora_targets,
-                               model_positions, student_input)
+from ares_train.vision import (VISION_PARTS, concat_images, encode, image_prompt, image_tensors, is_processor,
+                               lora_targets, model_positions, student_input)
 
 from multimodal_support import BUILDERS, FAMILIES
 
