@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .placement import placement_of
 from .sft_config import SFTRunConfig
 from .vision import is_processor, lora_targets, student_input, text_tokenizer
 
@@ -20,12 +21,12 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
 
     A VLM student (`tokenizer` is its processor) also sees the image of each row's question
     (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs."""
-    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     vlm, questions = is_processor(tokenizer), questions or {}
+    where = placement_of(model)  # the Trainer keeps the model where the stage loaded it
     examples = []
     for row in rows:
         prompt, image = student_input(tokenizer, row["prompt"], questions.get(row.get("question_id")))
@@ -37,8 +38,8 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
         seed=config.seed, max_length=config.max_length, logging_steps=config.logging_steps,
         completion_only_loss=True, activation_checkpointing=False, save_strategy="no", report_to=[],
-        push_to_hub=False, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        push_to_hub=False, disable_tqdm=True, dataloader_pin_memory=where.on_cuda, use_cpu=not where.on_cuda,
+        bf16=where.dtype == "bfloat16", fp16=where.dtype == "float16" and where.on_cuda,
     )
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                              target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision),

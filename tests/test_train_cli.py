@@ -70,6 +70,10 @@ def test_one_round_through_the_cli(cli, store, feedback, tiny_model_dir, tmp_pat
     run = _run(store, "rl")
     assert run.status == "done" and run.output_checkpoint_id == rl.id and run.input_checkpoint_id == base.id
     assert run.config["ppo_epochs"] == 1 and run.config["batch_size"] == 2
+    assert (run.config["device"], run.config["dtype"]) == ("cpu", "float32")  # auto, resolved on a CPU machine
+    # PPO trained on the stored ids, and its first forward reproduced the sampler's log-probs
+    assert run.metrics["rollout_probs_diff_max"] < 1e-3 and run.metrics["summary"]["rows_retokenised"] == 0
+    assert run.metrics["summary"]["critic_from"] is None  # round 1: a fresh critic
     with store.session() as session:
         assert session.get(Export, run.export_id).path == str(shard.resolve())
     steps = [json.loads(line) for line in (rl_dir / "metrics.jsonl").read_text().splitlines()]

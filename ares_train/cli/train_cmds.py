@@ -16,6 +16,7 @@ from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail
 from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
 from ares_data.cli.teacher_cmds import GroupOpt
 from ares_data.cli.teacher_options import teacher_options
+from ares_data.enums import RunKind
 from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
 
@@ -60,7 +61,7 @@ def generate(
     limit: LimitOpt = None,
     max_new_tokens: MaxNewTokensOpt = 256,
     temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 50,
+    top_k: TopKOpt = 0,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
     batch_size: GenBatchOpt = 8,
 ) -> None:
@@ -95,7 +96,7 @@ def _train(
     limit: LimitOpt = None,
     max_new_tokens: MaxNewTokensOpt = 256,
     temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 50,
+    top_k: TopKOpt = 0,
     seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
     batch_size: GenBatchOpt = 8,
     group_by_question: GroupOpt = True,
@@ -185,7 +186,7 @@ def train_rl_cmd(
     from ares_train.stages import resolve_start, train_rl
 
     opened = store(ctx)
-    start = resolve_start(opened, "rl", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     overrides = {"ppo_epochs": None if epochs is None else int(epochs), "learning_rate": lr, "kl_coef": kl_coef,
                  "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size),
                  "lora_vision": lora_vision}
@@ -214,7 +215,7 @@ def train_sft_cmd(
     from ares_train.stages import resolve_start, train_sft
 
     opened = store(ctx)
-    start = resolve_start(opened, "sft", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "lora_vision": lora_vision}
     _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides))
 
