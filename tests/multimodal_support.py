@@ -109,10 +109,11 @@ def build_tiny_qwen2_vl(tokenizer_dir: Path, out: Path) -> Path:
     special = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tokenizer = _tokenizer(tokenizer_dir, special)
     start, end, image, video = tokenizer.convert_tokens_to_ids(special)
-    # Larger weights and a shorter rotary period than the other fixtures, so that wrong positions
-    # visibly change the log-probs (the test that PPO uses the model's own positions relies on it).
+    # Larger weights and a shorter rotary period than the other fixtures: peaked distributions in
+    # which wrong positions move the sampled tokens' probabilities, not only their log-probs (with
+    # 1-D positions PPO's rollout_probs_diff_max is ~0.04 here instead of ~1e-7).
     rope = {"rope_type": "default", "rope_theta": 100.0, "mrope_section": [1, 1, 2]}
-    text = dict(TEXT, **_ids(tokenizer), initializer_range=0.2, rope_parameters=rope)
+    text = dict(TEXT, **_ids(tokenizer), initializer_range=0.5, rope_parameters=rope)
     vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=8,
                   spatial_merge_size=2, temporal_patch_size=2)
     config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=image, video_token_id=video,

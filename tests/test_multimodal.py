@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from ares_data.errors import ImageError, TrainingError
 from ares_data.images import load_image
-from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
+from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence, TrainingRun
 from ares_data.synthetic_shapes import DATASET, import_shapes, write_shapes
 from ares_train.loading import load_student
 from ares_train.vision import (VISION_PARTS, concat_images, encode, image_prompt, image_tensors, is_processor,
@@ -188,6 +188,10 @@ def test_generate_export_train_and_eval_each_family_through_the_cli(family, cli,
         rl = session.exec(select(ModelCheckpoint).where(ModelCheckpoint.name == "round-1-rl")).one()
     weights = _lora_keys(rl.adapter_path)
     assert sum(float(w.abs().sum()) for k, w in weights.items() if "lora_B" in k) > 0  # the adapter moved
+    with store.session() as session:
+        run = session.exec(select(TrainingRun).where(TrainingRun.kind == "rl")).one()
+    # PPO's first forward (positions and image inputs included) reproduced what generation sampled
+    assert run.metrics["rollout_probs_diff_max"] < 1e-3 and run.metrics["summary"]["rows_retokenised"] == 0
     assert not any(part in k for k in weights for part in VISION_PARTS)  # the image side kept its weights
 
     for r in rollouts[:3]:
