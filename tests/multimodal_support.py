@@ -111,7 +111,7 @@ def build_tiny_qwen2_vl(tokenizer_dir: Path, out: Path) -> Path:
     start, end, image, video = tokenizer.convert_tokens_to_ids(special)
     # Larger weights and a shorter rotary period than the other fixtures: peaked distributions in
     # which wrong positions move the sampled tokens' probabilities, not only their log-probs (with
-    # 1-D positions PPO's rollout_probs_diff_max is ~0.04 here instead of ~1e-7).
+    # 1-D positions PPO's rollout_probs_diff_max is ~0.04 here, far above the tests' 1e-3).
     rope = {"rope_type": "default", "rope_theta": 100.0, "mrope_section": [1, 1, 2]}
     text = dict(TEXT, **_ids(tokenizer), initializer_range=0.5, rope_parameters=rope)
     vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=8,
