@@ -239,3 +239,28 @@ def test_the_whole_loop_with_a_smolvlm_student_resumes_without_training_again(cl
     assert [r.kind for r in runs] == ["rl", "sft"] and all(s.status == "done" for s in stages)
     assert before[2] == 2 and counts() == before  # nothing generated, asked or trained twice
     assert "done before, reused" in again.output
+
+
+def test_online_generate_sees_the_image_and_step_trains_on_what_it_sampled(vlm_dir):
+    """The PPO trainer's own `generate` with images (Qwen2-VL: 3-D positions), straight into
+    `step`: its first forward, with each row's image, reproduces the sampled log-probs."""
+    from PIL import Image
+
+    from ares_data.splitter import split_sentences
+    from ares_train.ppo_config import PPOConfig
+    from ares_train.ppo_trainer import SentenceRewardPPOTrainer
+
+    model, processor = load_student(str(vlm_dir("qwen2_vl")))
+    trainer = SentenceRewardPPOTrainer(PPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=1), model, processor)
+    red, blue = Image.new("RGB", (32, 32), (255, 0, 0)), Image.new("RGB", (32, 48), (0, 0, 255))
+    prompts = [image_prompt(processor, "Colour?"), image_prompt(processor, "Colour?"),
+               student_input(processor, "Colour?", None)[0]]
+    images = [red, blue, None]
+    torch.manual_seed(0)
+    sampled = trainer.generate(prompts, 12, images=images)
+    assert [len(s.token_ids) for s in sampled] == [len(s.logprobs) for s in sampled]
+    rows = [{"prompt": p, "image": i, "response": s.text, "sentence_ends": ends, "scores": [0.5] * len(ends),
+             "temperature": 1.0, **s.record()}
+            for p, i, s in zip(prompts, images, sampled) if (ends := [x.end for x in split_sentences(s.text)])]
+    assert any(r["image"] is not None for r in rows)
+    assert trainer.step(rows)["rollout_probs_diff_max"] < 1e-3
