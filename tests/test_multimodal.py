@@ -3,9 +3,15 @@
 project's synthetic shapes set."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -213,32 +219,41 @@ def test_generate_export_train_and_eval_each_family_through_the_cli(family, cli,
 
 
 @pytest.mark.slow
-def test_the_whole_loop_with_a_smolvlm_student_resumes_without_training_again(cli, store, vlm_dir, tmp_path):
-    """`ares train` with an Idefics3 (SmolVLM) student and the fake teacher; run again, every
-    stage is found done and reused: no rollout, teacher call or training run is added."""
+def test_the_whole_loop_with_a_smolvlm_student_killed_after_rl_resumes(cli, store, db_path, vlm_dir, tmp_path):
+    """`ares train` with an Idefics3 (SmolVLM) student and the fake teacher, killed once its RL
+    stage is done; run again, it reuses what was done and trains SFT once."""
     from ares_data.fake_teacher import serve_in_thread
-    from ares_data.tables import PipelineStage, TeacherCall, TrainingRun
+    from ares_data.tables import PipelineStage
 
     assert cli("import", "synthetic-shapes", "--out", tmp_path / "shapes", "--n", "4").exit_code == 0
-    args = ["train", "--model", vlm_dir("idefics3"), "--rounds", "1", "--k", "2", "--limit", "2",
+    args = ["train", "--model", str(vlm_dir("idefics3")), "--rounds", "1", "--k", "2", "--limit", "2",
             "--max-new-tokens", "12", "--teacher-model", "fake-teacher", "--concurrency", "1", "--seed", "0"]
 
-    def counts() -> tuple[int, int, int]:
+    def done(kind: str) -> int:
         with store.session() as session:
-            return tuple(len(session.exec(select(t)).all()) for t in (Rationale, TeacherCall, TrainingRun))
+            return len(session.exec(select(TrainingRun).where(TrainingRun.kind == kind,
+                                                              TrainingRun.status == "done")).all())
 
-    with serve_in_thread(seed=1) as url:
-        first = cli(*args, "--base-url", url)
-        assert first.exit_code == 0, first.output
-        before = counts()
+    env = {**os.environ, "ARES_DB": str(db_path), "ARES_HOME": str(tmp_path / "home")}
+    with serve_in_thread(seed=1, latency_ms=300) as url:
+        first = subprocess.Popen([sys.executable, "-m", "ares_data.cli", *args, "--base-url", url], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None and not done("rl"):
+            time.sleep(0.05)
+        assert first.poll() is None and done("rl") == 1, "the run ended before it could be killed"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert done("sft") == 0
         again = cli(*args, "--base-url", url)
         assert again.exit_code == 0, again.output
+        stats = httpx.get(url.removesuffix("/v1") + "/stats").json()
+    assert stats["answered_twice"] == 0  # no teacher request answered twice across the kill
+    assert "round 1 generate: done before, reused" in again.output
     with store.session() as session:
         runs = session.exec(select(TrainingRun).order_by(TrainingRun.id)).all()
         stages = session.exec(select(PipelineStage)).all()
-    assert [r.kind for r in runs] == ["rl", "sft"] and all(s.status == "done" for s in stages)
-    assert before[2] == 2 and counts() == before  # nothing generated, asked or trained twice
-    assert "done before, reused" in again.output
+    assert [r.kind for r in runs] == ["rl", "sft"] and all(s.status == "done" for s in stages)  # RL not retrained
 
 
 def test_online_generate_sees_the_image_and_step_trains_on_what_it_sampled(vlm_dir):
