@@ -123,6 +123,21 @@ class LabelOrigin(_Vocabulary):
     label_studio = "label-studio"
 
 
+class AttemptOutcome(_Vocabulary):
+    """teacher_attempt.outcome: what one HTTP attempt came to. `timeout`: sent, no answer read
+    (maybe billed); `not_sent`: connect or write failed; `network`: dropped after sending;
+    `unreadable`: an answer that could not be read."""
+
+    ok = "ok"
+    rate_limited = "rate_limited"
+    server_error = "server_error"
+    client_error = "client_error"
+    timeout = "timeout"
+    not_sent = "not_sent"
+    network = "network"
+    unreadable = "unreadable"
+
+
 # (table, column) -> its Enum, for every CHECK (column IN (...)) of the schema (tests/test_enums.py).
 CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("model_checkpoint", "stage"): CheckpointStage,
@@ -140,4 +155,5 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("eval_result", "a_position"): Position,
     ("human_label", "kind"): LabelKind,
     ("human_label", "origin"): LabelOrigin,
+    ("teacher_attempt", "outcome"): AttemptOutcome,
 }

@@ -146,27 +146,26 @@ class Pipeline:
         from ares_data.teacher.collect import collect_corrections, collect_scores
 
         from .loading import find_checkpoint
-        from .placement import resolve as resolve_placement
-        from .rollouts import SamplingSettings, generate_rollouts
+        from .rollout_config import SamplingSettings
+        from .rollouts import generate_rollouts
         from .stages import checkpoint_name, train_rl, train_sft
 
         cfg = self.config
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                     top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size,
-                                    rollout_engine=cfg.rollout_engine)
-        placement = resolve_placement(cfg.device, cfg.dtype)
+                                    rollout_engine=cfg.rollout_engine, device=cfg.device, dtype=cfg.dtype)
         where = {"device": cfg.device, "dtype": cfg.dtype}
 
         def generate(checkpoint: ModelCheckpoint) -> Callable[[], dict]:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
-                                             k=cfg.k, limit=cfg.limit, settings=settings, progress=progress,
-                                             placement=placement)
+                                             k=cfg.k, limit=cfg.limit, settings=settings, progress=progress)
 
         def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
             def work() -> dict:
                 with collect_progress(progress) as report:
-                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales=RationaleSource.student,
-                                                    checkpoint=checkpoint.name, progress=report, **options))
+                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round,
+                                                    rationales=RationaleSource.student, checkpoint=checkpoint.name,
+                                                    progress=report, **options))
                 return _plain(summary)
             return work
 

@@ -20,15 +20,15 @@ import importlib.util
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Sequence, get_args
 
 from ares_data.errors import TrainingError
+from ares_data.extras import install_command
 
+from .rollout_config import EngineName
 from .vision import encode, text_tokenizer
 
-EngineName = Literal["hf", "vllm"]
-ENGINE_HELP = "What samples rollouts: hf (transformers generate) or vllm (optional extra; needs a CUDA GPU)."
-VLLM_INSTALL = "pip install 'ares[vllm]' (vLLM needs a CUDA GPU)"
+VLLM_INSTALL = f"{install_command('vllm')} (on a machine with a CUDA GPU)"
 
 
 @dataclass

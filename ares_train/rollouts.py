@@ -8,7 +8,7 @@ where it stopped and a finished one adds nothing when run again.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Sequence
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
@@ -22,23 +22,11 @@ from ares_data.tables import ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
 
 from .loading import load_checkpoint
-from .options import option
-from .placement import Placement, placement_of
-from .rollout_engines import ENGINE_HELP, EngineName, Sampled, make_engine
+from .placement import placement_of, resolve
+from .rollout_config import SamplingSettings
+from .rollout_engines import Sampled, make_engine
 from .vision import is_processor, student_input
 
-
-
-@dataclass
-class SamplingSettings:
-    """How rollouts are sampled; stored as JSON with every rationale. Each help text is written once, here."""
-
-    max_new_tokens: int = option(256, "Length cap of a rationale, in tokens; a rollout cut there is `length`-finished.")
-    temperature: float = option(1.0, "Sampling temperature (PPO scores log-probs at the same temperature).")
-    top_k: int = option(0, "Sample among the k likeliest tokens; 0 = the whole vocabulary, the distribution PPO scores.")
-    seed: int | None = option(None, "Seed for reproducible sampling.")
-    batch_size: int = option(8, "Questions per generate call.")
-    rollout_engine: EngineName = option("hf", ENGINE_HELP)
 
 
 def sample_responses(engine: Any, processing: Any, user_texts: Sequence[str], *, questions: Sequence[Any] | None = None,
@@ -97,7 +85,6 @@ def generate_rollouts(
     limit: int | None = None,
     settings: SamplingSettings | None = None,
     progress: bool = True,
-    placement: Placement | None = None,
     model_and_tokenizer: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample k rationales per pending question of `split` and store them as round `round`, each
@@ -107,6 +94,7 @@ def generate_rollouts(
     `model_and_tokenizer` skips loading the checkpoint when the caller already holds it.
     """
     settings = settings or SamplingSettings()
+    placement = resolve(settings.device, settings.dtype)  # a bad --device fails before anything else
     pending, skipped = pending_questions(store, checkpoint_id=checkpoint.id, round=round, split=split, k=k,
                                          limit=limit)
     summary = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,

@@ -7,7 +7,7 @@ prompt is formatted with `format_prompt`, exactly as the student sees it when ge
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .placement import placement_of
 from .sft_config import SFTRunConfig
@@ -15,12 +15,14 @@ from .vision import is_processor, lora_targets, student_input, text_tokenizer
 
 
 def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: Iterable[dict],
-                      output_dir: str | Path, questions: Mapping[int, Any] | None = None) -> dict[str, Any]:
+                      output_dir: str | Path, questions: Mapping[int, Any] | None = None,
+                      callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train a LoRA adapter on `rows` ({prompt: user text, completion}), save it (PEFT format)
     to `output_dir`, and return the metrics: the trainer's summary and its per-step log.
 
     A VLM student (`tokenizer` is its processor) also sees the image of each row's question
-    (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs."""
+    (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs.
+    `callbacks` are transformers `TrainerCallback`s (the GPU check times steps with one)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -46,7 +48,7 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
                              task_type="CAUSAL_LM")
     text_tokenizer(tokenizer).padding_side = "right"  # training pads on the right; generation switches back
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=list(callbacks))
     result = trainer.train()
     trainer.save_model(str(output_dir))
     return {"summary": result.metrics, "steps": [e for e in trainer.state.log_history if "loss" in e]}

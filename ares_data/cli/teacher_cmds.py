@@ -65,8 +65,8 @@ def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
                         checkpoint: CheckpointOpt = None, batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
-    _collect(ctx, teacher, batch, kind=CallKind.correct, round=round, rationales=rationales, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
+    _collect(ctx, teacher, batch, kind=CallKind.correct, round=round, rationales=rationales, limit=limit,
+             dry_run=dry_run, max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 
 def fake_teacher(
