@@ -183,6 +183,9 @@ def test_generate_export_train_and_eval_each_family_through_the_cli(family, cli,
         counts = {r.id: len(session.exec(select(Sentence).where(Sentence.rationale_id == r.id)).all())
                   for r in rollouts}
     assert len(rollouts) == len(train)
+    for r in rollouts:  # what was sampled, kept for PPO
+        assert len(r.generation["token_ids"]) == len(r.generation["logprobs"]) > 0
+        assert r.generation["finish_reason"] in ("stop", "length")
     for r in rollouts:
         feedback.score(r, [0.9] * counts[r.id])
     shard = tmp_path / "rl-shard"
