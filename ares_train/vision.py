@@ -41,7 +41,8 @@ def is_vision_language(directory: str | Path) -> bool:
 
 def load_processor(directory: str | Path) -> Any:
     """The model's processor. Transformers builds Qwen2-VL's and LLaVA-OneVision's with a video
-    processor, which needs torchvision: without it, say so instead of transformers' own error."""
+    processor, which needs torchvision, and 5.10 files Idefics3's PIL image processor under
+    torchvision too: without it, say so instead of transformers' own error."""
     from transformers import AutoProcessor
     from transformers.utils import is_torchvision_available
 
@@ -51,7 +52,7 @@ def load_processor(directory: str | Path) -> Any:
         if is_torchvision_available():
             raise
         raise TrainingError(f"cannot load the processor of {directory}: transformers needs torchvision for it "
-                            "(its video processor); install the torchvision build that matches your torch") from exc
+                            "(its video or image processor); install the torchvision build that matches your torch") from exc
 
 
 def is_processor(processing: Any) -> bool:

@@ -62,6 +62,23 @@ def _image_only_processors() -> dict:
     return {"qwen2_vl": ImageOnlyQwen2VLProcessor, "llava_onevision": ImageOnlyLlavaOnevisionProcessor}
 
 
+def idefics3_image_processor() -> type:
+    """Idefics3's PIL image processor, registered with `AutoImageProcessor` where transformers
+    would hand out a placeholder for it. Transformers 5.10 files `image_processing_pil_idefics3`
+    under the torchvision backend (its docstrings name `TorchvisionBackend`), so without
+    torchvision the class, and `AutoProcessor` on a saved SmolVLM, raise ImportError although the
+    class needs only PIL. The module's own class is the real one; newer transformers need nothing."""
+    from transformers import Idefics3Config
+    from transformers.models.auto.image_processing_auto import AutoImageProcessor
+    from transformers.models import idefics3
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    if getattr(idefics3.Idefics3ImageProcessorPil, "is_dummy", False):
+        AutoImageProcessor.register(Idefics3Config, image_processor_classes={"pil": Idefics3ImageProcessorPil},
+                                    exist_ok=True)
+    return Idefics3ImageProcessorPil
+
+
 def _tokenizer(tokenizer_dir: Path, tokens: list[str]):
     from transformers import AutoTokenizer
 
@@ -129,15 +146,14 @@ def build_tiny_idefics3(tokenizer_dir: Path, out: Path) -> Path:
     """Idefics3 (the SmolVLM architecture): a 2-layer tower on 32 px tiles (patch 8), pixel
     shuffle by 2 (4 image tokens per tile), no image splitting, a 2-layer Llama."""
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
-    from transformers.models.idefics3 import Idefics3ImageProcessorPil
 
     tokenizer = _tokenizer(tokenizer_dir, ["<fake_token_around_image>", "<image>", "<end_of_utterance>",
                                            "<global-img>"])
     config = Idefics3Config(text_config=dict(TEXT, model_type="llama", **_ids(tokenizer)),
                             vision_config=dict(VISION, image_size=32, patch_size=8), scale_factor=2,
                             image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
-    images = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
-                                       max_image_size={"longest_edge": 32})
+    images = idefics3_image_processor()(do_image_splitting=False, size={"longest_edge": 32},
+                                         max_image_size={"longest_edge": 32})
     processor = Idefics3Processor(image_processor=images, tokenizer=tokenizer, image_seq_len=4,
                                   chat_template=CHAT_TEMPLATE)
     return _save(Idefics3ForConditionalGeneration, config, processor, out)

@@ -111,6 +111,19 @@ def test_a_processor_that_needs_torchvision_says_so(vlm_dir, tmp_path):
         load_student(str(published))
 
 
+def test_a_smolvlm_on_transformers_5_10_without_torchvision_says_so(vlm_dir):
+    """Transformers 5.10 files Idefics3's PIL image processor under torchvision; a fresh process
+    (without the tests' registration of the real class) gets one clear line, not ImportError."""
+    from transformers.models import idefics3
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available() or not getattr(idefics3.Idefics3ImageProcessorPil, "is_dummy", False):
+        pytest.skip("Idefics3's image processor loads here")
+    load = "import sys; from ares_train.loading import load_student; load_student(sys.argv[1])"
+    result = subprocess.run([sys.executable, "-c", load, str(vlm_dir("idefics3"))], capture_output=True, text=True)
+    assert result.returncode != 0 and "TrainingError" in result.stderr and "needs torchvision" in result.stderr
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_training_positions_reproduce_what_generation_sampled(family, vlm_dir):
     """A mixed batch (two image sizes and a text-only row, left-padded): the forward PPO makes,
@@ -239,9 +252,13 @@ def test_the_whole_loop_with_a_smolvlm_student_killed_after_rl_resumes(cli, stor
             return len(session.exec(select(TrainingRun).where(TrainingRun.kind == kind,
                                                               TrainingRun.status == "done")).all())
 
-    env = {**os.environ, "ARES_DB": str(db_path), "ARES_HOME": str(tmp_path / "home")}
+    # `ares`, loading the saved SmolVLM as this process does (transformers 5.10 needs the tests'
+    # registration of Idefics3's image processor, see multimodal_support).
+    ares = "from multimodal_support import idefics3_image_processor as i; i(); from ares_data.cli import main; main()"
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "ARES_DB": str(db_path), "ARES_HOME": str(tmp_path / "home"), "PYTHONPATH": path}
     with serve_in_thread(seed=1, latency_ms=300) as url:
-        first = subprocess.Popen([sys.executable, "-m", "ares_data.cli", *args, "--base-url", url], env=env,
+        first = subprocess.Popen([sys.executable, "-c", ares, *args, "--base-url", url], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and first.poll() is None and not done("rl"):
