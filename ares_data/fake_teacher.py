@@ -29,11 +29,11 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from starlette.applications import Starlette
-
-from .teacher.pricing import PrefixCache
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from .teacher.pricing import PrefixCache
 
 FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
 _NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)

@@ -13,8 +13,8 @@ from sqlmodel import select
 
 from ares_data.enums import EvalKind, RationaleSource
 from ares_data.formatting import parse_answer, student_prompt
-from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
+from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
 
 from .loading import load_checkpoint
 from .rollouts import generate_texts
@@ -48,8 +48,8 @@ def ensure_eval_rationales(
     missing = [q for q in questions if q.id not in have]
     if missing:
         model, tokenizer = model_and_tokenizer or load_checkpoint(store, checkpoint)[:2]
-        texts = generate_texts(model, tokenizer, [student_prompt(q) for q in missing], questions=missing, do_sample=False,
-                               max_new_tokens=max_new_tokens, batch_size=batch_size)
+        texts = generate_texts(model, tokenizer, [student_prompt(q) for q in missing], questions=missing,
+                               do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size)
         with store.session() as session:
             for q, (text,) in zip(missing, texts):
                 row, _ = store.add_rationale(

@@ -22,8 +22,8 @@ from sqlmodel import select
 
 from ares_data.enums import RationaleSource, RunKind, RunStatus, StageStatus
 from ares_data.errors import AresError, ExportError
-from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
 from ares_data.store import Store
+from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
 from ares_data.teacher.config import TeacherConfig
 
 STAGES = ("generate", "score", "export_rl", "train_rl", "generate_rl", "correct", "export_sft", "train_sft")
@@ -138,8 +138,8 @@ class Pipeline:
         return start
 
     def _round(self, round: int, start: ModelCheckpoint, progress: bool) -> ModelCheckpoint:
-        from ares_data.exporters import export_rl, export_sft
         from ares_data.cli.collect_progress import collect_progress
+        from ares_data.exporters import export_rl, export_sft
         from ares_data.teacher.collect import collect_corrections, collect_scores
 
         from .loading import find_checkpoint

@@ -13,7 +13,7 @@ from ares_data.errors import TrainingError
 RewardPlacement = Literal["sentence", "final"]
 
 
-def _f(default, help: str):  # noqa: A002 - `help` is the dataclass-metadata convention (as in TRL)
+def _f(default, help: str):  # `help`: the dataclass-metadata convention (as in TRL)
     return field(default=default, metadata={"help": help})
 
 

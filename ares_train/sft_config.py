@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 
-def _f(default, help: str):  # noqa: A002 - `help` is the dataclass-metadata convention
+def _f(default, help: str):  # `help`: the dataclass-metadata convention
     return field(default=default, metadata={"help": help})
 
 

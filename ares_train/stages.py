@@ -17,9 +17,9 @@ from sqlmodel import select
 from ares_data.enums import CallKind, CallStatus, RationaleSource, RunKind, RunStatus
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
-from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
 from ares_data.paths import default_checkpoint_dir
 from ares_data.store import Store
+from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
 
 from .loading import ensure_base_checkpoint, find_checkpoint, load_checkpoint
 from .sft_config import SFTRunConfig
@@ -57,7 +57,8 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     that generated its rollouts, sft: `round-N-rl`); else `model` + `adapters` as a base."""
     if checkpoint:
         return find_checkpoint(store, checkpoint)
-    found = rollout_checkpoint(store, round) if stage == RunKind.rl else _registered(store, checkpoint_name(round, RunKind.rl))
+    found = (rollout_checkpoint(store, round) if stage == RunKind.rl
+             else _registered(store, checkpoint_name(round, RunKind.rl)))
     if found is not None:
         return found
     if model:
@@ -65,7 +66,8 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     raise TrainingError(f"no start checkpoint for {stage} round {round}: pass --model or --checkpoint")
 
 
-def _shard(store: Store, shard_dir: str | Path | None, export: Callable[[], Export]) -> tuple[Export | None, list[dict]]:
+def _shard(store: Store, shard_dir: str | Path | None,
+           export: Callable[[], Export]) -> tuple[Export | None, list[dict]]:
     """The rows of `shard_dir`, or of a fresh export when none is given, with its `export` row."""
     found = export() if shard_dir is None else find_export(store, shard_dir)
     return found, read_shard(found.path if shard_dir is None else shard_dir)

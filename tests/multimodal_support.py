@@ -15,8 +15,14 @@ CHAT_TEMPLATE = (
 
 def build_tiny_vlm(tokenizer_dir: Path, out: Path) -> Path:
     import torch
-    from transformers import (AutoTokenizer, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor, SiglipVisionConfig)
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        SiglipVisionConfig,
+    )
     from transformers.models.siglip import SiglipImageProcessorPil
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)

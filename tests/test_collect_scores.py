@@ -10,6 +10,7 @@ from sqlmodel import select
 from ares_data.fake_teacher import sentence_score, serve_in_thread
 from ares_data.tables import Sentence, SentenceScore, TeacherCall
 from ares_data.teacher import TeacherConfig, collect_scores
+
 from teacher_support import add_rationales
 
 

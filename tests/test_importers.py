@@ -213,7 +213,8 @@ def test_jsonl_fields(store, tmp_path):
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ('{"id": "a", "question": "Q", "choices": ["x", "y"], "answer": "D"}', "line 2, field 'answer': index 3 is outside"),
+    ('{"id": "a", "question": "Q", "choices": ["x", "y"], "answer": "D"}',
+     "line 2, field 'answer': index 3 is outside"),
     ('{"id": "a", "question": "Q", "choices": ["x", "y"], "answer": "maybe"}', "line 2, field 'answer': expected an "),
     ('{"id": "a", "question": "Q", "choices": "x"}', "line 2, field 'choices': expected a list of strings, got str"),
     ('{"question": "Q", "choices": ["x", "y"]}', "line 2, field 'id': missing"),

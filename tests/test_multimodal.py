@@ -11,8 +11,8 @@ from sqlmodel import select
 
 from ares_data.errors import ImageError
 from ares_data.images import load_image
-from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
 from ares_data.synthetic_shapes import DATASET, import_shapes, write_shapes
+from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale, Sentence
 from ares_train.loading import load_student
 from ares_train.vision import encode, is_processor, lora_targets, student_input
 

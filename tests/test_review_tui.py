@@ -6,8 +6,8 @@ from sqlmodel import select
 from textual.widgets import DataTable, TextArea
 
 from ares_data.exporters import export_rl, export_sft, read_shard
-from ares_data.tables import HumanLabel
 from ares_data.review.tui import ReviewApp
+from ares_data.tables import HumanLabel
 
 TEXT = "Two is divisible by two. So it is even. The answer is (A)."
 

@@ -53,7 +53,7 @@ def store(ctx: typer.Context) -> "Store":
 class AresGroup(TyperGroup):
     """Turns the project's own errors, and a missing optional library, into one line on stderr and exit 1."""
 
-    def invoke(self, ctx):  # noqa: ANN001
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except AresError as exc:

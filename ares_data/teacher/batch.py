@@ -26,8 +26,8 @@ import httpx
 from sqlmodel import select
 
 from ..errors import CallFailed, TeacherError
-from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
 from ..store import Store
+from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
 from .calls import CallRunner, Task
 from .client import Reply, parse_reply
 from .config import Provider, TeacherConfig
@@ -115,7 +115,7 @@ class _Replaying:
     """Answerer from a batch's output and error files; other requests wait for a later batch."""
 
     def __init__(self, results: dict[str, Reply | CallFailed]):
-        self.results, self.used = results, set()
+        self.results, self.used = results, set[str]()
 
     async def __call__(self, body: dict, key: str) -> Reply:
         found = self.results.get(key)

@@ -16,21 +16,19 @@ score requests itself. Validation, repairs, reuse, costs and audit rows stay the
 from __future__ import annotations
 
 import asyncio
-
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from sqlmodel import Session, select
 
 from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, TeacherError
-from ..tables import TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
+from ..tables import TeacherCall, TeacherCallRationale, utcnow
 from .client import Reply, TeacherClient, build_request, request_hash
 from .config import ScoreFrom, TeacherConfig
 from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
-
 
 
 @dataclass
@@ -234,7 +232,7 @@ class CallRunner:
         with self.store.session() as session:
             row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
             new = row is None
-            if new:
+            if row is None:
                 row = TeacherCall(request_hash=key, **fields)
             else:
                 for name, value in fields.items():

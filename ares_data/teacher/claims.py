@@ -25,8 +25,8 @@ from typing import AsyncIterator, Callable
 from sqlalchemy import delete, or_, select, update
 from sqlmodel import Session
 
-from ..tables import WorkClaim, utcnow
 from ..store import Store
+from ..tables import WorkClaim, utcnow
 
 NEVER_HELD = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -64,7 +64,7 @@ class Claim(str, Enum):
     done = "done"  # answered (or given up) meanwhile: nothing to do
 
 
-def _insert_ignoring_duplicates(dialect: str):  # noqa: ANN202
+def _insert_ignoring_duplicates(dialect: str):
     """`INSERT ... ON CONFLICT DO NOTHING`, which SQLite and PostgreSQL both spell the same way."""
     from sqlalchemy.dialects import postgresql, sqlite
 
@@ -94,7 +94,7 @@ class Claims:
             if dead_here(holder):  # atomic still: only while that dead process holds it
                 takeable = or_(takeable, WorkClaim.worker == holder)
             won = session.execute(update(WorkClaim).where(*self._key(rationale_id), takeable)
-                                  .values(worker=self.worker, expires_at=now + self.lease)).rowcount
+                                  .values(worker=self.worker, expires_at=now + self.lease)).rowcount  # type: ignore[attr-defined]
             if not won:
                 return Claim.busy
             if self.still_open(session, rationale_id):
@@ -110,7 +110,7 @@ class Claims:
         """Push back the expiry of every lease this run holds; returns how many."""
         with self.store.session() as session:
             return session.execute(update(WorkClaim).where(WorkClaim.worker == self.worker)
-                                   .values(expires_at=utcnow() + self.lease)).rowcount
+                                   .values(expires_at=utcnow() + self.lease)).rowcount  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:

@@ -15,7 +15,6 @@ from typing import AsyncIterator, Mapping
 
 from .retry import parse_duration
 
-
 CATCH_UP_S = 0.5
 
 

@@ -11,12 +11,21 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import exists
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ..errors import TeacherError
-from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
-                      TeacherCall, TeacherCallRationale)
 from ..store import Store
+from ..tables import (
+    Correction,
+    ModelCheckpoint,
+    Question,
+    Rationale,
+    Sentence,
+    SentenceScore,
+    TeacherBatchRequest,
+    TeacherCall,
+    TeacherCallRationale,
+)
 from .calls import Task
 from .config import RationaleSource, TeacherConfig
 from .grouped import SCORE_GROUP, group_task
@@ -34,7 +43,7 @@ class Job:
     sentences: list[Sentence]
 
 
-TaskBuilder = Callable[[Store, list[Job], bool], Task]
+TaskBuilder = Callable[..., Task]  # (store, unit of jobs, *, grouped)
 
 
 def prompt_name(kind: str, grouped: bool) -> str:
@@ -87,7 +96,8 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     replaces the source filter; `exclude` leaves ids out."""
     stmt = (select(Rationale).where(*still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
             .order_by(Rationale.id))
-    stmt = stmt.where(Rationale.source == selection.source.value) if only is None else stmt.where(Rationale.id.in_(only))
+    stmt = (stmt.where(Rationale.source == selection.source.value) if only is None
+            else stmt.where(Rationale.id.in_(only)))
     if exclude is not None:
         stmt = stmt.where(Rationale.id.not_in(exclude))
     if selection.round is not None and selection.source is RationaleSource.student:
@@ -102,11 +112,11 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     rationales = list(session.exec(stmt))
     ids = [r.id for r in rationales]
     questions = {q.id: q for q in session.exec(select(Question).where(
-        Question.id.in_({r.question_id for r in rationales})))} if ids else {}
+        col(Question.id).in_({r.question_id for r in rationales})))} if ids else {}
     sentences: dict[int, list[Sentence]] = {i: [] for i in ids}
     for chunk in range(0, len(ids), 500):
         part = ids[chunk:chunk + 500]
-        for s in session.exec(select(Sentence).where(Sentence.rationale_id.in_(part)).order_by(Sentence.idx)):
+        for s in session.exec(select(Sentence).where(col(Sentence.rationale_id).in_(part)).order_by(Sentence.idx)):
             sentences[s.rationale_id].append(s)
     return [Job(r, questions[r.question_id], sentences[r.id]) for r in rationales]
 

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ares_data.extras import require
 from ares_data.cli._common import LimitOpt, console, store
 from ares_data.cli.store_cmds import print_rows
 from ares_data.cli.teacher_options import teacher_options
+from ares_data.extras import require
 
 if TYPE_CHECKING:
     from ares_data.teacher.config import TeacherConfig
@@ -36,9 +36,8 @@ def accuracy(
 
     Unparseable answers count as wrong and are counted in the 'unparsed' column.
     """
-    from ares_train.evaluate import evaluate_accuracy
-
     from ares_data.evaluation import accuracy_tables
+    from ares_train.evaluate import evaluate_accuracy
 
     opened = store(ctx)
     row, counts = evaluate_accuracy(opened, checkpoint, split=split, limit=limit,
@@ -65,14 +64,14 @@ def winrate(
 ) -> None:
     """Teacher-judged pairwise comparison of two checkpoints' greedy rationales on the same questions.
 
-    The order shown to the judge is drawn per question and stored (eval_result.a_position), so a judge's position bias cannot decide the result. Ties count as half a win.
+    The order shown to the judge is drawn per question and stored (eval_result.a_position), so a
+    judge's position bias cannot decide the result. Ties count as half a win.
     """
     import asyncio
 
+    from ares_data.evaluation import judge_winrate
     from ares_train.evaluate import ensure_eval_rationales, eval_questions
     from ares_train.loading import find_checkpoint
-
-    from ares_data.evaluation import judge_winrate
 
     opened = store(ctx)
     first, second = find_checkpoint(opened, a), find_checkpoint(opened, b)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ares_data.extras import require
 from ares_data.cli._common import console
+from ares_data.extras import require
 
 model_app = typer.Typer(no_args_is_help=True, callback=lambda: require("train"),
                          help="Prepare model files (e.g. the embedded SmolLM2).")

@@ -21,8 +21,8 @@ from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
 
 if TYPE_CHECKING:
-    from ares_data.tables import ModelCheckpoint
     from ares_data.store import Store
+    from ares_data.tables import ModelCheckpoint
     from ares_data.teacher.config import TeacherConfig
 
 ModelOpt = Annotated[Optional[str], typer.Option(
@@ -36,7 +36,8 @@ ShardOpt = Annotated[Optional[Path], typer.Option(
     "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
-EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
+EpochsOpt = Annotated[Optional[float], typer.Option(
+    "--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
 LoraVisionOpt = Annotated[bool, typer.Option(
@@ -82,7 +83,8 @@ def generate(
         console.print(f"{s['questions_text_only']} of them without an image (none, or its file missing): text only")
 
 
-train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
+train_app = typer.Typer(invoke_without_command=True,
+                        help="Train the student: PPO on sentence scores, SFT on corrections.")
 
 
 @train_app.callback()
@@ -116,11 +118,10 @@ def _train(
     require("train")
     if ctx.invoked_subcommand is not None:
         return
-    from ares_train.loop import LoopConfig, run_loop
-
     from ares_data.audit import status_tables
     from ares_data.cli.store_cmds import print_rows
     from ares_data.settings import read_settings
+    from ares_train.loop import LoopConfig, run_loop
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
                  temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
@@ -155,7 +156,8 @@ def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:
         columns = sorted({key for step in steps for key in step})
         table = Table(*columns, title=f"{checkpoint.name}: metrics per step")
         for step in steps:
-            table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, "")) for c in columns))
+            table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, ""))
+                            for c in columns))
         console.print(table)
     console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
                   f"at {checkpoint.adapter_path}", highlight=False, soft_wrap=True)
@@ -188,7 +190,8 @@ def train_rl_cmd(
     opened = store(ctx)
     start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     overrides = {"ppo_epochs": None if epochs is None else int(epochs), "learning_rate": lr, "kl_coef": kl_coef,
-                 "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size),
+                 "batch_size": batch_size,
+                 "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size),
                  "lora_vision": lora_vision}
     _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides,
                                 teacher=teacher, reward=reward))
