@@ -56,6 +56,19 @@ class CallStatus(_Vocabulary):
     error = "error"
 
 
+class AttemptOutcome(_Vocabulary):
+    """teacher_attempt.outcome: how one HTTP attempt of a call ended."""
+
+    ok = "ok"
+    rate_limited = "rate_limited"
+    server_error = "server_error"
+    client_error = "client_error"
+    timeout = "timeout"
+    not_sent = "not_sent"
+    network = "network"
+    unreadable = "unreadable"
+
+
 class WorkKind(_Vocabulary):
     """work_claim.kind and teacher_batch.kind: the teacher work a collector claims or batches."""
 
@@ -130,6 +143,7 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("rationale", "source"): RationaleSource,
     ("teacher_call", "kind"): CallKind,
     ("teacher_call", "status"): CallStatus,
+    ("teacher_attempt", "outcome"): AttemptOutcome,
     ("work_claim", "kind"): WorkKind,
     ("teacher_batch", "kind"): WorkKind,
     ("training_run", "kind"): RunKind,

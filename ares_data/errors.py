@@ -73,9 +73,12 @@ class RetryableError(TeacherError):
 
 
 class CallFailed(TeacherError):
-    def __init__(self, message: str, attempts: int, permanent: bool):
+    """No answer after the retries; `attempts` and `permanent` tell the collector what happened,
+    `log` holds every HTTP attempt made (teacher.client.Attempt), for the store's audit."""
+
+    def __init__(self, message: str, attempts: int, permanent: bool, log: list | None = None):
         super().__init__(message)
-        self.attempts, self.permanent = attempts, permanent
+        self.attempts, self.permanent, self.log = attempts, permanent, log or []
 
 
 class BudgetReached(TeacherError):

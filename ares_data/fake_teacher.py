@@ -11,6 +11,13 @@ The Batch API is there too (`/v1/files`, `/v1/batches`): a batch ends `batch_del
 was created, each line answered as the online endpoint answers it and counted in /stats alike.
 The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does, and
 `judge-first` is a judge with full position bias (it always prefers the rationale shown first).
+Reasoning model names (o1, o4-mini, gpt-5 ...) refuse `max_tokens` and `temperature` with 400,
+as OpenAI does, and report `reasoning_tokens`. Rate-limit headers come in OpenAI's
+(`x-ratelimit-*`) or Anthropic's (`anthropic-ratelimit-*`) spelling: the limit per minute, what
+remains of a minute's bucket, and when it is full again; the --rpm it enforces is quantised to
+one second's worth, as OpenAI enforces it. `answered_timeouts` requests are answered (and
+counted, as a provider bills them) but the answer is never sent: the client's read times out.
+Every answer carries an `x-request-id` and names a model snapshot (`<model>-fake-0001`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from starlette.applications import Starlette
@@ -33,9 +41,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .teacher.config import REASONING_MODEL
 from .teacher.pricing import PrefixCache
 
 FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
+REASONING_TOKENS = 64  # what a fake reasoning model "thinks" before each answer
 _NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 _LABEL = re.compile(r"^Rationale (R\d+),", re.MULTILINE)
 
@@ -114,7 +124,8 @@ def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
 class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
                  seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
-                 cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0):
+                 cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, ratelimit_style: str = "openai",
+                 answered_timeouts: int = 0):
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.batch_delay_s = batch_delay_s
         self.files: dict[str, bytes] = {}
@@ -128,6 +139,9 @@ class FakeTeacher:
         self.cache = None if cache_min_tokens is None else PrefixCache(cache_min_tokens)
         self._capacity = max(1.0, rpm / 60) if rpm else 0.0
         self._tokens, self._at = self._capacity, time.monotonic()
+        self._minute = float(rpm or 0)  # the reported bucket: a minute's worth
+        self.ratelimit_style, self.answered_timeouts = ratelimit_style, answered_timeouts
+        self._requests = 0
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/chat/completions", self.chat, methods=["POST"]),
@@ -144,9 +158,11 @@ class FakeTeacher:
             return 0.0
         now = time.monotonic()
         self._tokens = min(self._capacity, self._tokens + (now - self._at) * self.rpm / 60)
+        self._minute = min(self.rpm, self._minute + (now - self._at) * self.rpm / 60)
         self._at = now
         if self._tokens >= 1:
             self._tokens -= 1
+            self._minute = max(0.0, self._minute - 1)
             return 0.0
         return (1 - self._tokens) * 60 / self.rpm
 
@@ -157,9 +173,14 @@ class FakeTeacher:
 
     def _error(self, status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
         self.by_status[str(status)] += 1
-        return JSONResponse({"error": {"message": message, "type": code, "code": code}}, status, headers=headers)
+        return JSONResponse({"error": {"message": message, "type": code, "code": code}}, status,
+                            headers={"x-request-id": self._request_id(), **(headers or {})})
+
+    def _request_id(self) -> str:
+        return f"req_fake_{self._requests:06d}"
 
     async def chat(self, request: Request) -> Response:
+        self._requests += 1
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Incorrect API key provided.", "invalid_api_key")
         raw = await request.body()
@@ -171,16 +192,23 @@ class FakeTeacher:
             return self._error(400, "the body is not a chat completion request", "invalid_request_error")
         if body.get("model") == "no-quota":
             return self._error(429, "You exceeded your current quota.", "insufficient_quota")
+        refused = self._reasoning_refusal(body)
+        if refused:
+            return self._error(400, refused, "unsupported_parameter")
         wait = self._take()
         if wait:
             return self._error(429, "Rate limit reached.", "rate_limit_exceeded", {
                 "retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000) + 1),
-                "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{int(wait * 1000) + 1}ms"})
+                **self._limit_headers(remaining=0, reset_s=wait)})
         key = hashlib.sha256(raw).hexdigest()
         fault = self._fault(key)
         await asyncio.sleep(self.latency_s)
-        if fault == "timeout":
-            self.by_status["timeout"] += 1
+        answered_late = self.answered_timeouts > 0  # answered and billed, but never sent
+        if answered_late:
+            self.answered_timeouts -= 1
+            self.answered[key] += 1
+        if answered_late or fault == "timeout":
+            self.by_status["answered_timeout" if answered_late else "timeout"] += 1
             deadline = time.monotonic() + self.hang_s
             while time.monotonic() < deadline and not await request.is_disconnected():
                 await asyncio.sleep(0.05)
@@ -196,7 +224,20 @@ class FakeTeacher:
             return Response(envelope[: len(envelope) // 2], media_type="application/json")
         self.by_status["200"] += 1
         self.answered[key] += 1
-        return Response(envelope, media_type="application/json", headers=self._limit_headers())
+        return Response(envelope, media_type="application/json",
+                        headers={"x-request-id": self._request_id(), **self._limit_headers()})
+
+    @staticmethod
+    def _reasoning_refusal(body: dict[str, Any]) -> str | None:
+        """OpenAI's 400 for a reasoning model sent a parameter it does not take."""
+        if not REASONING_MODEL.match(str(body.get("model", ""))):
+            return None
+        if "max_tokens" in body:
+            return "Unsupported parameter: 'max_tokens' is not supported with this model. " \
+                   "Use 'max_completion_tokens' instead."
+        if "temperature" in body:
+            return "Unsupported parameter: 'temperature' is not supported with this model."
+        return None
 
     def _completion(self, body: dict[str, Any], size: int, key: str, fault: str | None) -> dict[str, Any]:
         """The chat completion answering `body` (`size` bytes), as the online and batch endpoints send it."""
@@ -205,13 +246,16 @@ class FakeTeacher:
         choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
         if body.get("logprobs"):
             choice["logprobs"] = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0))}
+        model = str(body.get("model", "fake"))
+        reasoning = REASONING_TOKENS if REASONING_MODEL.match(model) else 0
+        out = max(1, len(content) // 4) + reasoning
         return {
             "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "fake"),
+            "model": f"{model}-fake-0001",
             "choices": [choice],
-            "usage": {"prompt_tokens": size // 4, "completion_tokens": max(1, len(content) // 4),
-                      "total_tokens": size // 4 + max(1, len(content) // 4),
-                      "prompt_tokens_details": {"cached_tokens": cached}},
+            "usage": {"prompt_tokens": size // 4, "completion_tokens": out, "total_tokens": size // 4 + out,
+                      "prompt_tokens_details": {"cached_tokens": cached},
+                      "completion_tokens_details": {"reasoning_tokens": reasoning}},
         }
 
     # -- Batch API: files in memory, a batch ends `batch_delay_s` after it was created ------------
@@ -291,13 +335,20 @@ class FakeTeacher:
         batch["request_counts"].update(completed=len(output), failed=len(errors))
         batch.update(status="completed", completed_at=int(time.time()))
 
-    def _limit_headers(self) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers: what is left of the bucket and when a request is free again."""
+    def _limit_headers(self, remaining: float | None = None, reset_s: float | None = None) -> dict[str, str]:
+        """Rate-limit headers in OpenAI's or Anthropic's spelling: the limit per minute, what is left
+        of a minute's bucket, and when it is full again (`remaining`/`reset_s` override, for a 429)."""
         if not (self.rpm and self.ratelimit_headers):
             return {}
-        reset_ms = int(max(0.0, 1 - self._tokens) * 60_000 / self.rpm) + 1
-        return {"x-ratelimit-limit-requests": str(int(self.rpm)),
-                "x-ratelimit-remaining-requests": str(int(self._tokens)), "x-ratelimit-reset-requests": f"{reset_ms}ms"}
+        left = self._minute if remaining is None else remaining
+        reset = (self.rpm - left) * 60 / self.rpm if reset_s is None else reset_s
+        if self.ratelimit_style == "anthropic":
+            at = datetime.fromtimestamp(time.time() + reset, timezone.utc).isoformat(timespec="milliseconds")
+            return {"anthropic-ratelimit-requests-limit": str(int(self.rpm)),
+                    "anthropic-ratelimit-requests-remaining": str(int(left)),
+                    "anthropic-ratelimit-requests-reset": at.replace("+00:00", "Z")}
+        return {"x-ratelimit-limit-requests": str(int(self.rpm)), "x-ratelimit-remaining-requests": str(int(left)),
+                "x-ratelimit-reset-requests": f"{int(reset * 1000) + 1}ms"}
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "ares"}]})

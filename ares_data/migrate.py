@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from .errors import SchemaError
@@ -43,12 +43,39 @@ class Migration:
     sql: str
 
     def statements(self, dialect: str) -> list[str]:
+        """The statements for `dialect`; one that starts with `{postgresql}` runs on PostgreSQL only."""
         tokens = _TOKENS.get(dialect, _TOKENS["postgresql"])
         body = self.sql
         for key, value in tokens.items():
             body = body.replace("{" + key + "}", value)
         lines = [ln for ln in body.splitlines() if not ln.strip().startswith("--")]
-        return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+        found = []
+        for statement in _split("\n".join(lines)):
+            if statement.startswith(PG_ONLY):
+                if dialect != "postgresql":
+                    continue
+                statement = statement[len(PG_ONLY):].strip()
+            found.append(statement)
+        return found
+
+
+PG_ONLY = "{postgresql}"
+_DOLLAR_OR_END = re.compile(r"(\$[A-Za-z_]*\$|;)")
+
+
+def _split(sql: str) -> list[str]:
+    """Statements separated by `;`, except inside $$-quoted bodies (DO blocks, functions)."""
+    statements, current, quote = [], [], None
+    for piece in _DOLLAR_OR_END.split(sql):
+        if quote is None and piece == ";":
+            statements.append("".join(current))
+            current = []
+            continue
+        if piece.startswith("$") and piece.endswith("$") and len(piece) >= 2:
+            quote = piece if quote is None else (None if piece == quote else quote)
+        current.append(piece)
+    statements.append("".join(current))
+    return [s.strip() for s in statements if s.strip()]
 
 
 def load_migrations(directory: Traversable = MIGRATIONS) -> list[Migration]:
@@ -75,6 +102,37 @@ def _ensure_log(conn: Connection) -> None:
     )
 
 
+def recorded(engine: Engine) -> list[str] | None:
+    """The migrations a store has applied, read without writing anything (None: no log at all),
+    so a SELECT-only role can check a store it cannot migrate."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("schema_migration"):
+            return None
+        return [r[0] for r in conn.execute(text("SELECT name FROM schema_migration ORDER BY name"))]
+
+
+def check_current(engine: Engine, migrations: list[Migration] | None = None) -> None:
+    """Refuse a store that is newer than this code, or behind it, without changing it."""
+    known = [m.name for m in (load_migrations() if migrations is None else migrations)]
+    done = recorded(engine)
+    if done is None:
+        raise SchemaError("not an ares store (no schema_migration table): `ares init` creates one")
+    _refuse_unknown(done, known)
+    missing = [name for name in known if name not in done]
+    if missing:
+        raise SchemaError(f"the store is behind this version of ares (missing {', '.join(missing)}): "
+                          "run `ares init` with the store owner's URL to migrate it")
+
+
+def _refuse_unknown(done: list[str], known: list[str]) -> None:
+    unknown = [name for name in done if name not in known]
+    if unknown:
+        raise SchemaError(
+            f"the store has migration {unknown[-1]} that this version of ares does not know; "
+            "upgrade ares to use this store"
+        )
+
+
 def applied(engine: Engine) -> list[str]:
     with engine.begin() as conn:
         _ensure_log(conn)
@@ -86,12 +144,7 @@ def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[s
     migrations = load_migrations() if migrations is None else migrations
     known = [m.name for m in migrations]
     done = applied(engine)
-    unknown = [name for name in done if name not in known]
-    if unknown:
-        raise SchemaError(
-            f"the store has migration {unknown[-1]} that this version of ares does not know; "
-            "upgrade ares to use this store"
-        )
+    _refuse_unknown(done, known)
     new: list[str] = []
     for migration in migrations:
         if migration.name in done:

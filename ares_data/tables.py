@@ -105,6 +105,9 @@ class TeacherCall(SQLModel, table=True):
     score_logprobs: Optional[list] = _json()  # per score: the tokens that wrote it, with top logprobs (0008)
     cost_usd: Optional[float] = None
     latency_ms: Optional[float] = None
+    request_id: Optional[str] = None  # the provider's x-request-id of the answer (0013)
+    model_snapshot: Optional[str] = None  # the `model` the provider says answered (0013)
+    reasoning_tokens: Optional[int] = None  # the reasoning part of tokens_out (0013)
     question_id: Optional[int] = Field(default=None, foreign_key="question.id")
     rationale_id: Optional[int] = Field(default=None, foreign_key="rationale.id")
     repair_of_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")
@@ -130,6 +133,7 @@ class SentenceScore(SQLModel, table=True):
     score: float
     expected_score: Optional[float] = None  # under the teacher's token distribution (0008)
     score_distribution: Optional[dict] = _json()  # {"0.7": p, ...} over the 0.1 grid, normalised
+    score_mass: Optional[float] = None  # the probability mass that distribution covered (0013)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -226,6 +230,40 @@ class WorkClaim(SQLModel, table=True):
     teacher: str  # "model|prompt_version"
     worker: str  # host:pid:random, unique per collector run
     expires_at: datetime
+
+
+class TeacherAttempt(SQLModel, table=True):
+    """One HTTP attempt of a teacher call, failed ones included (migration 0013)."""
+
+    __tablename__ = "teacher_attempt"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    teacher_call_id: int = Field(foreign_key="teacher_call.id")
+    attempt: int
+    outcome: str  # ok | rate_limited | server_error | client_error | timeout | not_sent | network | unreadable
+    http_status: Optional[int] = None
+    error: Optional[str] = None
+    request_id: Optional[str] = None
+    model_snapshot: Optional[str] = None
+    tokens_in: Optional[int] = None
+    tokens_out: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
+    cost_usd: Optional[float] = None  # priced from the usage the answer reported
+    est_cost_usd: Optional[float] = None  # sent but not read back: prompt + max tokens at list price
+    latency_ms: Optional[float] = None
+    started_at: datetime
+
+
+class TeacherRateBucket(SQLModel, table=True):
+    """The shared request and token schedule of one provider account (migration 0013)."""
+
+    __tablename__ = "teacher_rate_bucket"
+    account: str = Field(primary_key=True)
+    last_request_at: float = 0.0
+    tokens_at: float = 0.0
+    paused_until: float = 0.0
+    rpm: Optional[float] = None
+    tpm: Optional[float] = None
+    updated_at: Optional[datetime] = None
 
 
 class TeacherBatch(SQLModel, table=True):

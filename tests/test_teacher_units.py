@@ -229,7 +229,7 @@ def test_token_limit_counts_before_sending_and_corrects_by_usage():
         loop = asyncio.get_running_loop()
         async with limiter.slot(tokens=60_000):
             pass
-        limiter.correct(estimated=60_000, actual=60_200)  # the server counted 200 more
+        limiter.correct(reserved=60_000, actual=60_200)  # the server counted 200 more
         start = loop.time()
         async with limiter.slot(tokens=100):
             pass

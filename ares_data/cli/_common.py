@@ -27,11 +27,12 @@ class State:
     db: Optional[str] = None
     _store: Optional["Store"] = field(default=None, repr=False)
 
-    def store(self) -> "Store":
+    def store(self, migrate: bool = True) -> "Store":
+        """The store, migrated on open unless `migrate` is False (read-only commands)."""
         if self._store is None:
             from ..store import Store
 
-            self._store = Store(self.db)
+            self._store = Store(self.db, migrate=migrate)
         return self._store
 
     def close(self) -> None:
@@ -48,6 +49,11 @@ def state(ctx: typer.Context) -> State:
 
 def store(ctx: typer.Context) -> "Store":
     return state(ctx).store()
+
+
+def reading_store(ctx: typer.Context) -> "Store":
+    """The store opened without migrating it, so a SELECT-only role can audit (sql, status, report)."""
+    return state(ctx).store(migrate=False)
 
 
 class AresGroup(TyperGroup):

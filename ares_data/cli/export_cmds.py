@@ -13,7 +13,7 @@ import typer
 
 from ..review.policy import ScorePolicy
 from ..teacher.logprobs import Reward
-from ._common import RoundReq, console, store
+from ._common import RoundReq, console, reading_store, store
 
 if TYPE_CHECKING:
     from ..tables import Export
@@ -75,7 +75,7 @@ def report(
     from ..paths import ares_home
     from ..report import write_report
 
-    path = write_report(store(ctx), out or ares_home() / "report")
+    path = write_report(reading_store(ctx), out or ares_home() / "report")
     console.print(f"report written to {path}")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import console, store
+from ._common import console, reading_store, store
 
 
 class SqlFormat(str, Enum):
@@ -52,7 +52,7 @@ def status(ctx: typer.Context) -> None:
     """Counts per table, per dataset and split, and per round and stage."""
     from ..audit import status_tables
 
-    for title, (columns, rows) in status_tables(store(ctx)).items():
+    for title, (columns, rows) in status_tables(reading_store(ctx)).items():
         print_rows(columns, rows, title=title)
 
 
@@ -61,9 +61,12 @@ def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query, e.g. \"SELECT * FROM v_round_summary\".")],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of row objects.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, metavar="SECONDS",
+                                           help="Stop the query after this long.")] = 30.0,
 ) -> None:
-    """Run a read-only query; writes are refused by the database itself."""
-    columns, rows = store(ctx).query_readonly(query)
+    """Run a read-only query; writes are refused by the database itself (on PostgreSQL as the
+    ares_reader role: no COPY TO PROGRAM, pg_read_file or lo_export either). SQLite: no ATTACH."""
+    columns, rows = reading_store(ctx).query_readonly(query, timeout_s=timeout)
     fmt = SqlFormat.json if as_json else SqlFormat.csv if as_csv else SqlFormat.table
     print_rows(columns, rows, fmt)
 

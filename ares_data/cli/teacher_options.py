@@ -30,18 +30,24 @@ TEACHER_OPTIONS: dict[str, Any] = {
     "teacher_config": Annotated[Optional[str], typer.Option(
         envvar="ARES_TEACHER_CONFIG", help="YAML file of teacher settings (flags and env vars win over it).",
         rich_help_panel=_PANEL)],
-    "rpm": Annotated[Optional[float], typer.Option(help="Requests per minute held by the client \\[500].",
-                                                   rich_help_panel=_PANEL)],
-    "tpm": Annotated[Optional[float], typer.Option(help="Tokens per minute held by the client \\[no limit].",
-                                                   rich_help_panel=_PANEL)],
+    "rpm": Annotated[Optional[float], typer.Option(
+        help="The account's requests per minute, shared by every collector on the store and never exceeded "
+             "\\[learned from the provider's rate-limit headers].", rich_help_panel=_PANEL)],
+    "tpm": Annotated[Optional[float], typer.Option(
+        help="The account's tokens per minute (a request reserves prompt + max tokens), shared like --rpm "
+             "\\[learned from the provider's headers].", rich_help_panel=_PANEL)],
     "concurrency": Annotated[Optional[int], typer.Option(help="Calls in flight at once \\[16].",
                                                          rich_help_panel=_PANEL)],
     "max_attempts": Annotated[Optional[int], typer.Option(help="HTTP attempts per call, retries included \\[6].",
                                                           rich_help_panel=_PANEL)],
     "max_repairs": Annotated[Optional[int], typer.Option(
         help="Re-asks after an invalid answer before the rationale is marked failed \\[2].", rich_help_panel=_PANEL)],
-    "timeout": Annotated[Optional[float], typer.Option(help="Seconds to wait for one answer \\[60].",
+    "timeout": Annotated[Optional[float], typer.Option(help="Seconds to wait for one answer (read timeout) \\[60].",
                                                        rich_help_panel=_PANEL)],
+    "connect_timeout": Annotated[Optional[float], typer.Option(help="Seconds to connect to the server \\[10].",
+                                                               rich_help_panel=_PANEL)],
+    "write_timeout": Annotated[Optional[float], typer.Option(help="Seconds to send one request \\[30].",
+                                                             rich_help_panel=_PANEL)],
     "structured_output": Annotated[Optional[StructuredOutput], typer.Option(
         help="How JSON is requested \\[json_schema for openai, tool for anthropic].", rich_help_panel=_PANEL)],
     "score_from": Annotated[Optional[ScoreFrom], typer.Option(
@@ -51,6 +57,9 @@ TEACHER_OPTIONS: dict[str, Any] = {
     "temperature": Annotated[Optional[float], typer.Option(help="Sampling temperature \\[0].", rich_help_panel=_PANEL)],
     "max_tokens": Annotated[Optional[int], typer.Option(help="Cap on the length of one answer, in tokens \\[1024].",
                                                         rich_help_panel=_PANEL)],
+    "reasoning": Annotated[Optional[bool], typer.Option(
+        "--reasoning/--no-reasoning", help="A reasoning model: send max_completion_tokens and no temperature "
+                                           "\\[by name: o1, o3, o4-mini, gpt-5 ...].", rich_help_panel=_PANEL)],
     "price_in": Annotated[Optional[float], typer.Option(
         help="USD per million input tokens \\[built-in table for common models].", rich_help_panel=_PANEL)],
     "price_out": Annotated[Optional[float], typer.Option(

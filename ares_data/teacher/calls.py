@@ -5,7 +5,9 @@ the correction), keyed by the hash of the full request. A chain that meets a sto
 reuses it instead of asking again, so a re-run after a crash pays only for the calls that
 were in flight. Statuses: `ok`; `invalid` (a repair call follows, linked by `repair_of_id`);
 `failed` (the last repair was invalid too; the reason is in `error`); `error` (no answer after
-the retries; a re-run asks again and updates that row).
+the retries; a re-run asks again and updates that row). Every HTTP attempt of a call, failed
+ones included, is written with it to `teacher_attempt` (priced from its usage, or bounded when it
+was sent but never read back), so retried spend shows in `v_teacher_spend`.
 
 Where answers come from is injected: the runner calls an `Answerer` with each request it must
 send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
@@ -23,8 +25,8 @@ from sqlmodel import Session, select
 
 from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, TeacherError
 from ..store import Store
-from ..tables import TeacherCall, TeacherCallRationale, utcnow
-from .client import Reply, TeacherClient, build_request, request_hash
+from ..tables import TeacherAttempt, TeacherCall, TeacherCallRationale, utcnow
+from .client import MAYBE_BILLED, Attempt, Reply, TeacherClient, build_request, max_out, request_hash
 from .config import ScoreFrom, TeacherConfig
 from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
@@ -172,7 +174,7 @@ class CallRunner:
                 reply = await self._send(task, body, key)
             except CallFailed as exc:
                 self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
-                             attempts=exc.attempts)
+                             attempts=exc.attempts, log=exc.log)
                 if exc.permanent:
                     raise TeacherError(str(exc)) from None
                 return Outcome("error", reason="error"), None, ""
@@ -209,10 +211,27 @@ class CallRunner:
         self.tally.cached_tokens_in += reply.cached_tokens_in or 0
         return reply
 
+    def _attempt_rows(self, call_id: int, log: list[Attempt], stored: dict) -> list[TeacherAttempt]:
+        """`teacher_attempt` rows: priced from reported usage; an attempt sent but never read back
+        gets the bound of its prompt and max tokens instead (a provider may have billed it)."""
+        rows = []
+        for attempt in log:
+            values = {k: v for k, v in vars(attempt).items() if k not in ("number", "cached_tokens_in",
+                                                                            "cache_write_tokens_in")}
+            if attempt.tokens_in is not None:
+                values["cost_usd"] = self.call_cost(attempt.tokens_in, attempt.tokens_out or 0,
+                                                    attempt.cached_tokens_in or 0, attempt.cache_write_tokens_in or 0)
+            elif attempt.outcome in MAYBE_BILLED:
+                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored),
+                                                        max_out(stored, self.config.max_tokens))
+            rows.append(TeacherAttempt(teacher_call_id=call_id, attempt=attempt.number, **values))
+        return rows
+
     def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
                 repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,
-                result: Any = None) -> TeacherCall:
-        """Insert the call (or update the `error` row of the same request) and what it produced."""
+                result: Any = None, log: list[Attempt] | None = None) -> TeacherCall:
+        """Insert the call (or update the `error` row of the same request), its HTTP attempts and
+        what it produced."""
         template = load(task.prompt)
         fields: dict[str, Any] = dict(
             kind=task.kind, provider=self.config.provider.value, model=self.config.model,
@@ -228,7 +247,9 @@ class CallRunner:
                           tokens_out=reply.tokens_out, cached_tokens_in=reply.cached_tokens_in,
                           cache_write_tokens_in=reply.cache_write_tokens_in,
                           score_logprobs=score_positions(reply.text, reply.logprobs),
-                          latency_ms=round(reply.latency_ms, 1), cost_usd=price)
+                          latency_ms=round(reply.latency_ms, 1), cost_usd=price, request_id=reply.request_id,
+                          model_snapshot=reply.model_snapshot, reasoning_tokens=reply.reasoning_tokens)
+            log = reply.log
         with self.store.session() as session:
             row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
             new = row is None
@@ -241,6 +262,7 @@ class CallRunner:
             session.flush()
             if new:  # the same request (an `error` row asked again) covers the same rationales
                 session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in task.covers)
+            session.add_all(self._attempt_rows(row.id, log or [], stored))
             if result is not None and task.persist is not None:  # an ok answer, or the valid part of one
                 task.persist(session, row, result)
         return row

@@ -199,7 +199,7 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
                             requests=sum(row.request_count for row in created))
     summary = OnlineSummary(**counts)
     tally = Tally()
-    async with (client or TeacherClient(teacher)) as opened:
+    async with (client or TeacherClient(teacher, store=store)) as opened:
         runner = CallRunner(store, teacher, online(opened), tally=tally, max_cost=request.max_cost)
         claims = _claims(store, request, teacher)
         async with claims.heartbeat():
