@@ -44,8 +44,8 @@ def info(text: str, scores: list[float]) -> dict:
             "sentence_ends": [s.end for s in split_sentences(text)], "scores": scores}
 
 
-def test_scores_land_on_sentence_end_tokens(tokenizer, shared_data):
-    problems = json.loads((shared_data / "scienceqa" / "problems.sample150.json").read_text())
+def test_scores_land_on_sentence_end_tokens(tokenizer, sqa):
+    problems = json.loads(sqa["problems"].read_text())
     texts = [p["solution"] for p in problems.values() if len(split_sentences(p["solution"])) >= 3][:3]
     infos = [info(t, [round(0.1 * (k % 11), 1) for k in range(len(split_sentences(t)))]) for t in texts]
     data = data_proto(tokenizer, ["<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n"] * 3, texts, infos)
