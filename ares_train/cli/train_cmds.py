@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail, store
+from ares_data.cli._common import (
+    JsonOpt,
+    LimitOpt,
+    RoundReq,
+    console,
+    err_console,
+    fail,
+    print_json,
+    print_table,
+    store,
+)
 from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
 from ares_data.cli.teacher_cmds import GroupOpt
 from ares_data.cli.teacher_options import teacher_options
@@ -101,6 +111,7 @@ def _train(
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
              "`teacher`, `rl` (PPOConfig fields, as `train rl` takes them) and `sft` (SFTRunConfig fields) "
              "sections.")] = None,
+    as_json: JsonOpt = False,
     *,
     sampling: dict,
     teacher: "TeacherConfig",
@@ -116,7 +127,7 @@ def _train(
     if ctx.invoked_subcommand is not None:
         return
     from ares_data.audit import status_tables
-    from ares_data.cli.store_cmds import print_rows
+    from ares_data.cli.store_cmds import print_tables
     from ares_data.settings import read_settings
     from ares_train.loop import LoopConfig, run_loop
 
@@ -137,26 +148,29 @@ def _train(
     loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
     opened = store(ctx)
     last = run_loop(opened, loop, progress=err_console.is_terminal)
-    for title, (columns, rows) in status_tables(opened).items():
-        if title != "Tables":
-            print_rows(columns, rows, title=title)
-    print_rows(*opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round"), title="v_round_summary")
-    console.print(f"done: the latest checkpoint is {last.name}", highlight=False)
+    tables = {title: table for title, table in status_tables(opened).items() if title != "Tables"}
+    tables["v_round_summary"] = opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round")
+    print_tables(tables, as_json)
+    (err_console if as_json else console).print(f"done: the latest checkpoint is {last.name}", highlight=False)
 
 
-def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:
-    """The run's per-step metrics as a table, then where its checkpoint went."""
+def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", as_json: bool = False) -> None:
+    """The run's per-step metrics as a table, then where its checkpoint went (or both as JSON)."""
     from ares_train.stages import training_run_of
 
     run = training_run_of(opened, checkpoint)
     steps = (run.metrics or {}).get("steps") or [] if run else []
+    if as_json:
+        print_json({"checkpoint": checkpoint.name, "checkpoint_id": checkpoint.id, "parent_id": checkpoint.parent_id,
+                    "adapter_path": checkpoint.adapter_path, "steps": steps})
+        return
     if steps:
         columns = sorted({key for step in steps for key in step})
         table = Table(*columns, title=f"{checkpoint.name}: metrics per step")
         for step in steps:
             table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, ""))
                             for c in columns))
-        console.print(table)
+        print_table(table)
     console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
                   f"at {checkpoint.adapter_path}", highlight=False, soft_wrap=True)
 
@@ -173,6 +187,7 @@ def train_rl_cmd(
     output: OutputOpt = None,
     teacher: TeacherOpt = None,
     reward: RewardOpt = Reward.sampled,
+    as_json: JsonOpt = False,
     *,
     ppo: dict,
 ) -> None:
@@ -189,7 +204,7 @@ def train_rl_cmd(
     if "batch_size" in ppo and "mini_batch_size" not in ppo:
         ppo["mini_batch_size"] = min(PPOConfig().mini_batch_size, ppo["batch_size"])
     _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=ppo,
-                                teacher=teacher, reward=reward))
+                                teacher=teacher, reward=reward), as_json)
 
 
 @train_app.command("sft")
@@ -202,6 +217,7 @@ def train_sft_cmd(
     checkpoint: CheckpointOpt = None,
     shard: ShardOpt = None,
     output: OutputOpt = None,
+    as_json: JsonOpt = False,
     *,
     sft: dict,
 ) -> None:
@@ -214,7 +230,8 @@ def train_sft_cmd(
 
     opened = store(ctx)
     start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft))
+    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft),
+               as_json)
 
 
 def _config(cls: type, given: dict) -> Any:
