@@ -49,3 +49,23 @@ def test_collect_scores_json_is_the_summary(cli, store):
     assert (summary["kind"], summary["selected"], summary["done"]) == ("score", 3, 3)
     assert store.query_readonly("SELECT COUNT(*) FROM teacher_call WHERE status = 'ok'")[1] == [(summary["calls"],)]
     assert summary["calls"] >= 1 and summary["failed"] == {}
+
+
+def test_teacher_model_is_one_spelling_on_every_teacher_command(cli, store, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # help lines in full
+    add_rationales(store, 2)
+    with serve_in_thread() as url:
+        out = cli("collect-scores", "--round", "1", "--base-url", url, "--teacher-model", "fake-teacher-7")
+    assert out.exit_code == 0, out.output
+    assert store.query_readonly("SELECT DISTINCT model FROM teacher_call")[1] == [("fake-teacher-7",)]
+    for command in (["collect-scores"], ["collect-corrections"], ["batch", "status"], ["eval", "winrate"], ["train"]):
+        assert "--teacher-model" in cli(*command, "--help").stdout, command
+
+
+def test_a_student_flag_given_a_teacher_name_says_so(cli, store):
+    for command in (["train", "--model", "gpt-4o"], ["generate", "--round", "1", "--model", "openai/o3-mini"],
+                    ["train", "sft", "--round", "1", "--model", "claude-3-5-haiku-latest"]):
+        out = cli(*command)
+        assert out.exit_code == 1, command
+        (line,) = out.stderr.strip().splitlines()
+        assert "names the student" in line and "--teacher-model" in line, line

@@ -26,7 +26,7 @@ from ares_data.cli._common import (
 )
 from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
 from ares_data.cli.teacher_cmds import GroupOpt
-from ares_data.cli.teacher_options import teacher_options
+from ares_data.cli.teacher_options import check_student, teacher_options
 from ares_data.enums import RunKind
 from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
@@ -80,6 +80,7 @@ def generate(
     from ares_train.rollouts import generate_rollouts
 
     opened = store(ctx)
+    check_student(model)
     start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
     s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit,
                           settings=_config(SamplingSettings, sampling))
@@ -145,6 +146,7 @@ def _train(
     given.update({name: file[name] for name in sampled if name in file and name not in sampling}, **sampling)
     if not given["model"]:
         raise fail("ares train needs a student: --model PATH|smollm2 (or `model` in --config)")
+    check_student(given["model"])
     loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
     opened = store(ctx)
     last = run_loop(opened, loop, progress=err_console.is_terminal)
@@ -200,6 +202,7 @@ def train_rl_cmd(
     from ares_train.stages import resolve_start, train_rl
 
     opened = store(ctx)
+    check_student(model)
     start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     if "batch_size" in ppo and "mini_batch_size" not in ppo:
         ppo["mini_batch_size"] = min(PPOConfig().mini_batch_size, ppo["batch_size"])
@@ -229,6 +232,7 @@ def train_sft_cmd(
     from ares_train.stages import resolve_start, train_sft
 
     opened = store(ctx)
+    check_student(model)
     start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft),
                as_json)
