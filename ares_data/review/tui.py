@@ -93,7 +93,7 @@ class ReviewApp(App):
 
     def on_resize(self) -> None:
         """The sentence column follows the screen's width, so the score columns stay in view."""
-        if self.is_mounted and self.item is not None:
+        if self.item is not None and self.query("#sentences"):
             self._show(keep_row=True)
 
     @property
