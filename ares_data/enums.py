@@ -29,6 +29,7 @@ class CheckpointStage(_Vocabulary):
     base = "base"
     rl = "rl"
     sft = "sft"
+    prm = "prm"  # a process reward model (`ares train prm`, migration 0016)
 
 
 class RationaleSource(_Vocabulary):
@@ -56,19 +57,6 @@ class CallStatus(_Vocabulary):
     error = "error"
 
 
-class AttemptOutcome(_Vocabulary):
-    """teacher_attempt.outcome: how one HTTP attempt of a call ended."""
-
-    ok = "ok"
-    rate_limited = "rate_limited"
-    server_error = "server_error"
-    client_error = "client_error"
-    timeout = "timeout"
-    not_sent = "not_sent"
-    network = "network"
-    unreadable = "unreadable"
-
-
 class WorkKind(_Vocabulary):
     """work_claim.kind and teacher_batch.kind: the teacher work a collector claims or batches."""
 
@@ -81,6 +69,7 @@ class RunKind(_Vocabulary):
 
     rl = "rl"
     sft = "sft"
+    prm = "prm"  # migration 0016
 
 
 class RunStatus(_Vocabulary):
@@ -137,13 +126,27 @@ class LabelOrigin(_Vocabulary):
     label_studio = "label-studio"
 
 
+class AttemptOutcome(_Vocabulary):
+    """teacher_attempt.outcome: what one HTTP attempt came to. `timeout`: sent, no answer read
+    (maybe billed); `not_sent`: connect or write failed; `network`: dropped after sending;
+    `unreadable`: an answer that could not be read."""
+
+    ok = "ok"
+    rate_limited = "rate_limited"
+    server_error = "server_error"
+    client_error = "client_error"
+    timeout = "timeout"
+    not_sent = "not_sent"
+    network = "network"
+    unreadable = "unreadable"
+
+
 # (table, column) -> its Enum, for every CHECK (column IN (...)) of the schema (tests/test_enums.py).
 CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("model_checkpoint", "stage"): CheckpointStage,
     ("rationale", "source"): RationaleSource,
     ("teacher_call", "kind"): CallKind,
     ("teacher_call", "status"): CallStatus,
-    ("teacher_attempt", "outcome"): AttemptOutcome,
     ("work_claim", "kind"): WorkKind,
     ("teacher_batch", "kind"): WorkKind,
     ("training_run", "kind"): RunKind,
@@ -155,4 +158,5 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("eval_result", "a_position"): Position,
     ("human_label", "kind"): LabelKind,
     ("human_label", "origin"): LabelOrigin,
+    ("teacher_attempt", "outcome"): AttemptOutcome,
 }

@@ -108,7 +108,9 @@ def _literal(conn: Connection, sql: str, params: dict) -> str:
     """The statement with its parameters written in as literals (it is sent as a string)."""
     if not params:
         return sql
-    statement = text(sql).bindparams(**params)
+    statement = text(sql)
+    named = statement.compile().params  # only the names the statement binds: callers may pass more
+    statement = statement.bindparams(**{k: v for k, v in params.items() if k in named})
     return str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
 
 

@@ -52,9 +52,9 @@ def load_student(model: str, adapters: Iterable[str | Path] = (),
 
     A vision-language model directory gives (model, processor) instead (see `vision.py`)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-    from .vision import is_vision_language
+    from .vision import is_vision_language, load_processor
 
     directory, gguf_file = resolve_model_path(model)
     placement = placement or Placement("cpu", "float32")
@@ -62,7 +62,7 @@ def load_student(model: str, adapters: Iterable[str | Path] = (),
     try:
         vlm = gguf_file is None and is_vision_language(directory)
         if vlm:
-            processing = AutoProcessor.from_pretrained(directory)
+            processing = load_processor(directory)
             lm = AutoModelForImageTextToText.from_pretrained(directory, **where)
         else:
             processing = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)

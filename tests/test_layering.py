@@ -70,6 +70,7 @@ def test_without_the_train_extra_each_plugin_command_names_the_extra(tmp_path):
             "error: this needs the 'train' extra (torch is not installed): pip install 'ares-toolkit[train]'"], args
     # the store-side commands need no extra
     assert _without(TRAIN_MODULES, "init", db=tmp_path / "ares.db").returncode == 0
+    assert _without(TRAIN_MODULES, "status", db=tmp_path / "ares.db").returncode == 0
 
 
 @pytest.mark.parametrize("extra,modules,args", [

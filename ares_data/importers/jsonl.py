@@ -22,15 +22,7 @@ from typing import Optional
 from ..errors import ImportDataError
 from ..formatting import LETTERS
 from ..store import Store
-from ._common import (
-    Fields,
-    ImportResult,
-    Progress,
-    QuestionRecord,
-    locate_image,
-    refuse_duplicates,
-    write_records,
-)
+from ._common import (Fields, ImportResult, Progress, QuestionRecord, locate_image, refuse_duplicates, write_records)
 
 EXAMPLE_DATASET = "science_demo"
 

@@ -13,6 +13,7 @@ store's `teacher_attempt` audit table.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -22,14 +23,15 @@ from typing import Any
 
 import httpx
 
-from ..errors import CallFailed, RetryableError, TeacherError
+from ..enums import AttemptOutcome
+from ..errors import CallFailed, RequestRejected, RetryableError, TeacherError
 from ..tables import utcnow
 from .config import Provider, StructuredOutput, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import LocalBucket, RateLimiter, StoreBucket, account_key
-from .retry import check_response, retrying
+from .retry import check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 5
@@ -37,12 +39,10 @@ TOP_LOGPROBS = 5
 
 @dataclass
 class Attempt:
-    """One HTTP attempt. `outcome`: ok | rate_limited | server_error | client_error | timeout (sent,
-    no answer read: maybe billed) | not_sent (connect or write failed) | network (dropped after
-    sending) | unreadable (an answer that could not be read)."""
+    """One HTTP attempt and what it came to (`AttemptOutcome`)."""
 
     number: int
-    outcome: str
+    outcome: AttemptOutcome
     started_at: datetime
     http_status: int | None = None
     error: str | None = None
@@ -56,7 +56,8 @@ class Attempt:
     latency_ms: float | None = None
 
 
-MAYBE_BILLED = ("timeout", "network", "unreadable")  # sent, possibly answered and billed, usage unknown
+# sent, possibly answered and billed, usage unknown
+MAYBE_BILLED = (AttemptOutcome.timeout, AttemptOutcome.network, AttemptOutcome.unreadable)
 
 
 @dataclass
@@ -73,6 +74,21 @@ class Reply:
     request_id: str | None = None
     model_snapshot: str | None = None  # the `model` the provider says answered (e.g. gpt-4o-mini-2024-07-18)
     log: list[Attempt] = field(default_factory=list)
+    finish_reason: str | None = None  # why the answer ended: stop, length, content_filter, refusal...
+    refusal: str | None = None  # the model's refusal text (OpenAI `message.refusal`)
+
+
+CUT = {"length", "max_tokens"}  # finish/stop reasons of an answer cut at the token budget
+REFUSED = {"content_filter", "refusal"}
+
+
+def ending(provider: Provider, data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(finish reason, refusal text) of a provider's JSON reply."""
+    if provider is Provider.anthropic:
+        return data.get("stop_reason"), None
+    choice = (data.get("choices") or [{}])[0]
+    return choice.get("finish_reason"), (choice.get("message") or {}).get("refusal")
+
 
 
 def _openai_content(part: dict[str, Any]) -> dict[str, Any]:
@@ -95,10 +111,10 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
     for answer, repair in ask.turns:
         messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair}]
-    body: dict[str, Any] = {"model": config.model, "max_tokens": config.max_tokens,
+    body: dict[str, Any] = {"model": config.model, "max_tokens": max(config.max_tokens, ask.max_tokens or 0),
                             "temperature": config.temperature}
     if config.is_reasoning() and not anthropic:
-        body = {"model": config.model, "max_completion_tokens": config.max_tokens}
+        body = {"model": config.model, "max_completion_tokens": max(config.max_tokens, ask.max_tokens or 0)}
     if anthropic:
         if len(content) > 1:  # cache system + shared head; the last part is what this call alone asks
             content[-2] = {**content[-2], "cache_control": {"type": "ephemeral"}}
@@ -111,7 +127,7 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
         body.update(_structured(config.structured_output, ask))
     if logprobs and not anthropic:
         body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
-    return body, _stored(body, ask)
+    return body, stored_body(body)
 
 
 def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
@@ -126,29 +142,64 @@ def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
     return {}
 
 
-def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, detail: str = "") -> str | None:
+STRUCTURED = {"response_format", "tools", "tool_choice", "json_schema"}
+FLAGS = {"logprobs": "--score-from sampled", "top_logprobs": "--score-from sampled", "temperature": "--temperature",
+         "max_tokens": "--max-tokens", "model": "--model"}
+
+
+def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, detail: str = "",
+                 param: str | None = None) -> str | None:
     """A rejected request names the flag to change: --reasoning when the server refused the
-    length or temperature parameter, else --structured-output when structured output was asked."""
+    length or temperature parameter, else --structured-output when structured output was asked
+    (and the server named no other parameter as `param`)."""
     if status not in (400, 422):
         return None
     if ("max_tokens" in detail and "max_tokens" in body) or ("temperature" in detail and "temperature" in body):
         return (f"the server refused max_tokens/temperature ({' '.join(detail.split())[:160]}); "
                 "if the model is a reasoning model, add --reasoning")
-    if not ({"response_format", "tools"} & body.keys()):
+    if not (STRUCTURED & body.keys()):
+        return None
+    if param is not None and param.split(".")[0] not in STRUCTURED:
         return None
     others = ", ".join(d.value for d in StructuredOutput if d is not dialect)
     return (f"the server rejected the structured-output request ({dialect.value}); "
             f"try --structured-output with one of: {others}")
 
 
-def _stored(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
-    images = {p["data"]: p["sha256"] for p in ask.parts if p["type"] == "image"}
-    if not images:
+def format_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, param: str | None,
+                detail: str = "") -> str:
+    """What to change when the server refused the request's format, naming its parameter."""
+    known = dialect_hint(status, body, dialect, detail, param)
+    if known:
+        return known
+    if param is None:
+        return "the server refused the request's format (it names no parameter); check the teacher flags"
+    name = param.split(".")[0]
+    flag = f" (set by {FLAGS[name]})" if name in FLAGS else ""
+    return f"the server does not accept the parameter {name!r}{flag}"
+
+
+def stored_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as stored and hashed: each inline image's base64 data replaced by `sha256:` and
+    the digest of its bytes (OpenAI data URLs and Anthropic base64 sources alike)."""
+    if not any(isinstance(m.get("content"), list) for m in body.get("messages", [])):
         return body
-    text = json.dumps(body)
-    for data, digest in images.items():
-        text = text.replace(data, f"sha256:{digest}")
-    return json.loads(text)
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("type") == "image_url" and str(node["image_url"]["url"]).startswith("data:"):
+                head, data = node["image_url"]["url"].split(",", 1)
+                return {**node, "image_url": {**node["image_url"], "url": f"{head},{_digest(data)}"}}
+            if node.get("type") == "base64" and "data" in node:
+                return {**node, "data": _digest(node["data"])}
+            return {k: strip(v) for k, v in node.items()}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    return strip(body)
+
+
+def _digest(data: str) -> str:
+    return "sha256:" + hashlib.sha256(base64.b64decode(data)).hexdigest()
 
 
 def request_hash(config: TeacherConfig, prompt_name: str, prompt_version: str, stored: dict[str, Any]) -> str:
@@ -191,13 +242,13 @@ def max_out(body: dict[str, Any], default: int) -> int:
     return int(body.get("max_completion_tokens") or body.get("max_tokens") or default)
 
 
-def _outcome(exc: BaseException) -> str:
+def _outcome(exc: BaseException) -> AttemptOutcome:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.WriteTimeout, httpx.WriteError,
                         httpx.PoolTimeout)):
-        return "not_sent"
+        return AttemptOutcome.not_sent
     if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    return "network"
+        return AttemptOutcome.timeout
+    return AttemptOutcome.network
 
 
 class TeacherClient:
@@ -247,12 +298,14 @@ class TeacherClient:
                     return await self._attempt(body, reserved, log)
         except (RetryableError, httpx.HTTPError) as exc:
             raise CallFailed(self._describe(exc), len(log), permanent=False, log=log) from None
+        except RequestRejected as exc:
+            raise CallFailed(self.redact(str(exc)), len(log), permanent=True, log=log, rejected=True) from None
         except TeacherError as exc:
             raise CallFailed(self.redact(str(exc)), len(log), permanent=True, log=log) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, body: dict[str, Any], reserved: int, log: list[Attempt]) -> Reply:
-        entry = Attempt(len(log) + 1, "ok", utcnow())
+        entry = Attempt(len(log) + 1, AttemptOutcome.ok, utcnow())
         log.append(entry)
         async with self.limiter.slot(reserved):
             started = time.perf_counter()
@@ -268,9 +321,13 @@ class TeacherClient:
         entry.latency_ms = round(latency_ms, 1)
         self.limiter.observe(response.headers)
         try:
-            hint = dialect_hint(response.status_code, body, self.config.structured_output, response.text)
-            if hint:
-                raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint}")
+            if response.status_code in (400, 422):  # about the format: stop, naming the parameter
+                about_format, param = rejection(response.status_code, response.text)
+                if about_format:
+                    detail = self.redact(" ".join(response.text.split())[:200])
+                    hint = format_hint(response.status_code, body, self.config.structured_output, param,
+                                       response.text)
+                    raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({detail})")
             try:
                 check_response(response, self.redact)
             except RetryableError as exc:
@@ -279,7 +336,8 @@ class TeacherClient:
                 raise
         except TeacherError as exc:
             status = response.status_code
-            entry.outcome = "rate_limited" if status == 429 else "server_error" if status >= 500 else "client_error"
+            entry.outcome = (AttemptOutcome.rate_limited if status == 429 else AttemptOutcome.server_error
+                             if status >= 500 else AttemptOutcome.client_error)
             entry.error = self.redact(str(exc))
             raise
         try:
@@ -287,7 +345,7 @@ class TeacherClient:
             text, tokens_in, tokens_out, cached = parse_reply(self.config.provider, data)
             content = logprob_content(data["choices"][0]) if "logprobs" in body else None
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            entry.outcome, entry.error = "unreadable", f"unreadable reply ({exc.__class__.__name__})"
+            entry.outcome, entry.error = AttemptOutcome.unreadable, f"unreadable reply ({exc.__class__.__name__})"
             raise RetryableError(entry.error) from exc
         if tokens_in is not None:
             self.limiter.correct(reserved, tokens_in + (tokens_out or 0))
@@ -295,8 +353,9 @@ class TeacherClient:
         entry.model_snapshot = data.get("model") if isinstance(data.get("model"), str) else None
         entry.tokens_in, entry.tokens_out, entry.reasoning_tokens = tokens_in, tokens_out, reasoning_tokens(data)
         entry.cached_tokens_in, entry.cache_write_tokens_in = cached, written
+        finish, refusal = ending(self.config.provider, data)
         return Reply(self.redact(text), tokens_in, tokens_out, cached, entry.number, latency_ms, written, content,
-                     entry.reasoning_tokens, entry.request_id, entry.model_snapshot, log)
+                     entry.reasoning_tokens, entry.request_id, entry.model_snapshot, log, finish, refusal)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, (httpx.ConnectTimeout, httpx.WriteTimeout)):
