@@ -9,7 +9,6 @@ import pytest
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.config import redact_url
-
 from teacher_support import add_rationales
 
 

@@ -16,7 +16,6 @@ from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import TeacherClient, build_request
 from ares_data.teacher.prompts import score_ask
 from ares_data.teacher.ratelimit import BucketState, Seen, learned, pace, refund, reserve
-
 from teacher_support import add_rationales
 
 ARES = [sys.executable, "-c", "from ares_data.cli import main; main()"]
