@@ -16,6 +16,7 @@ from sqlmodel import select
 
 from .enums import EvalKind, Outcome, Position
 from .errors import InvalidAnswer
+from .runs import add_eval_results
 from .store import Store
 from .tables import EvalResult, ModelCheckpoint, Question, Rationale
 
@@ -126,11 +127,10 @@ async def judge_winrate(
         except InvalidAnswer:
             failed += 1
             return
-        with store.session() as session:
-            session.add(EvalResult(kind=EvalKind.winrate, model_checkpoint_id=a.id, opponent_checkpoint_id=b.id,
-                                   question_id=q.id, split=split, rationale_id=ra.id, outcome=OUTCOME[verdict],
-                                   a_position=positions[q.id], teacher_call_id=call_id,
-                                   details={"opponent_rationale_id": rb.id}))
+        add_eval_results(store, [dict(kind=EvalKind.winrate, model_checkpoint_id=a.id, opponent_checkpoint_id=b.id,
+                                      question_id=q.id, split=split, rationale_id=ra.id, outcome=OUTCOME[verdict],
+                                      a_position=positions[q.id], teacher_call_id=call_id,
+                                      details={"opponent_rationale_id": rb.id})])
 
     async with TeacherClient(teacher) as client:
         await asyncio.gather(*(one(client, q) for q in todo))
