@@ -213,9 +213,10 @@ class CallRunner:
         row, reply, started = await self._stored_or_claimed(key), None, utcnow()
         if row is not None:
             self.tally.reused += 1
-            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not asked again
+            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not again
                 self._link(task, row, None)
-                return Outcome(CallStatus.failed, call_id=row.id, reason=(row.error or "rejected").split(":")[0]), row, ""
+                reason = (row.error or "rejected").split(":")[0]
+                return Outcome(CallStatus.failed, call_id=row.id, reason=reason), row, ""
             text, finish, refusal = row.response or "", row.finish_reason, None
         else:
             try:
@@ -239,8 +240,9 @@ class CallRunner:
         except InvalidAnswer as exc:
             partial = exc.valid if isinstance(exc, PartlyInvalid) else None
             if row is None:
-                row = self._record(task, key, stored, CallStatus.failed if final else CallStatus.invalid, reply, repair_of, started,
-                                   error=f"{exc.code}: {exc}", result=partial)
+                status = CallStatus.failed if final else CallStatus.invalid
+                row = self._record(task, key, stored, status, reply, repair_of, started, error=f"{exc.code}: {exc}",
+                                   result=partial)
             elif partial:
                 self._link(task, row, partial)
             if partial and task.settle is not None:
