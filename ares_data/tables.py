@@ -53,7 +53,7 @@ class ModelCheckpoint(SQLModel, table=True):
     adapter_path: Optional[str] = None
     parent_id: Optional[int] = Field(default=None, foreign_key="model_checkpoint.id")
     round: Optional[int] = None
-    stage: str  # base | rl | sft
+    stage: str  # base | rl | sft | prm (0016)
     meta: Optional[dict] = _json("metadata")
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -167,7 +167,7 @@ class Export(SQLModel, table=True):
 class TrainingRun(SQLModel, table=True):
     __tablename__ = "training_run"
     id: Optional[int] = Field(default=None, primary_key=True)
-    kind: str  # rl | sft
+    kind: str  # rl | sft | prm (0016)
     round: Optional[int] = None
     status: str  # running | done | failed
     config: Optional[dict] = _json()

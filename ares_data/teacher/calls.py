@@ -30,7 +30,7 @@ from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, Te
 from ..tables import TeacherAttempt, TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
 from .client import CUT, MAYBE_BILLED, REFUSED, Attempt, Reply, TeacherClient, build_request, max_out, request_hash
-from .config import ScoreFrom, TeacherConfig
+from .config import Provider, ScoreFrom, TeacherConfig
 from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
@@ -111,6 +111,8 @@ def request_key(config, task: Task, ask: Ask) -> tuple[dict, dict, str]:
     """(body to send, body to store, request hash) of one request of a task."""
     logprobs = task.kind == "score" and config.score_from is ScoreFrom.logprobs
     body, stored = build_request(config, ask, logprobs=logprobs)
+    if config.provider is Provider.prm:  # a local PRM reads the rationale itself (ares_train/prm_teacher.py)
+        body["metadata"] = stored["metadata"] = {"kind": task.kind, "rationale_id": str(task.rationale_id)}
     template = load(task.prompt)
     return body, stored, request_hash(config, template.name, template.version, stored)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
 
 from sqlmodel import Session, select
@@ -31,6 +32,7 @@ from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out
 from .claims import Claim, Claims
 from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
+from .local import is_local, local_answerer
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
 from .tasks import GroupCap, Job, Selection, builder, prompt_name, select_jobs, still_open, teacher_key, units
 
@@ -56,6 +58,7 @@ class CollectRequest:
     batch: BatchLimits | None = None
     retry_failed: bool = False
     group_cap: GroupCap = GroupCap()
+    only: tuple[int, ...] | None = None  # rationale ids in place of the source and round (verl's reward manager)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rationales", RationaleSource(self.rationales))
@@ -181,10 +184,15 @@ def _claims(store: Store, request: CollectRequest, teacher: TeacherConfig) -> Cl
 async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest, *,
                   client: TeacherClient | None = None, progress: ProgressCallback | None = None) -> CollectSummary:
     """Run one collector request; every answer is committed as it arrives."""
+    if is_local(teacher):
+        if request.kind != "score" or request.batch is not None:
+            raise TeacherError(f"--provider {teacher.provider.value} scores sentences here: it writes no "
+                               "corrections and takes no --batch")
+        request = replace(request, grouped=False)  # one rationale per request; the answerer batches them
     selection = request.selection
     pending = batch_api.in_open_batches(request.kind, teacher) if request.batch is not None else None
     with store.session() as session:
-        jobs = select_jobs(session, teacher, selection, exclude=pending)
+        jobs = select_jobs(session, teacher, selection, only=request.only, exclude=pending)
     work = units([j for j in jobs if j.sentences], selection.grouped, request.group_cap)
     counts = dict(kind=request.kind, selected=sum(len(unit) for unit in work),
                   skipped_empty=sum(1 for j in jobs if not j.sentences))
@@ -201,9 +209,11 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
                             requests=sum(row.request_count for row in created))
     summary = OnlineSummary(**counts)
     tally = Tally()
-    async with (client or TeacherClient(teacher, store=store)) as opened:
+    async with AsyncExitStack() as stack:
+        answer = local_answerer(store, teacher) if is_local(teacher) else \
+            online(await stack.enter_async_context(client or TeacherClient(teacher, store=store)))
         claims = _claims(store, request, teacher)
-        runner = CallRunner(store, teacher, online(opened), tally=tally, max_cost=request.max_cost, claims=claims,
+        runner = CallRunner(store, teacher, answer, tally=tally, max_cost=request.max_cost, claims=claims,
                             retry_failed=request.retry_failed)
         async with claims.heartbeat():
             await _run_all(runner, claims, work, build, summary, progress, teacher.concurrency)
