@@ -16,8 +16,8 @@ from sqlmodel import select
 
 from .enums import EvalKind, Outcome, Position
 from .errors import InvalidAnswer
-from .tables import EvalResult, ModelCheckpoint, Question, Rationale
 from .store import Store
+from .tables import EvalResult, ModelCheckpoint, Question, Rationale
 
 if TYPE_CHECKING:
     from .teacher.config import TeacherConfig
@@ -35,7 +35,8 @@ def assign_positions(question_ids: list[int], seed: int) -> dict[int, str]:
     return {qid: rng.choice("AB") for qid in question_ids}
 
 
-OUTCOME = {Position.A: Outcome.win, Position.B: Outcome.loss, "tie": Outcome.tie}  # judge verdict (in A/B-checkpoint terms) -> A's result
+# judge verdict (in A/B-checkpoint terms) -> A's result
+OUTCOME = {Position.A: Outcome.win, Position.B: Outcome.loss, "tie": Outcome.tie}
 
 
 @dataclass(frozen=True)

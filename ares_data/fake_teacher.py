@@ -44,12 +44,12 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from starlette.applications import Starlette
-
-from .teacher.config import REASONING_MODEL
-from .teacher.pricing import PrefixCache
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from .teacher.config import REASONING_MODEL
+from .teacher.pricing import PrefixCache
 
 FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
 REASONING_TOKENS = 64  # what a fake reasoning model "thinks" before each answer
@@ -221,9 +221,9 @@ class FakeTeacher:
         refused = self._reasoning_refusal(body)
         if refused:
             return self._error(400, refused, "unsupported_parameter")
-        refused = self._refusal(body)
-        if refused:
-            error = refused["error"]
+        rejected = self._refusal(body)
+        if rejected:
+            error = rejected["error"]
             return self._error(400, error["message"], error["code"], param=error["param"])
         wait = self._take()
         if wait:

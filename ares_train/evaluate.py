@@ -13,8 +13,8 @@ from sqlmodel import select
 
 from ares_data.enums import EvalKind, RationaleSource
 from ares_data.formatting import parse_answer, student_prompt
-from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
+from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
 
 from .loading import load_checkpoint
 from .placement import Placement, placement_of

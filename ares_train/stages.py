@@ -60,7 +60,8 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     that generated its rollouts, sft: `round-N-rl`); else `model` + `adapters` as a base."""
     if checkpoint:
         return find_checkpoint(store, checkpoint)
-    found = rollout_checkpoint(store, round) if stage == RunKind.rl else _registered(store, checkpoint_name(round, RunKind.rl))
+    found = (rollout_checkpoint(store, round) if stage == RunKind.rl
+             else _registered(store, checkpoint_name(round, RunKind.rl)))
     if found is not None:
         return found
     if model:
@@ -68,7 +69,8 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     raise TrainingError(f"no start checkpoint for {stage} round {round}: pass --model or --checkpoint")
 
 
-def _shard(store: Store, shard_dir: str | Path | None, export: Callable[[], Export]) -> tuple[Export | None, list[dict]]:
+def _shard(store: Store, shard_dir: str | Path | None,
+           export: Callable[[], Export]) -> tuple[Export | None, list[dict]]:
     """The rows of `shard_dir`, or of a fresh export when none is given, with its `export` row."""
     found = export() if shard_dir is None else find_export(store, shard_dir)
     return found, read_shard(found.path if shard_dir is None else shard_dir)

@@ -8,14 +8,15 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from ares_data.errors import InvalidAnswer, PartlyInvalid
 from ares_data.fake_teacher import sentence_score, serve_in_thread
 from ares_data.tables import Sentence, SentenceScore, TeacherCall, TeacherCallRationale
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import TeacherClient, build_request, parse_reply
 from ares_data.teacher.config import Provider
 from ares_data.teacher.grouped import group_ask, parse_group
-from ares_data.teacher.pricing import PrefixCache, prompt_text, cost, rates
-from ares_data.errors import InvalidAnswer, PartlyInvalid
+from ares_data.teacher.pricing import PrefixCache, cost, prompt_text, rates
+
 from teacher_support import add_rationales
 
 
@@ -125,7 +126,8 @@ def test_anthropic_usage_counts_cache_reads_and_writes_as_input():
                       "cache_creation_input_tokens": 300}}
     assert parse_reply(Provider.anthropic, data)[1:] == (1310, 2, 1000)
     openai = {"choices": [{"message": {"content": "x"}}],
-              "usage": {"prompt_tokens": 1200, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 1024}}}
+              "usage": {"prompt_tokens": 1200, "completion_tokens": 3,
+                        "prompt_tokens_details": {"cached_tokens": 1024}}}
     assert parse_reply(Provider.openai, openai)[1:] == (1200, 3, 1024)
 
 

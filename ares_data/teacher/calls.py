@@ -243,8 +243,8 @@ class CallRunner:
             partial = exc.valid if isinstance(exc, PartlyInvalid) else None
             if row is None:
                 status = CallStatus.failed if final else CallStatus.invalid
-                row = self._record(task, key, stored, status, reply, repair_of, started, error=f"{exc.code}: {exc}",
-                                   result=partial)
+                row = self._record(task, key, stored, status, reply, repair_of, started,
+                                   error=f"{exc.code}: {exc}", result=partial)
             elif partial:
                 self._link(task, row, partial)
             if partial and task.settle is not None:
@@ -294,7 +294,8 @@ class CallRunner:
                 values["cost_usd"] = self.call_cost(attempt.tokens_in, attempt.tokens_out or 0,
                                                     attempt.cached_tokens_in or 0, attempt.cache_write_tokens_in or 0)
             elif attempt.outcome in MAYBE_BILLED:
-                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored), max_out(stored, self.config.max_tokens))
+                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored),
+                                                        max_out(stored, self.config.max_tokens))
             rows.append(TeacherAttempt(teacher_call_id=call_id, attempt=attempt.number, **values))
         return rows
 
@@ -330,7 +331,7 @@ class CallRunner:
                 if row is not None and row.status not in overwritable:
                     return row
                 new = row is None
-                if new:
+                if row is None:
                     row = TeacherCall(request_hash=key, **fields)
                 else:
                     for name, value in fields.items():

@@ -35,7 +35,7 @@ class Job:
     sentences: list[Sentence]
 
 
-TaskBuilder = Callable[[Store, list[Job], bool], Task]
+TaskBuilder = Callable[..., Task]  # (store, unit of jobs, *, grouped)
 
 
 def prompt_name(kind: str, grouped: bool) -> str:
