@@ -215,7 +215,7 @@ class CallRunner:
         row, reply, started = await self._stored_or_claimed(key), None, utcnow()
         if row is not None:
             self.tally.reused += 1
-            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not asked again
+            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not again
                 self._link(task, row, None)
                 reason = (row.error or "rejected").split(":")[0]
                 return Outcome(CallStatus.failed, call_id=row.id, reason=reason), row, ""
