@@ -51,8 +51,8 @@ def load_processor(directory: str | Path) -> Any:
     except (OSError, ValueError, ImportError, AttributeError, TypeError) as exc:
         if is_torchvision_available():
             raise
-        raise TrainingError(f"cannot load the processor of {directory}: transformers needs torchvision for it "
-                            "(its video or image processor); install the torchvision build that matches your torch") from exc
+        raise TrainingError(f"cannot load the processor of {directory}: transformers needs torchvision for its "
+                            "video or image processor; install the torchvision build that matches your torch") from exc
 
 
 def is_processor(processing: Any) -> bool:
