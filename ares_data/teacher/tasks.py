@@ -7,6 +7,7 @@ answer (nor a given-up chain, single or grouped) from this teacher model and pro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,10 +19,10 @@ from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence
                       TeacherCall, TeacherCallRationale)
 from ..store import Store
 from .calls import Task
-from .config import RationaleSource, TeacherConfig
-from .grouped import SCORE_GROUP, group_task
+from .config import RationaleSource, ScoreFrom, TeacherConfig
+from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS, group_task
 from .logprobs import expectations, lookup, score_row
-from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
+from .prompts import CORRECT, SCORE, SCORE_POINTS, correct_ask, load, score_ask
 from .validation import parse_correction, parse_scores
 
 
@@ -37,13 +38,20 @@ class Job:
 TaskBuilder = Callable[[Store, list[Job], bool], Task]
 
 
-def prompt_name(kind: str, grouped: bool) -> str:
-    return CORRECT if kind == "correct" else SCORE_GROUP if grouped else SCORE
+def in_points(teacher: TeacherConfig) -> bool:
+    """Scores asked in whole points 0-10 (each one token, so their logprobs are calibrated)."""
+    return teacher.score_from is ScoreFrom.logprobs
+
+
+def prompt_name(kind: str, grouped: bool, points: bool = False) -> str:
+    if kind == "correct":
+        return CORRECT
+    return (SCORE_GROUP_POINTS if points else SCORE_GROUP) if grouped else (SCORE_POINTS if points else SCORE)
 
 
 def teacher_key(kind: str, teacher: TeacherConfig, grouped: bool = False) -> tuple[str, str]:
     """(model, prompt version): what an answer must match to count for this run."""
-    return teacher.model, load(prompt_name(kind, grouped)).version
+    return teacher.model, load(prompt_name(kind, grouped, in_points(teacher))).version
 
 
 def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_failed: bool = False) -> tuple:
@@ -121,19 +129,20 @@ def units(jobs: list[Job], grouped: bool) -> list[list[Job]]:
     return list(by_question.values())
 
 
-def score_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
+def score_task(store: Store, jobs: list[Job], grouped: bool = False, points: bool = False) -> Task:
     if grouped:
-        return group_task(jobs)
+        return group_task(jobs, points)
     [job] = jobs
     texts = [s.text for s in job.sentences]
 
     def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
-        weighted = expectations(call.response or "", call.score_logprobs)
+        weighted = expectations(call.response or "", call.score_logprobs, points)
         for i, (sentence, score) in enumerate(zip(job.sentences, scores)):
             session.add(score_row(sentence.id, call.id, score, lookup(weighted, None, i)))
 
-    return Task("score", SCORE, score_ask(job.question, texts), lambda text: parse_scores(text, len(texts)),
-                {"n": len(texts)}, job.question.id, job.rationale.id, persist)
+    return Task("score", SCORE_POINTS if points else SCORE, score_ask(job.question, texts, points),
+                lambda text: parse_scores(text, len(texts), points), {"n": len(texts)}, job.question.id,
+                job.rationale.id, persist)
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -168,15 +177,15 @@ def correct_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
                 {"rationale": original.text}, job.question.id, original.id, persist)
 
 
-def builder(kind: str) -> TaskBuilder:
-    return score_task if kind == "score" else correct_task
+def builder(kind: str, teacher: TeacherConfig) -> TaskBuilder:
+    return functools.partial(score_task, points=in_points(teacher)) if kind == "score" else correct_task
 
 
 def batch_tasks(store: Store, teacher: TeacherConfig, batch: Any) -> list[Task]:
     """The tasks of a batch's rationales still open, built as `--batch` built them (batch.ingest)."""
-    grouped = batch.prompt_name == SCORE_GROUP
+    grouped = batch.prompt_name in (SCORE_GROUP, SCORE_GROUP_POINTS)
     linked = select(TeacherBatchRequest.rationale_id).where(TeacherBatchRequest.batch_id == batch.id)
     with store.session() as session:
         jobs = select_jobs(session, teacher, Selection(batch.kind, grouped=grouped), only=linked)
-    make = builder(batch.kind)
+    make = builder(batch.kind, teacher)
     return [make(store, unit, grouped) for unit in units([j for j in jobs if j.sentences], grouped)]
