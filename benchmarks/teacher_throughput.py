@@ -64,8 +64,8 @@ def shared_store(args: argparse.Namespace, db_url: str, label: str) -> None:
     with serve_in_thread(latency_ms=args.latency_ms, rpm=args.rpm) as url:
         env = {**os.environ, "ARES_DB": db_url, "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-c", "from ares_data.cli import main; main()", "collect-scores", "--round", "1",
-                   "--no-group-by-question", "--base-url", url, "--model", "fake", "--lease", "5", "--rpm", str(args.rpm),
-                   "--concurrency", str(max(1, args.concurrency // args.collectors))]
+                   "--no-group-by-question", "--base-url", url, "--model", "fake", "--lease", "5",
+                   "--rpm", str(args.rpm), "--concurrency", str(max(1, args.concurrency // args.collectors))]
         started = time.perf_counter()
         procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(args.collectors)]

@@ -66,7 +66,8 @@ def test_without_the_train_extra_each_plugin_command_names_the_extra(tmp_path):
         assert done.returncode == 1, (args, done.stderr)
         assert done.stderr.strip().splitlines() == [
             "error: this needs the 'train' extra (torch is not installed): pip install 'ares-toolkit[train]'"], args
-    # the store-side commands need no extra
+    # the store-side commands need no extra (status reads a store init made: it does not migrate)
+    assert _without_train_extra("init", db=tmp_path / "ares.db").returncode == 0
     assert _without_train_extra("status", db=tmp_path / "ares.db").returncode == 0
 
 

@@ -224,7 +224,8 @@ class CallRunner:
                 values["cost_usd"] = self.call_cost(attempt.tokens_in, attempt.tokens_out or 0,
                                                     attempt.cached_tokens_in or 0, attempt.cache_write_tokens_in or 0)
             elif attempt.outcome in MAYBE_BILLED:
-                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored), max_out(stored, self.config.max_tokens))
+                limit = max_out(stored, self.config.max_tokens)
+                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored), limit)
             rows.append(TeacherAttempt(teacher_call_id=call_id, attempt=attempt.number, **values))
         return rows
 

@@ -193,8 +193,8 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
                   BATCH_DISCOUNT if request.batch is not None else 1.0)
         return dry
     if request.batch is not None:
-        created = await batch_api.submit(store, teacher, request.kind, prompt_name(request.kind, selection.grouped, in_points(teacher)),
-                                         work, build, request.batch)
+        prompt = prompt_name(request.kind, selection.grouped, in_points(teacher))
+        created = await batch_api.submit(store, teacher, request.kind, prompt, work, build, request.batch)
         return BatchSummary(**counts, batches=[row.remote_id for row in created],
                             requests=sum(row.request_count for row in created))
     summary = OnlineSummary(**counts)
