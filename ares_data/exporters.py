@@ -23,6 +23,7 @@ from typing import Any, Optional
 from sqlalchemy import column, table
 from sqlmodel import select
 
+from .enums import CallKind, CallStatus, RationaleSource
 from .errors import ExportError
 from .formatting import answer_sentence, letter, parse_answer, student_prompt
 from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
@@ -37,7 +38,7 @@ from .teacher.logprobs import Reward
 CALL_RATIONALE = table("v_call_rationale", column("teacher_call_id"), column("rationale_id"))
 PARQUET = "data.parquet"
 MANIFEST = "manifest.json"
-FAILED_STATUSES = ("failed", "error", "invalid")
+FAILED_STATUSES = (CallStatus.failed, CallStatus.error, CallStatus.invalid)
 
 
 @dataclass
@@ -73,7 +74,7 @@ def _skip_reason(per_call: dict[int, dict], pool: dict, full: dict, sentences: l
     """Why a rollout without complete human scores cannot be exported, if it cannot."""
     if not per_call:
         return "unscored"
-    if not any(c["status"] == "ok" for c in per_call.values()):
+    if not any(c["status"] == CallStatus.ok for c in per_call.values()):
         return "scoring_failed" if any(c["status"] in FAILED_STATUSES for c in per_call.values()) else "unscored"
     if not pool:
         return "other_teacher"
@@ -98,7 +99,7 @@ def scored_rollouts(
     must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out.
     `reward` expected: a teacher's expected score (--score-from logprobs) replaces its sampled one."""
     policy, expected = ScorePolicy(policy), Reward(reward) is Reward.expected
-    of_round = (Rationale.source == "student", Rationale.round == round)
+    of_round = (Rationale.source == RationaleSource.student, Rationale.round == round)
     rollouts_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
                   .where(*of_round).order_by(Rationale.id))
     sentences_q = (select(Sentence).join(Rationale, Rationale.id == Sentence.rationale_id)
@@ -110,7 +111,7 @@ def scored_rollouts(
                 .outerjoin(SentenceScore, SentenceScore.teacher_call_id == TeacherCall.id)
                 .outerjoin(Sentence, (Sentence.id == SentenceScore.sentence_id)
                            & (Sentence.rationale_id == CALL_RATIONALE.c.rationale_id))
-                .where(TeacherCall.kind == "score", *of_round).order_by(TeacherCall.id, Sentence.idx))
+                .where(TeacherCall.kind == CallKind.score, *of_round).order_by(TeacherCall.id, Sentence.idx))
     with store.session() as session:
         rollouts = session.exec(rollouts_q).all()
         sentences: dict[int, list[Sentence]] = defaultdict(list)
@@ -124,13 +125,13 @@ def scored_rollouts(
                 call["scores"][idx] = None if value is None else float(value)
         human = human_scores(session) if policy is ScorePolicy.human_first else {}
         flagged = flagged_questions(session)
-    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == "ok"})
+    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == CallStatus.ok})
     if policy is not ScorePolicy.mean:
         teacher = _one_teacher(round, teachers, teacher)
     kept, skipped = [], Counter()
     for rationale, question in rollouts:
         own, per_call = sentences.get(rationale.id, []), calls.get(rationale.id, {})
-        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == "ok"}
+        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == CallStatus.ok}
         pool = latest if policy is ScorePolicy.mean else {m: v for m, v in latest.items() if m == teacher}
         complete = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
         full = {m: v for m, v in complete.items() if None not in v[1].values()}  # None: no expected score
@@ -262,9 +263,9 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
              .join(Rationale, Rationale.id == Correction.corrected_rationale_id)
              .join(Question, Question.id == Rationale.question_id)
              .join(TeacherCall, TeacherCall.id == Correction.teacher_call_id)
-             .where(Rationale.source == "correction", Rationale.round == round).order_by(Correction.id))
+             .where(Rationale.source == RationaleSource.correction, Rationale.round == round).order_by(Correction.id))
     human_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
-               .where(Rationale.source == "student", Rationale.round == round).order_by(Rationale.id))
+               .where(Rationale.source == RationaleSource.student, Rationale.round == round).order_by(Rationale.id))
     rows, skipped = [], Counter()
     with store.session() as session:
         found = session.exec(query).all()

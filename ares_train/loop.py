@@ -20,6 +20,7 @@ from typing import Any, Callable
 from rich.console import Console
 from sqlmodel import select
 
+from ares_data.enums import RationaleSource, RunKind, RunStatus, StageStatus
 from ares_data.errors import AresError, ExportError
 from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
 from ares_data.store import Store
@@ -46,10 +47,13 @@ class LoopConfig:
     limit: int | None = None
     max_new_tokens: int = 256
     temperature: float = 1.0
-    top_k: int = 50
+    top_k: int = 0
     seed: int = 0
     batch_size: int = 8
     group_by_question: bool = True  # score a question's k rollouts in one teacher call (docs/benchmarks.md)
+    device: str = "auto"  # every stage's; a `device` in `rl`/`sft` wins for that stage
+    dtype: str = "auto"
+    rollout_engine: str = "hf"
     rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
 
@@ -74,10 +78,10 @@ class Pipeline:
         with store.session() as session:
             run = session.exec(select(PipelineRun).where(PipelineRun.run_key == key)).first()
             if run is None:
-                run = PipelineRun(run_key=key, config=config.describe(), status="running")
+                run = PipelineRun(run_key=key, config=config.describe(), status=RunStatus.running)
                 session.add(run)
             else:
-                run.status, run.config = "running", config.describe()
+                run.status, run.config = RunStatus.running, config.describe()
                 session.add(run)
             session.flush()
             self.run_id = run.id
@@ -94,23 +98,23 @@ class Pipeline:
             row = session.exec(select(PipelineStage).where(
                 PipelineStage.pipeline_run_id == self.run_id, PipelineStage.round == round,
                 PipelineStage.stage == name)).first()
-            if row is not None and row.status in ("done", "skipped"):
+            if row is not None and row.status in (StageStatus.done, StageStatus.skipped):
                 self.console.print(f"round {round} {name}: {row.status} before, reused")
                 return row.outcome or {}
-            row = row or PipelineStage(pipeline_run_id=self.run_id, round=round, stage=name, status="running")
-            row.status, row.error, row.started_at, row.finished_at = "running", None, utcnow(), None
+            row = row or PipelineStage(pipeline_run_id=self.run_id, round=round, stage=name, status=StageStatus.running)
+            row.status, row.error, row.started_at, row.finished_at = StageStatus.running, None, utcnow(), None
             session.add(row)
             session.flush()
             stage_id = row.id
         self.console.print(f"round {round} {name}: running")
         started = time.monotonic()
-        status, error, outcome = "done", None, {}
+        status, error, outcome = StageStatus.done, None, {}
         try:
             outcome = work()
         except Skipped as why:
-            status, outcome = "skipped", {"reason": str(why)}
+            status, outcome = StageStatus.skipped, {"reason": str(why)}
         except BaseException as exc:
-            status, error = "failed", f"{exc.__class__.__name__}: {exc}"
+            status, error = StageStatus.failed, f"{exc.__class__.__name__}: {exc}"
             raise
         finally:
             with self.store.session() as session:
@@ -131,9 +135,9 @@ class Pipeline:
             for round in range(1, self.config.rounds + 1):
                 start = self._round(round, start, progress)
         except BaseException:
-            self._finish_run("failed")
+            self._finish_run(RunStatus.failed)
             raise
-        self._finish_run("done")
+        self._finish_run(RunStatus.done)
         return start
 
     def _round(self, round: int, start: ModelCheckpoint, progress: bool) -> ModelCheckpoint:
@@ -142,12 +146,15 @@ class Pipeline:
         from ares_data.teacher.collect import collect_corrections, collect_scores
 
         from .loading import find_checkpoint
-        from .rollouts import SamplingSettings, generate_rollouts
+        from .rollout_config import SamplingSettings
+        from .rollouts import generate_rollouts
         from .stages import checkpoint_name, train_rl, train_sft
 
         cfg = self.config
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                    top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size)
+                                    top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size,
+                                    rollout_engine=cfg.rollout_engine, device=cfg.device, dtype=cfg.dtype)
+        where = {"device": cfg.device, "dtype": cfg.dtype}
 
         def generate(checkpoint: ModelCheckpoint) -> Callable[[], dict]:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
@@ -156,8 +163,9 @@ class Pipeline:
         def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
             def work() -> dict:
                 with collect_progress(progress) as report:
-                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales="student",
-                                                    checkpoint=checkpoint.name, progress=report, **options))
+                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round,
+                                                    rationales=RationaleSource.student, checkpoint=checkpoint.name,
+                                                    progress=report, **options))
                 return _plain(summary)
             return work
 
@@ -191,11 +199,11 @@ class Pipeline:
         self.stage(round, "generate", generate(start))
         self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
-        rl = produced(self.stage(round, "train_rl", train(train_rl, "rl", start, rl_shard, cfg.rl)), start)
+        rl = produced(self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl})), start)
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        return produced(self.stage(round, "train_sft", train(train_sft, "sft", rl, sft_shard, cfg.sft)), rl)
+        return produced(self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft})), rl)
 
 
 def _plain(summary: Any) -> dict[str, Any]:

@@ -19,15 +19,40 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def logprobs_of(logits: Tensor, labels: Tensor) -> Tensor:
-    """log p(label) per position, from logits [B, T, V] and labels [B, T]."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+def _chunk_logprobs(hidden: Tensor, head: Tensor, labels: Tensor, inv_temperature: Tensor) -> tuple[Tensor, Tensor]:
+    logits = torch.nn.functional.linear(hidden, head).float() * inv_temperature
+    lse = torch.logsumexp(logits, dim=-1)
+    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
+    with torch.no_grad():
+        probs = torch.softmax(logits, dim=-1)
+        ent = lse - (probs * logits).sum(-1)
+    return picked, ent
 
 
-def entropy(logits: Tensor) -> Tensor:
-    """Entropy of the next-token distribution per position [B, T]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+def token_logprobs(hidden: Tensor, head: Tensor, labels: Tensor, temperature: Tensor,
+                   chunk: int) -> tuple[Tensor, Tensor]:
+    """(log p(label), entropy) of each row of `hidden` [N, H] under softmax(hidden @ head.T / t).
+
+    Logits exist for `chunk` rows at a time only; with gradients on, each chunk is recomputed in
+    the backward pass (activation checkpointing), so no [N, V] float32 tensor is ever kept.
+    `temperature` is one value per row [N]; the entropy carries no gradient.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    inv = (1.0 / temperature.float()).unsqueeze(-1)
+    pieces = []
+    for start in range(0, hidden.shape[0], chunk):
+        part = (hidden[start:start + chunk], head, labels[start:start + chunk], inv[start:start + chunk])
+        grad = torch.is_grad_enabled() and (hidden.requires_grad or head.requires_grad)
+        pieces.append(checkpoint(_chunk_logprobs, *part, use_reentrant=False) if grad else _chunk_logprobs(*part))
+    if not pieces:
+        return hidden.new_zeros(0, dtype=torch.float32), hidden.new_zeros(0, dtype=torch.float32)
+    return torch.cat([p for p, _ in pieces]), torch.cat([e for _, e in pieces])
+
+
+def probs_diff(logprobs: Tensor, behaviour: Tensor, mask: Tensor) -> Tensor:
+    """|p - p_behaviour| per masked token, flattened (verl's `rollout_probs_diff`)."""
+    return (logprobs.exp() - behaviour.exp()).abs()[mask.bool()]
 
 
 def score_rewards(
@@ -64,17 +89,25 @@ def compute_rewards(
     return (score_reward - kl_coef * kl) * mask, kl
 
 
-def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float,
+        last_values: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation over response tokens; returns (advantages, returns).
 
-    The value after the last real token is 0 (the episode ends there).
+    After a row's last real token the episode ends (value 0), unless `last_values` [B] gives the
+    value to bootstrap from: a truncated response (cut at a length cap, no EOS) did not end.
     """
     rewards, values = rewards * mask, values * mask
     steps = rewards.shape[-1]
+    lengths = mask.sum(-1).long()
+    after = torch.zeros_like(rewards)  # the value of the state after each token, when it is the row's last
+    if last_values is not None:
+        rows = torch.arange(len(lengths), device=mask.device)[lengths > 0]
+        after[rows, lengths[rows] - 1] = last_values[rows].to(after.dtype)
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(steps)):
         next_value = values[:, t + 1] if t + 1 < steps else torch.zeros_like(running)
+        next_value = next_value + after[:, t]  # values past the last real token are 0
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         running = delta + gamma * lam * running
         advantages[:, t] = running

@@ -69,8 +69,9 @@ def rollouts(trainer: Any, n: int) -> list[dict]:
     )
     rows = []
     for response in responses:
-        ends, scores = score(response)
-        rows.append({"prompt": PROMPT, "response": response, "sentence_ends": ends, "scores": scores})
+        ends, scores = score(response.text)
+        rows.append({"prompt": PROMPT, "response": response.text, "sentence_ends": ends, "scores": scores,
+                     **response.record()})
     return rows
 
 

@@ -8,7 +8,7 @@ where it stopped and a finished one adds nothing when run again.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Sequence
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
@@ -22,58 +22,23 @@ from ares_data.tables import ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
 
 from .loading import load_checkpoint
-from .vision import encode, is_processor, student_input, text_tokenizer
+from .placement import placement_of, resolve
+from .rollout_config import SamplingSettings
+from .rollout_engines import Sampled, make_engine
+from .vision import is_processor, student_input
 
 
-@dataclass
-class SamplingSettings:
-    """How rollouts are sampled; stored as JSON with every rationale."""
 
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_k: int = 50
-    seed: int | None = None
-    batch_size: int = 8  # questions per generate() call
-
-
-def generate_texts(
-    model: Any,
-    tokenizer: Any,
-    user_texts: Sequence[str],
-    *,
-    questions: Sequence[Any] | None = None,
-    max_new_tokens: int = 256,
-    do_sample: bool = True,
-    temperature: float = 1.0,
-    top_k: int = 50,
-    num_return_sequences: int = 1,
-    batch_size: int = 8,
-    seed: int | None = None,
-) -> list[list[str]]:
-    """For each user text, `num_return_sequences` continuations of its formatted prompt (greedy
-    when do_sample is False); shared by rollouts and evaluation. A VLM student (`tokenizer` is
-    then its processor) also sees the image of the matching entry of `questions`."""
-    import torch
-    from transformers import set_seed
-
-    if seed is not None:
-        set_seed(seed)
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if do_sample else {"do_sample": False}
-    text_tok = text_tokenizer(tokenizer)
-    text_tok.padding_side = "left"  # generation continues every row from its last token
-    model.eval()
-    out: list[list[str]] = []
+def sample_responses(engine: Any, processing: Any, user_texts: Sequence[str], *, questions: Sequence[Any] | None = None,
+                     n: int = 1, batch_size: int = 8, **sampling: Any) -> list[list[Sampled]]:
+    """For each user text, `n` responses to its formatted prompt, `batch_size` texts per engine
+    call; a VLM student (`processing` is its processor) also sees the image of its question."""
+    out: list[list[Sampled]] = []
     for start in range(0, len(user_texts), batch_size):
         chunk = user_texts[start:start + batch_size]
         qs = questions[start:start + batch_size] if questions is not None else [None] * len(chunk)
-        prompts, images = zip(*(student_input(tokenizer, t, q) for t, q in zip(chunk, qs, strict=True)))
-        enc = encode(tokenizer, prompts, images, return_tensors="pt", padding=True).to(model.device)
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
-                                 pad_token_id=text_tok.pad_token_id, **sampling)
-        texts = text_tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        texts = [t.strip() for t in texts]
-        out.extend(texts[i:i + num_return_sequences] for i in range(0, len(texts), num_return_sequences))
+        prompts, images = zip(*(student_input(processing, t, q) for t, q in zip(chunk, qs, strict=True)))
+        out.extend(engine.sample(prompts, images, n=n, **sampling))
     return out
 
 
@@ -122,11 +87,14 @@ def generate_rollouts(
     progress: bool = True,
     model_and_tokenizer: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
-    """Sample k rationales per pending question of `split` and store them as round `round`.
+    """Sample k rationales per pending question of `split` and store them as round `round`, each
+    with its generation record: the sampling settings, device and dtype, and what was sampled
+    (`token_ids`, `logprobs`, `finish_reason`; see `rollout_engines.py`).
 
     `model_and_tokenizer` skips loading the checkpoint when the caller already holds it.
     """
     settings = settings or SamplingSettings()
+    placement = resolve(settings.device, settings.dtype)  # a bad --device fails before anything else
     pending, skipped = pending_questions(store, checkpoint_id=checkpoint.id, round=round, split=split, k=k,
                                          limit=limit)
     summary = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,
@@ -134,8 +102,10 @@ def generate_rollouts(
                "questions_text_only": 0}
     if not pending:
         return summary
-    model, tokenizer = model_and_tokenizer or load_checkpoint(store, checkpoint)[:2]
-    generation = {**asdict(settings), "k": k, "do_sample": True}
+    model, tokenizer = model_and_tokenizer or load_checkpoint(store, checkpoint, placement)[:2]
+    used = placement_of(model)
+    engine = make_engine(settings.rollout_engine, model, tokenizer, used.dtype)
+    generation = {**asdict(settings), "k": k, "do_sample": True, **used.describe()}
     started = time.monotonic()
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), RateColumn("questions"),
                TimeElapsedColumn())
@@ -144,20 +114,20 @@ def generate_rollouts(
         for start in range(0, len(pending), settings.batch_size):
             batch = pending[start:start + settings.batch_size]
             seed = None if settings.seed is None else settings.seed + start  # resumed runs stay reproducible
-            texts = generate_texts(
-                model, tokenizer, [student_prompt(q) for q in batch], questions=batch,
-                max_new_tokens=settings.max_new_tokens,
-                temperature=settings.temperature, top_k=settings.top_k, num_return_sequences=k,
-                batch_size=settings.batch_size, seed=seed,
+            sampled = sample_responses(
+                engine, tokenizer, [student_prompt(q) for q in batch], questions=batch, n=k,
+                batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature, top_k=settings.top_k, seed=seed,
             )
             with store.session() as session:
-                for question, samples in zip(batch, texts, strict=True):
-                    for index, text in enumerate(samples):
+                for question, samples in zip(batch, sampled, strict=True):
+                    for index, one in enumerate(samples):
                         _, created = store.add_rationale(
-                            session, question_id=question.id, source="student", text=text,
+                            session, question_id=question.id, source="student", text=one.text,
                             dedup_key=dedup_key(checkpoint.id, round, question.id, index),
                             model_checkpoint_id=checkpoint.id, round=round, sample_index=index,
-                            predicted_answer=parse_answer(text, len(question.choices)), generation=generation,
+                            predicted_answer=parse_answer(one.text, len(question.choices)),
+                            generation={**generation, **one.record()},
                         )
                         summary["rationales_added"] += created
             summary["questions_generated"] += len(batch)

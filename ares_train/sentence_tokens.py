@@ -44,3 +44,28 @@ def tokenize_with_sentence_ends(
     """Token ids of `text` (no special tokens) and the token index of each sentence end."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), sentence_end_tokens(enc["offset_mapping"], sentence_ends)
+
+
+def token_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
+    """(start, end) character span of each token in `decode(ids, skip_special_tokens=True)`.
+
+    Found by decoding growing prefixes, so it holds for any tokenizer: a special token covers
+    nothing, and a token that stops inside a multi-byte character (its prefix decodes to
+    U+FFFD) covers nothing either; the character belongs to the token that completes it."""
+    spans, done = [], 0
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        end = done if text.endswith("\ufffd") else max(done, len(text))
+        spans.append((done, end))
+        done = end
+    return spans
+
+
+def sentence_ends_on_ids(tokenizer: Any, ids: Sequence[int], text: str, sentence_ends: Sequence[int]) -> list[int]:
+    """Token index of each sentence end of `text`, the stored rationale: the sampled `ids`
+    decoded without special tokens and stripped (the stripped lead shifts every span)."""
+    decoded = tokenizer.decode(list(ids), skip_special_tokens=True)
+    if decoded.strip() != text:
+        raise ValueError("the response text is not its token ids decoded")
+    lead = len(decoded) - len(decoded.lstrip())
+    return sentence_end_tokens([(s - lead, e - lead) for s, e in token_spans(tokenizer, ids)], sentence_ends)

@@ -7,25 +7,28 @@ prompt is formatted with `format_prompt`, exactly as the student sees it when ge
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+from .placement import placement_of
 from .sft_config import SFTRunConfig
 from .vision import is_processor, lora_targets, student_input, text_tokenizer
 
 
 def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: Iterable[dict],
-                      output_dir: str | Path, questions: Mapping[int, Any] | None = None) -> dict[str, Any]:
+                      output_dir: str | Path, questions: Mapping[int, Any] | None = None,
+                      callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train a LoRA adapter on `rows` ({prompt: user text, completion}), save it (PEFT format)
     to `output_dir`, and return the metrics: the trainer's summary and its per-step log.
 
     A VLM student (`tokenizer` is its processor) also sees the image of each row's question
-    (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs."""
-    import torch
+    (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs.
+    `callbacks` are transformers `TrainerCallback`s (the GPU check times steps with one)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     vlm, questions = is_processor(tokenizer), questions or {}
+    where = placement_of(model)  # the Trainer keeps the model where the stage loaded it
     examples = []
     for row in rows:
         prompt, image = student_input(tokenizer, row["prompt"], questions.get(row.get("question_id")))
@@ -37,15 +40,15 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
         seed=config.seed, max_length=config.max_length, logging_steps=config.logging_steps,
         completion_only_loss=True, activation_checkpointing=False, save_strategy="no", report_to=[],
-        push_to_hub=False, disable_tqdm=True, dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        push_to_hub=False, disable_tqdm=True, dataloader_pin_memory=where.on_cuda, use_cpu=not where.on_cuda,
+        bf16=where.dtype == "bfloat16", fp16=where.dtype == "float16" and where.on_cuda,
     )
     peft_config = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                              target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision),
                              task_type="CAUSAL_LM")
     text_tokenizer(tokenizer).padding_side = "right"  # training pads on the right; generation switches back
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=list(callbacks))
     result = trainer.train()
     trainer.save_model(str(output_dir))
     return {"summary": result.metrics, "steps": [e for e in trainer.state.log_history if "loss" in e]}

@@ -8,19 +8,21 @@ checkpoint `round-N-<stage>`, one LoRA link on top of the checkpoint it started 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sqlmodel import select
 
+from ares_data.enums import CallKind, CallStatus, RationaleSource, RunKind, RunStatus
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
 from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
 from ares_data.paths import default_checkpoint_dir
 from ares_data.store import Store
 
-from .loading import ensure_base_checkpoint, find_checkpoint, load_checkpoint
+from .loading import checkpoint_chain, ensure_base_checkpoint, find_checkpoint, load_checkpoint
+from .placement import resolve as resolve_placement
 from .sft_config import SFTRunConfig
 from .vision import student_input
 
@@ -42,9 +44,9 @@ def rollout_checkpoint(store: Store, round: int) -> ModelCheckpoint | None:
     with store.session() as session:
         ids = session.exec(select(Rationale.model_checkpoint_id).distinct()
                            .join(TeacherCall, TeacherCall.rationale_id == Rationale.id)
-                           .where(Rationale.source == "student", Rationale.round == round,
+                           .where(Rationale.source == RationaleSource.student, Rationale.round == round,
                                   Rationale.model_checkpoint_id.is_not(None),
-                                  TeacherCall.kind == "score", TeacherCall.status == "ok")).all()
+                                  TeacherCall.kind == CallKind.score, TeacherCall.status == CallStatus.ok)).all()
         if len(ids) > 1:
             raise TrainingError(f"round {round} has rollouts from {len(ids)} checkpoints; choose one with --checkpoint")
         return session.get(ModelCheckpoint, ids[0]) if ids else None
@@ -56,7 +58,7 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     that generated its rollouts, sft: `round-N-rl`); else `model` + `adapters` as a base."""
     if checkpoint:
         return find_checkpoint(store, checkpoint)
-    found = rollout_checkpoint(store, round) if stage == "rl" else _registered(store, checkpoint_name(round, "rl"))
+    found = rollout_checkpoint(store, round) if stage == RunKind.rl else _registered(store, checkpoint_name(round, RunKind.rl))
     if found is not None:
         return found
     if model:
@@ -93,22 +95,25 @@ def _finish(store: Store, run_id: int, **fields: Any) -> None:
 
 def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, export: Export | None,
               output_dir: str | Path | None, config: Any, train: TrainFn) -> ModelCheckpoint:
-    """Load `start`, run `train` into the output dir, register `round-N-<stage>` on top of it."""
+    """Load `start` on the config's device and dtype, run `train` into the output dir, register
+    `round-N-<stage>` on top of it."""
     name = checkpoint_name(round, stage)
     if _registered(store, name) is not None:
         raise TrainingError(f"checkpoint {name} already exists; a round's stage is trained once")
     output = Path(output_dir or default_checkpoint_dir(round, stage)).resolve()
+    placement = resolve_placement(config.device, config.dtype)
+    config = replace(config, **placement.describe())  # the run records where it ran, not `auto`
     with store.session() as session:
-        run = TrainingRun(kind=stage, round=round, status="running", config=_jsonable(asdict(config)),
+        run = TrainingRun(kind=stage, round=round, status=RunStatus.running, config=_jsonable(asdict(config)),
                           input_checkpoint_id=start.id, export_id=export.id if export else None)
         session.add(run)
         session.flush()
     try:
-        model, tokenizer, _ = load_checkpoint(store, start)
+        model, tokenizer, _ = load_checkpoint(store, start, placement)
         output.mkdir(parents=True, exist_ok=True)
         metrics = _jsonable(train(model, tokenizer, output))
     except BaseException as exc:
-        _finish(store, run.id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        _finish(store, run.id, status=RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
         if isinstance(exc, AresError) or not isinstance(exc, Exception):
             raise
         raise TrainingError(f"{stage} training of round {round} failed: {type(exc).__name__}: {exc}") from exc
@@ -117,7 +122,7 @@ def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, e
             session, name=name, path=str(output), base_model=start.base_model, adapter_path=str(output),
             parent_id=start.id, round=round, stage=stage, meta={"training_run_id": run.id},
         )
-    _finish(store, run.id, status="done", metrics=metrics, output_checkpoint_id=checkpoint.id)
+    _finish(store, run.id, status=RunStatus.done, metrics=metrics, output_checkpoint_id=checkpoint.id)
     return checkpoint
 
 
@@ -134,6 +139,27 @@ def questions_of(store: Store, rows: list[dict]) -> dict[int, Question]:
     return {q.id: q for q in found}
 
 
+def sampled_tokens(store: Store, rows: list[dict]) -> dict[int, dict[str, Any]]:
+    """rationale_id -> what its rollout sampled (token ids, behaviour log-probs, finish reason,
+    temperature), for the rows whose generation record keeps it; older rollouts are absent and
+    PPO re-tokenises their text (see `ppo_trainer.py`)."""
+    with store.session() as session:
+        found = session.exec(select(Rationale.id, Rationale.generation)
+                             .where(Rationale.id.in_({r["rationale_id"] for r in rows}))).all()
+    keys = ("token_ids", "logprobs", "finish_reason")
+    return {rid: {**{k: gen[k] for k in keys}, "temperature": gen.get("temperature", 1.0)}
+            for rid, gen in found if gen and all(gen.get(k) is not None for k in keys)}
+
+
+def previous_critic(store: Store, start: ModelCheckpoint) -> str | None:
+    """The output dir of the latest RL stage in `start`'s chain (round N-1's, for round N's RL):
+    its critic adapter and value head start this run's critic. None before any RL stage."""
+    with store.session() as session:
+        chain = checkpoint_chain(session, start)
+    found = [c.adapter_path for c in chain if c.stage == "rl" and c.adapter_path]
+    return found[-1] if found else None
+
+
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
 
@@ -148,22 +174,27 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
     from .ppo_trainer import SentenceRewardPPOTrainer
 
     config = _config(PPOConfig, config, overrides)
-    start = start or resolve_start(store, "rl", round)
+    start = start or resolve_start(store, RunKind.rl, round)
     export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher, reward=reward))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
-        trainer = SentenceRewardPPOTrainer(config, model, tokenizer)
-        questions = questions_of(store, rows)
+        critic = previous_critic(store, start)
+        trainer = SentenceRewardPPOTrainer(config, model, tokenizer, critic_from=critic)
+        questions, sampled = questions_of(store, rows), sampled_tokens(store, rows)
         samples = []
         for r in rows:
             prompt, image = student_input(tokenizer, r["prompt"], questions.get(r["question_id"]))
             samples.append({"prompt": prompt, "image": image, "response": r["response"],
-                            "sentence_ends": r["sentence_ends"], "scores": r["scores"]})
+                            "sentence_ends": r["sentence_ends"], "scores": r["scores"],
+                            **sampled.get(r["rationale_id"], {})})
         steps = trainer.train(samples, metrics_path=output / METRICS_FILE)
         trainer.save(output)
-        return {"steps": steps, "summary": {**(steps[-1] if steps else {}), "steps": len(steps), "rows": len(rows)}}
+        diff = trainer.rollout_probs_diff()
+        return {"steps": steps, **diff, "summary": {
+            **(steps[-1] if steps else {}), **diff, "steps": len(steps), "rows": len(rows), "critic_from": critic,
+            "rows_retokenised": sum(r["rationale_id"] not in sampled for r in rows)}}
 
-    return run_stage(store, stage="rl", round=round, start=start, export=export, output_dir=output_dir,
+    return run_stage(store, stage=RunKind.rl, round=round, start=start, export=export, output_dir=output_dir,
                      config=config, train=train)
 
 
@@ -175,7 +206,7 @@ def train_sft(store: Store, round: int, *, start: ModelCheckpoint | None = None,
     from .sft_trainer import train_sft_adapter
 
     config = _config(SFTRunConfig, config, overrides)
-    start = start or resolve_start(store, "sft", round)
+    start = start or resolve_start(store, RunKind.sft, round)
     export, rows = _shard(store, shard_dir, lambda: export_sft(store, round))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
@@ -183,5 +214,5 @@ def train_sft(store: Store, round: int, *, start: ModelCheckpoint | None = None,
         _write_jsonl(output / METRICS_FILE, metrics["steps"])
         return {**metrics, "summary": {**metrics["summary"], "rows": len(rows)}}
 
-    return run_stage(store, stage="sft", round=round, start=start, export=export, output_dir=output_dir,
+    return run_stage(store, stage=RunKind.sft, round=round, start=start, export=export, output_dir=output_dir,
                      config=config, train=train)

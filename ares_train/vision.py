@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from ares_data.images import question_image
 
-from .prompting import format_prompt
+from .prompting import format_prompt, prompt_ids
 
 # Module-name parts of the image side of common VLMs (LLaVA, SmolVLM/Idefics, Qwen-VL, PaliGemma).
 VISION_PARTS = ("vision", "visual", "multi_modal_projector", "connector", "image_newline", "mm_projector")
@@ -67,7 +67,8 @@ def encode(processing: Any, prompts: Sequence[str], images: Sequence[Any] | None
     """Tokenised prompts (padded as the tokenizer is set) plus image tensors for the rows that have one."""
     images = list(images or [None] * len(prompts))
     if not any(img is not None for img in images):
-        return text_tokenizer(processing)(list(prompts), add_special_tokens=False, **kwargs)
+        tok = text_tokenizer(processing)
+        return tok.pad({"input_ids": [prompt_ids(tok, p) for p in prompts]}, **{"padding": False, **kwargs})
     return processing(text=list(prompts), images=[[img] if img is not None else [] for img in images],
                       add_special_tokens=False, **kwargs)
 

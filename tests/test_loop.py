@@ -83,6 +83,12 @@ def test_two_rounds_chain_checkpoints_and_round_summary_is_exact(cli, tiny_model
                                                                                       (2, QUESTIONS, K, K)]
     runs = _rows(db_path, "SELECT kind, round, status FROM training_run ORDER BY id")
     assert runs == [("rl", 1, "done"), ("sft", 1, "done"), ("rl", 2, "done"), ("sft", 2, "done")]
+    # round 2's critic starts from round 1's, and each RL run's forward reproduced its rollouts' log-probs
+    (rl1_dir,) = _rows(db_path, "SELECT adapter_path FROM model_checkpoint WHERE name = 'round-1-rl'")
+    metrics = [json.loads(m) for (m,) in _rows(db_path, "SELECT metrics FROM training_run WHERE kind = 'rl' "
+                                                        "ORDER BY round")]
+    assert [m["summary"]["critic_from"] for m in metrics] == [None, rl1_dir[0]]
+    assert all(m["rollout_probs_diff_max"] < 1e-3 for m in metrics)
     status = cli("status")
     assert "train_sft" in status.stdout and "done" in status.stdout
     # evaluation of what the loop produced, through the CLI

@@ -12,7 +12,7 @@ from ares_data import tables as m
 from ares_data.errors import ReadOnlyError, StoreError
 from ares_data.evaluation import accuracy_tables
 from ares_data.store import TABLES, Store, resolve_url
-from db.migrate import Migration, load_migrations, migrate
+from ares_data.migrate import Migration, load_migrations, migrate
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from ares_data.errors import ReadOnlyError, StoreError
 from ares_data.store import Store, resolve_url
-from db.migrate import load_migrations
+from ares_data.migrate import load_migrations
 
 
 @pytest.fixture

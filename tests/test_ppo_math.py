@@ -104,7 +104,31 @@ def test_value_loss_clips_a_value_that_overshot():
     assert clip_frac.item() == 1.0
 
 
-def test_logprobs_and_entropy():
-    logits = torch.zeros(1, 1, 4)
-    assert pm.logprobs_of(logits, torch.tensor([[2]])).item() == pytest.approx(-math.log(4))
-    assert pm.entropy(logits).item() == pytest.approx(math.log(4))
+def test_chunked_logprobs_equal_the_full_softmax_with_their_gradients():
+    torch.manual_seed(0)
+    hidden = torch.randn(7, 5, requires_grad=True)
+    head = torch.randn(11, 5)
+    labels = torch.randint(0, 11, (7,))
+    temperature = torch.tensor([1.0, 1.0, 0.7, 0.7, 2.0, 1.0, 1.0])
+    full = torch.log_softmax(hidden @ head.T / temperature[:, None], -1)
+    want = full.gather(-1, labels[:, None]).squeeze(-1)
+    want_entropy = -(full.exp() * full).sum(-1)
+    (want_grad,) = torch.autograd.grad(want.sum(), hidden)
+    picked, ent = pm.token_logprobs(hidden, head, labels, temperature, chunk=3)  # chunks of 3, 3, 1
+    torch.testing.assert_close(picked, want)
+    torch.testing.assert_close(ent, want_entropy)
+    assert not ent.requires_grad
+    (grad,) = torch.autograd.grad(picked.sum(), hidden)  # through the recomputed chunks
+    torch.testing.assert_close(grad, want_grad)
+    assert pm.token_logprobs(torch.zeros(1, 2), torch.zeros(4, 2), torch.tensor([2]), torch.ones(1), 8)[0].item() \
+        == pytest.approx(-math.log(4))
+
+
+def test_gae_bootstraps_a_truncated_row_from_the_value_after_its_last_token():
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3, 0.0], [0.1, 0.2, 0.3, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    ended, _ = pm.gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    cut, returns = pm.gae(rewards, values, mask, gamma=1.0, lam=1.0, last_values=torch.tensor([0.0, 0.5]))
+    torch.testing.assert_close(cut[0], ended[0])  # a zero bootstrap is an ended episode
+    torch.testing.assert_close(returns[1], torch.tensor([1.5, 1.5, 1.5, 0.0]))  # reward + value after the cut

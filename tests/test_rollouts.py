@@ -8,7 +8,9 @@ from sqlmodel import select
 from ares_data.errors import TrainingError
 from ares_data.tables import ModelCheckpoint, Rationale, Sentence
 from ares_train.loading import SMOLLM2_INSTALL, ensure_base_checkpoint, load_student, resolve_model_path
-from ares_train.rollouts import generate_texts
+from ares_train.prompting import format_prompt, prompt_ids
+from ares_train.rollout_engines import HFEngine
+from ares_train.rollouts import sample_responses
 
 
 def test_smollm2_alias_finds_the_gguf_in_the_wheel():
@@ -34,16 +36,49 @@ def test_a_model_that_is_not_a_directory_is_refused(cli, tmp_path):
     assert cli("generate", "--round", "1").exit_code == 1  # no student at all
 
 
-def test_generate_texts_greedy_is_deterministic(tiny_model_dir):
+def _texts(sampled):
+    return [[one.text for one in row] for row in sampled]
+
+
+def test_sampling_is_deterministic_and_left_padding_changes_nothing(tiny_model_dir):
     model, tokenizer = load_student(str(tiny_model_dir))
     assert tokenizer.pad_token is not None
+    engine = HFEngine(model, tokenizer)
     prompts = ["Question: Is 2 even?", "Question: a much longer question, so that the batch needs padding?"]
-    first = generate_texts(model, tokenizer, prompts, max_new_tokens=6, do_sample=False, batch_size=2)
-    alone = generate_texts(model, tokenizer, prompts[:1], max_new_tokens=6, do_sample=False, batch_size=1)
-    assert len(first) == 2 and first[0] == alone[0]  # left padding does not change the continuation
-    sampled = generate_texts(model, tokenizer, prompts, max_new_tokens=6, num_return_sequences=3, seed=1)
+    first = sample_responses(engine, tokenizer, prompts, max_new_tokens=6, do_sample=False, batch_size=2)
+    alone = sample_responses(engine, tokenizer, prompts[:1], max_new_tokens=6, do_sample=False, batch_size=1)
+    assert len(first) == 2 and first[0][0].token_ids == alone[0][0].token_ids  # padding does not change it
+    sampled = sample_responses(engine, tokenizer, prompts, max_new_tokens=6, n=3, seed=1)
     assert [len(s) for s in sampled] == [3, 3]
-    assert sampled == generate_texts(model, tokenizer, prompts, max_new_tokens=6, num_return_sequences=3, seed=1)
+    assert _texts(sampled) == _texts(sample_responses(engine, tokenizer, prompts, max_new_tokens=6, n=3, seed=1))
+
+
+def test_sampled_ids_logprobs_and_finish_reason_are_what_was_drawn(tiny_model_dir):
+    """EOS is made likely (a sequence bias, applied before the log-probs are read): some rows
+    stop, some are cut at the cap; a cut row holds no EOS and every id keeps its log-prob."""
+    import torch
+
+    model, tokenizer = load_student(str(tiny_model_dir))
+    eos = tokenizer.eos_token_id
+    (rows,) = HFEngine(model, tokenizer).sample([format_prompt(tokenizer, "Is 2 even?")], [None], n=24,
+                                                max_new_tokens=5, seed=0, sequence_bias={(eos,): 9.0})
+    reasons = {one.finish_reason for one in rows}
+    assert reasons == {"stop", "length"}
+    for one in rows:
+        assert len(one.logprobs) == len(one.token_ids) and all(lp <= 0 for lp in one.logprobs)
+        assert one.text == tokenizer.decode(one.token_ids, skip_special_tokens=True).strip()
+        if one.finish_reason == "length":
+            assert len(one.token_ids) == 5 and eos not in one.token_ids
+        else:
+            assert one.token_ids[-1] == eos and eos not in one.token_ids[:-1]
+    # the recorded log-prob is the model's, under the same bias, for a row scored by hand
+    one = rows[0]
+    prompt = prompt_ids(tokenizer, format_prompt(tokenizer, "Is 2 even?"))
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + one.token_ids])).logits[0, len(prompt) - 1:-1].float()
+    logits[:, eos] += 9.0
+    want = torch.log_softmax(logits, -1).gather(1, torch.tensor(one.token_ids)[:, None]).squeeze(1)
+    torch.testing.assert_close(torch.tensor(one.logprobs), want, atol=1e-4, rtol=0)
 
 
 def test_generate_stores_k_rollouts_and_a_rerun_adds_nothing(cli, store, feedback, tiny_model_dir):
@@ -64,6 +99,10 @@ def test_generate_stores_k_rollouts_and_a_rerun_adds_nothing(cli, store, feedbac
     assert all(r.source == "student" and r.round == 1 and r.model_checkpoint_id == base.id for r in rows)
     assert rows[0].dedup_key == f"student:{base.id}:1:1:0"
     assert rows[0].generation["max_new_tokens"] == 8 and rows[0].generation["k"] == 2
+    for row in rows:  # what was sampled, where and how
+        gen = row.generation
+        assert (gen["device"], gen["dtype"], gen["rollout_engine"], gen["top_k"]) == ("cpu", "float32", "hf", 0)
+        assert len(gen["token_ids"]) == len(gen["logprobs"]) <= 8 and gen["finish_reason"] in ("stop", "length")
     assert n_sentences >= sum(bool(r.text.strip()) for r in rows)
 
     again = cli(*args)

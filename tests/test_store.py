@@ -8,7 +8,7 @@ from sqlmodel import SQLModel
 from ares_data import tables
 from ares_data.errors import ReadOnlyError, StoreError
 from ares_data.store import TABLES, Store
-from db.migrate import Migration, load_migrations
+from ares_data.migrate import Migration, load_migrations
 
 
 def test_migrations_create_every_table_and_view(store, db_path):
@@ -59,7 +59,7 @@ def test_store_newer_than_code_is_refused(db_path):
 
 
 def test_failed_migration_leaves_nothing_behind(db_path):
-    from db.migrate import migrate
+    from ares_data.migrate import migrate
 
     with Store(db_path) as opened:
         bad = load_migrations() + [Migration("0900_broken", "CREATE TABLE half (id INTEGER);\nNOT SQL;")]

@@ -206,14 +206,15 @@ def test_rate_limiter_spaces_requests_and_honours_a_pause():
                 times.append(loop.time())
 
         await asyncio.gather(*(one() for _ in range(6)))
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        # The schedule is absolute: a late wake-up shortens the next gap, never the distance from the start.
+        offsets = [t - times[0] - i * 0.1 for i, t in enumerate(times)]
         limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "300ms"})
         before = loop.time()
         await one()
-        return gaps, times[-1] - before
+        return offsets, times[-1] - before
 
-    gaps, after_pause = asyncio.run(go())
-    assert min(gaps) >= 0.09
+    offsets, after_pause = asyncio.run(go())
+    assert min(offsets) >= -0.01
     assert after_pause >= 0.25
 
 

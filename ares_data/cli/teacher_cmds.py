@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..enums import CallKind
 from ..teacher.config import RationaleSource, TeacherConfig
 from ._common import LimitOpt, RoundOpt, console, err_console, store
 from .teacher_options import teacher_options
@@ -55,7 +56,7 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
                    batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
-    _collect(ctx, teacher, batch, kind="score", round=round, rationales=rationales, limit=limit, dry_run=dry_run,
+    _collect(ctx, teacher, batch, kind=CallKind.score, round=round, rationales=rationales, limit=limit, dry_run=dry_run,
              max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question)
 
 
@@ -65,8 +66,8 @@ def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
                         checkpoint: CheckpointOpt = None, batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
-    _collect(ctx, teacher, batch, kind="correct", round=round, rationales=rationales, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
+    _collect(ctx, teacher, batch, kind=CallKind.correct, round=round, rationales=rationales, limit=limit,
+             dry_run=dry_run, max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 
 class RateLimitStyle(str, Enum):

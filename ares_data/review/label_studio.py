@@ -16,13 +16,14 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from ..enums import LabelKind, LabelOrigin, RationaleSource
 from ..errors import ReviewError
 from ..formatting import letter
 from ..tables import Rationale, Sentence
 from ..store import Store
 from .labels import ReviewItem, check_score, flag_question, record_correction, record_score, review_items
 
-ORIGIN = "label-studio"
+ORIGIN = LabelOrigin.label_studio
 # One Number per sentence (Repeater over data.sentences), the correction as a TextArea, a flag.
 LABEL_CONFIG = """<View>
   <Header value="$question"/>
@@ -89,7 +90,7 @@ def _import_task(session: Session, task: Any, added: Counter) -> None:
     if not isinstance(rid, int):
         raise ReviewError("no data.ares_rationale_id: not a task written by `ares review export`")
     rationale = session.get(Rationale, rid)
-    if rationale is None or rationale.source != "student":
+    if rationale is None or rationale.source != RationaleSource.student:
         raise ReviewError(f"rationale {rid} is not a student rationale in this store")
     ids = list(session.exec(select(Sentence.id).where(Sentence.rationale_id == rid).order_by(Sentence.idx)))
     if data.get("ares_sentence_ids") != ids:
@@ -126,7 +127,7 @@ def import_annotations(store: Store, file: str | Path) -> Counter:
         raise ReviewError(f"{file}: cannot read a Label Studio JSON export: {exc}") from exc
     if not isinstance(tasks, list):
         raise ReviewError(f"{file}: not a Label Studio JSON export (expected a list of tasks)")
-    added: Counter = Counter({"score": 0, "correction": 0, "flag": 0})
+    added: Counter = Counter({kind: 0 for kind in LabelKind})
     with store.session() as session:
         for n, task in enumerate(tasks):
             name = f"task {task.get('id', n) if isinstance(task, dict) else n}"

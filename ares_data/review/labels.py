@@ -13,12 +13,13 @@ from typing import Any, Iterable, Optional
 from sqlalchemy import column, func, table
 from sqlmodel import Session, select
 
+from ..enums import LabelKind, LabelOrigin
 from ..errors import ReviewError, StoreError
 from ..tables import Correction, HumanLabel, Question, Rationale, Sentence, TeacherCall
 from ..store import Store, _in_chunks
 
 HUMAN = "human"  # the labeller name of human scores in v_sentence_labels and agreement tables
-ORIGINS = ("review", "label-studio")
+ORIGINS = tuple(LabelOrigin)
 _LABELS = table("v_sentence_labels", column("rationale_id"), column("sentence_id"), column("labeller"), column("score"))
 
 
@@ -65,17 +66,17 @@ def _latest(session: Session, kind: str, target: Any, ids: Iterable[int] | None 
 
 def human_scores(session: Session, sentence_ids: Iterable[int] | None = None) -> dict[int, float]:
     """sentence id -> the score of its latest human label."""
-    return {h.sentence_id: h.new_score for h in _latest(session, "score", HumanLabel.sentence_id, sentence_ids)}
+    return {h.sentence_id: h.new_score for h in _latest(session, LabelKind.score, HumanLabel.sentence_id, sentence_ids)}
 
 
 def human_corrections(session: Session, rationale_ids: Iterable[int] | None = None) -> dict[int, HumanLabel]:
     """student rationale id -> its latest human correction."""
-    return {h.rationale_id: h for h in _latest(session, "correction", HumanLabel.rationale_id, rationale_ids)}
+    return {h.rationale_id: h for h in _latest(session, LabelKind.correction, HumanLabel.rationale_id, rationale_ids)}
 
 
 def flagged_questions(session: Session) -> set[int]:
     """Questions whose latest flag says 'bad'."""
-    return {h.question_id for h in _latest(session, "flag", HumanLabel.question_id) if h.new_text == "bad"}
+    return {h.question_id for h in _latest(session, LabelKind.flag, HumanLabel.question_id) if h.new_text == "bad"}
 
 
 def _add(session: Session, **values: Any) -> HumanLabel:
@@ -87,7 +88,7 @@ def _add(session: Session, **values: Any) -> HumanLabel:
     return row
 
 
-def record_score(session: Session, *, sentence_id: int, score: float, reviewer: str, origin: str = "review",
+def record_score(session: Session, *, sentence_id: int, score: float, reviewer: str, origin: str = LabelOrigin.review,
                  shown: float | None = None, only_changes: bool = False) -> HumanLabel | None:
     """A human score for a sentence; `shown` is the teacher score the reviewer saw. Nothing is
     written when the sentence's latest human score is already `score`, nor (`only_changes`) when
@@ -101,11 +102,11 @@ def record_score(session: Session, *, sentence_id: int, score: float, reviewer: 
     if current == score or (only_changes and old is not None and round(old, 1) == score):
         return None
     rationale = session.get(Rationale, sentence.rationale_id)
-    return _add(session, kind="score", question_id=rationale.question_id, rationale_id=rationale.id,
+    return _add(session, kind=LabelKind.score, question_id=rationale.question_id, rationale_id=rationale.id,
                 sentence_id=sentence_id, old_score=old, new_score=score, reviewer=reviewer, origin=origin)
 
 
-def record_correction(session: Session, *, rationale_id: int, text: str, reviewer: str, origin: str = "review",
+def record_correction(session: Session, *, rationale_id: int, text: str, reviewer: str, origin: str = LabelOrigin.review,
                       shown: str | None = None, only_changes: bool = False) -> HumanLabel | None:
     """A human correction of a student rationale, with the same no-op rules as `record_score`."""
     rationale = session.get(Rationale, rationale_id)
@@ -118,17 +119,17 @@ def record_correction(session: Session, *, rationale_id: int, text: str, reviewe
     old = current if current is not None else shown
     if current == text or (only_changes and old == text):
         return None
-    return _add(session, kind="correction", question_id=rationale.question_id, rationale_id=rationale_id,
+    return _add(session, kind=LabelKind.correction, question_id=rationale.question_id, rationale_id=rationale_id,
                 old_text=old, new_text=text, reviewer=reviewer, origin=origin)
 
 
 def flag_question(session: Session, *, question_id: int, bad: bool, reviewer: str,
-                  origin: str = "review") -> HumanLabel | None:
+                  origin: str = LabelOrigin.review) -> HumanLabel | None:
     """Mark a question bad (its rollouts leave every export) or good again."""
     value = "bad" if bad else "ok"
     if (question_id in flagged_questions(session)) == bad:
         return None
-    return _add(session, kind="flag", question_id=question_id, old_text="ok" if bad else "bad", new_text=value,
+    return _add(session, kind=LabelKind.flag, question_id=question_id, old_text="ok" if bad else "bad", new_text=value,
                 reviewer=reviewer, origin=origin)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from ..enums import AttemptOutcome
 from ..errors import CallFailed, RetryableError, TeacherError
 from ..tables import utcnow
 from .config import Provider, StructuredOutput, TeacherConfig
@@ -37,12 +38,10 @@ TOP_LOGPROBS = 20  # OpenAI's most: enough for every value 0-10 (logprobs.py)
 
 @dataclass
 class Attempt:
-    """One HTTP attempt. `outcome`: ok | rate_limited | server_error | client_error | timeout (sent,
-    no answer read: maybe billed) | not_sent (connect or write failed) | network (dropped after
-    sending) | unreadable (an answer that could not be read)."""
+    """One HTTP attempt and what it came to (`AttemptOutcome`)."""
 
     number: int
-    outcome: str
+    outcome: AttemptOutcome
     started_at: datetime
     http_status: int | None = None
     error: str | None = None
@@ -56,7 +55,8 @@ class Attempt:
     latency_ms: float | None = None
 
 
-MAYBE_BILLED = ("timeout", "network", "unreadable")  # sent, possibly answered and billed, usage unknown
+# sent, possibly answered and billed, usage unknown
+MAYBE_BILLED = (AttemptOutcome.timeout, AttemptOutcome.network, AttemptOutcome.unreadable)
 
 
 @dataclass
@@ -191,13 +191,13 @@ def max_out(body: dict[str, Any], default: int) -> int:
     return int(body.get("max_completion_tokens") or body.get("max_tokens") or default)
 
 
-def _outcome(exc: BaseException) -> str:
+def _outcome(exc: BaseException) -> AttemptOutcome:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.WriteTimeout, httpx.WriteError,
                         httpx.PoolTimeout)):
-        return "not_sent"
+        return AttemptOutcome.not_sent
     if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    return "network"
+        return AttemptOutcome.timeout
+    return AttemptOutcome.network
 
 
 class TeacherClient:
@@ -252,7 +252,7 @@ class TeacherClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, body: dict[str, Any], reserved: int, log: list[Attempt]) -> Reply:
-        entry = Attempt(len(log) + 1, "ok", utcnow())
+        entry = Attempt(len(log) + 1, AttemptOutcome.ok, utcnow())
         log.append(entry)
         async with self.limiter.slot(reserved):
             started = time.perf_counter()
@@ -279,7 +279,8 @@ class TeacherClient:
                 raise
         except TeacherError as exc:
             status = response.status_code
-            entry.outcome = "rate_limited" if status == 429 else "server_error" if status >= 500 else "client_error"
+            entry.outcome = (AttemptOutcome.rate_limited if status == 429 else AttemptOutcome.server_error
+                             if status >= 500 else AttemptOutcome.client_error)
             entry.error = self.redact(str(exc))
             raise
         try:
@@ -287,7 +288,7 @@ class TeacherClient:
             text, tokens_in, tokens_out, cached = parse_reply(self.config.provider, data)
             content = logprob_content(data["choices"][0]) if "logprobs" in body else None
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            entry.outcome, entry.error = "unreadable", f"unreadable reply ({exc.__class__.__name__})"
+            entry.outcome, entry.error = AttemptOutcome.unreadable, f"unreadable reply ({exc.__class__.__name__})"
             raise RetryableError(entry.error) from exc
         if tokens_in is not None:
             self.limiter.correct(reserved, tokens_in + (tokens_out or 0))

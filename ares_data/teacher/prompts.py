@@ -43,7 +43,7 @@ class PromptTemplate:
 @lru_cache(maxsize=None)
 def load(name: str) -> PromptTemplate:
     try:
-        text = (resources.files("prompts") / f"{name}.md").read_text(encoding="utf-8")
+        text = (resources.files("ares_data.prompts") / f"{name}.md").read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise TeacherError(f"no prompt template prompts/{name}.md") from exc
     parts = _SECTION.split(text)

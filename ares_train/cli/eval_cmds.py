@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,6 +10,9 @@ from ares_data.extras import require
 from ares_data.cli._common import LimitOpt, console, store
 from ares_data.cli.store_cmds import print_rows
 from ares_data.cli.teacher_options import teacher_options
+from ares_train.placement import RunsOn
+
+from .config_flags import config_flags
 
 if TYPE_CHECKING:
     from ares_data.teacher.config import TeacherConfig
@@ -24,6 +27,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Questions pe
 
 
 @eval_app.command("accuracy")
+@config_flags(RunsOn, into="runs_on")
 def accuracy(
     ctx: typer.Context,
     checkpoint: CheckpointArg = "latest",
@@ -31,18 +35,21 @@ def accuracy(
     limit: LimitOpt = None,
     max_new_tokens: MaxNewTokensOpt = 256,
     batch_size: BatchOpt = 8,
+    *,
+    runs_on: dict,
 ) -> None:
     """Greedy rationale + answer per question; accuracy overall and by subject and grade.
 
     Unparseable answers count as wrong and are counted in the 'unparsed' column.
     """
     from ares_train.evaluate import evaluate_accuracy
+    from ares_train.placement import resolve
 
     from ares_data.evaluation import accuracy_tables
 
     opened = store(ctx)
-    row, counts = evaluate_accuracy(opened, checkpoint, split=split, limit=limit,
-                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
+    row, counts = evaluate_accuracy(opened, checkpoint, split=split, limit=limit, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, placement=resolve(**runs_on))
     console.print(f"checkpoint {row.name}: {counts['evaluated_now']} questions evaluated now, "
                   f"{counts['questions']} in all ({split})")
     for title, (columns, rows) in accuracy_tables(opened, row.id, split).items():
@@ -51,6 +58,7 @@ def accuracy(
 
 @eval_app.command("winrate")
 @teacher_options
+@config_flags(RunsOn, into="runs_on")
 def winrate(
     ctx: typer.Context,
     a: Annotated[str, typer.Option("--a", help="Checkpoint whose win rate is reported (name or 'latest').")],
@@ -61,6 +69,7 @@ def winrate(
     max_new_tokens: MaxNewTokensOpt = 256,
     batch_size: BatchOpt = 8,
     *,
+    runs_on: dict,
     teacher: "TeacherConfig",
 ) -> None:
     """Teacher-judged pairwise comparison of two checkpoints' greedy rationales on the same questions.
@@ -71,13 +80,14 @@ def winrate(
 
     from ares_train.evaluate import ensure_eval_rationales, eval_questions
     from ares_train.loading import find_checkpoint
+    from ares_train.placement import resolve
 
     from ares_data.evaluation import judge_winrate
 
     opened = store(ctx)
     first, second = find_checkpoint(opened, a), find_checkpoint(opened, b)
     questions = eval_questions(opened, split, limit)
-    kwargs = dict(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    kwargs = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, placement=resolve(**runs_on))
     ra = ensure_eval_rationales(opened, first, questions, **kwargs)
     rb = ensure_eval_rationales(opened, second, questions, **kwargs)
     result, failed = asyncio.run(judge_winrate(opened, teacher, first, second, questions, ra, rb, split=split,

@@ -7,7 +7,8 @@ stays light.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from dataclasses import fields
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -16,8 +17,14 @@ from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail
 from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
 from ares_data.cli.teacher_cmds import GroupOpt
 from ares_data.cli.teacher_options import teacher_options
+from ares_data.enums import RunKind
 from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
+from ares_train.ppo_config import PPOConfig
+from ares_train.rollout_config import SamplingSettings
+from ares_train.sft_config import SFTRunConfig
+
+from .config_flags import config_flags
 
 if TYPE_CHECKING:
     from ares_data.tables import ModelCheckpoint
@@ -35,20 +42,16 @@ ShardOpt = Annotated[Optional[Path], typer.Option(
     "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
-EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
-LoraVisionOpt = Annotated[bool, typer.Option(
-    "--lora-vision", help="A vision-language student: LoRA on the vision tower and projector too, not only the LM.")]
-# Sampling options, shared by `generate` and the `train` loop.
+# The loop's own sampling options; the rest come from SamplingSettings (`rollout_config.py`).
 SplitOpt = Annotated[str, typer.Option("--split", help="Questions of this split.")]
 KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Length cap of a rationale.")]
-TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
-TopKOpt = Annotated[int, typer.Option("--top-k", min=0, help="Sample among the k likeliest tokens.")]
-GenBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Questions per generate call.")]
+# Short spellings kept beside the generated `--field-name` flags.
+PPO_ALIASES = {"ppo_epochs": ("--epochs",), "learning_rate": ("--lr",)}
+SFT_ALIASES = {"num_train_epochs": ("--epochs",), "learning_rate": ("--lr",)}
+SAMPLING, RL, SFT = "Sampling", "PPO (PPOConfig)", "SFT (SFTRunConfig)"
 
 
+@config_flags(SamplingSettings, into="sampling", panel=SAMPLING)
 def generate(
     ctx: typer.Context,
     round: RoundReq,
@@ -58,22 +61,18 @@ def generate(
     split: SplitOpt = "train",
     k: KOpt = 4,
     limit: LimitOpt = None,
-    max_new_tokens: MaxNewTokensOpt = 256,
-    temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 50,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
-    batch_size: GenBatchOpt = 8,
+    *,
+    sampling: dict,
 ) -> None:
     """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
     require("train")
     from ares_train.loading import named_or_base
-    from ares_train.rollouts import SamplingSettings, generate_rollouts
+    from ares_train.rollouts import generate_rollouts
 
     opened = store(ctx)
     start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                                batch_size=batch_size)
-    s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit, settings=settings)
+    s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit,
+                          settings=_config(SamplingSettings, sampling))
     rate = f" at {s['questions_per_second']:.2f} questions/s" if s.get("questions_per_second") else ""
     console.print(f"round {round}: {s['rationales_added']} rationales for {s['questions_generated']} questions "
                   f"from {start.name}{rate}; {s['questions_done_before']} questions were already done", soft_wrap=True)
@@ -86,6 +85,7 @@ train_app = typer.Typer(invoke_without_command=True, help="Train the student: PP
 
 @train_app.callback()
 @teacher_options(settings_param="config")
+@config_flags(SamplingSettings, exclude=("seed",), into="sampling", panel=SAMPLING)
 def _train(
     ctx: typer.Context,
     model: ModelOpt = None,
@@ -93,24 +93,23 @@ def _train(
     split: SplitOpt = "train",
     k: KOpt = 4,
     limit: LimitOpt = None,
-    max_new_tokens: MaxNewTokensOpt = 256,
-    temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 50,
     seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
-    batch_size: GenBatchOpt = 8,
     group_by_question: GroupOpt = True,
     config: Annotated[Optional[Path], typer.Option(
         "--config", exists=True, dir_okay=False,
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
-             "`teacher`, `rl` (PPOConfig fields) and `sft` sections.")] = None,
+             "`teacher`, `rl` (PPOConfig fields, as `train rl` takes them) and `sft` (SFTRunConfig fields) "
+             "sections.")] = None,
     *,
+    sampling: dict,
     teacher: "TeacherConfig",
 ) -> None:
     """Run the alternating loop, or one stage of a round (`train rl`, `train sft`).
 
     Per round: generate -> collect-scores -> export rl -> train rl -> generate with the RL
     checkpoint -> collect-corrections -> export sft -> train sft; the next round starts from the
-    SFT checkpoint. Re-running the same command resumes at the first unfinished stage.
+    SFT checkpoint. Re-running the same command resumes at the first unfinished stage. --device
+    and --dtype apply to every stage (an `rl`/`sft` section of --config may set its own).
     """
     require("train")
     if ctx.invoked_subcommand is not None:
@@ -121,17 +120,18 @@ def _train(
     from ares_data.cli.store_cmds import print_rows
     from ares_data.settings import read_settings
 
-    given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
-                 temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
+    given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, seed=seed,
                  group_by_question=group_by_question)
     file = read_settings(config) if config else {}
-    unknown = set(file) - set(given) - {"teacher", "rl", "sft"}
+    sampled = {f.name for f in fields(SamplingSettings)} - {"seed"}
+    unknown = set(file) - set(given) - sampled - {"teacher", "rl", "sft"}
     if unknown:
         raise fail(f"{config}: unknown setting(s) {', '.join(sorted(unknown))}")
     for name in given:  # the file fills what the command line left at its default
         source = ctx.get_parameter_source(name)  # typer's own click: compare by name
         if name in file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
             given[name] = file[name]
+    given.update({name: file[name] for name in sampled if name in file and name not in sampling}, **sampling)
     if not given["model"]:
         raise fail("ares train needs a student: --model PATH|smollm2 (or `model` in --config)")
     loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
@@ -161,6 +161,7 @@ def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:
 
 
 @train_app.command("rl")
+@config_flags(PPOConfig, aliases=PPO_ALIASES, into="ppo", panel=RL)
 def train_rl_cmd(
     ctx: typer.Context,
     round: RoundReq,
@@ -171,29 +172,27 @@ def train_rl_cmd(
     output: OutputOpt = None,
     teacher: TeacherOpt = None,
     reward: RewardOpt = Reward.sampled,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = None,
-    kl_coef: Annotated[Optional[float], typer.Option("--kl-coef", min=0, help="Per-token KL penalty.")] = None,
-    lora_vision: LoraVisionOpt = False,
+    *,
+    ppo: dict,
 ) -> None:
     """PPO with sentence rewards from the round's scored rollouts -> checkpoint round-N-rl.
 
     Starts from --checkpoint, else the checkpoint that generated the rollouts, else --model.
+    A --batch-size below the default mini-batch size shrinks the mini-batch with it.
     """
-    from ares_train.ppo_config import PPOConfig
+    require("train")
     from ares_train.stages import resolve_start, train_rl
 
     opened = store(ctx)
-    start = resolve_start(opened, "rl", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    overrides = {"ppo_epochs": None if epochs is None else int(epochs), "learning_rate": lr, "kl_coef": kl_coef,
-                 "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size),
-                 "lora_vision": lora_vision}
-    _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides,
+    start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    if "batch_size" in ppo and "mini_batch_size" not in ppo:
+        ppo["mini_batch_size"] = min(PPOConfig().mini_batch_size, ppo["batch_size"])
+    _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=ppo,
                                 teacher=teacher, reward=reward))
 
 
 @train_app.command("sft")
+@config_flags(SFTRunConfig, aliases=SFT_ALIASES, into="sft", panel=SFT)
 def train_sft_cmd(
     ctx: typer.Context,
     round: RoundReq,
@@ -202,21 +201,29 @@ def train_sft_cmd(
     checkpoint: CheckpointOpt = None,
     shard: ShardOpt = None,
     output: OutputOpt = None,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = None,
-    lora_vision: LoraVisionOpt = False,
+    *,
+    sft: dict,
 ) -> None:
     """SFT (LoRA) on the round's corrected rationales -> checkpoint round-N-sft.
 
     Starts from --checkpoint, else round-N-rl when registered, else --model.
     """
+    require("train")
     from ares_train.stages import resolve_start, train_sft
 
     opened = store(ctx)
-    start = resolve_start(opened, "sft", round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "lora_vision": lora_vision}
-    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides))
+    start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft))
+
+
+def _config(cls: type, given: dict) -> Any:
+    """`cls` with the flags given; a bad value says which flag in one line."""
+    from ares_data.errors import AresError
+
+    try:
+        return cls(**given)
+    except (TypeError, AresError) as exc:
+        raise fail(str(exc)) from exc
 
 
 def register(app: typer.Typer) -> None:

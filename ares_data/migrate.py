@@ -1,6 +1,7 @@
 """Ordered, named schema migrations, each applied in one transaction with the row that records it.
 
-Migrations are the `NNNN_name.sql` files beside this module, applied in file-name order.
+Migrations are the `NNNN_name.sql` files of the repository's `db/migrations/`, installed as the
+package data `ares_data.migrations` (see setup.py), applied in file-name order.
 `create_all` is never used: the SQL here *is* the schema, so a store can be audited and
 rebuilt from these files alone. A store that has applied a migration this code does not
 know is newer than the code and is refused.
@@ -11,14 +12,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from importlib import resources
+from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from ares_data.errors import SchemaError
+from .errors import SchemaError
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+MIGRATIONS = resources.files("ares_data.migrations")
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 # Per-dialect spellings of the few types that differ between SQLite and PostgreSQL.
@@ -73,18 +78,18 @@ def _split(sql: str) -> list[str]:
     return [s.strip() for s in statements if s.strip()]
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def load_migrations(directory: Traversable = MIGRATIONS) -> list[Migration]:
     """The migrations in order; refuses stray names and duplicate sequence numbers."""
     found: list[Migration] = []
     seen: set[str] = set()
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
         match = _NAME.match(path.name)
         if not match:
             raise SchemaError(f"migration file {path.name} is not named NNNN_name.sql")
         if match.group(1) in seen:
             raise SchemaError(f"two migrations share the number {match.group(1)}")
         seen.add(match.group(1))
-        found.append(Migration(path.stem, path.read_text(encoding="utf-8")))
+        found.append(Migration(path.name.removesuffix(".sql"), path.read_text(encoding="utf-8")))
     return found
 
 

@@ -1,0 +1,21 @@
+"""One source for each trainer option: a dataclass field whose metadata holds its help text.
+
+The configs (`ppo_config.py`, `sft_config.py`, `rollouts.SamplingSettings`) declare their fields
+with `option`; the CLI builds its flags and their help from those fields, so a default or a help
+text is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field, fields
+from typing import Any
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - `help` is the dataclass-metadata convention (as in TRL)
+    """A dataclass field with a default and its help text."""
+    return field(default=default, metadata={"help": help})
+
+
+def help_of(cls: type) -> dict[str, str]:
+    """Field name -> help text of a config dataclass."""
+    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
