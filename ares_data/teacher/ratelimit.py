@@ -189,7 +189,6 @@ class RateLimiter:
         self.rpm, self.tpm = rpm, tpm
         self.bucket = bucket or LocalBucket()
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(concurrency)
         self._probe = asyncio.Lock()
         self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
@@ -197,21 +196,21 @@ class RateLimiter:
         self._pace: dict[str, float] = {}
 
     async def _wait_turn(self, tokens: int) -> None:
-        """Take the next request slot and the tokens; callers of this process are served in order."""
-        async with self._lock:
-            refunded, self._refund = self._refund, 0
+        """Take the next request slot and the tokens, then wait for the slot. The reservation is
+        one synchronous step (no other caller runs meanwhile), so callers waiting at once hold
+        consecutive slots: the schedule does not drift by how late each one wakes."""
+        refunded, self._refund = self._refund, 0
+        pace, self._pace = self._pace, {}
 
-            def change(state: BucketState) -> float:
-                refund(state, refunded, self.tpm)
-                for kind, value in self._pace.items():
-                    setattr(state, "rpm" if kind == "requests" else "tpm", value)
-                return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
+        def change(state: BucketState) -> float:
+            refund(state, refunded, self.tpm)
+            for kind, value in pace.items():
+                setattr(state, "rpm" if kind == "requests" else "tpm", value)
+            return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
 
-            at = self.bucket.update(change)
-            self._pace = {}
-            delay = at - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        delay = self.bucket.update(change) - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     @asynccontextmanager
     async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
