@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.tables import Question
 from ares_data.store import Store
+from ares_data.tables import Question
 from ares_data.teacher import TeacherConfig, collect_scores
 
 
@@ -90,7 +90,7 @@ def shared_store(args: argparse.Namespace, db_url: str, label: str) -> None:
           f"{scores} sentence scores written at {scores / span:.0f}/s (first to last write)")
 
 
-def _as_datetime(value):  # noqa: ANN001, ANN202 - SQLite returns text, PostgreSQL a datetime
+def _as_datetime(value):  # SQLite returns text, PostgreSQL a datetime
     from datetime import datetime
 
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
