@@ -130,8 +130,11 @@ class SentenceRewardPPOTrainer:
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision), task_type="CAUSAL_LM",
         )  # fmt: skip
-        if config.gradient_checkpointing:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if config.gradient_checkpointing:  # transformers 5.11 renamed it; the [verl] extra pins 5.10
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = get_peft_model(model, lora, adapter_name=POLICY)
         self.device = next(model.parameters()).device
         self.value_head = torch.nn.Linear(model.config.get_text_config().hidden_size, 1).to(self.device)
