@@ -28,6 +28,7 @@ class CheckpointStage(_Vocabulary):
     base = "base"
     rl = "rl"
     sft = "sft"
+    prm = "prm"  # a process reward model (`ares train prm`, migration 0016)
 
 
 class RationaleSource(_Vocabulary):
@@ -67,6 +68,7 @@ class RunKind(_Vocabulary):
 
     rl = "rl"
     sft = "sft"
+    prm = "prm"  # migration 0016
 
 
 class RunStatus(_Vocabulary):

@@ -3,6 +3,7 @@
     export_rl    one row per scored rollout: prompt, response, sentence spans, sentence scores
     export_verl  the questions as verl's RL dataset + run_verl.sh (PPO with online sentence rewards)
     export_sft   prompt + teacher-corrected rationale ending in the answer sentence
+    export_prm   sentence scores as process supervision (TRL stepwise, Math-Shepherd)
 
 Each export records its row count, the rows it left out by reason, the sha256 of the
 parquet file, the store queries it ran and the code version, so a checkpoint can be traced
@@ -17,6 +18,7 @@ import json
 import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +30,7 @@ from .errors import ExportError
 from .formatting import answer_sentence, letter, parse_answer, student_prompt
 from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
 from .paths import default_shard_dir
+from .prm_data import LabelledRationale, labelled_rationales
 from .review.labels import flagged_questions, human_corrections, human_scores
 from .review.policy import ScorePolicy
 from .splitter import split_sentences
@@ -70,11 +73,17 @@ def _sql(store: Store, stmt: Any) -> str:
     return str(stmt.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
 
 
+def _gave_scores(call: dict) -> bool:
+    """An `ok` call, or one whose valid part scored this rationale (a partly invalid grouped
+    answer: its lists that passed are stored as valid scores and not asked again)."""
+    return call["status"] == CallStatus.ok or bool(call["scores"])
+
+
 def _skip_reason(per_call: dict[int, dict], pool: dict, full: dict, sentences: list[Sentence]) -> str | None:
     """Why a rollout without complete human scores cannot be exported, if it cannot."""
     if not per_call:
         return "unscored"
-    if not any(c["status"] == CallStatus.ok for c in per_call.values()):
+    if not any(_gave_scores(c) for c in per_call.values()):
         return "scoring_failed" if any(c["status"] in FAILED_STATUSES for c in per_call.values()) else "unscored"
     if not pool:
         return "other_teacher"
@@ -95,7 +104,7 @@ def scored_rollouts(
     reward: Reward | str = Reward.sampled,
 ) -> tuple[list[ScoredRollout], Counter, list[str]]:
     """(rollouts of the round with a reward for every sentence under `policy`, the others counted
-    by reason, the queries run). Each teacher counts with its latest `ok` call; several teachers
+    by reason, the queries run). Each teacher counts with its latest call that scored the rollout; several teachers
     must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out.
     `reward` expected: a teacher's expected score (--score-from logprobs) replaces its sampled one."""
     policy, expected = ScorePolicy(policy), Reward(reward) is Reward.expected
@@ -125,13 +134,13 @@ def scored_rollouts(
                 call["scores"][idx] = None if value is None else float(value)
         human = human_scores(session) if policy is ScorePolicy.human_first else {}
         flagged = flagged_questions(session)
-    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == CallStatus.ok})
+    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if _gave_scores(c)})
     if policy is not ScorePolicy.mean:
         teacher = _one_teacher(round, teachers, teacher)
     kept, skipped = [], Counter()
     for rationale, question in rollouts:
         own, per_call = sentences.get(rationale.id, []), calls.get(rationale.id, {})
-        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == CallStatus.ok}
+        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if _gave_scores(c)}
         pool = latest if policy is ScorePolicy.mean else {m: v for m, v in latest.items() if m == teacher}
         complete = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
         full = {m: v for m, v in complete.items() if None not in v[1].values()}  # None: no expected score
@@ -164,7 +173,8 @@ def _write(store: Store, kind: str, round: int, rows: list[dict], skipped: Count
     over several parquet files (verl's train/val); the content hash then covers them in order."""
     if not rows:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) or "no candidates in the store"
-        raise ExportError(f"nothing to export for {kind} round {round} ({reasons})")
+        scope = f" round {round}" if round is not None else ""
+        raise ExportError(f"nothing to export for {kind}{scope} ({reasons})")
     from datasets import Dataset
 
     out = Path(out_dir) if out_dir else default_shard_dir(kind, round)
@@ -409,3 +419,38 @@ def find_export(store: Store, shard_dir: str | Path) -> Export | None:
     with store.session() as session:
         stmt = select(Export).where(Export.path == str(Path(shard_dir).resolve())).order_by(Export.id.desc())
         return session.exec(stmt).first()
+
+
+class PRMFormat(str, Enum):
+    """Process-supervision layouts other trainers read."""
+
+    stepwise = "stepwise"  # TRL's stepwise supervision: prompt, completions (steps), labels (bools)
+    math_shepherd = "math-shepherd"  # Math-Shepherd: steps tagged `ки` in `input`, `+`/`-` in `label`
+
+
+STEP_TAG = "ки"
+
+
+def _prm_row(item: LabelledRationale, fmt: PRMFormat, threshold: float) -> dict:
+    good = [score >= threshold for score in item.scores]
+    if fmt is PRMFormat.stepwise:
+        return {"prompt": item.prompt, "completions": item.sentences, "labels": good}
+    steps = [f"Step {i}: {' '.join(text.split())}" for i, text in enumerate(item.sentences, start=1)]
+    return {"input": f"{item.prompt}\n" + "\n".join(f"{step} {STEP_TAG}" for step in steps),
+            "label": f"{item.prompt}\n" + "\n".join(f"{step} {'+' if ok else '-'}" for step, ok in zip(steps, good)),
+            "task": "ares"}
+
+
+def export_prm(store: Store, fmt: PRMFormat | str = PRMFormat.stepwise, threshold: float = 0.5,
+               out_dir: str | Path | None = None, teacher: str | None = None,
+               sources: tuple[str, ...] = ("gold", "student"), rounds: list[int] | None = None) -> Export:
+    """One row per rationale the teacher scored in full: its sentences as steps, a step good when
+    its score is at least `threshold` (binary labels are what these formats hold)."""
+    fmt = PRMFormat(fmt)
+    if not 0.0 <= threshold <= 1.0:
+        raise ExportError(f"--threshold must lie in [0, 1], not {threshold}")
+    items, skipped, teacher = labelled_rationales(store, teacher=teacher, sources=sources, rounds=rounds)
+    rows = [_prm_row(item, fmt, threshold) for item in items]
+    query = f"v_sentence_labels WHERE labeller = '{teacher}' (sources {','.join(sources)}; rounds {rounds or 'all'})"
+    return _write(store, f"prm-{fmt.value}", None, rows, skipped, [query], out_dir, teacher=teacher,
+                  threshold=threshold, sources=list(sources), rounds=rounds, format=fmt.value)

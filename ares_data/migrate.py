@@ -10,10 +10,11 @@ know is newer than the code and is refused.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
@@ -43,7 +44,8 @@ class Migration:
     sql: str
 
     def statements(self, dialect: str) -> list[str]:
-        """The statements for `dialect`; one that starts with `{postgresql}` runs on PostgreSQL only."""
+        """The statements for `dialect`; one that starts with `{postgresql}` (or `{sqlite}`) runs on that
+        engine only, for what the two spell differently (a CHECK constraint change)."""
         tokens = _TOKENS.get(dialect, _TOKENS["postgresql"])
         body = self.sql
         for key, value in tokens.items():
@@ -51,15 +53,16 @@ class Migration:
         lines = [ln for ln in body.splitlines() if not ln.strip().startswith("--")]
         found = []
         for statement in _split("\n".join(lines)):
-            if statement.startswith(PG_ONLY):
-                if dialect != "postgresql":
+            only = next((d for d in DIALECTS if statement.startswith("{" + d + "}")), None)
+            if only is not None:
+                if dialect != only:
                     continue
-                statement = statement[len(PG_ONLY):].strip()
+                statement = statement[len(only) + 2:].strip()
             found.append(statement)
         return found
 
 
-PG_ONLY = "{postgresql}"
+DIALECTS = ("postgresql", "sqlite")  # `{name}` before a statement: that engine only
 _DOLLAR_OR_END = re.compile(r"(\$[A-Za-z_]*\$|;)")
 
 
@@ -149,12 +152,33 @@ def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[s
     for migration in migrations:
         if migration.name in done:
             continue
-        with engine.begin() as conn:
+        with _foreign_keys_checked_at_end(engine) as conn, conn.begin():
             for statement in migration.statements(engine.dialect.name):
                 conn.exec_driver_sql(statement)
+            if engine.dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise SchemaError(f"migration {migration.name} leaves {len(broken)} broken references "
+                                      f"(first: table {broken[0][0]}, row {broken[0][1]})")
             conn.execute(
                 text("INSERT INTO schema_migration (name, applied_at) VALUES (:n, :t)"),
                 {"n": migration.name, "t": datetime.now(timezone.utc).replace(tzinfo=None)},
             )
         new.append(migration.name)
     return new
+
+
+@contextmanager
+def _foreign_keys_checked_at_end(engine: Engine) -> Iterator[Connection]:
+    """A connection for one migration. On SQLite, foreign keys are off while it runs (set before
+    its transaction begins: SQLite ignores the pragma inside one), so a table rebuild can drop
+    the table others refer to; `migrate` checks every reference before it commits."""
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            yield conn
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")

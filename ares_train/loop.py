@@ -24,7 +24,7 @@ from ares_data.enums import RationaleSource, RunKind, RunStatus, StageStatus
 from ares_data.errors import AresError, ExportError
 from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
 from ares_data.store import Store
-from ares_data.teacher.config import TeacherConfig
+from ares_data.teacher.config import Provider, TeacherConfig
 
 STAGES = ("generate", "score", "export_rl", "train_rl", "generate_rl", "correct", "export_sft", "train_sft")
 # Teacher settings that change what is asked (not where or how fast): part of a run's identity.
@@ -54,16 +54,25 @@ class LoopConfig:
     device: str = "auto"  # every stage's; a `device` in `rl`/`sft` wins for that stage
     dtype: str = "auto"
     rollout_engine: str = "hf"
+    prm: str | None = None  # score with this PRM (`ares train prm`) instead of the teacher; corrections stay its
     rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "teacher": self.teacher.describe()}
 
+    def scorer(self) -> TeacherConfig:
+        """Who scores the rollouts: the PRM when one is named (on the loop's --device/--dtype), else the teacher."""
+        if self.prm is None:
+            return self.teacher
+        return TeacherConfig.from_options(provider=Provider.prm, model=self.prm, device=self.device, dtype=self.dtype,
+                                          concurrency=self.teacher.concurrency)
+
     def run_key(self) -> str:
         """Same command (any --rounds, rate limits, server address) -> same run, so it resumes."""
         identity = self.describe()
         identity.pop("rounds")
+        identity.pop("device")  # where it runs is not what it computes
         identity["teacher"] = {k: identity["teacher"].get(k) for k in _TEACHER_IDENTITY}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -160,10 +169,11 @@ class Pipeline:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
                                              k=cfg.k, limit=cfg.limit, settings=settings, progress=progress)
 
-        def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
+        def ask(collector: Callable, checkpoint: ModelCheckpoint, teacher: TeacherConfig = cfg.teacher,
+                **options: Any) -> Callable[[], dict]:
             def work() -> dict:
                 with collect_progress(progress) as report:
-                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round,
+                    summary = asyncio.run(collector(self.store, teacher, round=round,
                                                     rationales=RationaleSource.student, checkpoint=checkpoint.name,
                                                     progress=report, **options))
                 return _plain(summary)
@@ -197,13 +207,15 @@ class Pipeline:
             return find_checkpoint(self.store, outcome["checkpoint"]) if "checkpoint" in outcome else fallback
 
         self.stage(round, "generate", generate(start))
-        self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
+        self.stage(round, "score", ask(collect_scores, start, cfg.scorer(), group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
-        rl = produced(self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl})), start)
+        rl_made = self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl}))
+        rl = produced(rl_made, start)
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        return produced(self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft})), rl)
+        sft = self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft}))
+        return produced(sft, rl)
 
 
 def _plain(summary: Any) -> dict[str, Any]:

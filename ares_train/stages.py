@@ -12,12 +12,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sqlalchemy import exists
 from sqlmodel import select
 
-from ares_data.enums import CallKind, CallStatus, RationaleSource, RunKind, RunStatus
+from ares_data.enums import CheckpointStage, RationaleSource, RunKind, RunStatus
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
-from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
+from ares_data.tables import (Export, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TrainingRun,
+                              utcnow)
 from ares_data.paths import default_checkpoint_dir
 from ares_data.store import Store
 
@@ -42,11 +44,11 @@ def _registered(store: Store, name: str) -> ModelCheckpoint | None:
 def rollout_checkpoint(store: Store, round: int) -> ModelCheckpoint | None:
     """The checkpoint that generated the round's scored rollouts (PPO starts from it: on-policy)."""
     with store.session() as session:
+        # Scored: any sentence has a stored (validated) score, whether its call was single, grouped or reused.
+        scored = exists().where(Sentence.rationale_id == Rationale.id, SentenceScore.sentence_id == Sentence.id)
         ids = session.exec(select(Rationale.model_checkpoint_id).distinct()
-                           .join(TeacherCall, TeacherCall.rationale_id == Rationale.id)
                            .where(Rationale.source == RationaleSource.student, Rationale.round == round,
-                                  Rationale.model_checkpoint_id.is_not(None),
-                                  TeacherCall.kind == CallKind.score, TeacherCall.status == CallStatus.ok)).all()
+                                  Rationale.model_checkpoint_id.is_not(None), scored)).all()
         if len(ids) > 1:
             raise TrainingError(f"round {round} has rollouts from {len(ids)} checkpoints; choose one with --checkpoint")
         return session.get(ModelCheckpoint, ids[0]) if ids else None
@@ -93,18 +95,21 @@ def _finish(store: Store, run_id: int, **fields: Any) -> None:
             setattr(run, key, value)
 
 
-def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, export: Export | None,
-              output_dir: str | Path | None, config: Any, train: TrainFn) -> ModelCheckpoint:
+def run_stage(store: Store, *, stage: str, round: int | None, start: ModelCheckpoint, export: Export | None,
+              output_dir: str | Path | None, config: Any, train: TrainFn, name: str | None = None,
+              run_config: dict[str, Any] | None = None) -> ModelCheckpoint:
     """Load `start` on the config's device and dtype, run `train` into the output dir, register
-    `round-N-<stage>` on top of it."""
-    name = checkpoint_name(round, stage)
+    `name` (default `round-N-<stage>`) on top of it. `run_config` is kept beside the trainer's
+    config (what the data was: a PRM's teacher)."""
+    name = name or checkpoint_name(round, stage)
     if _registered(store, name) is not None:
         raise TrainingError(f"checkpoint {name} already exists; a round's stage is trained once")
     output = Path(output_dir or default_checkpoint_dir(round, stage)).resolve()
     placement = resolve_placement(config.device, config.dtype)
     config = replace(config, **placement.describe())  # the run records where it ran, not `auto`
     with store.session() as session:
-        run = TrainingRun(kind=stage, round=round, status=RunStatus.running, config=_jsonable(asdict(config)),
+        run = TrainingRun(kind=stage, round=round, status=RunStatus.running,
+                          config=_jsonable({**asdict(config), **(run_config or {})}),
                           input_checkpoint_id=start.id, export_id=export.id if export else None)
         session.add(run)
         session.flush()
@@ -116,7 +121,8 @@ def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, e
         _finish(store, run.id, status=RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
         if isinstance(exc, AresError) or not isinstance(exc, Exception):
             raise
-        raise TrainingError(f"{stage} training of round {round} failed: {type(exc).__name__}: {exc}") from exc
+        what = f"{stage} training of round {round}" if round is not None else f"{name} training"
+        raise TrainingError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
     with store.session() as session:
         checkpoint = store.register_checkpoint(
             session, name=name, path=str(output), base_model=start.base_model, adapter_path=str(output),
@@ -156,7 +162,7 @@ def previous_critic(store: Store, start: ModelCheckpoint) -> str | None:
     its critic adapter and value head start this run's critic. None before any RL stage."""
     with store.session() as session:
         chain = checkpoint_chain(session, start)
-    found = [c.adapter_path for c in chain if c.stage == "rl" and c.adapter_path]
+    found = [c.adapter_path for c in chain if c.stage == CheckpointStage.rl and c.adapter_path]
     return found[-1] if found else None
 
 

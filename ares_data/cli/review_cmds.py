@@ -75,12 +75,18 @@ def import_cmd(
 
 def agreement(ctx: typer.Context, round: RoundOpt = None) -> None:
     """Per pair of labellers (teachers, human): shared sentences, Spearman, Pearson, mean absolute
-    difference, exact agreement on the 0.1 grid. Without --round, all rounds pooled."""
-    from ..review.agreement import COLUMNS, agreement as compute
+    difference, exact agreement on the 0.1 grid. Without --round, all rounds pooled. A PRM
+    (`ares train prm`, scored with `--provider prm`) is also shown against the teacher it learned from."""
+    from ..review.agreement import COLUMNS, agreement as compute, prm_against_teacher, prm_teachers
 
-    rows = compute(store(ctx), round)
+    opened = store(ctx)
+    rows = compute(opened, round)
     print_rows(list(COLUMNS), [[round_float(r[c]) for c in COLUMNS] for r in rows],
                title=f"agreement, round {round}" if round is not None else "agreement, all rounds")
+    distilled = prm_against_teacher(rows, prm_teachers(opened))
+    if distilled:
+        print_rows(["prm", "teacher", *COLUMNS[2:]], [[round_float(r[c]) for c in COLUMNS] for r in distilled],
+                   title="each PRM against the teacher it learned from")
 
 
 def round_float(value: object) -> object:

@@ -18,7 +18,8 @@ _PANEL = "Teacher"
 TEACHER_OPTIONS: dict[str, Any] = {
     "provider": Annotated[Optional[Provider], typer.Option(
         help="Wire protocol: openai (chat completions: OpenAI, Azure, vLLM, SGLang, Ollama, llama.cpp, "
-             "LiteLLM, transformers serve) or anthropic (Messages API).", rich_help_panel=_PANEL)],
+             "LiteLLM, transformers serve), anthropic (Messages API), or prm: a process reward model from "
+             "`ares train prm`, run here (scores only; --model names its checkpoint).", rich_help_panel=_PANEL)],
     "model": Annotated[Optional[str], typer.Option(
         help="Teacher model name \\[env ARES_TEACHER_MODEL; default gpt-4o-mini / claude-3-5-haiku-latest].",
         rich_help_panel=_PANEL)],
@@ -64,6 +65,10 @@ TEACHER_OPTIONS: dict[str, Any] = {
         help="USD per million input tokens \\[built-in table for common models].", rich_help_panel=_PANEL)],
     "price_out": Annotated[Optional[float], typer.Option(
         help="USD per million output tokens \\[built-in table].", rich_help_panel=_PANEL)],
+    "device": Annotated[Optional[str], typer.Option(
+        help="Where --provider prm runs: auto|cpu|cuda[:N] \\[auto].", rich_help_panel=_PANEL)],
+    "dtype": Annotated[Optional[str], typer.Option(
+        help="Precision of --provider prm: auto|float32|bfloat16|float16 \\[auto].", rich_help_panel=_PANEL)],
 }
 
 

@@ -20,6 +20,7 @@ from ..errors import AresError, TeacherError
 class Provider(str, Enum):
     openai = "openai"
     anthropic = "anthropic"
+    prm = "prm"  # a process reward model trained by `ares train prm`, run locally (teacher/local.py)
 
 
 class StructuredOutput(str, Enum):
@@ -38,6 +39,9 @@ DEFAULTS: dict[Provider, dict[str, str]] = {
     Provider.anthropic: {"base_url": "https://api.anthropic.com", "model": "claude-3-5-haiku-latest",
                          "api_key_env": "ANTHROPIC_API_KEY", "base_url_env": "ANTHROPIC_BASE_URL",
                          "structured_output": "tool"},
+    # `model` names the PRM checkpoint; nothing is sent over HTTP and nothing is paid.
+    Provider.prm: {"base_url": "local:prm", "model": "", "api_key_env": "", "base_url_env": "",
+                   "structured_output": "none"},
 }
 REASONING_MODEL = re.compile(r"^(?:[\w.-]+/)?(o\d+|gpt-5(?!-chat))(\b|-|$)")  # o1, o4-mini, openai/o3, gpt-5
 
@@ -87,6 +91,9 @@ class TeacherConfig:
     # cost; None = the built-in price table
     price_in: Optional[float] = None
     price_out: Optional[float] = None
+    # where a local teacher (--provider prm) runs
+    device: str = "auto"
+    dtype: str = "auto"
 
     @classmethod
     def from_options(cls, config_file: str | os.PathLike | None = None, **options: Any) -> "TeacherConfig":
@@ -101,6 +108,9 @@ class TeacherConfig:
         defaults = DEFAULTS[provider]
         base_url = options.get("base_url") or os.environ.get(defaults["base_url_env"]) \
             or merged.get("base_url") or defaults["base_url"]
+        if provider is Provider.prm:  # a local model: free unless told otherwise
+            merged.setdefault("price_in", 0.0)
+            merged.setdefault("price_out", 0.0)
         merged.update(
             provider=provider,
             base_url=base_url.rstrip("/"),
@@ -115,6 +125,11 @@ class TeacherConfig:
         return config
 
     def check(self) -> None:
+        if self.provider is Provider.prm:
+            if not self.model:
+                raise TeacherError("--provider prm needs --model NAME|PATH: a PRM checkpoint from `ares train prm`")
+            if self.score_from is ScoreFrom.logprobs:
+                raise TeacherError("a PRM writes scores, not token logprobs; use --score-from sampled")
         if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0) \
                 or self.concurrency < 1:
             raise TeacherError("--rpm, --tpm and --concurrency must be positive")

@@ -1,4 +1,4 @@
-"""Training commands: `generate`, `train` (the loop) and `train rl|sft`.
+"""Training commands: `generate`, `train` (the loop) and `train rl|sft|prm`.
 
 torch, transformers and TRL are imported inside the commands that need them, so `ares --help`
 stays light.
@@ -14,13 +14,14 @@ import typer
 from rich.table import Table
 
 from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail, store
-from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
+from ares_data.cli.export_cmds import PRMTeacherOpt, RewardOpt, RoundsOpt, SourcesOpt, TeacherOpt, sources_rounds
 from ares_data.cli.teacher_cmds import GroupOpt
 from ares_data.cli.teacher_options import teacher_options
 from ares_data.enums import RunKind
 from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
 from ares_train.ppo_config import PPOConfig
+from ares_train.prm_config import PRMConfig
 from ares_train.rollout_config import SamplingSettings
 from ares_train.sft_config import SFTRunConfig
 
@@ -48,7 +49,7 @@ KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per qu
 # Short spellings kept beside the generated `--field-name` flags.
 PPO_ALIASES = {"ppo_epochs": ("--epochs",), "learning_rate": ("--lr",)}
 SFT_ALIASES = {"num_train_epochs": ("--epochs",), "learning_rate": ("--lr",)}
-SAMPLING, RL, SFT = "Sampling", "PPO (PPOConfig)", "SFT (SFTRunConfig)"
+SAMPLING, RL, SFT, PRM = "Sampling", "PPO (PPOConfig)", "SFT (SFTRunConfig)", "PRM (PRMConfig)"
 
 
 @config_flags(SamplingSettings, into="sampling", panel=SAMPLING)
@@ -95,6 +96,10 @@ def _train(
     limit: LimitOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
     group_by_question: GroupOpt = True,
+    prm: Annotated[Optional[str], typer.Option(
+        "--prm", metavar="NAME|PATH", help="Score the rollouts with this process reward model (`ares train prm`) "
+                                           "on --device/--dtype, at no API cost; "
+                                           "corrections still ask the teacher.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", exists=True, dir_okay=False,
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
@@ -121,7 +126,7 @@ def _train(
     from ares_data.settings import read_settings
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, seed=seed,
-                 group_by_question=group_by_question)
+                 group_by_question=group_by_question, prm=prm)
     file = read_settings(config) if config else {}
     sampled = {f.name for f in fields(SamplingSettings)} - {"seed"}
     unknown = set(file) - set(given) - sampled - {"teacher", "rl", "sft"}
@@ -224,6 +229,48 @@ def _config(cls: type, given: dict) -> Any:
         return cls(**given)
     except (TypeError, AresError) as exc:
         raise fail(str(exc)) from exc
+
+
+@train_app.command("prm")
+@config_flags(PRMConfig, aliases=SFT_ALIASES, into="prm_options", panel=PRM)
+def train_prm_cmd(
+    ctx: typer.Context,
+    model: ModelOpt = None,
+    adapter: AdapterOpt = None,
+    checkpoint: CheckpointOpt = None,
+    teacher: PRMTeacherOpt = None,
+    sources: SourcesOpt = "gold,student",
+    rounds: RoundsOpt = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", help="PRM output directory (default: $ARES_HOME/checkpoints/prm-N).")] = None,
+    *,
+    prm_options: dict,
+) -> None:
+    """A process reward model distilled from the teacher's sentence scores -> checkpoint prm-N (stage prm).
+
+    LoRA on the backbone (--model or --checkpoint) plus a scalar head read at each sentence end,
+    regressed onto the teacher's scores; split by question, validation MAE and Spearman recorded
+    (docs/prm.md).
+    """
+    require("train")
+    from ares_train.loading import named_or_base
+    from ares_train.prm_trainer import train_prm
+    from ares_train.stages import training_run_of
+
+    names, numbers = sources_rounds(sources, rounds)
+    config = _config(PRMConfig, prm_options)
+    opened = store(ctx)
+    start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    prm = train_prm(opened, start, config=config, teacher=teacher, sources=names, rounds=numbers, output_dir=output)
+    metrics = training_run_of(opened, prm).metrics or {}
+    table = Table("epoch", "val sentences", "val MAE", "val Spearman",
+                  title=f"{prm.name}: validation against {metrics.get('data', {}).get('teacher')}")
+    for row in metrics.get("epochs", []):
+        table.add_row(str(row["epoch"]), str(row["val_sentences"]), *(
+            "-" if row[k] is None else f"{row[k]:.3f}" for k in ("val_mae", "val_spearman")))
+    console.print(table)
+    console.print(f"registered {prm.name} (checkpoint {prm.id}, stage prm, on {start.name}) at {prm.adapter_path}",
+                  highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
