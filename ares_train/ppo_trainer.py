@@ -129,9 +129,10 @@ class SentenceRewardPPOTrainer:
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision), task_type="CAUSAL_LM",
         )  # fmt: skip
-        if config.gradient_checkpointing:  # transformers 5.11 renamed it; the [verl] extra pins 5.10
-            if hasattr(model, "activation_checkpointing_enable"):
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if config.gradient_checkpointing:  # renamed `activation_checkpointing_*` in transformers 5.11
+            enable = getattr(model, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = get_peft_model(model, lora, adapter_name=POLICY)
