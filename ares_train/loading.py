@@ -43,16 +43,17 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     return path, None
 
 
-def load_student(model: str, adapters: Iterable[str | Path] = (), placement: Placement | None = None) -> tuple[Any, Any]:
+def load_student(model: str, adapters: Iterable[str | Path] = (),
+                 placement: Placement | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) with `adapters` merged in order, on `placement`'s device and in its
     dtype (CPU, float32 when None); the tokenizer pads on the left. Attention is SDPA where the
     architecture supports it (transformers' default), else eager.
 
     A vision-language model directory gives (model, processor) instead (see `vision.py`)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-    from .vision import is_vision_language
+    from .vision import is_vision_language, load_processor
 
     directory, gguf_file = resolve_model_path(model)
     placement = placement or Placement("cpu", "float32")
@@ -60,7 +61,7 @@ def load_student(model: str, adapters: Iterable[str | Path] = (), placement: Pla
     try:
         vlm = gguf_file is None and is_vision_language(directory)
         if vlm:
-            processing = AutoProcessor.from_pretrained(directory)
+            processing = load_processor(directory)
             lm = AutoModelForImageTextToText.from_pretrained(directory, **where)
         else:
             processing = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)

@@ -72,6 +72,7 @@ class LoopConfig:
         """Same command (any --rounds, rate limits, server address) -> same run, so it resumes."""
         identity = self.describe()
         identity.pop("rounds")
+        identity.pop("device")  # where it runs is not what it computes
         identity["teacher"] = {k: identity["teacher"].get(k) for k in _TEACHER_IDENTITY}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -208,11 +209,13 @@ class Pipeline:
         self.stage(round, "generate", generate(start))
         self.stage(round, "score", ask(collect_scores, start, cfg.scorer(), group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
-        rl = produced(self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl})), start)
+        rl_made = self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl}))
+        rl = produced(rl_made, start)
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        return produced(self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft})), rl)
+        sft = self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft}))
+        return produced(sft, rl)
 
 
 def _plain(summary: Any) -> dict[str, Any]:

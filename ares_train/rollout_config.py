@@ -21,7 +21,8 @@ class SamplingSettings:
 
     max_new_tokens: int = option(256, "Length cap of a rationale, in tokens; a rollout cut there is `length`-finished.")
     temperature: float = option(1.0, "Sampling temperature (PPO scores log-probs at the same temperature).")
-    top_k: int = option(0, "Sample among the k likeliest tokens; 0 = the whole vocabulary, the distribution PPO scores.")
+    top_k: int = option(0, "Sample among the k likeliest tokens; 0: the whole vocabulary (the distribution PPO "
+                           "scores).")
     seed: int | None = option(None, "Seed for reproducible sampling.")
     batch_size: int = option(8, "Questions per generate call.")
     rollout_engine: EngineName = option("hf", ENGINE_HELP)

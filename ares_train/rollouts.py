@@ -16,6 +16,7 @@ from rich.text import Text
 from sqlalchemy import func
 from sqlmodel import select
 
+from ares_data.enums import RationaleSource
 from ares_data.formatting import parse_answer, student_prompt
 from ares_data.images import question_image
 from ares_data.tables import ModelCheckpoint, Question, Rationale
@@ -67,7 +68,7 @@ def pending_questions(store: Store, *, checkpoint_id: int, round: int, split: st
         questions = list(session.exec(stmt))
         done_counts = dict(session.exec(
             select(Rationale.question_id, func.count()).where(
-                Rationale.source == "student", Rationale.round == round,
+                Rationale.source == RationaleSource.student, Rationale.round == round,
                 Rationale.model_checkpoint_id == checkpoint_id,
             ).group_by(Rationale.question_id)
         ).all())
@@ -123,7 +124,7 @@ def generate_rollouts(
                 for question, samples in zip(batch, sampled, strict=True):
                     for index, one in enumerate(samples):
                         _, created = store.add_rationale(
-                            session, question_id=question.id, source="student", text=one.text,
+                            session, question_id=question.id, source=RationaleSource.student, text=one.text,
                             dedup_key=dedup_key(checkpoint.id, round, question.id, index),
                             model_checkpoint_id=checkpoint.id, round=round, sample_index=index,
                             predicted_answer=parse_answer(one.text, len(question.choices)),

@@ -14,6 +14,15 @@ from .sft_config import SFTRunConfig
 from .vision import is_processor, lora_targets, student_input, text_tokenizer
 
 
+def _no_checkpointing(config_cls: type) -> dict[str, bool]:
+    """Activation checkpointing off, under the name this transformers uses: `activation_checkpointing`
+    from 5.11 on, `gradient_checkpointing` before (the `[verl]` extra pins transformers below 5.11)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_cls)}
+    return {"activation_checkpointing": False} if "activation_checkpointing" in names else {"gradient_checkpointing": False}
+
+
 def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: Iterable[dict],
                       output_dir: str | Path, questions: Mapping[int, Any] | None = None,
                       callbacks: Sequence[Any] = ()) -> dict[str, Any]:
@@ -39,7 +48,7 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
         output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
         seed=config.seed, max_length=config.max_length, logging_steps=config.logging_steps,
-        completion_only_loss=True, activation_checkpointing=False, save_strategy="no", report_to=[],
+        completion_only_loss=True, save_strategy="no", report_to=[], **_no_checkpointing(SFTConfig),
         push_to_hub=False, disable_tqdm=True, dataloader_pin_memory=where.on_cuda, use_cpu=not where.on_cuda,
         bf16=where.dtype == "bfloat16", fp16=where.dtype == "float16" and where.on_cuda,
     )

@@ -12,12 +12,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sqlalchemy import exists
 from sqlmodel import select
 
-from ares_data.enums import CallKind, CallStatus, RationaleSource, RunKind, RunStatus
+from ares_data.enums import CheckpointStage, RationaleSource, RunKind, RunStatus
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
-from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
+from ares_data.tables import (Export, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TrainingRun,
+                              utcnow)
 from ares_data.paths import default_checkpoint_dir
 from ares_data.store import Store
 
@@ -42,11 +44,11 @@ def _registered(store: Store, name: str) -> ModelCheckpoint | None:
 def rollout_checkpoint(store: Store, round: int) -> ModelCheckpoint | None:
     """The checkpoint that generated the round's scored rollouts (PPO starts from it: on-policy)."""
     with store.session() as session:
+        # Scored: any sentence has a stored (validated) score, whether its call was single, grouped or reused.
+        scored = exists().where(Sentence.rationale_id == Rationale.id, SentenceScore.sentence_id == Sentence.id)
         ids = session.exec(select(Rationale.model_checkpoint_id).distinct()
-                           .join(TeacherCall, TeacherCall.rationale_id == Rationale.id)
                            .where(Rationale.source == RationaleSource.student, Rationale.round == round,
-                                  Rationale.model_checkpoint_id.is_not(None),
-                                  TeacherCall.kind == CallKind.score, TeacherCall.status == CallStatus.ok)).all()
+                                  Rationale.model_checkpoint_id.is_not(None), scored)).all()
         if len(ids) > 1:
             raise TrainingError(f"round {round} has rollouts from {len(ids)} checkpoints; choose one with --checkpoint")
         return session.get(ModelCheckpoint, ids[0]) if ids else None
@@ -160,7 +162,7 @@ def previous_critic(store: Store, start: ModelCheckpoint) -> str | None:
     its critic adapter and value head start this run's critic. None before any RL stage."""
     with store.session() as session:
         chain = checkpoint_chain(session, start)
-    found = [c.adapter_path for c in chain if c.stage == "rl" and c.adapter_path]
+    found = [c.adapter_path for c in chain if c.stage == CheckpointStage.rl and c.adapter_path]
     return found[-1] if found else None
 
 

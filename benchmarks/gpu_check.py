@@ -13,6 +13,9 @@ the batch per second of the update), `peak_memory_mb` (CUDA: max allocated; CPU:
 peak RSS), `device`, `dtype`, and a few more.
 
     .venv/bin/python benchmarks/gpu_check.py --device cpu --model smollm2 --dtype float32
+
+A vision-language `--model` (a directory whose config has a vision tower) gets the synthetic
+shapes set's questions, each with its `--image-size` px image, through every stage.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ import typer
 from transformers import TrainerCallback
 
 from ares_data.splitter import split_sentences
+from ares_data.synthetic_shapes import write_shapes
 from ares_train.loading import load_student
 from ares_train.placement import resolve
 from ares_train.ppo_config import PPOConfig
 from ares_train.ppo_trainer import SentenceRewardPPOTrainer
-from ares_train.prompting import format_prompt, prompt_ids
 from ares_train.rollout_engines import HFEngine
 from ares_train.sft_config import SFTRunConfig
 from ares_train.sft_trainer import train_sft_adapter
+from ares_train.vision import encode, is_processor, student_input
 
 QUESTIONS = [
     "Which is hotter, a cup of tea at 90°C or one at 85°C? Explain step by step.",
@@ -124,25 +128,32 @@ def main(
     prompts: Annotated[int, typer.Option(help="Rollouts in the batch.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Length cap of a rollout.")] = 64,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    image_size: Annotated[int, typer.Option(help="Side of each question's image, for a vision-language model.")] = 448,
 ) -> None:
     if threads:
         torch.set_num_threads(threads)
     where = resolve(device, dtype)
     lm, tokenizer = load_student(model, placement=where)
     params_on(where.device, lm)
-    texts = [format_prompt(tokenizer, q) for q in (QUESTIONS * -(-prompts // len(QUESTIONS)))[:prompts]]
+    images_dir = tempfile.TemporaryDirectory()
+    if is_processor(tokenizer):  # a VLM: the shapes set's questions, with their images
+        shapes = write_shapes(images_dir.name, prompts, size=image_size).read_text().splitlines()
+        questions = [{**(r := json.loads(line)), "image": f"{images_dir.name}/{r['image']}"} for line in shapes]
+    else:
+        questions = [{"question": q} for q in (QUESTIONS * -(-prompts // len(QUESTIONS)))[:prompts]]
+    texts, images = zip(*(student_input(tokenizer, q["question"], q) for q in questions))
 
     guard = guarded(lm, where.device)
     engine = HFEngine(lm, tokenizer)
-    sampled, gen_s = timed(lambda: engine.sample(texts, [None] * len(texts), n=1, max_new_tokens=max_new_tokens,
-                                                 seed=0), where.device)
+    sampled, gen_s = timed(lambda: engine.sample(texts, images, n=1, max_new_tokens=max_new_tokens, seed=0),
+                           where.device)
     gen_peak = peak_mb(where.device)
     rows, tokens = [], 0
-    for text, (one,) in zip(texts, sampled):
+    for text, image, (one,) in zip(texts, images, sampled):
         ends = [s.end for s in split_sentences(one.text)] or [len(one.text)]
-        rows.append({"prompt": text, "response": one.text, "sentence_ends": ends, "scores": [0.7] * len(ends),
-                     **one.record()})
-        tokens += len(prompt_ids(tokenizer, text)) + len(one.token_ids)
+        rows.append({"prompt": text, "image": image, "response": one.text, "sentence_ends": ends,
+                     "scores": [0.7] * len(ends), **one.record()})
+        tokens += len(encode(tokenizer, [text], [image])["input_ids"][0]) + len(one.token_ids)
     generated = sum(len(one.token_ids) for (one,) in sampled)
 
     config = PPOConfig(batch_size=len(rows), mini_batch_size=len(rows), ppo_epochs=1, max_length=4096)
@@ -163,11 +174,13 @@ def main(
     sft_lm, _ = load_student(model, placement=where)
     guard = guarded(sft_lm, where.device)
     timer = StepTimer()
-    sft_rows = [{"prompt": QUESTIONS[i % len(QUESTIONS)], "completion": r["response"] or "."}
-                for i, r in enumerate(rows)]
+    sft_rows = [{"prompt": q["question"], "completion": r["response"] or ".", "question_id": i}
+                for i, (q, r) in enumerate(zip(questions, rows))]
     sft_config = SFTRunConfig(num_train_epochs=2, batch_size=len(rows), max_length=4096, logging_steps=1)
     with tempfile.TemporaryDirectory() as out:
-        train_sft_adapter(sft_config, sft_lm, tokenizer, sft_rows, out, callbacks=[timer])
+        train_sft_adapter(sft_config, sft_lm, tokenizer, sft_rows, out, callbacks=[timer],
+                          questions=dict(enumerate(questions)))
+    images_dir.cleanup()
     params_on(where.device, sft_lm)
     if guard:
         guard.close()

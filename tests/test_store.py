@@ -24,7 +24,7 @@ def test_migrations_create_every_table_and_view(store, db_path):
 def test_models_match_the_migrated_schema(store, db_path):
     """The SQL files own the schema; the SQLModel mapping must name the same columns."""
     con = sqlite3.connect(db_path)
-    for table in TABLES:
+    for table in (*TABLES, "teacher_call_rationale", "teacher_batch", "teacher_batch_request", "request_claim"):
         in_db = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
         in_model = {c.name for c in SQLModel.metadata.tables[table].columns}
         assert in_db == in_model, table

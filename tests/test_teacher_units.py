@@ -101,7 +101,9 @@ def test_client_gives_up_on_401_at_once():
 @pytest.mark.parametrize("text,expected", [
     ('{"scores": [0.5, 1.0, 0]}', [0.5, 1.0, 0.0]),
     ('Here you go:\n```json\n{"scores": [0.1, 0.2, 0.3]}\n```\nDone.', [0.1, 0.2, 0.3]),
-    ('Sure! {"scores": ["0.7", 0.8, 0.9]} hope that helps', [0.7, 0.8, 0.9]),
+    ('Sure! {"scores": [0.7, 0.8, 0.9]} hope that helps', [0.7, 0.8, 0.9]),
+    ('Sentence [1] is right, [2] and [3] too. {"scores": [0.3, 0.4, 0.5]}', [0.3, 0.4, 0.5]),
+    ('```json\n{"scores": [0.3, 0.4, 0.5]}\n```\nAgain: {"scores": [0.3, 0.4, 0.5]}', [0.3, 0.4, 0.5]),
 ])
 def test_scores_parse_tolerantly(text, expected):
     assert parse_scores(text, 3) == expected
@@ -110,7 +112,11 @@ def test_scores_parse_tolerantly(text, expected):
 @pytest.mark.parametrize("text,code", [
     ('{"scores": [0.5, 1.0]}', "wrong_count"), ('{"scores": [0.5, 1.2, 0]}', "out_of_range"),
     ('{"scores": [0.5, 0.25, 0]}', "off_grid"), ('{"scores": [0.5, "x", 0]}', "not_number"),
-    ("no json here", "not_json"), ('{"score": 1}', "no_scores"), ('{"scores": [true, 1, 0]}', "not_number"),
+    ("no json here", "not_json"), ('{"score": 1}', "no_scores"),
+    ('Sure! {"scores": ["0.7", 0.8, 0.9]}', "not_number"),  # JSON numbers only
+    ("Sentence [1] is fine, [0] is not, [1] again.", "no_scores"),  # brackets in prose are no answer
+    ('{"scores": [0.1, 0.2, 0.3]} or rather {"scores": [0.3, 0.2, 0.1]}', "ambiguous"),
+    ('{"scores": [true, 1, 0]}', "not_number"),
 ])
 def test_scores_validate_strictly(text, code):
     with pytest.raises(InvalidAnswer) as caught:

@@ -143,7 +143,7 @@ def test_bfloat16_on_cpu_end_to_end(cli, store, feedback, tiny_model_dir):
     assert result.exit_code == 0, result.output
     sft = _run(store, "sft")
     assert sft.status == "done" and (sft.config["device"], sft.config["dtype"]) == ("cpu", "bfloat16")
-    assert _lora_b_norm(Path(sft.config and _registered_path(store, "round-1-sft"))) > 0
+    assert _lora_b_norm(Path(_registered_path(store, "round-1-sft"))) > 0
 
 
 def _registered_path(store, name: str) -> str:

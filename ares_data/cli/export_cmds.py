@@ -59,12 +59,16 @@ def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teac
 
 
 @export_app.command("verl")
-def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                    scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
-    """The scored rollouts in verl's parquet layout (sentence scores in extra_info)."""
-    from ..exporters import export_verl
+def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None,
+                    model: Annotated[Optional[str], typer.Option(
+                        "--model", help="Student for verl: a Hugging Face model directory or hub name "
+                                        "(default HuggingFaceTB/SmolLM2-135M-Instruct).")] = None) -> None:
+    """Questions as verl's train/val parquet + run_verl.sh: PPO on a Ray cluster, rewarded online per sentence."""
+    from ..exporters import VERL_SCRIPT, export_verl
 
-    _print_export(export_verl(store(ctx), round, out, teacher, scores, reward))
+    row = export_verl(store(ctx), round, out, model)
+    _print_export(row)
+    console.print(f"run it: bash {row.path}/{VERL_SCRIPT} (docs/verl.md)", highlight=False, soft_wrap=True)
 
 
 SourcesOpt = Annotated[str, typer.Option(

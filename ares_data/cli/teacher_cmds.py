@@ -28,6 +28,13 @@ GroupOpt = Annotated[bool, typer.Option(
 BatchOpt = Annotated[bool, typer.Option(
     "--batch", help="Submit the calls to the OpenAI Batch API (half price, answers within 24 h) instead of "
                     "asking now; `ares batch status` and `ares batch ingest` follow them.")]
+RetryFailedOpt = Annotated[bool, typer.Option(
+    "--retry-failed", help="Ask again the rationales whose requests were given up (invalid after the repairs, "
+                           "or refused by the provider, e.g. context length); they are skipped otherwise.")]
+MaxGroupOpt = Annotated[int, typer.Option(
+    "--max-group", min=1, help="Most rationales in one grouped call; a question with more is split.")]
+MaxGroupSentencesOpt = Annotated[int, typer.Option(
+    "--max-group-sentences", min=1, help="Most sentences (over all its rationales) in one grouped call.")]
 MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
 
@@ -53,10 +60,14 @@ def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, **
 def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = RationaleSource.student,
                    limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
-                   batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
+                   batch: BatchOpt = False, retry_failed: RetryFailedOpt = False, max_group: MaxGroupOpt = 16,
+                   max_group_sentences: MaxGroupSentencesOpt = 160, *, teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
+    from ..teacher.tasks import GroupCap
+
     _collect(ctx, teacher, batch, kind=CallKind.score, round=round, rationales=rationales, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question)
+             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question,
+             retry_failed=retry_failed, group_cap=GroupCap(max_group, max_group_sentences))
 
 
 @teacher_options

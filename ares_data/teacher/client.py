@@ -13,6 +13,7 @@ store's `teacher_attempt` audit table.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -23,14 +24,14 @@ from typing import Any
 import httpx
 
 from ..enums import AttemptOutcome
-from ..errors import CallFailed, RetryableError, TeacherError
+from ..errors import CallFailed, RequestRejected, RetryableError, TeacherError
 from ..tables import utcnow
 from .config import Provider, StructuredOutput, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import LocalBucket, RateLimiter, StoreBucket, account_key
-from .retry import check_response, retrying
+from .retry import check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 5
@@ -72,6 +73,21 @@ class Reply:
     request_id: str | None = None
     model_snapshot: str | None = None  # the `model` the provider says answered (e.g. gpt-4o-mini-2024-07-18)
     log: list[Attempt] = field(default_factory=list)
+    finish_reason: str | None = None  # why the answer ended: stop, length, content_filter, refusal...
+    refusal: str | None = None  # the model's refusal text (OpenAI `message.refusal`)
+
+
+CUT = {"length", "max_tokens"}  # finish/stop reasons of an answer cut at the token budget
+REFUSED = {"content_filter", "refusal"}
+
+
+def ending(provider: Provider, data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(finish reason, refusal text) of a provider's JSON reply."""
+    if provider is Provider.anthropic:
+        return data.get("stop_reason"), None
+    choice = (data.get("choices") or [{}])[0]
+    return choice.get("finish_reason"), (choice.get("message") or {}).get("refusal")
+
 
 
 def _openai_content(part: dict[str, Any]) -> dict[str, Any]:
@@ -94,10 +110,10 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
     for answer, repair in ask.turns:
         messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair}]
-    body: dict[str, Any] = {"model": config.model, "max_tokens": config.max_tokens,
+    body: dict[str, Any] = {"model": config.model, "max_tokens": max(config.max_tokens, ask.max_tokens or 0),
                             "temperature": config.temperature}
     if config.is_reasoning() and not anthropic:
-        body = {"model": config.model, "max_completion_tokens": config.max_tokens}
+        body = {"model": config.model, "max_completion_tokens": max(config.max_tokens, ask.max_tokens or 0)}
     if anthropic:
         if len(content) > 1:  # cache system + shared head; the last part is what this call alone asks
             content[-2] = {**content[-2], "cache_control": {"type": "ephemeral"}}
@@ -110,7 +126,7 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
         body.update(_structured(config.structured_output, ask))
     if logprobs and not anthropic:
         body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
-    return body, _stored(body, ask)
+    return body, stored_body(body)
 
 
 def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
@@ -125,29 +141,64 @@ def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
     return {}
 
 
-def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, detail: str = "") -> str | None:
+STRUCTURED = {"response_format", "tools", "tool_choice", "json_schema"}
+FLAGS = {"logprobs": "--score-from sampled", "top_logprobs": "--score-from sampled", "temperature": "--temperature",
+         "max_tokens": "--max-tokens", "model": "--model"}
+
+
+def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, detail: str = "",
+                 param: str | None = None) -> str | None:
     """A rejected request names the flag to change: --reasoning when the server refused the
-    length or temperature parameter, else --structured-output when structured output was asked."""
+    length or temperature parameter, else --structured-output when structured output was asked
+    (and the server named no other parameter as `param`)."""
     if status not in (400, 422):
         return None
     if ("max_tokens" in detail and "max_tokens" in body) or ("temperature" in detail and "temperature" in body):
         return (f"the server refused max_tokens/temperature ({' '.join(detail.split())[:160]}); "
                 "if the model is a reasoning model, add --reasoning")
-    if not ({"response_format", "tools"} & body.keys()):
+    if not (STRUCTURED & body.keys()):
+        return None
+    if param is not None and param.split(".")[0] not in STRUCTURED:
         return None
     others = ", ".join(d.value for d in StructuredOutput if d is not dialect)
     return (f"the server rejected the structured-output request ({dialect.value}); "
             f"try --structured-output with one of: {others}")
 
 
-def _stored(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
-    images = {p["data"]: p["sha256"] for p in ask.parts if p["type"] == "image"}
-    if not images:
+def format_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, param: str | None,
+                detail: str = "") -> str:
+    """What to change when the server refused the request's format, naming its parameter."""
+    known = dialect_hint(status, body, dialect, detail, param)
+    if known:
+        return known
+    if param is None:
+        return "the server refused the request's format (it names no parameter); check the teacher flags"
+    name = param.split(".")[0]
+    flag = f" (set by {FLAGS[name]})" if name in FLAGS else ""
+    return f"the server does not accept the parameter {name!r}{flag}"
+
+
+def stored_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as stored and hashed: each inline image's base64 data replaced by `sha256:` and
+    the digest of its bytes (OpenAI data URLs and Anthropic base64 sources alike)."""
+    if not any(isinstance(m.get("content"), list) for m in body.get("messages", [])):
         return body
-    text = json.dumps(body)
-    for data, digest in images.items():
-        text = text.replace(data, f"sha256:{digest}")
-    return json.loads(text)
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("type") == "image_url" and str(node["image_url"]["url"]).startswith("data:"):
+                head, data = node["image_url"]["url"].split(",", 1)
+                return {**node, "image_url": {**node["image_url"], "url": f"{head},{_digest(data)}"}}
+            if node.get("type") == "base64" and "data" in node:
+                return {**node, "data": _digest(node["data"])}
+            return {k: strip(v) for k, v in node.items()}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    return strip(body)
+
+
+def _digest(data: str) -> str:
+    return "sha256:" + hashlib.sha256(base64.b64decode(data)).hexdigest()
 
 
 def request_hash(config: TeacherConfig, prompt_name: str, prompt_version: str, stored: dict[str, Any]) -> str:
@@ -246,6 +297,8 @@ class TeacherClient:
                     return await self._attempt(body, reserved, log)
         except (RetryableError, httpx.HTTPError) as exc:
             raise CallFailed(self._describe(exc), len(log), permanent=False, log=log) from None
+        except RequestRejected as exc:
+            raise CallFailed(self.redact(str(exc)), len(log), permanent=True, log=log, rejected=True) from None
         except TeacherError as exc:
             raise CallFailed(self.redact(str(exc)), len(log), permanent=True, log=log) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -267,9 +320,13 @@ class TeacherClient:
         entry.latency_ms = round(latency_ms, 1)
         self.limiter.observe(response.headers)
         try:
-            hint = dialect_hint(response.status_code, body, self.config.structured_output, response.text)
-            if hint:
-                raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint}")
+            if response.status_code in (400, 422):  # about the format: stop, naming the parameter
+                about_format, param = rejection(response.status_code, response.text)
+                if about_format:
+                    detail = self.redact(" ".join(response.text.split())[:200])
+                    hint = format_hint(response.status_code, body, self.config.structured_output, param,
+                                       response.text)
+                    raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({detail})")
             try:
                 check_response(response, self.redact)
             except RetryableError as exc:
@@ -295,8 +352,9 @@ class TeacherClient:
         entry.model_snapshot = data.get("model") if isinstance(data.get("model"), str) else None
         entry.tokens_in, entry.tokens_out, entry.reasoning_tokens = tokens_in, tokens_out, reasoning_tokens(data)
         entry.cached_tokens_in, entry.cache_write_tokens_in = cached, written
+        finish, refusal = ending(self.config.provider, data)
         return Reply(self.redact(text), tokens_in, tokens_out, cached, entry.number, latency_ms, written, content,
-                     entry.reasoning_tokens, entry.request_id, entry.model_snapshot, log)
+                     entry.reasoning_tokens, entry.request_id, entry.model_snapshot, log, finish, refusal)
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, (httpx.ConnectTimeout, httpx.WriteTimeout)):

@@ -16,7 +16,7 @@ from ..errors import InvalidAnswer, PartlyInvalid
 from ..tables import TeacherCall
 from .calls import Task
 from .logprobs import expectations, lookup, score_row
-from .prompts import GRID, Ask, load, numbered, question_parts
+from .prompts import GRID, Ask, load, numbered, question_parts, score_tokens
 from .validation import check_scores, extract_json
 
 SCORE_GROUP = "score_group_v1"
@@ -37,13 +37,14 @@ def group_ask(question: Any, rationales: Sequence[Sequence[str]]) -> Ask:
     counts = {f"R{i}": len(s) for i, s in enumerate(rationales, start=1)}
     return Ask(template.render("system"),
                [*question_parts(template, question), {"type": "text", "text": "\n\n".join(blocks)}],
-               schema=group_schema(counts), schema_name="grouped_sentence_scores")
+               schema=group_schema(counts), schema_name="grouped_sentence_scores",
+               max_tokens=score_tokens(sum(counts.values()), len(counts)))
 
 
 def parse_group(text: str, wanted: dict[str, int]) -> dict[str, list[float]]:
     """The score list of every wanted label; labels not wanted (answered before) are ignored.
     Raises PartlyInvalid (holding the lists that passed) when any wanted list fails."""
-    data = extract_json(text)
+    data = extract_json(text, lambda v: isinstance(v, dict) and bool(wanted.keys() & v.keys()), "sets of score lists")
     if not isinstance(data, dict):
         raise InvalidAnswer("no_scores", 'the JSON is not an object of score lists ({"R1": [...], ...})')
     valid: dict[str, list[float]] = {}

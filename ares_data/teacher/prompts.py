@@ -59,6 +59,8 @@ class Ask:
 
     `parts` is the user turn: text parts and image parts (`{"type": "image", "media_type",
     "data", "sha256"}`); `turns` are earlier (answer, repair message) pairs of a repair chain.
+    `max_tokens`: the answer needs at least this many (the request asks for the larger of it
+    and --max-tokens).
     """
 
     system: str
@@ -66,9 +68,11 @@ class Ask:
     schema: dict[str, Any] | None = None
     schema_name: str = "answer"
     turns: list[tuple[str, str]] = field(default_factory=list)
+    max_tokens: int | None = None
 
-    def repaired(self, answer: str, message: str) -> "Ask":
-        return Ask(self.system, self.parts, self.schema, self.schema_name, [*self.turns, (answer, message)])
+    def repaired(self, answer: str, message: str, max_tokens: int | None = None) -> "Ask":
+        return Ask(self.system, self.parts, self.schema, self.schema_name, [*self.turns, (answer, message)],
+                   max_tokens or self.max_tokens)
 
 
 def question_values(question: Any) -> dict[str, str]:
@@ -103,11 +107,18 @@ def numbered(sentences: Sequence[str]) -> str:
     return "\n".join(f"[{i}] {' '.join(s.split())}" for i, s in enumerate(sentences, start=1))
 
 
+def score_tokens(scores: int, lists: int = 1) -> int:
+    """Output tokens an answer of `scores` scores in `lists` lists can take (a score is up to 3
+    tokens, and whitespace): the budget grows with what is asked, so a large group is not cut."""
+    return 16 + 8 * scores + 8 * lists
+
+
 def score_ask(question: Any, sentences: Sequence[str]) -> Ask:
     template = load(SCORE)
     tail = template.render("rationale", n=len(sentences), sentences=numbered(sentences))
     return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}],
-               schema=score_schema(len(sentences)), schema_name="sentence_scores")
+               schema=score_schema(len(sentences)), schema_name="sentence_scores",
+               max_tokens=score_tokens(len(sentences)))
 
 
 def correct_ask(question: Any, rationale: str) -> Ask:

@@ -13,9 +13,10 @@ from typing import Any, Callable
 from sqlalchemy import exists
 from sqlmodel import Session, select
 
+from ..enums import CallStatus
 from ..errors import TeacherError
-from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
-                      TeacherCall, TeacherCallRationale)
+from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall,
+                      TeacherCallRationale)
 from ..store import Store
 from .calls import Task
 from .config import RationaleSource, TeacherConfig
@@ -60,10 +61,10 @@ def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_f
     if retry_failed:
         return (~answered,)
     given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
-                              TeacherCall.status == "failed", *same_teacher)
+                              TeacherCall.status == CallStatus.failed, *same_teacher)
     given_up_in_group = exists().where(
         TeacherCallRationale.rationale_id == Rationale.id, TeacherCall.id == TeacherCallRationale.teacher_call_id,
-        TeacherCall.kind == kind, TeacherCall.status == "failed", *same_teacher)
+        TeacherCall.kind == kind, TeacherCall.status == CallStatus.failed, *same_teacher)
     return ~answered, ~given_up, ~given_up_in_group
 
 
@@ -111,14 +112,49 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     return [Job(r, questions[r.question_id], sentences[r.id]) for r in rationales]
 
 
-def units(jobs: list[Job], grouped: bool) -> list[list[Job]]:
-    """Units of work: one rationale each, or the rationales of one question (in selection order)."""
+@dataclass(frozen=True)
+class GroupCap:
+    """The most one grouped call asks about: rationales, and sentences over all of them. A
+    larger group is split into consecutive calls (a rationale over the sentence cap goes alone)."""
+
+    rationales: int = 16
+    sentences: int = 160
+
+    def __post_init__(self) -> None:
+        if self.rationales < 1 or self.sentences < 1:
+            raise TeacherError("the group caps must be at least 1")
+
+
+def jobs_of(session: Session, rationale_ids: list[int]) -> list[Job]:
+    """The jobs of these rationales in this order, answered or not (a batch line's rationales)."""
+    rows = {r.id: r for r in session.exec(select(Rationale).where(Rationale.id.in_(rationale_ids)))}
+    questions = {q.id: q for q in session.exec(select(Question).where(
+        Question.id.in_({r.question_id for r in rows.values()})))}
+    sentences: dict[int, list[Sentence]] = {i: [] for i in rows}
+    for s in session.exec(select(Sentence).where(Sentence.rationale_id.in_(list(rows))).order_by(Sentence.idx)):
+        sentences[s.rationale_id].append(s)
+    return [Job(rows[i], questions[rows[i].question_id], sentences[i]) for i in rationale_ids if i in rows]
+
+
+def units(jobs: list[Job], grouped: bool, cap: GroupCap = GroupCap()) -> list[list[Job]]:
+    """Units of work: one rationale each, or the rationales of one question (in selection order),
+    split where a group would pass `cap`."""
     if not grouped:
         return [[job] for job in jobs]
     by_question: dict[int, list[Job]] = {}
     for job in jobs:
         by_question.setdefault(job.question.id, []).append(job)
-    return list(by_question.values())
+    out: list[list[Job]] = []
+    for group in by_question.values():
+        part: list[Job] = []
+        for job in group:
+            if part and (len(part) >= cap.rationales
+                         or sum(len(j.sentences) for j in part) + len(job.sentences) > cap.sentences):
+                out.append(part)
+                part = []
+            part.append(job)
+        out.append(part)
+    return out
 
 
 def score_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
@@ -170,13 +206,3 @@ def correct_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
 
 def builder(kind: str) -> TaskBuilder:
     return score_task if kind == "score" else correct_task
-
-
-def batch_tasks(store: Store, teacher: TeacherConfig, batch: Any) -> list[Task]:
-    """The tasks of a batch's rationales still open, built as `--batch` built them (batch.ingest)."""
-    grouped = batch.prompt_name == SCORE_GROUP
-    linked = select(TeacherBatchRequest.rationale_id).where(TeacherBatchRequest.batch_id == batch.id)
-    with store.session() as session:
-        jobs = select_jobs(session, teacher, Selection(batch.kind, grouped=grouped), only=linked)
-    make = builder(batch.kind)
-    return [make(store, unit, grouped) for unit in units([j for j in jobs if j.sentences], grouped)]

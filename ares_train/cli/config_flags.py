@@ -66,7 +66,7 @@ def config_flags(cls: type, *, only: Iterable[str] | None = None, exclude: Itera
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != into]
         clash = {p.name for p in own} & set(names)
         if clash:
-            raise TypeError(f"{command.__name__} already has {sorted(clash)}; exclude them from the {cls.__name__} flags")
+            raise TypeError(f"{command.__name__} already has {sorted(clash)}: exclude them from {cls.__name__}'s flags")
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotations[n])
                  for n in names]
 
