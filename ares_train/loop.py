@@ -22,7 +22,8 @@ from sqlmodel import select
 
 from ares_data.enums import RationaleSource, RunKind, RunStatus, StageStatus
 from ares_data.errors import AresError, ExportError
-from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
+from ares_data.runs import FINISHED, finish_pipeline_run, finish_stage, start_pipeline_run, start_stage
+from ares_data.tables import ModelCheckpoint
 from ares_data.store import Store
 from ares_data.teacher.config import Provider, TeacherConfig
 
@@ -83,38 +84,14 @@ class Pipeline:
     def __init__(self, store: Store, config: LoopConfig, console: Console | None = None):
         self.store, self.config = store, config
         self.console = console or Console(stderr=True)
-        key = config.run_key()
-        with store.session() as session:
-            run = session.exec(select(PipelineRun).where(PipelineRun.run_key == key)).first()
-            if run is None:
-                run = PipelineRun(run_key=key, config=config.describe(), status=RunStatus.running)
-                session.add(run)
-            else:
-                run.status, run.config = RunStatus.running, config.describe()
-                session.add(run)
-            session.flush()
-            self.run_id = run.id
-
-    def _finish_run(self, status: str) -> None:
-        with self.store.session() as session:
-            run = session.get(PipelineRun, self.run_id)
-            run.status, run.finished_at = status, utcnow()
-            session.add(run)
+        self.run_id = start_pipeline_run(store, config.run_key(), config.describe())
 
     def stage(self, round: int, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The stage's outcome: stored if it finished before, else from running `work` now."""
-        with self.store.session() as session:
-            row = session.exec(select(PipelineStage).where(
-                PipelineStage.pipeline_run_id == self.run_id, PipelineStage.round == round,
-                PipelineStage.stage == name)).first()
-            if row is not None and row.status in (StageStatus.done, StageStatus.skipped):
-                self.console.print(f"round {round} {name}: {row.status} before, reused")
-                return row.outcome or {}
-            row = row or PipelineStage(pipeline_run_id=self.run_id, round=round, stage=name, status=StageStatus.running)
-            row.status, row.error, row.started_at, row.finished_at = StageStatus.running, None, utcnow(), None
-            session.add(row)
-            session.flush()
-            stage_id = row.id
+        row = start_stage(self.store, self.run_id, round, name)
+        if row.status in FINISHED:
+            self.console.print(f"round {round} {name}: {row.status} before, reused")
+            return row.outcome or {}
         self.console.print(f"round {round} {name}: running")
         started = time.monotonic()
         status, error, outcome = StageStatus.done, None, {}
@@ -126,10 +103,7 @@ class Pipeline:
             status, error = StageStatus.failed, f"{exc.__class__.__name__}: {exc}"
             raise
         finally:
-            with self.store.session() as session:
-                row = session.get(PipelineStage, stage_id)
-                row.status, row.error, row.outcome, row.finished_at = status, error, outcome, utcnow()
-                session.add(row)
+            finish_stage(self.store, row.id, status, outcome, error)
         shown = {k: v for k, v in outcome.items() if v not in (None, 0, False, "", [], {})}  # the full one is stored
         self.console.print(f"round {round} {name}: {status} in {time.monotonic() - started:.0f} s "
                            f"{json.dumps(shown, default=str)}", highlight=False, soft_wrap=True)
@@ -144,9 +118,9 @@ class Pipeline:
             for round in range(1, self.config.rounds + 1):
                 start = self._round(round, start, progress)
         except BaseException:
-            self._finish_run(RunStatus.failed)
+            finish_pipeline_run(self.store, self.run_id, RunStatus.failed)
             raise
-        self._finish_run(RunStatus.done)
+        finish_pipeline_run(self.store, self.run_id, RunStatus.done)
         return start
 
     def _round(self, round: int, start: ModelCheckpoint, progress: bool) -> ModelCheckpoint:

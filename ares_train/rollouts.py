@@ -19,15 +19,14 @@ from sqlmodel import select
 from ares_data.enums import RationaleSource
 from ares_data.formatting import parse_answer, student_prompt
 from ares_data.images import question_image
-from ares_data.tables import ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
+from ares_data.tables import ModelCheckpoint, Question, Rationale
 
 from .loading import load_checkpoint
 from .placement import placement_of, resolve
 from .rollout_config import SamplingSettings
 from .rollout_engines import Sampled, make_engine
 from .vision import is_processor, student_input
-
 
 
 def sample_responses(engine: Any, processing: Any, user_texts: Sequence[str], *, questions: Sequence[Any] | None = None,
@@ -50,7 +49,7 @@ class RateColumn(ProgressColumn):
         super().__init__()
         self.unit = unit
 
-    def render(self, task) -> Text:  # noqa: ANN001
+    def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.2f} {self.unit}/s" if speed else f"? {self.unit}/s", style="progress.data.speed")
 

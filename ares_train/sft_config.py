@@ -11,7 +11,6 @@ from .options import option
 from .placement import DEVICE_HELP, DTYPE_HELP, DtypeName
 
 
-
 @dataclass
 class SFTRunConfig:
     # -- optimisation ---------------------------------------------------------------------

@@ -20,7 +20,8 @@ def _no_checkpointing(config_cls: type) -> dict[str, bool]:
     from dataclasses import fields
 
     names = {f.name for f in fields(config_cls)}
-    return {"activation_checkpointing": False} if "activation_checkpointing" in names else {"gradient_checkpointing": False}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: False}
 
 
 def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: Iterable[dict],

@@ -91,11 +91,11 @@ class StepTimer(TrainerCallback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_begin(self, args, state, control, **kwargs):
         self._sync()
         self.started = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args, state, control, **kwargs):
         self._sync()
         self.times.append(time.perf_counter() - self.started)
 
@@ -145,7 +145,7 @@ def main(
 
     guard = guarded(lm, where.device)
     engine = HFEngine(lm, tokenizer)
-    sampled, gen_s = timed(lambda: engine.sample(texts, images, n=1, max_new_tokens=max_new_tokens, seed=0),
+    sampled, gen_s = timed(lambda: engine.sample(texts, images, n=1, max_new_tokens=max_new_tokens, seed=0),  # noqa: F821 - run before the `del`
                            where.device)
     gen_peak = peak_mb(where.device)
     rows, tokens = [], 0
@@ -162,7 +162,7 @@ def main(
     if where.on_cuda:
         torch.cuda.reset_peak_memory_stats(where.device)
     trainer.step(rows)  # warm-up
-    metrics, ppo_s = timed(lambda: trainer.step(rows), where.device)
+    metrics, ppo_s = timed(lambda: trainer.step(rows), where.device)  # noqa: F821 - called before the `del`
     ppo_peak = peak_mb(where.device)
     if guard:
         guard.close()

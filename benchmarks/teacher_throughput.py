@@ -29,8 +29,8 @@ from pathlib import Path
 import httpx
 
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.tables import Question
 from ares_data.store import Store
+from ares_data.tables import Question
 from ares_data.teacher import TeacherConfig, collect_scores
 
 
@@ -62,7 +62,8 @@ def shared_store(args: argparse.Namespace, db_url: str, label: str) -> None:
     with serve_in_thread(latency_ms=args.latency_ms, rpm=args.rpm) as url:
         env = {**os.environ, "ARES_DB": db_url, "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-c", "from ares_data.cli import main; main()", "collect-scores", "--round", "1",
-                   "--no-group-by-question", "--base-url", url, "--model", "fake", "--lease", "5", "--rpm", str(args.rpm / args.collectors),
+                   "--no-group-by-question", "--base-url", url, "--model", "fake", "--lease", "5",
+                   "--rpm", str(args.rpm / args.collectors),
                    "--concurrency", str(max(1, args.concurrency // args.collectors))]
         started = time.perf_counter()
         procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -87,7 +88,7 @@ def shared_store(args: argparse.Namespace, db_url: str, label: str) -> None:
           f"{scores} sentence scores written at {scores / span:.0f}/s (first to last write)")
 
 
-def _as_datetime(value):  # noqa: ANN001, ANN202 - SQLite returns text, PostgreSQL a datetime
+def _as_datetime(value):  # SQLite returns text, PostgreSQL a datetime
     from datetime import datetime
 
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

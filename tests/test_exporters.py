@@ -48,7 +48,8 @@ def test_export_rl_keeps_fully_scored_rollouts_and_counts_the_rest(store, round_
 
     parquet = Path(export.path) / "data.parquet"
     manifest = json.loads((Path(export.path) / "manifest.json").read_text())
-    assert export.content_hash == manifest["content_hash"] == "sha256:" + hashlib.sha256(parquet.read_bytes()).hexdigest()
+    digest = "sha256:" + hashlib.sha256(parquet.read_bytes()).hexdigest()
+    assert export.content_hash == manifest["content_hash"] == digest
     assert manifest["row_count"] == 1 and manifest["skipped"] == export.skipped
     with store.session() as session:
         stored = session.exec(select(Export)).one()

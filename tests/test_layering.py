@@ -94,3 +94,24 @@ def test_a_plugin_command_that_no_plugin_registered_says_which_extra(monkeypatch
     result = CliRunner().invoke(app, ["train", "rl", "--round", "1"])
     assert result.exit_code == 1
     assert "`ares train` comes with the 'train' extra: pip install 'ares-toolkit[train]'" in result.output
+
+
+def test_ares_train_writes_rows_only_through_ares_data():
+    """No `session.add` and no table row built in `ares_train`: `Store` and `ares_data.runs` write them."""
+    import ares_train
+    from ares_data import tables as table_module
+
+    tables = {name for name, obj in vars(table_module).items() if isinstance(obj, type) and hasattr(obj, "__table__")}
+    offenders = set()
+    for path in Path(ares_train.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            adds = (isinstance(func, ast.Attribute) and func.attr in ("add", "add_all", "delete", "merge")
+                    and isinstance(func.value, ast.Name) and func.value.id == "session")
+            builds = isinstance(func, ast.Name) and func.id in tables
+            if adds or builds:
+                offenders.add(f"{path.name}:{node.lineno}")
+    assert tables >= {"TrainingRun", "PipelineRun", "PipelineStage", "EvalResult", "ModelCheckpoint"}
+    assert not offenders

@@ -17,6 +17,7 @@ from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import build_request
 from ares_data.teacher.logprobs import distribution, expectations, expected, score_positions
 from ares_data.teacher.prompts import score_ask
+
 from teacher_support import add_rationales
 
 

@@ -30,7 +30,8 @@ def _loop_args(model_dir: Path, url: str, rounds: int) -> list[str]:
 def _import_questions(cli, tmp_path: Path) -> None:
     lines = [
         '{"id": "%d", "question": "Which is bigger, %d or %d?", "choices": ["%d", "%d"], "answer": 1, '
-        '"rationale": "Compare the numbers. %d is more than %d. The answer is (B)."}' % (i, i, i + 1, i, i + 1, i + 1, i)
+        '"rationale": "Compare the numbers. %d is more than %d. The answer is (B)."}'
+        % (i, i, i + 1, i, i + 1, i + 1, i)
         for i in range(QUESTIONS)
     ]
     path = tmp_path / "toy.jsonl"

@@ -9,8 +9,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from ares_data.errors import ReadOnlyError, StoreError
-from ares_data.store import Store, resolve_url
 from ares_data.migrate import load_migrations
+from ares_data.store import Store, resolve_url
 
 
 @pytest.fixture

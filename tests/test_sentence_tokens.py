@@ -18,8 +18,8 @@ def tokenizer(tokenizer_dir):
 
 
 @pytest.fixture
-def solutions(shared_data) -> list[str]:
-    problems = json.loads((shared_data / "scienceqa" / "problems.sample150.json").read_text())
+def solutions(sqa) -> list[str]:
+    problems = json.loads(sqa["problems"].read_text())
     return [p["solution"] for p in problems.values() if p["solution"].strip()]
 
 
@@ -50,7 +50,7 @@ def test_every_sentence_of_real_rationales_maps_to_the_token_holding_its_last_ch
             assert tokenizer.decode(ids[: pos + 1]).startswith(text[: span.end])
             assert not tokenizer.decode(ids[:pos]).startswith(text[: span.end])
             checked += 1
-    assert checked > 300
+    assert checked > len(solutions) > 20  # several sentences per rationale, each checked
 
 
 @pytest.mark.parametrize(

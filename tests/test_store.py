@@ -3,12 +3,13 @@
 import sqlite3
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from ares_data import tables
 from ares_data.errors import ReadOnlyError, StoreError
-from ares_data.store import TABLES, Store
 from ares_data.migrate import Migration, load_migrations
+from ares_data.store import TABLES, Store
 
 
 def test_migrations_create_every_table_and_view(store, db_path):
@@ -63,7 +64,7 @@ def test_failed_migration_leaves_nothing_behind(db_path):
 
     with Store(db_path) as opened:
         bad = load_migrations() + [Migration("0900_broken", "CREATE TABLE half (id INTEGER);\nNOT SQL;")]
-        with pytest.raises(Exception):
+        with pytest.raises(SQLAlchemyError):
             migrate(opened.engine, bad)
     con = sqlite3.connect(db_path)
     assert con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
@@ -98,7 +99,8 @@ def test_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys; from ares_data.cli import app; print('torch' in sys.modules, 'transformers' in sys.modules, 'datasets' in sys.modules)"
+    code = ("import sys; from ares_data.cli import app; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules, 'datasets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from ares_data.errors import TeacherError
 from ares_data.exporters import scored_rollouts
@@ -116,7 +117,7 @@ def test_a_refused_request_fails_alone_and_is_not_sent_again(store):
         from ares_data.tables import Rationale, Sentence
 
         victim = s.get(Rationale, 1)
-        first = s.exec(__import__("sqlmodel").select(Sentence).where(Sentence.rationale_id == victim.id)).first()
+        first = s.exec(select(Sentence).where(Sentence.rationale_id == victim.id)).first()
         first.text = "HUGE " + first.text
         s.add(first)
     with serve_in_thread(reject={"HUGE": "context_length_exceeded"}) as url:
@@ -157,7 +158,7 @@ def test_a_cut_answer_is_repaired_with_a_larger_budget_never_kept(store):
     from ares_data.tables import TeacherCall
 
     with store.session() as s:
-        budgets = [c.request["max_tokens"] for c in s.exec(__import__("sqlmodel").select(TeacherCall)
+        budgets = [c.request["max_tokens"] for c in s.exec(select(TeacherCall)
                                                             .order_by(TeacherCall.id))]
     assert budgets == [8, 16, 32]
     (text,) = _q(store, "SELECT text FROM correction")[0]
@@ -198,7 +199,7 @@ def test_bad_and_refused_batch_lines_are_recorded_and_skipped(store):
     with store.session() as s:
         from ares_data.tables import Sentence
 
-        sentence = s.exec(__import__("sqlmodel").select(Sentence).order_by(Sentence.id.desc())).first()
+        sentence = s.exec(select(Sentence).order_by(Sentence.id.desc())).first()
         sentence.text = "HUGE " + sentence.text
         s.add(sentence)
     with serve_in_thread(reject={"HUGE": "context_length_exceeded"}, garble_batch_lines=1) as url:
@@ -296,7 +297,7 @@ def test_a_racing_duplicate_never_overwrites_the_stored_call(store):
 
         rationale = s.get(Rationale, rid)
         question = s.get(Question, rationale.question_id)
-        texts = [x.text for x in s.exec(__import__("sqlmodel").select(Sentence).where(Sentence.rationale_id == rid)
+        texts = [x.text for x in s.exec(select(Sentence).where(Sentence.rationale_id == rid)
                                         .order_by(Sentence.idx))]
     config = _config("http://127.0.0.1:9/v1", price_in=1.0, price_out=1.0)
     content = '{"scores": [%s]}' % ", ".join(["0.5"] * len(texts))

@@ -12,8 +12,8 @@ from ares_data.teacher.config import Provider, StructuredOutput, TeacherConfig
 from ares_data.teacher.pricing import cost, price
 from ares_data.teacher.prompts import load, score_ask
 from ares_data.teacher.ratelimit import RateLimiter
-from ares_data.teacher.retry import (Decision, check_response, classify_status, is_retryable_exception,
-                                     parse_duration, retry_after_seconds)
+from ares_data.teacher.retry import (Decision, check_response, classify_status, is_retryable_exception, parse_duration,
+                                     retry_after_seconds)
 from ares_data.teacher.validation import parse_correction, parse_judgement, parse_scores
 
 

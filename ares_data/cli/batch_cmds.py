@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..teacher.config import TeacherConfig
-from ._common import console, store
-from .store_cmds import print_rows
+from ._common import JsonOpt, print_summary, store
+from .store_cmds import SqlFormat, print_rows
 from .teacher_options import teacher_options
 
 ModelOpt = Annotated[Optional[str], typer.Option(
@@ -20,22 +20,22 @@ app = typer.Typer(no_args_is_help=True, help="Follow and ingest OpenAI Batch API
 
 @app.command()
 @teacher_options
-def status(ctx: typer.Context, model: ModelOpt = None, *, teacher: TeacherConfig) -> None:
+def status(ctx: typer.Context, model: ModelOpt = None, as_json: JsonOpt = False, *, teacher: TeacherConfig) -> None:
     """Show the store's batches, the ones not ingested yet brought up to date from the API."""
     from ..teacher import batch
 
     header, rows = batch.batch_rows(asyncio.run(batch.status(store(ctx), teacher, model=model)))
-    print_rows(header, rows, title=f"batches of {model}" if model else "batches")
+    print_rows(header, rows, SqlFormat.json if as_json else SqlFormat.table,
+               title=f"batches of {model}" if model else "batches")
 
 
 @app.command()
 @teacher_options
-def ingest(ctx: typer.Context, model: ModelOpt = None, *, teacher: TeacherConfig) -> None:
+def ingest(ctx: typer.Context, model: ModelOpt = None, as_json: JsonOpt = False, *, teacher: TeacherConfig) -> None:
     """Store the answers of every ended batch (validated and audited as online answers); once per batch."""
     from ..teacher import batch
 
-    for line in asyncio.run(batch.ingest(store(ctx), teacher, model=model)).lines():
-        console.print(line, highlight=False)
+    print_summary(asyncio.run(batch.ingest(store(ctx), teacher, model=model)), as_json)
 
 
 def register(root: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from ..enums import CallKind
 from ..teacher.config import RationaleSource, TeacherConfig
-from ._common import LimitOpt, RoundOpt, console, err_console, store
+from ._common import JsonOpt, LimitOpt, RoundOpt, err_console, print_summary, store
 from .teacher_options import teacher_options
 
 RationalesOpt = Annotated[RationaleSource, typer.Option(
@@ -39,7 +39,8 @@ MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
 
 
-def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, **options) -> None:
+def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, as_json: bool = False,
+             **options) -> None:
     from ..teacher.batch import BatchLimits
     from ..teacher.collect import CollectRequest, collect
     from .collect_progress import collect_progress
@@ -52,8 +53,7 @@ def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, **
         err_console.print("interrupted: every answer received so far is saved; "
                           "run the same command again to resume (stored answers are not asked again)")
         raise typer.Exit(130) from None
-    for line in summary.lines():
-        console.print(line, highlight=False)
+    print_summary(summary, as_json)
 
 
 @teacher_options
@@ -61,12 +61,13 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
                    limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
                    batch: BatchOpt = False, retry_failed: RetryFailedOpt = False, max_group: MaxGroupOpt = 16,
-                   max_group_sentences: MaxGroupSentencesOpt = 160, *, teacher: TeacherConfig) -> None:
+                   max_group_sentences: MaxGroupSentencesOpt = 160, as_json: JsonOpt = False, *,
+                   teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
     from ..teacher.tasks import GroupCap
 
-    _collect(ctx, teacher, batch, kind=CallKind.score, round=round, rationales=rationales, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question,
+    _collect(ctx, teacher, batch, as_json, kind=CallKind.score, round=round, rationales=rationales, limit=limit,
+             dry_run=dry_run, max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question,
              retry_failed=retry_failed, group_cap=GroupCap(max_group, max_group_sentences))
 
 
@@ -74,9 +75,10 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
 def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         rationales: RationalesOpt = RationaleSource.student, limit: LimitOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
-                        checkpoint: CheckpointOpt = None, batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
+                        checkpoint: CheckpointOpt = None, batch: BatchOpt = False, as_json: JsonOpt = False, *,
+                        teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
-    _collect(ctx, teacher, batch, kind=CallKind.correct, round=round, rationales=rationales, limit=limit,
+    _collect(ctx, teacher, batch, as_json, kind=CallKind.correct, round=round, rationales=rationales, limit=limit,
              dry_run=dry_run, max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, get_args
 
 import typer
 
+from ..errors import AresError
 from ..teacher.config import Provider, ScoreFrom, StructuredOutput, TeacherConfig
 
 _PANEL = "Teacher"
@@ -21,6 +23,7 @@ TEACHER_OPTIONS: dict[str, Any] = {
              "LiteLLM, transformers serve), anthropic (Messages API), or prm: a process reward model from "
              "`ares train prm`, run here (scores only; --model names its checkpoint).", rich_help_panel=_PANEL)],
     "model": Annotated[Optional[str], typer.Option(
+        "--model", "--teacher-model",
         help="Teacher model name \\[env ARES_TEACHER_MODEL; default gpt-4o-mini / claude-3-5-haiku-latest].",
         rich_help_panel=_PANEL)],
     "base_url": Annotated[Optional[str], typer.Option(
@@ -75,8 +78,9 @@ TEACHER_OPTIONS: dict[str, Any] = {
 def teacher_options(command: Callable[..., Any] | None = None, *, settings_param: str | None = None) -> Any:
     """Add the teacher flags to a command; it receives them as one `teacher: TeacherConfig`.
 
-    A flag the command already has for itself (`ares train --model STUDENT`) becomes
-    `--teacher-<name>` for the teacher. `settings_param` names the command's settings-file
+    `--teacher-model` names the teacher on every command; where the command has no `--model` of
+    its own, `--model` is the same flag. A flag the command already has for itself (`ares train
+    --model STUDENT`) becomes `--teacher-<name>` for the teacher. `settings_param` names the command's settings-file
     option whose `teacher` section fills the teacher flags that were not given.
     """
     if command is None:
@@ -111,3 +115,19 @@ def _prefixed(annotation: Any, name: str) -> Any:
     base, option = get_args(annotation)
     flag = "--teacher-" + name.replace("_", "-")
     return Annotated[base, typer.Option(flag, help=option.help, rich_help_panel=option.rich_help_panel)]
+
+
+# Names of API teacher models (OpenAI, Anthropic, Google), which a student flag never takes.
+_API_MODEL = re.compile(r"^(?:[\w.-]+/)?(gpt-|o\d(?:-|$)|chatgpt-|claude-|gemini-|text-davinci)", re.IGNORECASE)
+
+
+def looks_like_teacher(model: str) -> bool:
+    """True for an API model name (gpt-4o, o3-mini, claude-..., openai/gpt-4o) that is not a local path."""
+    return bool(_API_MODEL.match(model)) and not Path(model).expanduser().exists()
+
+
+def check_student(model: Optional[str], flag: str = "--model") -> None:
+    """One line when a student flag is given a teacher's name: `ares train --model gpt-4o`."""
+    if model and looks_like_teacher(model):
+        raise AresError(f"{flag} {model!r} names the student (a local model: a directory, a .gguf or 'smollm2'); "
+                        f"{model!r} looks like a teacher: give it as --teacher-model")

@@ -215,9 +215,10 @@ class CallRunner:
         row, reply, started = await self._stored_or_claimed(key), None, utcnow()
         if row is not None:
             self.tally.reused += 1
-            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not asked again
+            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not again
                 self._link(task, row, None)
-                return Outcome(CallStatus.failed, call_id=row.id, reason=(row.error or "rejected").split(":")[0]), row, ""
+                reason = (row.error or "rejected").split(":")[0]
+                return Outcome(CallStatus.failed, call_id=row.id, reason=reason), row, ""
             text, finish, refusal = row.response or "", row.finish_reason, None
         else:
             try:
@@ -241,7 +242,8 @@ class CallRunner:
         except InvalidAnswer as exc:
             partial = exc.valid if isinstance(exc, PartlyInvalid) else None
             if row is None:
-                row = self._record(task, key, stored, CallStatus.failed if final else CallStatus.invalid, reply, repair_of, started,
+                status = CallStatus.failed if final else CallStatus.invalid
+                row = self._record(task, key, stored, status, reply, repair_of, started,
                                    error=f"{exc.code}: {exc}", result=partial)
             elif partial:
                 self._link(task, row, partial)
@@ -292,7 +294,8 @@ class CallRunner:
                 values["cost_usd"] = self.call_cost(attempt.tokens_in, attempt.tokens_out or 0,
                                                     attempt.cached_tokens_in or 0, attempt.cache_write_tokens_in or 0)
             elif attempt.outcome in MAYBE_BILLED:
-                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored), max_out(stored, self.config.max_tokens))
+                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored),
+                                                        max_out(stored, self.config.max_tokens))
             rows.append(TeacherAttempt(teacher_call_id=call_id, attempt=attempt.number, **values))
         return rows
 
@@ -328,7 +331,7 @@ class CallRunner:
                 if row is not None and row.status not in overwritable:
                     return row
                 new = row is None
-                if new:
+                if row is None:
                     row = TeacherCall(request_hash=key, **fields)
                 else:
                     for name, value in fields.items():

@@ -66,7 +66,7 @@ class Claim(str, Enum):
     done = "done"  # answered (or given up) meanwhile: nothing to do
 
 
-def _insert_ignoring_duplicates(dialect: str, table: type = WorkClaim):  # noqa: ANN202
+def _insert_ignoring_duplicates(dialect: str, table: type = WorkClaim):
     """`INSERT ... ON CONFLICT DO NOTHING`, which SQLite and PostgreSQL both spell the same way."""
     from sqlalchemy.dialects import postgresql, sqlite
 

@@ -56,7 +56,8 @@ class Attempt:
     latency_ms: float | None = None
 
 
-MAYBE_BILLED = (AttemptOutcome.timeout, AttemptOutcome.network, AttemptOutcome.unreadable)  # sent, possibly answered and billed, usage unknown
+# sent, possibly answered and billed, usage unknown
+MAYBE_BILLED = (AttemptOutcome.timeout, AttemptOutcome.network, AttemptOutcome.unreadable)
 
 
 @dataclass

@@ -24,8 +24,8 @@ from sqlmodel import Session, select
 
 from ..enums import CallStatus
 from ..errors import TeacherError
-from ..tables import Rationale
 from ..store import Store
+from ..tables import Rationale
 from . import batch as batch_api
 from .batch import BatchLimits
 from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, online, request_key, stored_answer

@@ -23,7 +23,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, Optional, cast
 
 from sqlalchemy import text
 
@@ -140,8 +140,9 @@ def pace(seen: Seen) -> float:  # seen.limit is known here
     """Per-minute pace for a limit: MARGIN of it while half the budget or more remains, then in
     proportion to what remains (never below MIN_PACE), so the budget settles instead of running
     dry while other clients of the account draw on it too."""
-    share = max(0.0, seen.remaining) / seen.limit
-    return seen.limit * MARGIN * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
+    limit = cast(float, seen.limit)
+    share = max(0.0, seen.remaining) / limit
+    return limit * MARGIN * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
 
 
 # -- where the state lives --------------------------------------------------------------------
@@ -210,7 +211,7 @@ class RateLimiter:
                     setattr(state, "rpm" if kind == "requests" else "tpm", value)
                 return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
 
-            at = self.bucket.update(change)
+            at = cast(float, self.bucket.update(change))
             self._pace = {}
             delay = at - self._clock()
             if delay > 0:

@@ -35,7 +35,7 @@ class Job:
     sentences: list[Sentence]
 
 
-TaskBuilder = Callable[[Store, list[Job], bool], Task]
+TaskBuilder = Callable[..., Task]  # (store, unit of jobs, *, grouped)
 
 
 def prompt_name(kind: str, grouped: bool) -> str:
@@ -88,7 +88,8 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     replaces the source filter; `exclude` leaves ids out."""
     stmt = (select(Rationale).where(*still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
             .order_by(Rationale.id))
-    stmt = stmt.where(Rationale.source == selection.source.value) if only is None else stmt.where(Rationale.id.in_(only))
+    stmt = (stmt.where(Rationale.source == selection.source.value) if only is None
+            else stmt.where(Rationale.id.in_(only)))
     if exclude is not None:
         stmt = stmt.where(Rationale.id.not_in(exclude))
     if selection.round is not None and selection.source is RationaleSource.student:

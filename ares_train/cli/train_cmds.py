@@ -6,17 +6,18 @@ stays light.
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail, store
+from ares_data.cli._common import (JsonOpt, LimitOpt, RoundReq, console, err_console, fail, print_json, print_table,
+                                   store)
 from ares_data.cli.export_cmds import PRMTeacherOpt, RewardOpt, RoundsOpt, SourcesOpt, TeacherOpt, sources_rounds
 from ares_data.cli.teacher_cmds import GroupOpt
-from ares_data.cli.teacher_options import teacher_options
+from ares_data.cli.teacher_options import check_student, teacher_options
 from ares_data.enums import RunKind
 from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
@@ -28,8 +29,8 @@ from ares_train.sft_config import SFTRunConfig
 from .config_flags import config_flags
 
 if TYPE_CHECKING:
-    from ares_data.tables import ModelCheckpoint
     from ares_data.store import Store
+    from ares_data.tables import ModelCheckpoint
     from ares_data.teacher.config import TeacherConfig
 
 ModelOpt = Annotated[Optional[str], typer.Option(
@@ -71,6 +72,7 @@ def generate(
     from ares_train.rollouts import generate_rollouts
 
     opened = store(ctx)
+    check_student(model)
     start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
     s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit,
                           settings=_config(SamplingSettings, sampling))
@@ -81,7 +83,8 @@ def generate(
         console.print(f"{s['questions_text_only']} of them without an image (none, or its file missing): text only")
 
 
-train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
+train_app = typer.Typer(invoke_without_command=True,
+                        help="Train the student: PPO on sentence scores, SFT on corrections.")
 
 
 @train_app.callback()
@@ -105,6 +108,7 @@ def _train(
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
              "`teacher`, `rl` (PPOConfig fields, as `train rl` takes them) and `sft` (SFTRunConfig fields) "
              "sections.")] = None,
+    as_json: JsonOpt = False,
     *,
     sampling: dict,
     teacher: "TeacherConfig",
@@ -119,11 +123,10 @@ def _train(
     require("train")
     if ctx.invoked_subcommand is not None:
         return
-    from ares_train.loop import LoopConfig, run_loop
-
     from ares_data.audit import status_tables
-    from ares_data.cli.store_cmds import print_rows
+    from ares_data.cli.store_cmds import print_tables
     from ares_data.settings import read_settings
+    from ares_train.loop import LoopConfig, run_loop
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, seed=seed,
                  group_by_question=group_by_question, prm=prm)
@@ -139,28 +142,33 @@ def _train(
     given.update({name: file[name] for name in sampled if name in file and name not in sampling}, **sampling)
     if not given["model"]:
         raise fail("ares train needs a student: --model PATH|smollm2 (or `model` in --config)")
+    check_student(given["model"])
     loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
     opened = store(ctx)
     last = run_loop(opened, loop, progress=err_console.is_terminal)
-    for title, (columns, rows) in status_tables(opened).items():
-        if title != "Tables":
-            print_rows(columns, rows, title=title)
-    print_rows(*opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round"), title="v_round_summary")
-    console.print(f"done: the latest checkpoint is {last.name}", highlight=False)
+    tables = {title: table for title, table in status_tables(opened).items() if title != "Tables"}
+    tables["v_round_summary"] = opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round")
+    print_tables(tables, as_json)
+    (err_console if as_json else console).print(f"done: the latest checkpoint is {last.name}", highlight=False)
 
 
-def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:
-    """The run's per-step metrics as a table, then where its checkpoint went."""
+def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", as_json: bool = False) -> None:
+    """The run's per-step metrics as a table, then where its checkpoint went (or both as JSON)."""
     from ares_train.stages import training_run_of
 
     run = training_run_of(opened, checkpoint)
     steps = (run.metrics or {}).get("steps") or [] if run else []
+    if as_json:
+        print_json({"checkpoint": checkpoint.name, "checkpoint_id": checkpoint.id, "parent_id": checkpoint.parent_id,
+                    "adapter_path": checkpoint.adapter_path, "steps": steps})
+        return
     if steps:
         columns = sorted({key for step in steps for key in step})
         table = Table(*columns, title=f"{checkpoint.name}: metrics per step")
         for step in steps:
-            table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, "")) for c in columns))
-        console.print(table)
+            table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, ""))
+                            for c in columns))
+        print_table(table)
     console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
                   f"at {checkpoint.adapter_path}", highlight=False, soft_wrap=True)
 
@@ -177,6 +185,7 @@ def train_rl_cmd(
     output: OutputOpt = None,
     teacher: TeacherOpt = None,
     reward: RewardOpt = Reward.sampled,
+    as_json: JsonOpt = False,
     *,
     ppo: dict,
 ) -> None:
@@ -189,11 +198,12 @@ def train_rl_cmd(
     from ares_train.stages import resolve_start, train_rl
 
     opened = store(ctx)
+    check_student(model)
     start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     if "batch_size" in ppo and "mini_batch_size" not in ppo:
         ppo["mini_batch_size"] = min(PPOConfig().mini_batch_size, ppo["batch_size"])
     _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=ppo,
-                                teacher=teacher, reward=reward))
+                                teacher=teacher, reward=reward), as_json)
 
 
 @train_app.command("sft")
@@ -206,6 +216,7 @@ def train_sft_cmd(
     checkpoint: CheckpointOpt = None,
     shard: ShardOpt = None,
     output: OutputOpt = None,
+    as_json: JsonOpt = False,
     *,
     sft: dict,
 ) -> None:
@@ -217,8 +228,10 @@ def train_sft_cmd(
     from ares_train.stages import resolve_start, train_sft
 
     opened = store(ctx)
+    check_student(model)
     start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft))
+    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft),
+               as_json)
 
 
 def _config(cls: type, given: dict) -> Any:
