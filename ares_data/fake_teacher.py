@@ -76,11 +76,12 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
     """The reply to a conversation built from the project's prompts."""
     system = next((_text(m["content"]) for m in messages if m.get("role") == "system"), "")
     first_user = next((_text(m["content"]) for m in messages if m.get("role") == "user"), "")
+    points = "whole number of points" in system
     if "numbered sentence" in system and _LABEL.search(first_user):
-        return _grouped_answer(first_user, fault)
+        return _grouped_answer(first_user, fault, points)
     if "numbered sentence" in system:
         sentences = [s for _, s in _NUMBERED.findall(first_user)]
-        scores = [sentence_score(s) for s in sentences]
+        scores = [_in_points(sentence_score(s), points) for s in sentences]
         if fault == "wrong_count":
             scores.append(0.5)
         reply = json.dumps({"scores": scores})
@@ -96,10 +97,14 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
     return "I am a fake teacher."
 
 
-def _grouped_answer(user: str, fault: str | None) -> str:
+def _in_points(score: float, points: bool) -> float | int:
+    return round(score * 10) if points else score
+
+
+def _grouped_answer(user: str, fault: str | None, points: bool = False) -> str:
     """{"R1": [...], ...} for a grouped scoring prompt; a wrong_count fault spoils the last list only."""
     pieces = _LABEL.split(user)[1:]
-    lists = {label: [sentence_score(s) for _, s in _NUMBERED.findall(block)]
+    lists = {label: [_in_points(sentence_score(s), points) for _, s in _NUMBERED.findall(block)]
              for label, block in zip(pieces[::2], pieces[1::2])}
     if fault == "wrong_count":
         lists[list(lists)[-1]].append(0.5)
@@ -114,10 +119,13 @@ NEIGHBOURS = ((0.0, 0.6), (0.1, 0.3), (-0.1, 0.1))
 
 def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
     """OpenAI-format `logprobs.content` for a reply, each number one token: a score `v` was
-    sampled with p 0.6 beside `v+0.1` (0.3) and `v-0.1` (0.1); every other token is certain."""
+    sampled with p 0.6 beside `v+0.1` (0.3) and `v-0.1` (0.1), whole points alike one point up and
+    down; every other token is certain."""
     content = []
     for token in _TOKEN.findall(text):
-        if re.fullmatch(r"-?\d+(?:\.\d+)?", token):
+        if re.fullmatch(r"-?\d+", token):
+            candidates = [(str(int(token) + round(step * 10)), math.log(p)) for step, p in NEIGHBOURS]
+        elif re.fullmatch(r"-?\d+\.\d+", token):
             value = float(token)
             candidates = [(f"{value + step:.1f}", math.log(p)) for step, p in NEIGHBOURS]
         else:

@@ -6,8 +6,9 @@ time limit. PostgreSQL: every transaction is read-only and runs one statement; i
 `SET LOCAL statement_timeout` and `SET LOCAL ROLE ares_reader` (migration 0014), and the query
 itself runs through `ares_read()`, a SECURITY DEFINER function of that role, where PostgreSQL
 refuses to change role: `COPY ... TO PROGRAM`, `pg_read_file`, `lo_export` and writes are refused
-even for a superuser's URL. A store without the role (no right to create it) or a connecting
-role that is not a member of it reads as itself, in a read-only transaction.
+even for a superuser's URL. The toolkit's own parameterised queries (status, report) run as
+ares_reader without the wrapper. A store without the role (no right to create it) or a
+connecting role that is not a member of it reads as itself, in a read-only transaction.
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def _postgresql(conn: Connection, sql: str, params: dict,
     if not member:
         return _plain(conn, sql, params)
     conn.exec_driver_sql(f"SET LOCAL ROLE {READER_ROLE}")
-    if not wrapper:
+    if not wrapper or params:  # the toolkit's own parameterised SQL: typed by no user, no wrapper needed
         return _plain(conn, sql, params)
     raw = conn.connection.driver_connection
-    query = _literal(conn, sql, params).strip().rstrip(";")
+    query = sql.strip().rstrip(";")
     columns, types = _describe(raw, query)
     if not columns:  # a write, DO, SET ...: nothing to read, refused before it runs
         verb = query.split(None, 1)[0].upper() if query.split() else "an empty statement"
@@ -102,16 +103,6 @@ def _loader(raw: Any, oid: int) -> Any:
     from psycopg.types.string import TextLoader
 
     return (raw.adapters.get_loader(oid, pq.Format.TEXT) or TextLoader)(oid, raw)
-
-
-def _literal(conn: Connection, sql: str, params: dict) -> str:
-    """The statement with its parameters written in as literals (it is sent as a string)."""
-    if not params:
-        return sql
-    statement = text(sql)
-    named = statement.compile().params  # only the names the statement binds: callers may pass more
-    statement = statement.bindparams(**{k: v for k, v in params.items() if k in named})
-    return str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _describe(raw: Any, query: str) -> tuple[list[str], list[int]]:

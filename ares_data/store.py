@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import create_engine, event, insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
@@ -244,8 +244,9 @@ class Store:
     # -- reads ----------------------------------------------------------------------------
 
     def table_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            return {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
+        """Rows per table, read as `ares sql` reads (a SELECT-only role can ask)."""
+        counts = self.query_readonly(" UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM {t}" for t in TABLES))[1]
+        return {table: n for table, n in counts}
 
     def query_readonly(self, sql: str, params: dict | None = None,
                        timeout_s: float | None = DEFAULT_TIMEOUT_S) -> tuple[list[str], list[Sequence[Any]]]:

@@ -38,7 +38,7 @@ from typing import Any, Optional, Sequence
 import torch
 from sqlmodel import select
 
-from ares_data.enums import CallStatus, CheckpointStage, RationaleSource
+from ares_data.enums import CheckpointStage, RationaleSource
 from ares_data.errors import TrainingError
 from ares_data.formatting import parse_answer
 from ares_data.tables import Question, Sentence, SentenceScore, TeacherCall
@@ -218,13 +218,15 @@ class SentenceRewarder:
         return out
 
     def _scores(self, rationale_ids: list[int]) -> dict[int, list[tuple[int, float | None]]]:
-        """Per rationale, (end character, this teacher's latest ok score or None) of each sentence."""
+        """Per rationale, (end character, this teacher's latest score or None) of each sentence. A
+        score row only ever holds a validated score, also under a partly invalid grouped call
+        (db/migrations/0012), so the call's status does not matter."""
         with self.store.session() as session:
             sentences = session.exec(select(Sentence).where(Sentence.rationale_id.in_(rationale_ids))
                                      .order_by(Sentence.rationale_id, Sentence.idx)).all()
             scored = session.exec(
                 select(SentenceScore.sentence_id, SentenceScore.score).join(TeacherCall)
-                .where(SentenceScore.sentence_id.in_([s.id for s in sentences]), TeacherCall.status == CallStatus.ok,
+                .where(SentenceScore.sentence_id.in_([s.id for s in sentences]),
                        TeacherCall.model == self.teacher.model).order_by(TeacherCall.id)).all()
         latest = dict(scored)
         out: dict[int, list[tuple[int, float | None]]] = {r: [] for r in rationale_ids}

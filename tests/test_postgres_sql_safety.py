@@ -56,9 +56,11 @@ def test_writes_and_typed_values_through_the_reader(pg_store, cli, pg_url):
     assert result.exit_code == 1 and "refused" in result.stderr
     columns, rows = pg_store.query_readonly(
         "SELECT 1 AS n, 2.5::numeric AS x, 'a' AS s, NULL AS nothing, '{\"k\": 1}'::json AS j, "
-        "TIMESTAMP '2026-01-01 10:00' AS t, :p AS p, 1 AS n", {"p": "it's"})
+        "TIMESTAMP '2026-01-01 10:00' AS t, 'it''s' AS p, 1 AS n")
     assert columns == ["n", "x", "s", "nothing", "j", "t", "p", "n"]
     assert rows[0][:5] == (1, 2.5, "a", None, '{"k": 1}') and rows[0][5].year == 2026 and rows[0][6] == "it's"
+    # the toolkit's own parameterised queries run as ares_reader without the wrapper
+    assert pg_store.query_readonly("SELECT current_user AS u, :p AS p", {"p": 1, "unused": 2})[1] == [("ares_reader", 1)]
 
 
 def test_a_statement_timeout_stops_a_long_query(pg_store, pg_url, cli):

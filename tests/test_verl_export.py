@@ -15,8 +15,10 @@ from verl.trainer.ppo.reward import resolve_reward_manager_cls
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 
+from ares_data.enums import LabelKind, LabelOrigin
 from ares_data.errors import ExportError
 from ares_data.exporters import export_verl, verl_script
+from ares_data.tables import HumanLabel
 from ares_train.verl_reward import AresSentenceRewardLoop, VerlRewardSettings
 
 
@@ -28,9 +30,12 @@ def test_export_writes_verls_dataset_and_a_script_verl_composes(cli, feedback, s
                                                                tiny_model_dir):
     train = [feedback.question(n) for n in (2, 3, 4)]
     val = feedback.question(5, answer=1, split="val")
+    flagged = feedback.question(7)
     with store.session() as session:  # a picture question stays out: verl's path here is text only
         store.add_question(session, dataset="toy", source_id="pic", split="train", question="Which?",
                            choices=["a", "b"], image_path="img.png")
+        session.add(HumanLabel(kind=LabelKind.flag, question_id=flagged.id, new_text="bad", reviewer="me",
+                               origin=LabelOrigin.review))
     result = cli("export", "verl", "--round", "2", "--out", tmp_path / "verl", "--model", tiny_model_dir)
     assert result.exit_code == 0, result.output
     out = tmp_path / "verl"
@@ -40,7 +45,7 @@ def test_export_writes_verls_dataset_and_a_script_verl_composes(cli, feedback, s
     assert rows[0]["prompt"] == [{"role": "user", "content": rows[0]["prompt"][0]["content"]}]
     assert rows[0]["prompt"][0]["content"].startswith("Question: Is 2 even?")
     assert val_rows[0]["reward_model"] == {"style": "rule", "ground_truth": "B"}
-    assert "skipped: 1 image_question" in result.stdout
+    assert "skipped: 1 flagged_bad, 1 image_question" in result.stdout
 
     env = {**os.environ, "PYTHON": sys.executable, "ARES_DB": db_url}
     # Hydra's own flags come after the overrides. vLLM is not installed here: its LoRA check is

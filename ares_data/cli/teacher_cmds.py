@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -82,6 +83,11 @@ def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
              dry_run=dry_run, max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
 
 
+class RateLimitStyle(str, Enum):
+    openai = "openai"  # x-ratelimit-*
+    anthropic = "anthropic"  # anthropic-ratelimit-*
+
+
 def fake_teacher(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
     latency_ms: Annotated[float, typer.Option(help="Delay before each answer.")] = 0.0,
@@ -90,12 +96,15 @@ def fake_teacher(
                                               "(500, timeout, malformed JSON, truncated body, wrong count).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the fault draws.")] = 0,
     batch_delay_s: Annotated[float, typer.Option(help="Seconds until a Batch API batch ends.")] = 0.0,
+    ratelimit_style: Annotated[RateLimitStyle, typer.Option(
+        help="Spelling of the rate-limit headers sent with --rpm.")] = RateLimitStyle.openai,
 ) -> None:
     """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts)."""
     from ..fake_teacher import serve
 
     err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats); Ctrl-C stops it")
-    serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s)
+    serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s,
+          ratelimit_style=ratelimit_style.value)
 
 
 def register(app: typer.Typer) -> None:

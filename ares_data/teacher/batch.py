@@ -45,7 +45,7 @@ from .logprobs import logprob_content
 from .pricing import BATCH_DISCOUNT
 from .prompts import load
 from .retry import check_response, retrying
-from .grouped import SCORE_GROUP
+from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS
 from .tasks import builder, jobs_of
 
 MAX_REQUESTS = 50_000
@@ -372,7 +372,7 @@ async def _ingest_one(store: Store, teacher: TeacherConfig, opened: BatchApi, ro
     results, bad, lost = _results(output, errors)
     config = dataclasses.replace(teacher, model=row.model)  # the batch's own model, whatever --model says
     runner = CallRunner(store, config, _Replaying(results), price_factor=BATCH_DISCOUNT)
-    grouped, make = row.prompt_name == SCORE_GROUP, builder(row.kind)
+    grouped, make = row.prompt_name in (SCORE_GROUP, SCORE_GROUP_POINTS), builder(row.kind, teacher)
     requests = _requests(store, row)
     for key, (line, rationale_ids) in requests.items():
         if key in bad:

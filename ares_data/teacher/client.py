@@ -34,7 +34,7 @@ from .ratelimit import LocalBucket, RateLimiter, StoreBucket, account_key
 from .retry import check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
-TOP_LOGPROBS = 5
+TOP_LOGPROBS = 20  # OpenAI's most: enough for every value 0-10 (logprobs.py)
 
 
 @dataclass

@@ -34,7 +34,8 @@ from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
 from .local import is_local, local_answerer, local_teacher
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
-from .tasks import GroupCap, Job, Selection, builder, prompt_name, select_jobs, still_open, teacher_key, units
+from .tasks import (GroupCap, Job, Selection, builder, in_points, prompt_name, select_jobs, still_open, teacher_key,
+                    units)
 
 
 @dataclass(frozen=True)
@@ -197,15 +198,15 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
     work = units([j for j in jobs if j.sentences], selection.grouped, request.group_cap)
     counts = dict(kind=request.kind, selected=sum(len(unit) for unit in work),
                   skipped_empty=sum(1 for j in jobs if not j.sentences))
-    build = functools.partial(builder(request.kind), store, grouped=selection.grouped)
+    build = functools.partial(builder(request.kind, teacher), store, grouped=selection.grouped)
     if request.dry_run:
         dry = DryRunSummary(**counts, batch=request.batch is not None)
         _estimate(store, teacher, [build(unit) for unit in work], dry,
                   BATCH_DISCOUNT if request.batch is not None else 1.0)
         return dry
     if request.batch is not None:
-        created = await batch_api.submit(store, teacher, request.kind, prompt_name(request.kind, selection.grouped),
-                                         work, build, request.batch)
+        prompt = prompt_name(request.kind, selection.grouped, in_points(teacher))
+        created = await batch_api.submit(store, teacher, request.kind, prompt, work, build, request.batch)
         return BatchSummary(**counts, batches=[row.remote_id for row in created],
                             requests=sum(row.request_count for row in created))
     summary = OnlineSummary(**counts)

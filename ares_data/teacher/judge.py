@@ -37,7 +37,7 @@ async def judge_pair(client_or_teacher: TeacherClient | TeacherConfig, store: St
     if isinstance(client_or_teacher, TeacherClient):
         outcome = await CallRunner(store, client_or_teacher.config, online(client_or_teacher)).run(task)
     else:
-        async with TeacherClient(client_or_teacher) as client:
+        async with TeacherClient(client_or_teacher, store=store) as client:
             outcome = await CallRunner(store, client.config, online(client)).run(task)
     if outcome.status != "ok":
         raise InvalidAnswer("no_verdict", f"the judge gave no valid verdict ({outcome.reason}); see teacher_call "

@@ -23,6 +23,7 @@ from ..formatting import format_choices, letter, question_context
 from ..images import question_image
 
 SCORE, CORRECT, JUDGE = "score_v1", "correct_v1", "judge_v1"
+SCORE_POINTS = "score_points_v1"  # whole points 0-10, one token each: --score-from logprobs (logprobs.py)
 _SECTION = re.compile(r"^<!-- (system|question|rationale|repair) -->\s*$", re.MULTILINE)
 
 
@@ -113,11 +114,12 @@ def score_tokens(scores: int, lists: int = 1) -> int:
     return 16 + 8 * scores + 8 * lists
 
 
-def score_ask(question: Any, sentences: Sequence[str]) -> Ask:
-    template = load(SCORE)
+def score_ask(question: Any, sentences: Sequence[str], points: bool = False) -> Ask:
+    """`points`: ask for whole points 0-10 (stored as points / 10) instead of 0.0-1.0."""
+    template = load(SCORE_POINTS if points else SCORE)
     tail = template.render("rationale", n=len(sentences), sentences=numbered(sentences))
     return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}],
-               schema=score_schema(len(sentences)), schema_name="sentence_scores",
+               schema=score_schema(len(sentences), points), schema_name="sentence_scores",
                max_tokens=score_tokens(len(sentences)))
 
 
@@ -135,15 +137,20 @@ def judge_ask(question: Any, shown_a: str, shown_b: str) -> Ask:
 
 
 GRID = [round(i / 10, 1) for i in range(11)]
+POINTS = list(range(11))
 JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
                 "required": ["winner"], "additionalProperties": False}
 
 
-def score_schema(n: int) -> dict[str, Any]:
-    """Exactly `n` scores, each on the 0.1 grid."""
+def score_items(points: bool = False) -> dict[str, Any]:
+    """One score: a number on the 0.1 grid, or whole points 0-10."""
+    return {"type": "integer", "enum": POINTS} if points else {"type": "number", "enum": GRID}
+
+
+def score_schema(n: int, points: bool = False) -> dict[str, Any]:
+    """Exactly `n` scores, each on the 0.1 grid (or whole points)."""
     return {"type": "object", "additionalProperties": False, "required": ["scores"],
-            "properties": {"scores": {"type": "array", "minItems": n, "maxItems": n,
-                                      "items": {"type": "number", "enum": GRID}}}}
+            "properties": {"scores": {"type": "array", "minItems": n, "maxItems": n, "items": score_items(points)}}}
 
 
 def repair_message(name: str, reason: str, **values: Any) -> str:

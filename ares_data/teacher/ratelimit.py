@@ -7,7 +7,7 @@ flight. As the remaining budget a provider reports falls below half, the pace fa
 (`pace`), so a shared account settles before it runs dry instead of stopping at 0.
 
 The schedule is a GCRA over one `BucketState`: requests are spaced evenly (one every 60/rpm s,
-never a burst); tokens come from a bucket of one minute's worth refilled at tpm/60 per second,
+never a burst, missed slots not made up); tokens come from a bucket of one minute's worth refilled at tpm/60 per second,
 reserved as prompt + max_tokens before sending (as OpenAI counts them) and refunded from the
 usage the answer reports. Collectors on one store share one state, the row of their account in
 `teacher_rate_bucket` (`StoreBucket`, migration 0013), updated in one transaction per request:
@@ -32,7 +32,6 @@ from .retry import parse_duration
 if TYPE_CHECKING:
     from ..store import Store
 
-CATCH_UP_S = 0.5  # a caller woken late may use the request slots missed in the last half second
 TOKEN_BURST_S = 60.0  # the token bucket holds one minute's worth, as the providers' do
 SLOW_BELOW = 0.5  # below this share of the budget remaining, the pace falls in proportion
 MIN_PACE = 0.25  # ... but never below this share of the limit (at 0 remaining: a pause)
@@ -60,12 +59,10 @@ def reserve(state: BucketState, tokens: int, now: float, rpm: Optional[float] = 
     """Take the next request slot and `tokens` from `state`; the wall-clock time the request may go.
     `rpm`/`tpm` are the given caps; the learned pace in `state` applies when it is lower."""
     rpm, tpm = _cap(rpm, state.rpm), _cap(tpm, state.tpm)
-    # spaced from the last request at the pace of now, so a pace learned meanwhile applies at once
-    slot = max(state.last_request_at + (60.0 / rpm if rpm else 0.0), state.paused_until)
-    if now - slot >= CATCH_UP_S:  # idle: start afresh (no burst); late by less: use the missed slots
-        slot = now
-    at = max(now, slot)
-    state.last_request_at = slot
+    # spaced from the last request at the pace of now, so a pace learned meanwhile applies at once;
+    # slots missed while nobody asked are not made up (a burst would drain the provider's bucket)
+    at = max(state.last_request_at + (60.0 / rpm if rpm else 0.0), state.paused_until, now)
+    state.last_request_at = at
     if tpm and tokens:
         cost = min(tokens, tpm) * 60.0 / tpm
         theoretical = max(state.tokens_at, now)  # at or before now: the bucket is full
@@ -193,7 +190,6 @@ class RateLimiter:
         self.rpm, self.tpm = rpm, tpm
         self.bucket = bucket or LocalBucket()
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(concurrency)
         self._probe = asyncio.Lock()
         self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
@@ -201,21 +197,21 @@ class RateLimiter:
         self._pace: dict[str, float] = {}
 
     async def _wait_turn(self, tokens: int) -> None:
-        """Take the next request slot and the tokens; callers of this process are served in order."""
-        async with self._lock:
-            refunded, self._refund = self._refund, 0
+        """Take the next request slot and the tokens, then wait for the slot. The reservation is
+        one synchronous step (no other caller runs meanwhile), so callers waiting at once hold
+        consecutive slots: the schedule does not drift by how late each one wakes."""
+        refunded, self._refund = self._refund, 0
+        pace, self._pace = self._pace, {}
 
-            def change(state: BucketState) -> float:
-                refund(state, refunded, self.tpm)
-                for kind, value in self._pace.items():
-                    setattr(state, "rpm" if kind == "requests" else "tpm", value)
-                return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
+        def change(state: BucketState) -> float:
+            refund(state, refunded, self.tpm)
+            for kind, value in pace.items():
+                setattr(state, "rpm" if kind == "requests" else "tpm", value)
+            return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
 
-            at = cast(float, self.bucket.update(change))
-            self._pace = {}
-            delay = at - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        delay = self.bucket.update(change) - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     @asynccontextmanager
     async def slot(self, tokens: int = 0) -> AsyncIterator[None]:

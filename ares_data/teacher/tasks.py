@@ -7,6 +7,7 @@ answer (nor a given-up chain, single or grouped) from this teacher model and pro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,10 +20,10 @@ from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence
                       TeacherCallRationale)
 from ..store import Store
 from .calls import Task
-from .config import RationaleSource, TeacherConfig
-from .grouped import SCORE_GROUP, group_task
+from .config import RationaleSource, ScoreFrom, TeacherConfig
+from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS, group_task
 from .logprobs import expectations, lookup, score_row
-from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
+from .prompts import CORRECT, SCORE, SCORE_POINTS, correct_ask, load, score_ask
 from .validation import parse_correction, parse_scores
 
 
@@ -38,13 +39,20 @@ class Job:
 TaskBuilder = Callable[..., Task]  # (store, unit of jobs, *, grouped)
 
 
-def prompt_name(kind: str, grouped: bool) -> str:
-    return CORRECT if kind == "correct" else SCORE_GROUP if grouped else SCORE
+def in_points(teacher: TeacherConfig) -> bool:
+    """Scores asked in whole points 0-10 (each one token, so their logprobs are calibrated)."""
+    return teacher.score_from is ScoreFrom.logprobs
+
+
+def prompt_name(kind: str, grouped: bool, points: bool = False) -> str:
+    if kind == "correct":
+        return CORRECT
+    return (SCORE_GROUP_POINTS if points else SCORE_GROUP) if grouped else (SCORE_POINTS if points else SCORE)
 
 
 def teacher_key(kind: str, teacher: TeacherConfig, grouped: bool = False) -> tuple[str, str]:
     """(model, prompt version): what an answer must match to count for this run."""
-    return teacher.model, load(prompt_name(kind, grouped)).version
+    return teacher.model, load(prompt_name(kind, grouped, in_points(teacher))).version
 
 
 def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_failed: bool = False) -> tuple:
@@ -158,19 +166,20 @@ def units(jobs: list[Job], grouped: bool, cap: GroupCap = GroupCap()) -> list[li
     return out
 
 
-def score_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
+def score_task(store: Store, jobs: list[Job], grouped: bool = False, points: bool = False) -> Task:
     if grouped:
-        return group_task(jobs)
+        return group_task(jobs, points)
     [job] = jobs
     texts = [s.text for s in job.sentences]
 
     def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
-        weighted = expectations(call.response or "", call.score_logprobs)
+        weighted = expectations(call.response or "", call.score_logprobs, points)
         for i, (sentence, score) in enumerate(zip(job.sentences, scores)):
             session.add(score_row(sentence.id, call.id, score, lookup(weighted, None, i)))
 
-    return Task("score", SCORE, score_ask(job.question, texts), lambda text: parse_scores(text, len(texts)),
-                {"n": len(texts)}, job.question.id, job.rationale.id, persist)
+    return Task("score", SCORE_POINTS if points else SCORE, score_ask(job.question, texts, points),
+                lambda text: parse_scores(text, len(texts), points), {"n": len(texts)}, job.question.id,
+                job.rationale.id, persist)
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -205,5 +214,5 @@ def correct_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
                 {"rationale": original.text}, job.question.id, original.id, persist)
 
 
-def builder(kind: str) -> TaskBuilder:
-    return score_task if kind == "score" else correct_task
+def builder(kind: str, teacher: TeacherConfig) -> TaskBuilder:
+    return functools.partial(score_task, points=in_points(teacher)) if kind == "score" else correct_task

@@ -66,17 +66,20 @@ def _has_scores(value: Any) -> bool:
     return isinstance(value, dict) and "scores" in value
 
 
-def parse_scores(text: str, n_sentences: int) -> list[float]:
+def parse_scores(text: str, n_sentences: int, points: bool = False) -> list[float]:
     data = extract_json(text, _has_scores, '"scores" lists')
-    return check_scores(data.get("scores") if isinstance(data, dict) else data, n_sentences)
+    return check_scores(data.get("scores") if isinstance(data, dict) else data, n_sentences, points)
 
 
-def check_scores(scores: Any, n_sentences: int) -> list[float]:
-    """One rationale's score list, checked: exactly `n_sentences` numbers on the 0.1 grid in [0, 1]."""
+def check_scores(scores: Any, n_sentences: int, points: bool = False) -> list[float]:
+    """One rationale's score list, checked: exactly `n_sentences` numbers on the 0.1 grid in [0, 1]
+    (`points`: whole numbers 0-10, returned as points / 10)."""
     if not isinstance(scores, list):
         raise InvalidAnswer("no_scores", 'the JSON has no "scores" list')
     if len(scores) != n_sentences:
         raise InvalidAnswer("wrong_count", f"expected {n_sentences} scores, got {len(scores)}")
+    if points:
+        return [_check_points(value, i) for i, value in enumerate(scores, start=1)]
     checked = []
     for i, value in enumerate(scores, start=1):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -87,6 +90,12 @@ def check_scores(scores: Any, n_sentences: int) -> list[float]:
             raise InvalidAnswer("off_grid", f"score {i} is {value}, not a multiple of 0.1")
         checked.append(round(float(value), 1))
     return checked
+
+
+def _check_points(value: Any, i: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+        raise InvalidAnswer("not_points", f"score {i} is {value!r}, not a whole number from 0 to 10")
+    return value / 10
 
 
 def parse_correction(text: str, original: str, prompt_texts: list[str]) -> str:
