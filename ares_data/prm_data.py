@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from sqlalchemy import column, table
 from sqlmodel import Session, select
 
 from .enums import CheckpointStage
-from .errors import ExportError
+from .errors import ExportError, TeacherError
 from .formatting import student_prompt
 from .review.labels import HUMAN, flagged_questions
 from .store import Store, _in_chunks
@@ -48,6 +49,19 @@ class LabelledRationale:
 def prm_names(session: Session) -> set[str]:
     """Names of the registered PRMs: as labellers they are students of a teacher, not teachers."""
     return set(session.exec(select(ModelCheckpoint.name).where(ModelCheckpoint.stage == PRM_STAGE)))
+
+
+def find_prm(session: Session, name_or_path: str) -> ModelCheckpoint:
+    """A registered PRM by checkpoint name, or by the directory it was saved to."""
+    path = Path(name_or_path).expanduser()
+    stmt = select(ModelCheckpoint).where(ModelCheckpoint.stage == PRM_STAGE)
+    stmt = stmt.where(ModelCheckpoint.path == str(path.resolve())) if path.is_dir() else \
+        stmt.where(ModelCheckpoint.name == name_or_path)
+    found = session.exec(stmt.order_by(ModelCheckpoint.id.desc())).first()
+    if found is None:
+        raise TeacherError(f"no PRM {name_or_path!r} in the store: train one with `ares train prm` (the teacher "
+                           "model of --provider prm is a checkpoint of stage prm, by name or directory)")
+    return found
 
 
 def choose_teacher(session: Session, teacher: str | None) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlmodel import select
@@ -24,7 +23,7 @@ from sqlmodel import select
 from ares_data.enums import AttemptOutcome
 from ares_data.errors import TeacherError, TrainingError
 from ares_data.formatting import student_prompt
-from ares_data.prm_data import PRM_STAGE
+from ares_data.prm_data import find_prm
 from ares_data.store import Store
 from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 from ares_data.teacher.client import Attempt, Reply
@@ -33,20 +32,6 @@ from ares_data.teacher.config import TeacherConfig
 from .loading import checkpoint_chain, load_student
 from .placement import resolve
 from .prm_model import Encoded, PRMScorer, on_grid
-
-
-def find_prm(store: Store, name_or_path: str) -> ModelCheckpoint:
-    """A registered PRM by checkpoint name, or by the directory it was saved to."""
-    path = Path(name_or_path).expanduser()
-    with store.session() as session:
-        stmt = select(ModelCheckpoint).where(ModelCheckpoint.stage == PRM_STAGE)
-        stmt = stmt.where(ModelCheckpoint.path == str(path.resolve())) if path.is_dir() else \
-            stmt.where(ModelCheckpoint.name == name_or_path)
-        found = session.exec(stmt.order_by(ModelCheckpoint.id.desc())).first()
-    if found is None:
-        raise TeacherError(f"no PRM {name_or_path!r} in the store: train one with `ares train prm` (the teacher "
-                           "model of --provider prm is a checkpoint of stage prm, by name or directory)")
-    return found
 
 
 def load_prm(store: Store, prm: ModelCheckpoint, device: str = "auto", dtype: str = "auto") -> PRMScorer:
@@ -66,7 +51,8 @@ class PRMAnswerer:
 
     def __init__(self, store: Store, config: TeacherConfig):
         self.store = store
-        self.checkpoint = find_prm(store, config.model)
+        with store.session() as session:
+            self.checkpoint = find_prm(session, config.model)
         self.scorer = load_prm(store, self.checkpoint, config.device, config.dtype)
         self.snapshot = f"{self.checkpoint.name} (model_checkpoint {self.checkpoint.id}) at {self.checkpoint.path}"
         self._pending: list[tuple[Encoded, asyncio.Future]] = []

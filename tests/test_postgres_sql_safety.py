@@ -60,7 +60,8 @@ def test_writes_and_typed_values_through_the_reader(pg_store, cli, pg_url):
     assert columns == ["n", "x", "s", "nothing", "j", "t", "p", "n"]
     assert rows[0][:5] == (1, 2.5, "a", None, '{"k": 1}') and rows[0][5].year == 2026 and rows[0][6] == "it's"
     # the toolkit's own parameterised queries run as ares_reader without the wrapper
-    assert pg_store.query_readonly("SELECT current_user AS u, :p AS p", {"p": 1, "unused": 2})[1] == [("ares_reader", 1)]
+    rows = pg_store.query_readonly("SELECT current_user AS u, :p AS p", {"p": 1, "unused": 2})[1]
+    assert rows == [("ares_reader", 1)]
 
 
 def test_a_statement_timeout_stops_a_long_query(pg_store, pg_url, cli):

@@ -99,8 +99,10 @@ def test_prm_as_teacher_writes_rows_that_pass_a_teachers_checks(cli, store, feed
     assert spend == [(12, 12, 0, 0.0)]  # one attempt per call, as the teacher path records it; free
     assert len(scores) == len(sentences)  # one score per sentence, each on the 0.1 grid of [0, 1]
     assert all(0 <= s.score <= 1 and round(s.score * 10) == s.score * 10 for s, _ in scores)
-    again = cli("collect-scores", "--provider", "prm", "--model", "prm-1", "--round", "1", "--device", "cpu")
-    assert "scored 0 of 0" in again.stdout  # resume: nothing is asked twice
+    with store.session() as session:
+        directory = session.exec(select(ModelCheckpoint.path).where(ModelCheckpoint.name == "prm-1")).one()
+    again = cli("collect-scores", "--provider", "prm", "--model", directory, "--round", "1", "--device", "cpu")
+    assert "scored 0 of 0" in again.stdout  # by its directory too, it is prm-1: nothing is asked twice
 
     exported = cli("export", "rl", "--round", "1", "--teacher", "prm-1", "--scores", "teacher",
                    "--out", tmp_path / "rl")

@@ -32,7 +32,7 @@ from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out
 from .claims import Claim, Claims
 from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
-from .local import is_local, local_answerer
+from .local import is_local, local_answerer, local_teacher
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
 from .tasks import (GroupCap, Job, Selection, builder, in_points, prompt_name, select_jobs, still_open, teacher_key,
                     units)
@@ -190,6 +190,7 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
             raise TeacherError(f"--provider {teacher.provider.value} scores sentences here: it writes no "
                                "corrections and takes no --batch")
         request = replace(request, grouped=False)  # one rationale per request; the answerer batches them
+        teacher = local_teacher(store, teacher)
     selection = request.selection
     pending = batch_api.in_open_batches(request.kind, teacher) if request.batch is not None else None
     with store.session() as session:

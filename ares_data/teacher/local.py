@@ -9,11 +9,13 @@ the extra.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from ..errors import TeacherError
 from ..extras import missing_extra, require
+from ..prm_data import find_prm
 from ..store import Store
 from .config import Provider, TeacherConfig
 
@@ -25,6 +27,14 @@ PLUGIN_GROUP = "ares.teachers"
 
 def is_local(config: TeacherConfig) -> bool:
     return config.provider is Provider.prm
+
+
+def local_teacher(store: Store, config: TeacherConfig) -> TeacherConfig:
+    """`config` with the PRM named by its checkpoint name, however it was given (name or directory),
+    so its calls are recorded, resumed and compared under one name."""
+    require("train")
+    with store.session() as session:
+        return replace(config, model=find_prm(session, config.model).name)
 
 
 def local_answerer(store: Store, config: TeacherConfig) -> "Answerer":

@@ -23,7 +23,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, Optional, cast
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, Optional, TypeVar, cast
 
 from sqlalchemy import text
 
@@ -145,13 +145,16 @@ def pace(seen: Seen) -> float:  # seen.limit is known here
 # -- where the state lives --------------------------------------------------------------------
 
 
+T = TypeVar("T")  # what a change of the bucket state returns
+
+
 class LocalBucket:
     """The state in this process only (no store: one client's limits)."""
 
     def __init__(self) -> None:
         self.state = BucketState()
 
-    def update(self, change: Callable[[BucketState], float | None]) -> float | None:
+    def update(self, change: Callable[[BucketState], T]) -> T:
         return change(self.state)
 
 
@@ -170,7 +173,7 @@ class StoreBucket:
         self._write = text(f"UPDATE teacher_rate_bucket SET {', '.join(f'{c} = :{c}' for c in _COLUMNS)}, "
                            "updated_at = CURRENT_TIMESTAMP WHERE account = :a")
 
-    def update(self, change: Callable[[BucketState], float | None]) -> float | None:
+    def update(self, change: Callable[[BucketState], T]) -> T:
         with self.store.engine.begin() as conn:
             conn.execute(self._insert, {"a": self.account})
             state = BucketState(*conn.execute(self._select, {"a": self.account}).one())

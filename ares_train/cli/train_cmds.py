@@ -244,11 +244,15 @@ def _config(cls: type, given: dict) -> Any:
         raise fail(str(exc)) from exc
 
 
+BackboneOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="The PRM's backbone: a Hugging Face model directory, a .gguf file, or 'smollm2'.")]
+
+
 @train_app.command("prm")
 @config_flags(PRMConfig, aliases=SFT_ALIASES, into="prm_options", panel=PRM)
 def train_prm_cmd(
     ctx: typer.Context,
-    model: ModelOpt = None,
+    model: BackboneOpt = None,
     adapter: AdapterOpt = None,
     checkpoint: CheckpointOpt = None,
     teacher: PRMTeacherOpt = None,
