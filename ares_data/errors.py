@@ -9,7 +9,9 @@
     ├── TeacherError          the teacher cannot be used (permanent HTTP error, bad config)
     │   ├── QuotaError        the account is out of quota: retrying cannot help
     │   ├── RetryableError    one attempt failed in a way worth another (`retry_after`: the server's wish)
-    │   ├── CallFailed        no answer after the retries (`attempts`, `permanent`)
+    │   ├── CallFailed        no answer after the retries (`attempts`, `permanent`, `rejected`)
+    │   ├── RequestRejected   the provider refused this one request (context length, content
+    │   │                     policy): its rationale fails, the run goes on
     │   └── BudgetReached     the next call would take the estimated spend past --max-cost
     ├── InvalidAnswer         a teacher answer failed validation (`code`: a short reason kept in the store)
     │   └── PartlyInvalid     some parts of a grouped answer passed (`valid`), the rest did not
@@ -73,9 +75,19 @@ class RetryableError(TeacherError):
 
 
 class CallFailed(TeacherError):
-    def __init__(self, message: str, attempts: int, permanent: bool):
+    """No answer after the retries; `attempts` and `permanent` tell the collector what happened,
+    `log` holds every HTTP attempt made (teacher.client.Attempt), for the store's audit;
+    `rejected`: the provider refused this request only (RequestRejected): its rationale fails."""
+
+    def __init__(self, message: str, attempts: int, permanent: bool, log: list | None = None,
+                 rejected: bool = False):
         super().__init__(message)
-        self.attempts, self.permanent = attempts, permanent
+        self.attempts, self.permanent, self.log, self.rejected = attempts, permanent, log or [], rejected
+
+
+class RequestRejected(TeacherError):
+    """A permanent refusal of one request, not of the run's settings: asking again cannot help,
+    other requests can still be answered."""
 
 
 class BudgetReached(TeacherError):

@@ -16,8 +16,9 @@ from sqlmodel import select
 
 from .enums import EvalKind, Outcome, Position
 from .errors import InvalidAnswer
-from .tables import EvalResult, ModelCheckpoint, Question, Rationale
+from .runs import add_eval_results
 from .store import Store
+from .tables import EvalResult, ModelCheckpoint, Question, Rationale
 
 if TYPE_CHECKING:
     from .teacher.config import TeacherConfig
@@ -35,7 +36,8 @@ def assign_positions(question_ids: list[int], seed: int) -> dict[int, str]:
     return {qid: rng.choice("AB") for qid in question_ids}
 
 
-OUTCOME = {Position.A: Outcome.win, Position.B: Outcome.loss, "tie": Outcome.tie}  # judge verdict (in A/B-checkpoint terms) -> A's result
+# judge verdict (in A/B-checkpoint terms) -> A's result
+OUTCOME = {Position.A: Outcome.win, Position.B: Outcome.loss, "tie": Outcome.tie}
 
 
 @dataclass(frozen=True)
@@ -125,13 +127,12 @@ async def judge_winrate(
         except InvalidAnswer:
             failed += 1
             return
-        with store.session() as session:
-            session.add(EvalResult(kind=EvalKind.winrate, model_checkpoint_id=a.id, opponent_checkpoint_id=b.id,
-                                   question_id=q.id, split=split, rationale_id=ra.id, outcome=OUTCOME[verdict],
-                                   a_position=positions[q.id], teacher_call_id=call_id,
-                                   details={"opponent_rationale_id": rb.id}))
+        add_eval_results(store, [dict(kind=EvalKind.winrate, model_checkpoint_id=a.id, opponent_checkpoint_id=b.id,
+                                      question_id=q.id, split=split, rationale_id=ra.id, outcome=OUTCOME[verdict],
+                                      a_position=positions[q.id], teacher_call_id=call_id,
+                                      details={"opponent_rationale_id": rb.id})])
 
-    async with TeacherClient(teacher) as client:
+    async with TeacherClient(teacher, store=store) as client:  # the account's limits, shared via the store
         await asyncio.gather(*(one(client, q) for q in todo))
     with store.session() as session:
         outcomes = list(session.exec(select(EvalResult.outcome).where(

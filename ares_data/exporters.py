@@ -1,8 +1,9 @@
 """Shards: what the training backend reads, written as parquet with a manifest and an `export` row.
 
     export_rl    one row per scored rollout: prompt, response, sentence spans, sentence scores
-    export_verl  the same rollouts in the layout verl's RL trainer reads
+    export_verl  the questions as verl's RL dataset + run_verl.sh (PPO with online sentence rewards)
     export_sft   prompt + teacher-corrected rationale ending in the answer sentence
+    export_prm   sentence scores as process supervision (TRL stepwise, Math-Shepherd)
 
 Each export records its row count, the rows it left out by reason, the sha256 of the
 parquet file, the store queries it ran and the code version, so a checkpoint can be traced
@@ -17,6 +18,7 @@ import json
 import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,12 +28,13 @@ from sqlmodel import select
 from .enums import CallKind, CallStatus, RationaleSource
 from .errors import ExportError
 from .formatting import answer_sentence, letter, parse_answer, student_prompt
-from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
 from .paths import default_shard_dir
+from .prm_data import LabelledRationale, labelled_rationales
 from .review.labels import flagged_questions, human_corrections, human_scores
 from .review.policy import ScorePolicy
 from .splitter import split_sentences
-from .store import Store
+from .store import Store, redact
+from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
 from .teacher.logprobs import Reward
 
 # db/migrations/0009: the rationales each call was about, single and grouped calls alike.
@@ -70,11 +73,17 @@ def _sql(store: Store, stmt: Any) -> str:
     return str(stmt.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}))
 
 
+def _gave_scores(call: dict) -> bool:
+    """An `ok` call, or one whose valid part scored this rationale (a partly invalid grouped
+    answer: its lists that passed are stored as valid scores and not asked again)."""
+    return call["status"] == CallStatus.ok or bool(call["scores"])
+
+
 def _skip_reason(per_call: dict[int, dict], pool: dict, full: dict, sentences: list[Sentence]) -> str | None:
     """Why a rollout without complete human scores cannot be exported, if it cannot."""
     if not per_call:
         return "unscored"
-    if not any(c["status"] == CallStatus.ok for c in per_call.values()):
+    if not any(_gave_scores(c) for c in per_call.values()):
         return "scoring_failed" if any(c["status"] in FAILED_STATUSES for c in per_call.values()) else "unscored"
     if not pool:
         return "other_teacher"
@@ -95,7 +104,7 @@ def scored_rollouts(
     reward: Reward | str = Reward.sampled,
 ) -> tuple[list[ScoredRollout], Counter, list[str]]:
     """(rollouts of the round with a reward for every sentence under `policy`, the others counted
-    by reason, the queries run). Each teacher counts with its latest `ok` call; several teachers
+    by reason, the queries run). Each teacher counts with its latest call that scored the rollout; several teachers
     must be chosen between (`teacher`) unless the policy is `mean`. Flagged questions are left out.
     `reward` expected: a teacher's expected score (--score-from logprobs) replaces its sampled one."""
     policy, expected = ScorePolicy(policy), Reward(reward) is Reward.expected
@@ -125,17 +134,19 @@ def scored_rollouts(
                 call["scores"][idx] = None if value is None else float(value)
         human = human_scores(session) if policy is ScorePolicy.human_first else {}
         flagged = flagged_questions(session)
-    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if c["status"] == CallStatus.ok})
+    teachers = sorted({c["model"] for per in calls.values() for c in per.values() if _gave_scores(c)})
     if policy is not ScorePolicy.mean:
         teacher = _one_teacher(round, teachers, teacher)
-    kept, skipped = [], Counter()
+    kept: list[ScoredRollout] = []
+    skipped: Counter[str] = Counter()
     for rationale, question in rollouts:
         own, per_call = sentences.get(rationale.id, []), calls.get(rationale.id, {})
-        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if c["status"] == CallStatus.ok}
+        latest = {c["model"]: (cid, c["scores"]) for cid, c in sorted(per_call.items()) if _gave_scores(c)}
         pool = latest if policy is ScorePolicy.mean else {m: v for m, v in latest.items() if m == teacher}
         complete = {m: v for m, v in pool.items() if list(v[1]) == [s.idx for s in own]}
         full = {m: v for m, v in complete.items() if None not in v[1].values()}  # None: no expected score
         people = bool(own) and all(s.id in human for s in own)  # a reviewer scored every sentence
+        reason: str | None
         if question.id in flagged:
             reason = "flagged_bad"
         else:
@@ -159,30 +170,37 @@ def scored_rollouts(
 
 
 def _write(store: Store, kind: str, round: int, rows: list[dict], skipped: Counter, queries: list[str],
-           out_dir: str | Path | None, **details: Any) -> Export:
-    """Parquet + manifest.json + an `export` row; refuses an empty shard."""
+           out_dir: str | Path | None, files: dict[str, list[dict]] | None = None, **details: Any) -> Export:
+    """Parquet + manifest.json + an `export` row; refuses an empty shard. `files` splits the rows
+    over several parquet files (verl's train/val); the content hash then covers them in order."""
     if not rows:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) or "no candidates in the store"
-        raise ExportError(f"nothing to export for {kind} round {round} ({reasons})")
+        scope = f" round {round}" if round is not None else ""
+        raise ExportError(f"nothing to export for {kind}{scope} ({reasons})")
     from datasets import Dataset
 
     out = Path(out_dir) if out_dir else default_shard_dir(kind, round)
-    parquet = out / PARQUET
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        Dataset.from_list(rows).to_parquet(str(parquet))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ExportError(f"cannot write {parquet}: {exc}") from exc
+    files = files or {PARQUET: rows}
+    digest = hashlib.sha256()
+    for name, part in files.items():
+        parquet = out / name
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            Dataset.from_list(part).to_parquet(str(parquet))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ExportError(f"cannot write {parquet}: {exc}") from exc
+        digest.update(parquet.read_bytes())
+    where = {"file": PARQUET} if list(files) == [PARQUET] else {"files": {n: len(p) for n, p in files.items()}}
     manifest = {
-        "kind": kind, "round": round, "file": PARQUET, "row_count": len(rows), "columns": list(rows[0]),
-        "skipped": dict(skipped), "content_hash": "sha256:" + hashlib.sha256(parquet.read_bytes()).hexdigest(),
+        "kind": kind, "round": round, **where, "row_count": len(rows), "columns": list(rows[0]),
+        "skipped": dict(skipped), "content_hash": "sha256:" + digest.hexdigest(),
         "code_version": code_version(), "created_at": utcnow().isoformat(), **details,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     with store.session() as session:
         row = Export(kind=kind, round=round, path=str(out.resolve()), row_count=len(rows), skipped=dict(skipped),
-                     content_hash=manifest["content_hash"], query=";\n".join(queries), code_version=manifest["code_version"],
-                     manifest=manifest)
+                     content_hash=manifest["content_hash"], query=";\n".join(queries),
+                     code_version=manifest["code_version"], manifest=manifest)
         session.add(row)
     return row
 
@@ -195,7 +213,7 @@ def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teach
               scores: ScorePolicy | str = ScorePolicy.human_first, reward: Reward | str = Reward.sampled) -> Export:
     """One row per scored rollout of the round: what sentence-reward PPO trains on."""
     rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores, reward)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in rollouts:
         starts, ends = _spans(r)
         rows.append({
@@ -208,28 +226,115 @@ def export_rl(store: Store, round: int, out_dir: str | Path | None = None, teach
                   scores=ScorePolicy(scores).value, reward=Reward(reward).value)
 
 
-def export_verl(store: Store, round: int, out_dir: str | Path | None = None, teacher: str | None = None,
-                scores: ScorePolicy | str = ScorePolicy.human_first, reward: Reward | str = Reward.sampled) -> Export:
-    """The scored rollouts in verl's layout; the sentence rewards travel in `extra_info`."""
-    rollouts, skipped, queries = scored_rollouts(store, round, teacher, scores, reward)
-    rows = []
-    for r in rollouts:
-        if r.question.answer_index is None:
-            skipped["no_gold_answer"] += 1
+VERL_FILES = ("train.parquet", "val.parquet")
+VERL_SCRIPT = "run_verl.sh"
+
+
+def _verl_row(question: Question, index: int) -> dict:
+    """One prompt in verl's RL dataset layout; the reward manager finds the question by `question_id`."""
+    return {
+        "data_source": f"ares/{question.dataset}",
+        "prompt": [{"role": "user", "content": student_prompt(question)}],
+        "ability": "reasoning",
+        "reward_model": {"style": "rule", "ground_truth": letter(question.answer_index)
+                         if question.answer_index is not None else ""},
+        "extra_info": {"split": question.split, "index": index, "question_id": question.id},
+    }
+
+
+def export_verl(store: Store, round: int, out_dir: str | Path | None = None, model: str | None = None,
+                train_split: str = "train", val_split: str = "val") -> Export:
+    """The questions as verl's RL dataset (train.parquet, val.parquet) and `run_verl.sh`, the
+    `verl.trainer.main_ppo` command that trains on them with online sentence rewards
+    (ares_train/verl_reward.py) recording its responses as round `round`. Flagged questions and
+    questions with an image (verl's text path) are left out. Without `val_split` questions the
+    `test` split validates."""
+    query = select(Question).where(Question.split.in_([train_split, val_split, "test"])).order_by(Question.id)
+    with store.session() as session:
+        questions = session.exec(query).all()
+        flagged = flagged_questions(session)
+    skipped: Counter = Counter()
+    by_split: dict[str, list[dict]] = defaultdict(list)
+    for question in questions:
+        reason = "flagged_bad" if question.id in flagged else "image_question" if question.image_path else None
+        if reason:
+            skipped[reason] += 1
             continue
-        rows.append({
-            "data_source": f"ares/{r.question.dataset}",
-            "prompt": [{"role": "user", "content": student_prompt(r.question)}],
-            "ability": "reasoning",
-            "reward_model": {"style": "rule", "ground_truth": letter(r.question.answer_index)},
-            "extra_info": {
-                "split": r.question.split, "index": len(rows), "rationale_id": r.rationale.id,
-                "question_id": r.question.id, "response": r.rationale.text, "sentence_ends": _spans(r)[1],
-                "scores": r.scores,
-            },
-        })
-    return _write(store, "verl", round, rows, skipped, queries, out_dir, teacher=teacher,
-                  scores=ScorePolicy(scores).value, reward=Reward(reward).value)
+        rows = by_split[question.split]
+        rows.append(_verl_row(question, len(rows)))
+    val = by_split[val_split] or by_split["test"]
+    if by_split[train_split] and not val:
+        raise ExportError(f"no {val_split!r} or 'test' questions to validate on (verl needs data.val_files)")
+    train = by_split[train_split]
+    student = model or "HuggingFaceTB/SmolLM2-135M-Instruct"
+    export = _write(store, "verl", round, train + val, skipped, [_sql(store, query)], out_dir,
+                    files=dict(zip(VERL_FILES, (train, val))), model=student, train_split=train_split,
+                    val_split=val_split if by_split[val_split] else "test")
+    script = Path(export.path) / VERL_SCRIPT
+    script.write_text(verl_script(store, round, student, f"ares-round-{round}"))
+    script.chmod(0o755)
+    return export
+
+
+def verl_script(store: Store, round: int, model: str, run: str) -> str:
+    """`run_verl.sh`: PPO with GAE, a critic and LoRA on the exported files, rewarded online by
+    `ares_sentence`. The store URL is written only when it holds no password; teacher keys are
+    never written (the reward workers read them from the environment)."""
+    safe = redact(store.url) == store.url
+    db = f'export ARES_DB="${{ARES_DB:-{store.url}}}"' if safe else \
+        ': "${ARES_DB:?set ARES_DB to the store URL (it holds a password, so it is not written here)}"'
+    return f"""#!/usr/bin/env bash
+# ARES on verl (docs/verl.md): PPO with GAE, a critic and LoRA; the `ares_sentence` reward manager
+# records every response as a student rationale of round {round} (checkpoint "{run}") and rewards
+# each sentence with the teacher's score. Written by `ares export verl --round {round}`.
+# Arguments pass through as Hydra overrides: `bash run_verl.sh --cfg job` prints the composed
+# config without running anything; `trainer.n_gpus_per_node=8 trainer.nnodes=2` scales out.
+# The teacher: ARES_TEACHER_CONFIG / OPENAI_BASE_URL / ARES_TEACHER_MODEL and its key variable, in the
+# environment of every Ray node, or `+reward.reward_kwargs.ares.teacher.model=...` overrides.
+set -euo pipefail
+HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+MODEL="${{ARES_VERL_MODEL:-{model}}}"
+{db}
+exec "${{PYTHON:-python3}}" -m verl.trainer.main_ppo \\
+  algorithm.adv_estimator=gae \\
+  algorithm.use_kl_in_reward=true \\
+  algorithm.kl_ctrl.kl_coef=0.05 \\
+  data.train_files="$HERE/{VERL_FILES[0]}" \\
+  data.val_files="$HERE/{VERL_FILES[1]}" \\
+  data.train_batch_size=16 \\
+  data.max_prompt_length=512 \\
+  data.max_response_length=256 \\
+  data.filter_overlong_prompts=true \\
+  actor_rollout_ref.model.path="$MODEL" \\
+  actor_rollout_ref.model.lora_rank=16 \\
+  actor_rollout_ref.model.lora_alpha=32 \\
+  actor_rollout_ref.model.target_modules=all-linear \\
+  actor_rollout_ref.actor.optim.lr=1e-5 \\
+  actor_rollout_ref.actor.ppo_mini_batch_size=16 \\
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \\
+  actor_rollout_ref.rollout.name=vllm \\
+  actor_rollout_ref.rollout.n=4 \\
+  actor_rollout_ref.rollout.tensor_model_parallel_size=1 \\
+  actor_rollout_ref.rollout.gpu_memory_utilization=0.4 \\
+  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8 \\
+  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8 \\
+  critic.model.path="$MODEL" \\
+  critic.optim.lr=1e-5 \\
+  critic.ppo_micro_batch_size_per_gpu=4 \\
+  reward.reward_manager.source=importlib \\
+  reward.reward_manager.name=AresSentenceRewardLoop \\
+  reward.reward_manager.module.path=pkg://ares_train.verl_reward \\
+  +reward.reward_kwargs.ares.run={run} \\
+  +reward.reward_kwargs.ares.round={round} \\
+  +reward.reward_kwargs.ares.base_model="$MODEL" \\
+  trainer.n_gpus_per_node=1 \\
+  trainer.nnodes=1 \\
+  trainer.total_epochs=1 \\
+  trainer.logger=console \\
+  trainer.project_name=ares \\
+  trainer.experiment_name={run} \\
+  "$@"
+"""
 
 
 def _ends_with_answer(text: str, n_choices: int) -> bool:
@@ -266,7 +371,8 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
              .where(Rationale.source == RationaleSource.correction, Rationale.round == round).order_by(Correction.id))
     human_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
                .where(Rationale.source == RationaleSource.student, Rationale.round == round).order_by(Rationale.id))
-    rows, skipped = [], Counter()
+    rows: list[dict[str, Any]] = []
+    skipped: Counter[str] = Counter()
     with store.session() as session:
         found = session.exec(query).all()
         people = human_corrections(session) if policy is ScorePolicy.human_first else {}
@@ -316,3 +422,38 @@ def find_export(store: Store, shard_dir: str | Path) -> Export | None:
     with store.session() as session:
         stmt = select(Export).where(Export.path == str(Path(shard_dir).resolve())).order_by(Export.id.desc())
         return session.exec(stmt).first()
+
+
+class PRMFormat(str, Enum):
+    """Process-supervision layouts other trainers read."""
+
+    stepwise = "stepwise"  # TRL's stepwise supervision: prompt, completions (steps), labels (bools)
+    math_shepherd = "math-shepherd"  # Math-Shepherd: steps tagged `ки` in `input`, `+`/`-` in `label`
+
+
+STEP_TAG = "ки"
+
+
+def _prm_row(item: LabelledRationale, fmt: PRMFormat, threshold: float) -> dict:
+    good = [score >= threshold for score in item.scores]
+    if fmt is PRMFormat.stepwise:
+        return {"prompt": item.prompt, "completions": item.sentences, "labels": good}
+    steps = [f"Step {i}: {' '.join(text.split())}" for i, text in enumerate(item.sentences, start=1)]
+    return {"input": f"{item.prompt}\n" + "\n".join(f"{step} {STEP_TAG}" for step in steps),
+            "label": f"{item.prompt}\n" + "\n".join(f"{step} {'+' if ok else '-'}" for step, ok in zip(steps, good)),
+            "task": "ares"}
+
+
+def export_prm(store: Store, fmt: PRMFormat | str = PRMFormat.stepwise, threshold: float = 0.5,
+               out_dir: str | Path | None = None, teacher: str | None = None,
+               sources: tuple[str, ...] = ("gold", "student"), rounds: list[int] | None = None) -> Export:
+    """One row per rationale the teacher scored in full: its sentences as steps, a step good when
+    its score is at least `threshold` (binary labels are what these formats hold)."""
+    fmt = PRMFormat(fmt)
+    if not 0.0 <= threshold <= 1.0:
+        raise ExportError(f"--threshold must lie in [0, 1], not {threshold}")
+    items, skipped, teacher = labelled_rationales(store, teacher=teacher, sources=sources, rounds=rounds)
+    rows = [_prm_row(item, fmt, threshold) for item in items]
+    query = f"v_sentence_labels WHERE labeller = '{teacher}' (sources {','.join(sources)}; rounds {rounds or 'all'})"
+    return _write(store, f"prm-{fmt.value}", None, rows, skipped, [query], out_dir, teacher=teacher,
+                  threshold=threshold, sources=list(sources), rounds=rounds, format=fmt.value)

@@ -11,6 +11,20 @@ The Batch API is there too (`/v1/files`, `/v1/batches`): a batch ends `batch_del
 was created, each line answered as the online endpoint answers it and counted in /stats alike.
 The model name `no-quota` answers 429 insufficient_quota, as an exhausted account does, and
 `judge-first` is a judge with full position bias (it always prefers the rationale shown first).
+Reasoning model names (o1, o4-mini, gpt-5 ...) refuse `max_tokens` and `temperature` with 400,
+as OpenAI does, and report `reasoning_tokens`. Rate-limit headers come in OpenAI's
+(`x-ratelimit-*`) or Anthropic's (`anthropic-ratelimit-*`) spelling: the limit per minute, what
+remains of a minute's bucket, and when it is full again; the --rpm it enforces is quantised to
+one second's worth, as OpenAI enforces it. `answered_timeouts` requests are answered (and
+counted, as a provider bills them) but the answer is never sent: the client's read times out.
+Every answer carries an `x-request-id` and names a model snapshot (`<model>-fake-0001`).
+Fault modes a test switches on: `faults` (the kinds --fault-rate draws from), `prose` (scores
+inside prose with bracketed numbers), `reject` (a request whose text holds a marker gets a
+permanent 400 with that error code, online and in batches), `unsupported` (a body naming that
+parameter gets 400 unsupported_parameter),
+`honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
+`lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
+`garble_batch_lines` (the first N batch output lines hold an unreadable body).
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
 teacher that checks each sentence instead of hashing it.
 """
@@ -28,19 +42,22 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
 
 from starlette.applications import Starlette
-
-from .teacher.pricing import PrefixCache
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from .teacher.config import REASONING_MODEL
+from .teacher.pricing import PrefixCache
 
 if TYPE_CHECKING:
     from .judges import Judge
 
 FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
+REASONING_TOKENS = 64  # what a fake reasoning model "thinks" before each answer
 _NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 _LABEL = re.compile(r"^Rationale (R\d+),", re.MULTILINE)
 
@@ -66,11 +83,12 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
     `judge` when one is given)."""
     system = next((_text(m["content"]) for m in messages if m.get("role") == "system"), "")
     first_user = next((_text(m["content"]) for m in messages if m.get("role") == "user"), "")
+    points = "whole number of points" in system
     if "numbered sentence" in system and _LABEL.search(first_user):
-        return _grouped_answer(first_user, fault, judge)
+        return _grouped_answer(first_user, fault, points, judge)
     if "numbered sentence" in system:
         sentences = [s for _, s in _NUMBERED.findall(first_user)]
-        scores = judge.scores(first_user, sentences) if judge else [sentence_score(s) for s in sentences]
+        scores = [_in_points(s, points) for s in _scores(first_user, sentences, judge)]
         if fault == "wrong_count":
             scores.append(0.5)
         reply = json.dumps({"scores": scores})
@@ -89,12 +107,20 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
     return "I am a fake teacher."
 
 
-def _grouped_answer(user: str, fault: str | None, judge: "Judge | None" = None) -> str:
+def _in_points(score: float, points: bool) -> float | int:
+    return round(score * 10) if points else score
+
+
+def _scores(prompt: str, sentences: list[str], judge: "Judge | None") -> list[float]:
+    """The judge's scores of a rationale's sentences, else each sentence's hash score."""
+    return judge.scores(prompt, sentences) if judge else [sentence_score(s) for s in sentences]
+
+
+def _grouped_answer(user: str, fault: str | None, points: bool = False, judge: "Judge | None" = None) -> str:
     """{"R1": [...], ...} for a grouped scoring prompt; a wrong_count fault spoils the last list only."""
     pieces = _LABEL.split(user)[1:]
-    blocks = {label: [s for _, s in _NUMBERED.findall(block)] for label, block in zip(pieces[::2], pieces[1::2])}
-    lists = {label: judge.scores(user, sentences) if judge else [sentence_score(s) for s in sentences]
-             for label, sentences in blocks.items()}
+    lists = {label: [_in_points(s, points) for s in _scores(user, [s for _, s in _NUMBERED.findall(block)], judge)]
+             for label, block in zip(pieces[::2], pieces[1::2])}
     if fault == "wrong_count":
         lists[list(lists)[-1]].append(0.5)
     reply = json.dumps(lists)
@@ -108,10 +134,13 @@ NEIGHBOURS = ((0.0, 0.6), (0.1, 0.3), (-0.1, 0.1))
 
 def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
     """OpenAI-format `logprobs.content` for a reply, each number one token: a score `v` was
-    sampled with p 0.6 beside `v+0.1` (0.3) and `v-0.1` (0.1); every other token is certain."""
+    sampled with p 0.6 beside `v+0.1` (0.3) and `v-0.1` (0.1), whole points alike one point up and
+    down; every other token is certain."""
     content = []
     for token in _TOKEN.findall(text):
-        if re.fullmatch(r"-?\d+(?:\.\d+)?", token):
+        if re.fullmatch(r"-?\d+", token):
+            candidates = [(str(int(token) + round(step * 10)), math.log(p)) for step, p in NEIGHBOURS]
+        elif re.fullmatch(r"-?\d+\.\d+", token):
             value = float(token)
             candidates = [(f"{value + step:.1f}", math.log(p)) for step, p in NEIGHBOURS]
         else:
@@ -125,9 +154,15 @@ def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
 class FakeTeacher:
     def __init__(self, latency_ms: float = 0.0, rpm: float | None = None, fault_rate: float = 0.0,
                  seed: int = 0, api_key: str | None = None, hang_s: float = 30.0, ratelimit_headers: bool = True,
-                 cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, judge: "Judge | None" = None):
+                 cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, ratelimit_style: str = "openai",
+                 answered_timeouts: int = 0, prose: bool = False, reject: dict[str, str] | None = None,
+                 unsupported: str | None = None, honour_max_tokens: bool = False, lose_batch_creates: int = 0,
+                 garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS, judge: "Judge | None" = None):
         self.judge = judge
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
+        self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
+        self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
+            honour_max_tokens, lose_batch_creates, garble_batch_lines)
         self.batch_delay_s = batch_delay_s
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -140,6 +175,9 @@ class FakeTeacher:
         self.cache = None if cache_min_tokens is None else PrefixCache(cache_min_tokens)
         self._capacity = max(1.0, rpm / 60) if rpm else 0.0
         self._tokens, self._at = self._capacity, time.monotonic()
+        self._minute = float(rpm or 0)  # the reported bucket: a minute's worth
+        self.ratelimit_style, self.answered_timeouts = ratelimit_style, answered_timeouts
+        self._requests = 0
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/chat/completions", self.chat, methods=["POST"]),
@@ -147,6 +185,7 @@ class FakeTeacher:
             Route("/v1/files", self.upload, methods=["POST"]),
             Route("/v1/files/{file_id}/content", self.file_content),
             Route("/v1/batches", self.create_batch, methods=["POST"]),
+            Route("/v1/batches", self.list_batches, methods=["GET"]),
             Route("/v1/batches/{batch_id}", self.get_batch),
         ])
 
@@ -156,22 +195,42 @@ class FakeTeacher:
             return 0.0
         now = time.monotonic()
         self._tokens = min(self._capacity, self._tokens + (now - self._at) * self.rpm / 60)
+        self._minute = min(self.rpm, self._minute + (now - self._at) * self.rpm / 60)
         self._at = now
         if self._tokens >= 1:
             self._tokens -= 1
+            self._minute = max(0.0, self._minute - 1)
             return 0.0
         return (1 - self._tokens) * 60 / self.rpm
 
     def _fault(self, key: str) -> str | None:
         rng = random.Random(f"{self.seed}:{key}:{self.seen[key]}")
         self.seen[key] += 1
-        return rng.choice(FAULTS) if rng.random() < self.fault_rate else None
+        return rng.choice(self.faults) if rng.random() < self.fault_rate else None
 
-    def _error(self, status: int, message: str, code: str, headers: dict | None = None) -> JSONResponse:
+    def _error(self, status: int, message: str, code: str, headers: dict | None = None,
+               param: str | None = None) -> JSONResponse:
         self.by_status[str(status)] += 1
-        return JSONResponse({"error": {"message": message, "type": code, "code": code}}, status, headers=headers)
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error" if status == 400 else code,
+                                       "code": code, "param": param}}, status,
+                            headers={"x-request-id": self._request_id(), **(headers or {})})
+
+    def _request_id(self) -> str:
+        return f"req_fake_{self._requests:06d}"
+
+    def _refusal(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The 400 error body refusing this request (`reject` markers, `unsupported`), if any."""
+        if self.unsupported and self.unsupported in body:
+            return {"error": {"message": f"Unsupported parameter: '{self.unsupported}' is not supported with "
+                                         "this model.", "code": "unsupported_parameter", "param": self.unsupported}}
+        text = json.dumps(body.get("messages"))
+        for marker, code in self.reject.items():
+            if marker in text:
+                return {"error": {"message": f"The request was refused ({code}).", "code": code, "param": "messages"}}
+        return None
 
     async def chat(self, request: Request) -> Response:
+        self._requests += 1
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Incorrect API key provided.", "invalid_api_key")
         raw = await request.body()
@@ -183,16 +242,27 @@ class FakeTeacher:
             return self._error(400, "the body is not a chat completion request", "invalid_request_error")
         if body.get("model") == "no-quota":
             return self._error(429, "You exceeded your current quota.", "insufficient_quota")
+        refused = self._reasoning_refusal(body)
+        if refused:
+            return self._error(400, refused, "unsupported_parameter")
+        rejected = self._refusal(body)
+        if rejected:
+            error = rejected["error"]
+            return self._error(400, error["message"], error["code"], param=error["param"])
         wait = self._take()
         if wait:
             return self._error(429, "Rate limit reached.", "rate_limit_exceeded", {
                 "retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000) + 1),
-                "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": f"{int(wait * 1000) + 1}ms"})
+                **self._limit_headers(remaining=0, reset_s=wait)})
         key = hashlib.sha256(raw).hexdigest()
         fault = self._fault(key)
         await asyncio.sleep(self.latency_s)
-        if fault == "timeout":
-            self.by_status["timeout"] += 1
+        answered_late = self.answered_timeouts > 0  # answered and billed, but never sent
+        if answered_late:
+            self.answered_timeouts -= 1
+            self.answered[key] += 1
+        if answered_late or fault == "timeout":
+            self.by_status["answered_timeout" if answered_late else "timeout"] += 1
             deadline = time.monotonic() + self.hang_s
             while time.monotonic() < deadline and not await request.is_disconnected():
                 await asyncio.sleep(0.05)
@@ -208,22 +278,43 @@ class FakeTeacher:
             return Response(envelope[: len(envelope) // 2], media_type="application/json")
         self.by_status["200"] += 1
         self.answered[key] += 1
-        return Response(envelope, media_type="application/json", headers=self._limit_headers())
+        return Response(envelope, media_type="application/json",
+                        headers={"x-request-id": self._request_id(), **self._limit_headers()})
+
+    @staticmethod
+    def _reasoning_refusal(body: dict[str, Any]) -> str | None:
+        """OpenAI's 400 for a reasoning model sent a parameter it does not take."""
+        if not REASONING_MODEL.match(str(body.get("model", ""))):
+            return None
+        if "max_tokens" in body:
+            return "Unsupported parameter: 'max_tokens' is not supported with this model. " \
+                   "Use 'max_completion_tokens' instead."
+        if "temperature" in body:
+            return "Unsupported parameter: 'temperature' is not supported with this model."
+        return None
 
     def _completion(self, body: dict[str, Any], size: int, key: str, fault: str | None) -> dict[str, Any]:
         """The chat completion answering `body` (`size` bytes), as the online and batch endpoints send it."""
         content = answer(body["messages"], fault, str(body.get("model", "")), self.judge)
+        if self.prose and content.startswith("{"):
+            content = f"Sentence [1] is right, [2] needs care. {content} Scores are on [0, 1]."
+        finish = "stop"
+        if self.honour_max_tokens and len(content) // 4 > int(body.get("max_tokens") or 1 << 30):
+            content, finish = content[: int(body["max_tokens"]) * 4], "length"
         cached = self.cache.read(body) if self.cache else 0
-        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
         if body.get("logprobs"):
             choice["logprobs"] = {"content": token_logprobs(content, int(body.get("top_logprobs") or 0))}
+        model = str(body.get("model", "fake"))
+        reasoning = REASONING_TOKENS if REASONING_MODEL.match(model) else 0
+        out = max(1, len(content) // 4) + reasoning
         return {
             "id": f"chatcmpl-fake-{key[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "fake"),
+            "model": f"{model}-fake-0001",
             "choices": [choice],
-            "usage": {"prompt_tokens": size // 4, "completion_tokens": max(1, len(content) // 4),
-                      "total_tokens": size // 4 + max(1, len(content) // 4),
-                      "prompt_tokens_details": {"cached_tokens": cached}},
+            "usage": {"prompt_tokens": size // 4, "completion_tokens": out, "total_tokens": size // 4 + out,
+                      "prompt_tokens_details": {"cached_tokens": cached},
+                      "completion_tokens_details": {"reasoning_tokens": reasoning}},
         }
 
     # -- Batch API: files in memory, a batch ends `batch_delay_s` after it was created ------------
@@ -253,13 +344,27 @@ class FakeTeacher:
         if data is None or body.get("endpoint") != "/v1/chat/completions":
             return self._error(400, "unknown input_file_id or endpoint", "invalid_request_error")
         batch_id = f"batch_fake_{len(self.batches)}"
+        lose = self.lose_batch_creates > 0
+        self.lose_batch_creates -= lose
         self.batches[batch_id] = {
             "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "input_file_id": body["input_file_id"],
             "completion_window": body.get("completion_window", "24h"), "status": "validating",
             "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
             "request_counts": {"total": len(data.splitlines()), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"), "due": time.monotonic() + self.batch_delay_s}
+        if lose:  # created, but the answer is lost on the way
+            return self._error(500, "The server had an error.", "server_error")
         return JSONResponse(self._public(self.batches[batch_id]))
+
+    async def list_batches(self, request: Request) -> JSONResponse:
+        """Newest first, `limit` at a time after the batch id `after`."""
+        newest = list(reversed(self.batches.values()))
+        after = request.query_params.get("after")
+        if after:
+            newest = newest[[b["id"] for b in newest].index(after) + 1:]
+        limit = int(request.query_params.get("limit", 20))
+        return JSONResponse({"object": "list", "data": [self._public(b) for b in newest[:limit]],
+                             "has_more": len(newest) > limit})
 
     async def get_batch(self, request: Request) -> JSONResponse:
         batch = self.batches.get(request.path_params["batch_id"])
@@ -286,6 +391,14 @@ class FakeTeacher:
             key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
             fault = self._fault(key)
             base = {"id": f"batch_req_{batch['id']}_{n}", "custom_id": item["custom_id"]}
+            refused = self._refusal(body)
+            if refused:
+                self.by_status["batch_400"] += 1
+                output.append({**base, "error": None, "response": {"status_code": 400, "body": refused}})
+                continue
+            if len(output) < self.garble_batch_lines:
+                output.append({**base, "error": None, "response": {"status_code": 200, "body": {"choices": []}}})
+                continue
             if fault in ("500", "timeout", "truncated") or body.get("model") == "no-quota":
                 self.by_status["batch_error"] += 1
                 errors.append({**base, "response": None,
@@ -303,13 +416,20 @@ class FakeTeacher:
         batch["request_counts"].update(completed=len(output), failed=len(errors))
         batch.update(status="completed", completed_at=int(time.time()))
 
-    def _limit_headers(self) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers: what is left of the bucket and when a request is free again."""
+    def _limit_headers(self, remaining: float | None = None, reset_s: float | None = None) -> dict[str, str]:
+        """Rate-limit headers in OpenAI's or Anthropic's spelling: the limit per minute, what is left
+        of a minute's bucket, and when it is full again (`remaining`/`reset_s` override, for a 429)."""
         if not (self.rpm and self.ratelimit_headers):
             return {}
-        reset_ms = int(max(0.0, 1 - self._tokens) * 60_000 / self.rpm) + 1
-        return {"x-ratelimit-limit-requests": str(int(self.rpm)),
-                "x-ratelimit-remaining-requests": str(int(self._tokens)), "x-ratelimit-reset-requests": f"{reset_ms}ms"}
+        left = self._minute if remaining is None else remaining
+        reset = (self.rpm - left) * 60 / self.rpm if reset_s is None else reset_s
+        if self.ratelimit_style == "anthropic":
+            at = datetime.fromtimestamp(time.time() + reset, timezone.utc).isoformat(timespec="milliseconds")
+            return {"anthropic-ratelimit-requests-limit": str(int(self.rpm)),
+                    "anthropic-ratelimit-requests-remaining": str(int(left)),
+                    "anthropic-ratelimit-requests-reset": at.replace("+00:00", "Z")}
+        return {"x-ratelimit-limit-requests": str(int(self.rpm)), "x-ratelimit-remaining-requests": str(int(left)),
+                "x-ratelimit-reset-requests": f"{int(reset * 1000) + 1}ms"}
 
     async def models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "ares"}]})

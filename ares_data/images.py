@@ -17,7 +17,6 @@ from typing import Any
 from .errors import ImageError
 
 
-
 @dataclass(frozen=True)
 class ImageFile:
     path: Path

@@ -10,12 +10,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
+from typing import Any
 
 from .errors import AresError
 from .evaluation import win_rate
 from .store import Store
 
-ROUND_SQL = "SELECT round, rationales, sentences, scored_sentences, mean_score, corrections, failures, cost_usd FROM v_round_summary ORDER BY round"
+ROUND_SQL = ("SELECT round, rationales, sentences, scored_sentences, mean_score, corrections, failures, cost_usd "
+             "FROM v_round_summary ORDER BY round")
 RL_SQL = "SELECT round, metrics FROM training_run WHERE kind = 'rl' AND status = 'done' ORDER BY round, id"
 ACCURACY_SQL = """
 SELECT mc.name AS checkpoint, mc.round, mc.stage, e.split, COUNT(*) AS questions,
@@ -72,7 +74,7 @@ def collect_series(store: Store) -> tuple[list[Series], dict[str, tuple[list[str
         Series("Win rate", "win rate", [(r[1], r[6]) for r in winrows if r[1] is not None]),
         Series("Teacher cost", "USD", [(r[0], r[7]) for r in by_round]),
     ]
-    tables = {
+    tables: dict[str, tuple[list[str], list[Any]]] = {
         "Rounds (v_round_summary)": rounds,
         "Accuracy": accuracy,
         "Win rate": (["checkpoint", "round", "opponent", "wins", "ties", "losses", "win_rate", "95% CI"], winrows),

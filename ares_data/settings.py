@@ -24,7 +24,7 @@ def read_settings(path: Path, what: str = "settings file") -> dict[str, Any]:
             import yaml
 
             data = yaml.safe_load(raw) or {}
-    except Exception as exc:  # noqa: BLE001 - OSError, TOML and YAML errors all read the same to a user
+    except Exception as exc:  # OSError, TOML and YAML errors all read the same to a user
         raise AresError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise AresError(f"{what} {path} must be a mapping of settings")

@@ -14,22 +14,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy import create_engine, event, insert
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from db.migrate import migrate
-
-from .errors import ReadOnlyError, SchemaError, StoreError
-from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
+from . import readonly
+from .errors import SchemaError, StoreError
+from .migrate import check_current, migrate as apply_migrations
+from .readonly import DEFAULT_TIMEOUT_S
 from .splitter import split_sentences
+from .tables import ModelCheckpoint, Question, Rationale, Sentence, utcnow
 
 DEFAULT_DB = "ares.db"
 TABLES = (
     "question", "model_checkpoint", "rationale", "sentence", "teacher_call",
     "sentence_score", "correction", "export", "training_run", "eval_result",
-    "pipeline_run", "pipeline_stage", "work_claim", "human_label",
+    "pipeline_run", "pipeline_stage", "work_claim", "human_label", "teacher_attempt",
 )  # fmt: skip
 BUSY_TIMEOUT_MS = 30_000
 
@@ -49,20 +50,21 @@ def _sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
     """pysqlite's own transaction handling skips BEGIN before DDL; take it over (SQLAlchemy docs)."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
         if read_only:
             cur.execute("PRAGMA query_only = ON")
+            dbapi_conn.set_authorizer(readonly.refuse_attach)
         else:
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # noqa: ANN001
+    def _on_begin(conn):
         # IMMEDIATE takes the write lock up front (waiting up to the busy timeout): a deferred
         # transaction that reads, then writes after another process wrote, fails at once with
         # "database is locked" whatever the timeout (several collectors on one store).
@@ -102,7 +104,7 @@ def _make_engine(url: str, *, read_only: bool = False) -> Engine:
     return engine
 
 
-def _values_as_in_sqlite(dbapi_conn, _record) -> None:  # noqa: ANN001
+def _values_as_in_sqlite(dbapi_conn, _record) -> None:
     """Read-only queries give the same Python values on both engines: JSON as its text (as SQLite
     stores it), NUMERIC (`AVG(integer)`, `1.0` literals) as float rather than Decimal."""
     from psycopg.types.numeric import FloatLoader
@@ -122,14 +124,20 @@ def redact(url: str) -> str:
 
 
 class Store:
-    """An opened, migrated store."""
+    """An opened, migrated store. With `migrate=False` nothing is written when it opens (`ares sql`,
+    `status`, `report`: a SELECT-only role can audit); a store behind this code is refused."""
 
-    def __init__(self, target: str | os.PathLike | None = None):
+    def __init__(self, target: str | os.PathLike | None = None, *, migrate: bool = True):
         self.url = resolve_url(target)
         self._reader: Engine | None = None  # the read-only engine of query_readonly, made on first use
+        self.applied_now: list[str] = []
         try:
             self.engine = _make_engine(self.url)
-            self.applied_now = migrate(self.engine)
+            if migrate:
+                self.applied_now = apply_migrations(self.engine)
+            else:
+                _refuse_missing_file(self.url)
+                check_current(self.engine)
         except SchemaError as exc:
             raise StoreError(f"{redact(self.url)}: {exc}") from exc
         except SQLAlchemyError as exc:
@@ -236,25 +244,25 @@ class Store:
     # -- reads ----------------------------------------------------------------------------
 
     def table_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            return {t: conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
+        """Rows per table, read as `ares sql` reads (a SELECT-only role can ask)."""
+        counts = self.query_readonly(" UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM {t}" for t in TABLES))[1]
+        return {table: n for table, n in counts}
 
-    def query_readonly(self, sql: str, params: dict | None = None) -> tuple[list[str], list[Sequence[Any]]]:
-        """Run one statement, `sql`, on a connection the database itself keeps read-only."""
+    def query_readonly(self, sql: str, params: dict | None = None,
+                       timeout_s: float | None = DEFAULT_TIMEOUT_S) -> tuple[list[str], list[Sequence[Any]]]:
+        """Run one statement, `sql`, that the database itself keeps from writing (readonly.py),
+        stopped after `timeout_s` seconds."""
         if self._reader is None:
             self._reader = _make_engine(self.url, read_only=True)
-        try:
-            with self._reader.connect() as conn:
-                result = conn.execute(text(sql), params or {})
-                if not result.returns_rows:
-                    return [], []
-                return list(result.keys()), [tuple(r) for r in result.fetchall()]
-        except DBAPIError as exc:
-            message = str(exc.orig).strip().splitlines()[0]
-            lowered = message.lower()
-            if "readonly" in lowered or "read-only" in lowered or "read only" in lowered:
-                raise ReadOnlyError(f"refused by the database (read-only): {message}") from exc
-            raise StoreError(f"SQL error: {message}") from exc
+        return readonly.run(self._reader, sql, params, timeout_s)
+
+
+def _refuse_missing_file(url: str) -> None:
+    """Opening without migrations must not create an empty SQLite file where a store was expected."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).exists():
+        raise SchemaError(f"no store at {parsed.database}: `ares init` creates one")
 
 
 def _in_chunks(session: Session, stmt: Any, column: Any, values: Sequence[Any], size: int = 500) -> list[tuple]:

@@ -53,7 +53,7 @@ class ModelCheckpoint(SQLModel, table=True):
     adapter_path: Optional[str] = None
     parent_id: Optional[int] = Field(default=None, foreign_key="model_checkpoint.id")
     round: Optional[int] = None
-    stage: str  # base | rl | sft
+    stage: str  # base | rl | sft | prm (0016)
     meta: Optional[dict] = _json("metadata")
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -103,8 +103,12 @@ class TeacherCall(SQLModel, table=True):
     cached_tokens_in: Optional[int] = None
     cache_write_tokens_in: Optional[int] = None
     score_logprobs: Optional[list] = _json()  # per score: the tokens that wrote it, with top logprobs (0008)
+    finish_reason: Optional[str] = None  # stop | length | content_filter | refusal ... (0011)
     cost_usd: Optional[float] = None
     latency_ms: Optional[float] = None
+    request_id: Optional[str] = None  # the provider's x-request-id of the answer (0013)
+    model_snapshot: Optional[str] = None  # the `model` the provider says answered (0013)
+    reasoning_tokens: Optional[int] = None  # the reasoning part of tokens_out (0013)
     question_id: Optional[int] = Field(default=None, foreign_key="question.id")
     rationale_id: Optional[int] = Field(default=None, foreign_key="rationale.id")
     repair_of_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")
@@ -130,6 +134,7 @@ class SentenceScore(SQLModel, table=True):
     score: float
     expected_score: Optional[float] = None  # under the teacher's token distribution (0008)
     score_distribution: Optional[dict] = _json()  # {"0.7": p, ...} over the 0.1 grid, normalised
+    score_mass: Optional[float] = None  # the probability mass that distribution covered (0013)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -162,7 +167,7 @@ class Export(SQLModel, table=True):
 class TrainingRun(SQLModel, table=True):
     __tablename__ = "training_run"
     id: Optional[int] = Field(default=None, primary_key=True)
-    kind: str  # rl | sft
+    kind: str  # rl | sft | prm (0016)
     round: Optional[int] = None
     status: str  # running | done | failed
     config: Optional[dict] = _json()
@@ -228,6 +233,40 @@ class WorkClaim(SQLModel, table=True):
     expires_at: datetime
 
 
+class TeacherAttempt(SQLModel, table=True):
+    """One HTTP attempt of a teacher call, failed ones included (migration 0013)."""
+
+    __tablename__ = "teacher_attempt"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    teacher_call_id: int = Field(foreign_key="teacher_call.id")
+    attempt: int
+    outcome: str  # ok | rate_limited | server_error | client_error | timeout | not_sent | network | unreadable
+    http_status: Optional[int] = None
+    error: Optional[str] = None
+    request_id: Optional[str] = None
+    model_snapshot: Optional[str] = None
+    tokens_in: Optional[int] = None
+    tokens_out: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
+    cost_usd: Optional[float] = None  # priced from the usage the answer reported
+    est_cost_usd: Optional[float] = None  # sent but not read back: prompt + max tokens at list price
+    latency_ms: Optional[float] = None
+    started_at: datetime
+
+
+class TeacherRateBucket(SQLModel, table=True):
+    """The shared request and token schedule of one provider account (migration 0013)."""
+
+    __tablename__ = "teacher_rate_bucket"
+    account: str = Field(primary_key=True)
+    last_request_at: float = 0.0
+    tokens_at: float = 0.0
+    paused_until: float = 0.0
+    rpm: Optional[float] = None
+    tpm: Optional[float] = None
+    updated_at: Optional[datetime] = None
+
+
 class TeacherBatch(SQLModel, table=True):
     """One remote OpenAI batch of teacher requests (migration 0007)."""
 
@@ -249,6 +288,7 @@ class TeacherBatch(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: Optional[datetime] = None
     ingested_at: Optional[datetime] = None
+    ares_key: Optional[str] = None  # sent as metadata.ares_key; the row exists before POST /batches (0011)
 
 
 class TeacherBatchRequest(SQLModel, table=True):
@@ -259,6 +299,21 @@ class TeacherBatchRequest(SQLModel, table=True):
     batch_id: int = Field(foreign_key="teacher_batch.id")
     request_hash: str
     rationale_id: int = Field(foreign_key="rationale.id")
+    request: Optional[dict] = _json()  # the stored body of the submitted line (0011)
+    repair_of_id: Optional[int] = Field(default=None, foreign_key="teacher_call.id")  # the call it repairs
+    repair: int = 0  # repairs before it in its chain
+    status: str = "pending"  # pending | answered | failed | error | unreadable (0011)
+    error: Optional[str] = None
+
+
+class RequestClaim(SQLModel, table=True):
+    """A collector's lease on one request hash while it asks (0011): one sender per request."""
+
+    __tablename__ = "request_claim"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    request_hash: str
+    worker: str
+    expires_at: datetime
 
 
 class HumanLabel(SQLModel, table=True):

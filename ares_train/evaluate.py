@@ -13,8 +13,9 @@ from sqlmodel import select
 
 from ares_data.enums import EvalKind, RationaleSource
 from ares_data.formatting import parse_answer, student_prompt
-from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
+from ares_data.runs import add_eval_results
 from ares_data.store import Store
+from ares_data.tables import EvalResult, ModelCheckpoint, Question, Rationale
 
 from .loading import load_checkpoint
 from .placement import Placement, placement_of
@@ -92,11 +93,11 @@ def evaluate_accuracy(
     todo = [q for q in questions if q.id not in done]
     rationales = ensure_eval_rationales(store, row, todo, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                         placement=placement)
-    with store.session() as session:
-        for q in todo:
-            r = rationales[q.id]
-            session.add(EvalResult(
-                kind=EvalKind.accuracy, model_checkpoint_id=row.id, question_id=q.id, split=split, rationale_id=r.id,
-                predicted_answer=r.predicted_answer, correct=r.predicted_answer == q.answer_index,
-            ))
+    results = []
+    for q in todo:
+        r = rationales[q.id]
+        results.append(dict(kind=EvalKind.accuracy, model_checkpoint_id=row.id, question_id=q.id, split=split,
+                            rationale_id=r.id, predicted_answer=r.predicted_answer,
+                            correct=r.predicted_answer == q.answer_index))
+    add_eval_results(store, results)
     return row, {"questions": len(questions), "evaluated_now": len(todo)}

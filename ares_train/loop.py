@@ -22,9 +22,10 @@ from sqlmodel import select
 
 from ares_data.enums import RationaleSource, RunKind, RunStatus, StageStatus
 from ares_data.errors import AresError, ExportError
-from ares_data.tables import ModelCheckpoint, PipelineRun, PipelineStage, utcnow
+from ares_data.runs import FINISHED, finish_pipeline_run, finish_stage, start_pipeline_run, start_stage
+from ares_data.tables import ModelCheckpoint
 from ares_data.store import Store
-from ares_data.teacher.config import TeacherConfig
+from ares_data.teacher.config import Provider, TeacherConfig
 
 STAGES = ("generate", "score", "export_rl", "train_rl", "generate_rl", "correct", "export_sft", "train_sft")
 # Teacher settings that change what is asked (not where or how fast): part of a run's identity.
@@ -54,16 +55,25 @@ class LoopConfig:
     device: str = "auto"  # every stage's; a `device` in `rl`/`sft` wins for that stage
     dtype: str = "auto"
     rollout_engine: str = "hf"
+    prm: str | None = None  # score with this PRM (`ares train prm`) instead of the teacher; corrections stay its
     rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self), "teacher": self.teacher.describe()}
 
+    def scorer(self) -> TeacherConfig:
+        """Who scores the rollouts: the PRM when one is named (on the loop's --device/--dtype), else the teacher."""
+        if self.prm is None:
+            return self.teacher
+        return TeacherConfig.from_options(provider=Provider.prm, model=self.prm, device=self.device, dtype=self.dtype,
+                                          concurrency=self.teacher.concurrency)
+
     def run_key(self) -> str:
         """Same command (any --rounds, rate limits, server address) -> same run, so it resumes."""
         identity = self.describe()
         identity.pop("rounds")
+        identity.pop("device")  # where it runs is not what it computes
         identity["teacher"] = {k: identity["teacher"].get(k) for k in _TEACHER_IDENTITY}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -74,38 +84,14 @@ class Pipeline:
     def __init__(self, store: Store, config: LoopConfig, console: Console | None = None):
         self.store, self.config = store, config
         self.console = console or Console(stderr=True)
-        key = config.run_key()
-        with store.session() as session:
-            run = session.exec(select(PipelineRun).where(PipelineRun.run_key == key)).first()
-            if run is None:
-                run = PipelineRun(run_key=key, config=config.describe(), status=RunStatus.running)
-                session.add(run)
-            else:
-                run.status, run.config = RunStatus.running, config.describe()
-                session.add(run)
-            session.flush()
-            self.run_id = run.id
-
-    def _finish_run(self, status: str) -> None:
-        with self.store.session() as session:
-            run = session.get(PipelineRun, self.run_id)
-            run.status, run.finished_at = status, utcnow()
-            session.add(run)
+        self.run_id = start_pipeline_run(store, config.run_key(), config.describe())
 
     def stage(self, round: int, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The stage's outcome: stored if it finished before, else from running `work` now."""
-        with self.store.session() as session:
-            row = session.exec(select(PipelineStage).where(
-                PipelineStage.pipeline_run_id == self.run_id, PipelineStage.round == round,
-                PipelineStage.stage == name)).first()
-            if row is not None and row.status in (StageStatus.done, StageStatus.skipped):
-                self.console.print(f"round {round} {name}: {row.status} before, reused")
-                return row.outcome or {}
-            row = row or PipelineStage(pipeline_run_id=self.run_id, round=round, stage=name, status=StageStatus.running)
-            row.status, row.error, row.started_at, row.finished_at = StageStatus.running, None, utcnow(), None
-            session.add(row)
-            session.flush()
-            stage_id = row.id
+        row = start_stage(self.store, self.run_id, round, name)
+        if row.status in FINISHED:
+            self.console.print(f"round {round} {name}: {row.status} before, reused")
+            return row.outcome or {}
         self.console.print(f"round {round} {name}: running")
         started = time.monotonic()
         status, error, outcome = StageStatus.done, None, {}
@@ -117,10 +103,7 @@ class Pipeline:
             status, error = StageStatus.failed, f"{exc.__class__.__name__}: {exc}"
             raise
         finally:
-            with self.store.session() as session:
-                row = session.get(PipelineStage, stage_id)
-                row.status, row.error, row.outcome, row.finished_at = status, error, outcome, utcnow()
-                session.add(row)
+            finish_stage(self.store, row.id, status, outcome, error)
         shown = {k: v for k, v in outcome.items() if v not in (None, 0, False, "", [], {})}  # the full one is stored
         self.console.print(f"round {round} {name}: {status} in {time.monotonic() - started:.0f} s "
                            f"{json.dumps(shown, default=str)}", highlight=False, soft_wrap=True)
@@ -135,9 +118,9 @@ class Pipeline:
             for round in range(1, self.config.rounds + 1):
                 start = self._round(round, start, progress)
         except BaseException:
-            self._finish_run(RunStatus.failed)
+            finish_pipeline_run(self.store, self.run_id, RunStatus.failed)
             raise
-        self._finish_run(RunStatus.done)
+        finish_pipeline_run(self.store, self.run_id, RunStatus.done)
         return start
 
     def _round(self, round: int, start: ModelCheckpoint, progress: bool) -> ModelCheckpoint:
@@ -146,27 +129,27 @@ class Pipeline:
         from ares_data.teacher.collect import collect_corrections, collect_scores
 
         from .loading import find_checkpoint
-        from .placement import resolve as resolve_placement
-        from .rollouts import SamplingSettings, generate_rollouts
+        from .rollout_config import SamplingSettings
+        from .rollouts import generate_rollouts
         from .stages import checkpoint_name, train_rl, train_sft
 
         cfg = self.config
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                     top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size,
-                                    rollout_engine=cfg.rollout_engine)
-        placement = resolve_placement(cfg.device, cfg.dtype)
+                                    rollout_engine=cfg.rollout_engine, device=cfg.device, dtype=cfg.dtype)
         where = {"device": cfg.device, "dtype": cfg.dtype}
 
         def generate(checkpoint: ModelCheckpoint) -> Callable[[], dict]:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
-                                             k=cfg.k, limit=cfg.limit, settings=settings, progress=progress,
-                                             placement=placement)
+                                             k=cfg.k, limit=cfg.limit, settings=settings, progress=progress)
 
-        def ask(collector: Callable, checkpoint: ModelCheckpoint, **options: Any) -> Callable[[], dict]:
+        def ask(collector: Callable, checkpoint: ModelCheckpoint, teacher: TeacherConfig = cfg.teacher,
+                **options: Any) -> Callable[[], dict]:
             def work() -> dict:
                 with collect_progress(progress) as report:
-                    summary = asyncio.run(collector(self.store, cfg.teacher, round=round, rationales=RationaleSource.student,
-                                                    checkpoint=checkpoint.name, progress=report, **options))
+                    summary = asyncio.run(collector(self.store, teacher, round=round,
+                                                    rationales=RationaleSource.student, checkpoint=checkpoint.name,
+                                                    progress=report, **options))
                 return _plain(summary)
             return work
 
@@ -198,13 +181,15 @@ class Pipeline:
             return find_checkpoint(self.store, outcome["checkpoint"]) if "checkpoint" in outcome else fallback
 
         self.stage(round, "generate", generate(start))
-        self.stage(round, "score", ask(collect_scores, start, group_by_question=cfg.group_by_question))
+        self.stage(round, "score", ask(collect_scores, start, cfg.scorer(), group_by_question=cfg.group_by_question))
         rl_shard = self.stage(round, "export_rl", export(export_rl))
-        rl = produced(self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl})), start)
+        rl_made = self.stage(round, "train_rl", train(train_rl, RunKind.rl, start, rl_shard, {**where, **cfg.rl}))
+        rl = produced(rl_made, start)
         self.stage(round, "generate_rl", generate(rl))
         self.stage(round, "correct", ask(collect_corrections, rl))
         sft_shard = self.stage(round, "export_sft", export(export_sft))
-        return produced(self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft})), rl)
+        sft = self.stage(round, "train_sft", train(train_sft, RunKind.sft, rl, sft_shard, {**where, **cfg.sft}))
+        return produced(sft, rl)
 
 
 def _plain(summary: Any) -> dict[str, Any]:

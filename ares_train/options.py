@@ -11,7 +11,7 @@ from dataclasses import field, fields
 from typing import Any
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - `help` is the dataclass-metadata convention (as in TRL)
+def option(default: Any, help: str) -> Any:
     """A dataclass field with a default and its help text."""
     return field(default=default, metadata={"help": help})
 

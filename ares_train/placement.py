@@ -13,9 +13,19 @@ from typing import Any, Literal, get_args
 
 from ares_data.errors import TrainingError
 
+from .options import option
+
 DEVICE_HELP = "Where to run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
 DTYPE_HELP = "Weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16."
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass
+class RunsOn:
+    """`--device`/`--dtype` of a command without a trainer config of its own (`eval`)."""
+
+    device: str = option("auto", DEVICE_HELP)
+    dtype: DtypeName = option("auto", DTYPE_HELP)
 
 
 @dataclass(frozen=True)

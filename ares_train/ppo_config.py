@@ -11,7 +11,7 @@ from typing import Literal, get_args
 from ares_data.errors import TrainingError
 
 from .options import option
-from .placement import DEVICE_HELP, DTYPE_HELP
+from .placement import DEVICE_HELP, DTYPE_HELP, DtypeName
 
 RewardPlacement = Literal["sentence", "final"]
 
@@ -62,7 +62,7 @@ class PPOConfig:
                                          "stays put), e.g. after a fresh critic.")
     # -- placement ------------------------------------------------------------------------
     device: str = option("auto", DEVICE_HELP)
-    dtype: str = option("auto", DTYPE_HELP)
+    dtype: DtypeName = option("auto", DTYPE_HELP)
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory, ~30% "
                                                  "slower); works with the LoRA adapters.")
 

@@ -53,9 +53,9 @@ from ares_data.errors import TrainingError
 
 from . import ppo_math as pm
 from .ppo_config import PPOConfig
-from .rollout_engines import HFEngine, Sampled
+from .rollout_engines import LENGTH, HFEngine, Sampled
 from .sentence_tokens import sentence_ends_on_ids, tokenize_with_sentence_ends
-from .vision import encode, image_tensors, is_processor, lora_targets, text_tokenizer
+from .vision import concat_images, encode, image_tensors, is_processor, lora_targets, model_positions, text_tokenizer
 
 POLICY, CRITIC = "default", "critic"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -98,8 +98,7 @@ class _Batch:
 
     def image_inputs(self) -> dict[str, torch.Tensor]:
         """The rows' image tensors, concatenated in row order (as their image tokens appear)."""
-        keys = {k for v in self.vision for k in v}
-        return {k: torch.cat([v[k] for v in self.vision if k in v]) for k in keys}
+        return concat_images(self.vision)
 
 
 def scores_match(row: Mapping[str, Any]) -> bool:
@@ -130,8 +129,12 @@ class SentenceRewardPPOTrainer:
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision), task_type="CAUSAL_LM",
         )  # fmt: skip
-        if config.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.gradient_checkpointing:  # renamed `activation_checkpointing_*` in transformers 5.11
+            enable = getattr(model, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = get_peft_model(model, lora, adapter_name=POLICY)
         self.device = next(model.parameters()).device
         self.value_head = torch.nn.Linear(model.config.get_text_config().hidden_size, 1).to(self.device)
@@ -187,7 +190,7 @@ class SentenceRewardPPOTrainer:
         logprobs = row.get("logprobs")
         if logprobs is not None and len(logprobs) != len(ids):
             raise TrainingError(f"a rollout has {len(ids)} token ids but {len(logprobs)} log-probs")
-        return ids, ends, logprobs, row.get("finish_reason") == "length"
+        return ids, ends, logprobs, row.get("finish_reason") == LENGTH
 
     def _encode(self, row: Mapping[str, Any]) -> _Sample | None:
         """Token ids and sentence-end token positions; None when the row cannot be used."""
@@ -240,14 +243,16 @@ class SentenceRewardPPOTrainer:
             self.model.set_adapter(POLICY)
 
     def _model_inputs(self, batch: _Batch) -> dict[str, Any]:
-        """The keyword arguments of the student's forward: built here only. A text model gets
-        positions that skip the left padding, as `generate` gives them; a vision-language model
-        builds its own (Qwen2-VL's M-RoPE from `image_grid_thw`), so none are passed."""
-        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "use_cache": False,
-                  **batch.image_inputs()}
-        if self.processor is None:
-            inputs["position_ids"] = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return inputs
+        """The keyword arguments of the student's forward: built here only. Positions are the
+        model's own: the Qwen-VL family's 3-D M-RoPE ones from its `get_rope_index`
+        (`vision.model_positions`), else a count of attended tokens that skips the left padding,
+        as `generate` gives them."""
+        images = batch.image_inputs()
+        positions = model_positions(self.model, batch.input_ids, batch.attention_mask, images)
+        if positions is None:
+            positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "position_ids": positions,
+                "use_cache": False, **images}
 
     def _hidden(self, batch: _Batch) -> torch.Tensor:
         """Last hidden states from the position before the first response token on: [B, R + 1, H].
@@ -398,10 +403,12 @@ class SentenceRewardPPOTrainer:
 
     # -- online use and output --------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, **sampling: Any) -> list[Sampled]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, images: Sequence[Any] | None = None,
+                 **sampling: Any) -> list[Sampled]:
         """Sample one response per prompt from the current policy (for an online generate ->
-        score -> step loop), with the ids and log-probs `step` trains on."""
-        rows = HFEngine(self.model, self.processing).sample(prompts, [None] * len(prompts), n=1,
+        score -> step loop), with the ids and log-probs `step` trains on. A VLM student sees each
+        prompt's image (None: text only); `step` then takes it as the row's `image`."""
+        rows = HFEngine(self.model, self.processing).sample(prompts, list(images or [None] * len(prompts)), n=1,
                                                            max_new_tokens=max_new_tokens, **sampling)
         return [row[0] for row in rows]
 

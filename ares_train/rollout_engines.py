@@ -20,15 +20,16 @@ import importlib.util
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Sequence, get_args
 
 from ares_data.errors import TrainingError
+from ares_data.extras import install_command
 
+from .rollout_config import EngineName
 from .vision import encode, text_tokenizer
 
-EngineName = Literal["hf", "vllm"]
-ENGINE_HELP = "What samples rollouts: hf (transformers generate) or vllm (optional extra; needs a CUDA GPU)."
-VLLM_INSTALL = "pip install 'ares[vllm]' (vLLM needs a CUDA GPU)"
+STOP, LENGTH = "stop", "length"  # finish reasons: an EOS was sampled / cut at max_new_tokens
+VLLM_INSTALL = f"{install_command('vllm')} (on a machine with a CUDA GPU)"
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Sampled:
 
     token_ids: list[int]
     logprobs: list[float]
-    finish_reason: str  # "stop" (an EOS was sampled) or "length" (cut at max_new_tokens)
+    finish_reason: str  # STOP or LENGTH
     text: str  # the ids decoded without special tokens, stripped: the rationale text
 
     def record(self) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def cut_at_eos(ids: Sequence[int], logprobs: Sequence[float], ends: set[int], to
     stop = next((i for i, t in enumerate(ids) if t in ends), None)
     kept = ids if stop is None else ids[: stop + 1]
     text = text_tokenizer(tokenizer).decode(kept, skip_special_tokens=True).strip()
-    return Sampled(kept, [float(x) for x in logprobs[: len(kept)]], "length" if stop is None else "stop", text)
+    return Sampled(kept, [float(x) for x in logprobs[: len(kept)]], LENGTH if stop is None else STOP, text)
 
 
 class _BehaviourLogprobs:
@@ -120,9 +121,9 @@ class HFEngine:
         enc = encode(self.processing, prompts, images, return_tensors="pt", padding=True).to(device)
         ends = eos_ids(self.model, self.processing)
         # A clean config: none of the model's own sampling defaults (top_p, top_k=50, ...) applies.
-        clean = GenerationConfig(do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=sorted(ends),
-                                 bos_token_id=tok.bos_token_id)
+        clean = GenerationConfig(do_sample=do_sample, temperature=1.0, top_k=0, top_p=1.0,
+                                 max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=sorted(ends), bos_token_id=tok.bos_token_id)
         recorder = _BehaviourLogprobs()
         processors = [*_sampling_processors(temperature, top_k), recorder] if do_sample else [recorder]
         inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # under PEFT
@@ -130,8 +131,8 @@ class HFEngine:
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model.generate(**enc, generation_config=clean, logits_processor=LogitsProcessorList(processors),
-                                          **generate_kwargs)
+                out = self.model.generate(**enc, generation_config=clean,
+                                          logits_processor=LogitsProcessorList(processors), **generate_kwargs)
         finally:
             inner.generation_config = saved
         recorder.take(out[:, -1])
@@ -159,7 +160,9 @@ class VLLMEngine:
         model.save_pretrained(self._dir.name)  # adapters were merged on load: plain weights
         processing.save_pretrained(self._dir.name)
         self.ends = eos_ids(model, processing)
-        self.llm = LLM(model=str(Path(self._dir.name)), dtype=dtype, logprobs_mode="processed_logprobs")
+        # the HF copy stays loaded beside it: leave it room
+        self.llm = LLM(model=str(Path(self._dir.name)), dtype=dtype, logprobs_mode="processed_logprobs",
+                       gpu_memory_utilization=0.5)
 
     def sample(self, prompts: Sequence[str], images: Sequence[Any], *, n: int, max_new_tokens: int,
                temperature: float = 1.0, top_k: int = 0, do_sample: bool = True, seed: int | None = None,

@@ -8,7 +8,7 @@ where it stopped and a finished one adds nothing when run again.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Sequence
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
@@ -16,29 +16,17 @@ from rich.text import Text
 from sqlalchemy import func
 from sqlmodel import select
 
+from ares_data.enums import RationaleSource
 from ares_data.formatting import parse_answer, student_prompt
 from ares_data.images import question_image
-from ares_data.tables import ModelCheckpoint, Question, Rationale
 from ares_data.store import Store
+from ares_data.tables import ModelCheckpoint, Question, Rationale
 
 from .loading import load_checkpoint
-from .options import option
-from .placement import Placement, placement_of
-from .rollout_engines import ENGINE_HELP, EngineName, Sampled, make_engine
+from .placement import placement_of, resolve
+from .rollout_config import SamplingSettings
+from .rollout_engines import Sampled, make_engine
 from .vision import is_processor, student_input
-
-
-
-@dataclass
-class SamplingSettings:
-    """How rollouts are sampled; stored as JSON with every rationale. Each help text is written once, here."""
-
-    max_new_tokens: int = option(256, "Length cap of a rationale, in tokens; a rollout cut there is `length`-finished.")
-    temperature: float = option(1.0, "Sampling temperature (PPO scores log-probs at the same temperature).")
-    top_k: int = option(0, "Sample among the k likeliest tokens; 0 = the whole vocabulary, the distribution PPO scores.")
-    seed: int | None = option(None, "Seed for reproducible sampling.")
-    batch_size: int = option(8, "Questions per generate call.")
-    rollout_engine: EngineName = option("hf", ENGINE_HELP)
 
 
 def sample_responses(engine: Any, processing: Any, user_texts: Sequence[str], *, questions: Sequence[Any] | None = None,
@@ -61,7 +49,7 @@ class RateColumn(ProgressColumn):
         super().__init__()
         self.unit = unit
 
-    def render(self, task) -> Text:  # noqa: ANN001
+    def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:.2f} {self.unit}/s" if speed else f"? {self.unit}/s", style="progress.data.speed")
 
@@ -79,7 +67,7 @@ def pending_questions(store: Store, *, checkpoint_id: int, round: int, split: st
         questions = list(session.exec(stmt))
         done_counts = dict(session.exec(
             select(Rationale.question_id, func.count()).where(
-                Rationale.source == "student", Rationale.round == round,
+                Rationale.source == RationaleSource.student, Rationale.round == round,
                 Rationale.model_checkpoint_id == checkpoint_id,
             ).group_by(Rationale.question_id)
         ).all())
@@ -97,7 +85,6 @@ def generate_rollouts(
     limit: int | None = None,
     settings: SamplingSettings | None = None,
     progress: bool = True,
-    placement: Placement | None = None,
     model_and_tokenizer: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Sample k rationales per pending question of `split` and store them as round `round`, each
@@ -107,6 +94,7 @@ def generate_rollouts(
     `model_and_tokenizer` skips loading the checkpoint when the caller already holds it.
     """
     settings = settings or SamplingSettings()
+    placement = resolve(settings.device, settings.dtype)  # a bad --device fails before anything else
     pending, skipped = pending_questions(store, checkpoint_id=checkpoint.id, round=round, split=split, k=k,
                                          limit=limit)
     summary = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,
@@ -135,7 +123,7 @@ def generate_rollouts(
                 for question, samples in zip(batch, sampled, strict=True):
                     for index, one in enumerate(samples):
                         _, created = store.add_rationale(
-                            session, question_id=question.id, source="student", text=one.text,
+                            session, question_id=question.id, source=RationaleSource.student, text=one.text,
                             dedup_key=dedup_key(checkpoint.id, round, question.id, index),
                             model_checkpoint_id=checkpoint.id, round=round, sample_index=index,
                             predicted_answer=parse_answer(one.text, len(question.choices)),

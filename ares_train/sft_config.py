@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .options import option
-from .placement import DEVICE_HELP, DTYPE_HELP
-
+from .placement import DEVICE_HELP, DTYPE_HELP, DtypeName
 
 
 @dataclass
@@ -31,4 +30,4 @@ class SFTRunConfig:
     logging_steps: int = option(1, "Optimizer steps between logged metrics.")
     # -- placement ------------------------------------------------------------------------
     device: str = option("auto", DEVICE_HELP)
-    dtype: str = option("auto", DTYPE_HELP)
+    dtype: DtypeName = option("auto", DTYPE_HELP)

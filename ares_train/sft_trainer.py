@@ -7,20 +7,32 @@ prompt is formatted with `format_prompt`, exactly as the student sees it when ge
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from .placement import placement_of
 from .sft_config import SFTRunConfig
 from .vision import is_processor, lora_targets, student_input, text_tokenizer
 
 
+def _no_checkpointing(config_cls: type) -> dict[str, bool]:
+    """Activation checkpointing off, under the name this transformers uses: `activation_checkpointing`
+    from 5.11 on, `gradient_checkpointing` before (the `[verl]` extra pins transformers below 5.11)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_cls)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: False}
+
+
 def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: Iterable[dict],
-                      output_dir: str | Path, questions: Mapping[int, Any] | None = None) -> dict[str, Any]:
+                      output_dir: str | Path, questions: Mapping[int, Any] | None = None,
+                      callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train a LoRA adapter on `rows` ({prompt: user text, completion}), save it (PEFT format)
     to `output_dir`, and return the metrics: the trainer's summary and its per-step log.
 
     A VLM student (`tokenizer` is its processor) also sees the image of each row's question
-    (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs."""
+    (`questions` by `question_id`); TRL's vision collator then builds the pixel inputs.
+    `callbacks` are transformers `TrainerCallback`s (the GPU check times steps with one)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -37,7 +49,7 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
         output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
         seed=config.seed, max_length=config.max_length, logging_steps=config.logging_steps,
-        completion_only_loss=True, activation_checkpointing=False, save_strategy="no", report_to=[],
+        completion_only_loss=True, save_strategy="no", report_to=[], **_no_checkpointing(SFTConfig),
         push_to_hub=False, disable_tqdm=True, dataloader_pin_memory=where.on_cuda, use_cpu=not where.on_cuda,
         bf16=where.dtype == "bfloat16", fp16=where.dtype == "float16" and where.on_cuda,
     )
@@ -46,7 +58,7 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
                              task_type="CAUSAL_LM")
     text_tokenizer(tokenizer).padding_side = "right"  # training pads on the right; generation switches back
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=list(callbacks))
     result = trainer.train()
     trainer.save_model(str(output_dir))
     return {"summary": result.metrics, "steps": [e for e in trainer.state.log_history if "loss" in e]}

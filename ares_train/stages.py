@@ -1,7 +1,7 @@
 """Training stages of a round: PPO on sentence scores (`rl`), then SFT on corrections (`sft`).
 
 Both run through `run_stage`, which owns what they share: the start checkpoint, the
-`training_run` row (running -> done | failed), and registering the result as the round's
+`training_run` row (running -> done | failed, through `ares_data.runs`), and registering the result as the round's
 checkpoint `round-N-<stage>`, one LoRA link on top of the checkpoint it started from.
 """
 
@@ -12,13 +12,15 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sqlalchemy import exists
 from sqlmodel import select
 
-from ares_data.enums import CallKind, CallStatus, RationaleSource, RunKind, RunStatus
+from ares_data.enums import CheckpointStage, RationaleSource, RunKind
 from ares_data.errors import AresError, TrainingError
 from ares_data.exporters import export_rl, export_sft, find_export, read_shard
-from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, TeacherCall, TrainingRun, utcnow
+from ares_data.tables import Export, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TrainingRun
 from ares_data.paths import default_checkpoint_dir
+from ares_data.runs import fail_training_run, finish_training_run, start_training_run
 from ares_data.store import Store
 
 from .loading import checkpoint_chain, ensure_base_checkpoint, find_checkpoint, load_checkpoint
@@ -42,11 +44,11 @@ def _registered(store: Store, name: str) -> ModelCheckpoint | None:
 def rollout_checkpoint(store: Store, round: int) -> ModelCheckpoint | None:
     """The checkpoint that generated the round's scored rollouts (PPO starts from it: on-policy)."""
     with store.session() as session:
+        # Scored: any sentence has a stored (validated) score, whether its call was single, grouped or reused.
+        scored = exists().where(Sentence.rationale_id == Rationale.id, SentenceScore.sentence_id == Sentence.id)
         ids = session.exec(select(Rationale.model_checkpoint_id).distinct()
-                           .join(TeacherCall, TeacherCall.rationale_id == Rationale.id)
                            .where(Rationale.source == RationaleSource.student, Rationale.round == round,
-                                  Rationale.model_checkpoint_id.is_not(None),
-                                  TeacherCall.kind == CallKind.score, TeacherCall.status == CallStatus.ok)).all()
+                                  Rationale.model_checkpoint_id.is_not(None), scored)).all()
         if len(ids) > 1:
             raise TrainingError(f"round {round} has rollouts from {len(ids)} checkpoints; choose one with --checkpoint")
         return session.get(ModelCheckpoint, ids[0]) if ids else None
@@ -58,7 +60,8 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     that generated its rollouts, sft: `round-N-rl`); else `model` + `adapters` as a base."""
     if checkpoint:
         return find_checkpoint(store, checkpoint)
-    found = rollout_checkpoint(store, round) if stage == RunKind.rl else _registered(store, checkpoint_name(round, RunKind.rl))
+    found = (rollout_checkpoint(store, round) if stage == RunKind.rl
+             else _registered(store, checkpoint_name(round, RunKind.rl)))
     if found is not None:
         return found
     if model:
@@ -66,7 +69,8 @@ def resolve_start(store: Store, stage: str, round: int, *, checkpoint: str | Non
     raise TrainingError(f"no start checkpoint for {stage} round {round}: pass --model or --checkpoint")
 
 
-def _shard(store: Store, shard_dir: str | Path | None, export: Callable[[], Export]) -> tuple[Export | None, list[dict]]:
+def _shard(store: Store, shard_dir: str | Path | None,
+           export: Callable[[], Export]) -> tuple[Export | None, list[dict]]:
     """The rows of `shard_dir`, or of a fresh export when none is given, with its `export` row."""
     found = export() if shard_dir is None else find_export(store, shard_dir)
     return found, read_shard(found.path if shard_dir is None else shard_dir)
@@ -86,43 +90,37 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=float))
 
 
-def _finish(store: Store, run_id: int, **fields: Any) -> None:
-    with store.session() as session:
-        run = session.get(TrainingRun, run_id)
-        for key, value in {**fields, "finished_at": utcnow()}.items():
-            setattr(run, key, value)
-
-
-def run_stage(store: Store, *, stage: str, round: int, start: ModelCheckpoint, export: Export | None,
-              output_dir: str | Path | None, config: Any, train: TrainFn) -> ModelCheckpoint:
+def run_stage(store: Store, *, stage: str, round: int | None, start: ModelCheckpoint, export: Export | None,
+              output_dir: str | Path | None, config: Any, train: TrainFn, name: str | None = None,
+              run_config: dict[str, Any] | None = None) -> ModelCheckpoint:
     """Load `start` on the config's device and dtype, run `train` into the output dir, register
-    `round-N-<stage>` on top of it."""
-    name = checkpoint_name(round, stage)
+    `name` (default `round-N-<stage>`) on top of it. `run_config` is kept beside the trainer's
+    config (what the data was: a PRM's teacher)."""
+    name = name or checkpoint_name(round, stage)
     if _registered(store, name) is not None:
         raise TrainingError(f"checkpoint {name} already exists; a round's stage is trained once")
     output = Path(output_dir or default_checkpoint_dir(round, stage)).resolve()
     placement = resolve_placement(config.device, config.dtype)
     config = replace(config, **placement.describe())  # the run records where it ran, not `auto`
-    with store.session() as session:
-        run = TrainingRun(kind=stage, round=round, status=RunStatus.running, config=_jsonable(asdict(config)),
-                          input_checkpoint_id=start.id, export_id=export.id if export else None)
-        session.add(run)
-        session.flush()
+    run_id = start_training_run(store, kind=stage, round=round,
+                                config=_jsonable({**asdict(config), **(run_config or {})}),
+                                input_checkpoint_id=start.id, export_id=export.id if export else None)
     try:
         model, tokenizer, _ = load_checkpoint(store, start, placement)
         output.mkdir(parents=True, exist_ok=True)
         metrics = _jsonable(train(model, tokenizer, output))
     except BaseException as exc:
-        _finish(store, run.id, status=RunStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        fail_training_run(store, run_id, f"{type(exc).__name__}: {exc}")
         if isinstance(exc, AresError) or not isinstance(exc, Exception):
             raise
-        raise TrainingError(f"{stage} training of round {round} failed: {type(exc).__name__}: {exc}") from exc
+        what = f"{stage} training of round {round}" if round is not None else f"{name} training"
+        raise TrainingError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
     with store.session() as session:
         checkpoint = store.register_checkpoint(
             session, name=name, path=str(output), base_model=start.base_model, adapter_path=str(output),
-            parent_id=start.id, round=round, stage=stage, meta={"training_run_id": run.id},
+            parent_id=start.id, round=round, stage=stage, meta={"training_run_id": run_id},
         )
-    _finish(store, run.id, status=RunStatus.done, metrics=metrics, output_checkpoint_id=checkpoint.id)
+    finish_training_run(store, run_id, metrics=metrics, output_checkpoint_id=checkpoint.id)
     return checkpoint
 
 
@@ -156,7 +154,7 @@ def previous_critic(store: Store, start: ModelCheckpoint) -> str | None:
     its critic adapter and value head start this run's critic. None before any RL stage."""
     with store.session() as session:
         chain = checkpoint_chain(session, start)
-    found = [c.adapter_path for c in chain if c.stage == "rl" and c.adapter_path]
+    found = [c.adapter_path for c in chain if c.stage == CheckpointStage.rl and c.adapter_path]
     return found[-1] if found else None
 
 

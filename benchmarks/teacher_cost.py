@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.importers.aokvqa import read_aokvqa
 from ares_data.importers._common import write_records
+from ares_data.importers.aokvqa import read_aokvqa
 from ares_data.store import Store
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.pricing import cost
@@ -108,7 +108,8 @@ def main() -> None:
     b = [grouped["scores"][k] for k in shared]
     mad = sum(abs(x - y) for x, y in zip(a, b)) / len(shared)
     print(f"agreement on {len(shared)} sentences scored by both: Spearman {spearman(a, b):.3f}, "
-          f"mean absolute difference {mad:.3f}; failed: single {single['failed'] or 0}, grouped {grouped['failed'] or 0}")
+          f"mean absolute difference {mad:.3f}; "
+          f"failed: single {single['failed'] or 0}, grouped {grouped['failed'] or 0}")
     print(json.dumps({k: {f: v for f, v in r.items() if f != "scores"} for k, r in
                       (("single", single), ("grouped", grouped))}))
 

@@ -5,9 +5,11 @@ sequential loop, 429s, lost and duplicate answers.
     .venv/bin/python benchmarks/teacher_throughput.py --collectors 4 [--pg-url URL]
 
 With --collectors N, N `ares collect-scores` processes share one store (SQLite, then
-PostgreSQL: --pg-url, or a throwaway cluster started as the tests do) and the server limit
-(each runs at --rpm / N): total achieved rate, requests answered twice and duplicate scores
-(both must be 0), and the store's write rate in sentence scores per second.
+PostgreSQL: --pg-url, or a throwaway cluster started as the tests do) and the server limit;
+each is given the same `--rpm` (the account's limit), which they share through the store
+(teacher_rate_bucket): total achieved rate, the share of requests answered 429 (at most 2 %),
+requests answered twice and duplicate scores (both must be 0), and the store's write rate in
+sentence scores per second.
 
 The fake teacher holds the server limit (--rpm) and the client is configured at the same
 rate; the sequential loop (concurrency 1, the research code's shape) runs on a subset and its
@@ -29,8 +31,8 @@ from pathlib import Path
 import httpx
 
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.tables import Question
 from ares_data.store import Store
+from ares_data.tables import Question
 from ares_data.teacher import TeacherConfig, collect_scores
 
 
@@ -62,8 +64,8 @@ def shared_store(args: argparse.Namespace, db_url: str, label: str) -> None:
     with serve_in_thread(latency_ms=args.latency_ms, rpm=args.rpm) as url:
         env = {**os.environ, "ARES_DB": db_url, "PYTHONPATH": str(ROOT)}
         command = [sys.executable, "-c", "from ares_data.cli import main; main()", "collect-scores", "--round", "1",
-                   "--no-group-by-question", "--base-url", url, "--model", "fake", "--lease", "5", "--rpm", str(args.rpm / args.collectors),
-                   "--concurrency", str(max(1, args.concurrency // args.collectors))]
+                   "--no-group-by-question", "--base-url", url, "--model", "fake", "--lease", "5",
+                   "--rpm", str(args.rpm), "--concurrency", str(max(1, args.concurrency // args.collectors))]
         started = time.perf_counter()
         procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for _ in range(args.collectors)]
@@ -82,12 +84,13 @@ def shared_store(args: argparse.Namespace, db_url: str, label: str) -> None:
     print(f"{label}: {args.collectors} collectors, {stats['answered']} calls in {calling:.1f} s from first request "
           f"to last answer ({elapsed:.1f} s with process starts) = {stats['answered'] / calling * 60:.0f} RPM "
           f"= {stats['answered'] / calling * 60 / args.rpm:.3f} of the shared {args.rpm:g} RPM; "
-          f"429s {stats['by_status'].get('429', 0)}")
+          f"429s {stats['by_status'].get('429', 0)} of {stats['requests']} requests "
+          f"({stats['by_status'].get('429', 0) / max(1, stats['requests']):.1%})")
     print(f"{label}: requests answered twice {stats['answered_twice']}; duplicate scores {doubled}; "
           f"{scores} sentence scores written at {scores / span:.0f}/s (first to last write)")
 
 
-def _as_datetime(value):  # noqa: ANN001, ANN202 - SQLite returns text, PostgreSQL a datetime
+def _as_datetime(value):  # SQLite returns text, PostgreSQL a datetime
     from datetime import datetime
 
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

@@ -7,15 +7,18 @@ throwaway cluster started once per session (tests/pg_cluster.py), a fresh databa
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from sample_data import write_aokvqa, write_scienceqa
 from typer.testing import CliRunner
 
 from pg_cluster import ClusterUnavailable, fresh_database, running_cluster
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real samples (an extra check when present); ARES_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("ARES_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BACKENDS = ("sqlite", "postgresql")
 _PG_SKIPPED: list[str] = []
 
@@ -105,6 +108,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(params=["generated", "shared"])
+def sqa(request, tmp_path_factory) -> dict[str, Path]:
+    """ScienceQA files: small ones written by tests/sample_data.py, then the real sample (when present)."""
+    if request.param == "generated":
+        return write_scienceqa(tmp_path_factory.mktemp("scienceqa"))
+    root = request.getfixturevalue("shared_data") / "scienceqa"
+    return {"problems": root / "problems.sample150.json", "splits": root / "pid_splits.sample150.json",
+            "full_splits": root / "pid_splits.json", "captions": root / "captions.json"}
+
+
+@pytest.fixture(params=["generated", "shared"])
+def aokvqa_val(request, tmp_path_factory) -> Path:
+    """An A-OKVQA val file: a small written one, then the real one (when present)."""
+    if request.param == "generated":
+        return write_aokvqa(tmp_path_factory.mktemp("aokvqa") / "aokvqa_v1p0_val.json")
+    return request.getfixturevalue("shared_data") / "aokvqa" / "aokvqa_v1p0_val.json"
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ares_data.tables import Question
 from ares_data.store import Store
+from ares_data.tables import Question
 
 TEXTS = [
     "The magnet pulls the nail. Magnets attract iron. So the nail is made of iron. The answer is (A).",

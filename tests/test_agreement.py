@@ -18,8 +18,10 @@ def labelled(store, feedback):
     r1 = feedback.rollout(q, FOUR)
     feedback.score(r1, [1.0, 1.0, 1.0, 1.0], model="teacher-a")  # superseded by a's later call
     feedback.score(r1, [0.2, 0.4, 0.6, 0.8], model="teacher-a")
+    # Scores on an `invalid` call are the valid lists of a partly invalid grouped answer: they count
+    # like any other (issue 14), here superseded by b's later call.
+    feedback.score(r1, [0.0, 0.0, 0.0, 0.0], model="teacher-b", status="invalid")
     feedback.score(r1, [0.1, 0.4, 0.9, 0.9], model="teacher-b")
-    feedback.score(r1, [0.0, 0.0, 0.0, 0.0], model="teacher-b", status="invalid")  # never counts
     with store.session() as session:
         from sqlmodel import select
 

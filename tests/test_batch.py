@@ -5,11 +5,12 @@ import asyncio
 import httpx
 import pytest
 
+from ares_data.errors import TeacherError
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
 from ares_data.teacher.batch import BatchLimits, chunks, ingest
 from ares_data.teacher.pricing import cost
-from ares_data.errors import TeacherError
+
 from teacher_support import add_rationales
 
 COUNTS = {t: f"SELECT COUNT(*) FROM {t}" for t in

@@ -8,6 +8,7 @@ from sqlmodel import select
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import Correction, Question, Rationale, TeacherCall
 from ares_data.teacher import TeacherConfig, collect_corrections, judge_pair
+
 from teacher_support import add_rationales
 
 

@@ -8,8 +8,8 @@ from sqlmodel import select
 
 from ares_data.errors import ExportError
 from ares_data.exporters import export_rl, export_sft
-from ares_data.tables import Sentence
 from ares_data.review.labels import flag_question, record_correction, record_score
+from ares_data.tables import Sentence
 
 pytestmark = pytest.mark.both_backends
 TEXT = "Two is divisible by two. So it is even. The answer is (A)."

@@ -9,7 +9,7 @@ from datasets import load_dataset
 from sqlmodel import select
 
 from ares_data.errors import ExportError
-from ares_data.exporters import export_rl, export_sft, export_verl
+from ares_data.exporters import export_rl, export_sft
 from ares_data.tables import Export
 
 pytestmark = pytest.mark.both_backends  # every importer / exporter also runs on PostgreSQL
@@ -48,7 +48,8 @@ def test_export_rl_keeps_fully_scored_rollouts_and_counts_the_rest(store, round_
 
     parquet = Path(export.path) / "data.parquet"
     manifest = json.loads((Path(export.path) / "manifest.json").read_text())
-    assert export.content_hash == manifest["content_hash"] == "sha256:" + hashlib.sha256(parquet.read_bytes()).hexdigest()
+    digest = "sha256:" + hashlib.sha256(parquet.read_bytes()).hexdigest()
+    assert export.content_hash == manifest["content_hash"] == digest
     assert manifest["row_count"] == 1 and manifest["skipped"] == export.skipped
     with store.session() as session:
         stored = session.exec(select(Export)).one()
@@ -64,18 +65,6 @@ def test_several_teachers_must_be_chosen(store, feedback, round_one):
     export = export_rl(store, 1, teacher="teacher-b")
     assert [r["scores"] for r in _load(export)] == [[0.2, 0.2, 0.2]]
     assert export.skipped["other_teacher"] == 1  # the wrong-count rollout was scored by teacher-a only
-
-
-def test_export_verl_layout(store, round_one, tmp_path):
-    export = export_verl(store, 1, out_dir=tmp_path / "verl")
-    [row] = _load(export)
-    assert row["data_source"] == "ares/toy"
-    assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].startswith("Question:")
-    assert row["reward_model"] == {"style": "rule", "ground_truth": "A"}
-    extra = row["extra_info"]
-    assert extra["rationale_id"] == round_one.id and extra["scores"] == [0.9, 0.6, 1.0]
-    assert extra["response"][:extra["sentence_ends"][0]] == "Two is divisible by two."
-    assert export.path == str((tmp_path / "verl").resolve())
 
 
 def test_export_sft_ends_every_completion_with_the_answer(store, feedback):

@@ -16,6 +16,7 @@ import pytest
 from ares_data.fake_teacher import sentence_score, serve_in_thread
 from ares_data.store import Store
 from ares_data.teacher.prompts import score_ask
+
 from servers import free_port
 from teacher_support import add_rationales
 

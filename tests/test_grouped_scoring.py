@@ -8,14 +8,15 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from ares_data.errors import InvalidAnswer, PartlyInvalid
 from ares_data.fake_teacher import sentence_score, serve_in_thread
 from ares_data.tables import Sentence, SentenceScore, TeacherCall, TeacherCallRationale
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import TeacherClient, build_request, parse_reply
 from ares_data.teacher.config import Provider
 from ares_data.teacher.grouped import group_ask, parse_group
-from ares_data.teacher.pricing import PrefixCache, prompt_text, cost, rates
-from ares_data.errors import InvalidAnswer, PartlyInvalid
+from ares_data.teacher.pricing import PrefixCache, cost, prompt_text, rates
+
 from teacher_support import add_rationales
 
 
@@ -42,8 +43,10 @@ def test_one_call_per_question_scores_every_sentence_and_links_each_rationale(st
                                         for sentence, score in scored)
     by_call = {link.rationale_id: link.teacher_call_id for link in links}
     assert all(by_call[sentence.rationale_id] == score.teacher_call_id for sentence, score in scored)
-    # Calls after the first share the instructions with it: the fake reports them as cached.
-    assert calls[0].cached_tokens_in == 0 and all(0 < c.cached_tokens_in < c.tokens_in for c in calls[1:])
+    # Calls after the first the fake served share the instructions with it: reported as cached. Rows
+    # are stored in the order answers arrive, not the order the fake served them.
+    first, *later = sorted(calls, key=lambda c: c.cached_tokens_in)
+    assert first.cached_tokens_in == 0 and all(0 < c.cached_tokens_in < c.tokens_in for c in later)
     assert summary.cached_tokens_in == sum(c.cached_tokens_in for c in calls)
 
 
@@ -125,7 +128,8 @@ def test_anthropic_usage_counts_cache_reads_and_writes_as_input():
                       "cache_creation_input_tokens": 300}}
     assert parse_reply(Provider.anthropic, data)[1:] == (1310, 2, 1000)
     openai = {"choices": [{"message": {"content": "x"}}],
-              "usage": {"prompt_tokens": 1200, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 1024}}}
+              "usage": {"prompt_tokens": 1200, "completion_tokens": 3,
+                        "prompt_tokens_details": {"cached_tokens": 1024}}}
     assert parse_reply(Provider.openai, openai)[1:] == (1200, 3, 1024)
 
 

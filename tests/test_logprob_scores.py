@@ -17,6 +17,7 @@ from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import build_request
 from ares_data.teacher.logprobs import distribution, expectations, expected, score_positions
 from ares_data.teacher.prompts import score_ask
+
 from teacher_support import add_rationales
 
 
@@ -40,10 +41,10 @@ def test_digit_by_digit_tokens_weight_the_leading_and_the_tenths_digit():
     text = '{"scores": [0.3]}'
     content = [*certain('{"', 'scores', '":', ' ['), entry("0", 0.8, ("1", 0.2)), entry(".", 1.0),
                entry("3", 0.5, ("4", 0.5)), *certain("]}")]
-    [(path, (value, dist))] = weighted(text, content).items()
+    [(path, (value, dist, mass))] = weighted(text, content).items()
     assert path == ("scores", 0)
     assert dist == pytest.approx({"0.3": 0.4, "0.4": 0.4, "1.0": 0.2})
-    assert value == pytest.approx(0.3 * 0.4 + 0.4 * 0.4 + 0.2)
+    assert value == pytest.approx(0.3 * 0.4 + 0.4 * 0.4 + 0.2) and mass == pytest.approx(1.0)
 
 
 def test_a_bare_zero_ends_the_number_and_scores_zero():
@@ -52,9 +53,11 @@ def test_a_bare_zero_ends_the_number_and_scores_zero():
     content = [entry("[", 1.0), entry("0", 0.7, ("1", 0.3)), entry(",", 0.9, (".", 0.1)), entry(" ", 1.0),
                entry("1", 0.6, ("0", 0.4)), entry(".", 1.0), entry("0", 1.0), entry("]", 1.0)]
     found = weighted(text, content)
-    assert found[(0,)][1] == pytest.approx({"0.0": 0.7 / 1.0, "1.0": 0.3 / 1.0})
-    # The sampled 1.0: its `0` branch was never scored, so only what the leading digit decided is left.
-    assert found[(1,)] == (1.0, {"1.0": 1.0})
+    assert found[(0,)][1] == pytest.approx({"0.0": 0.63 / 0.93, "1.0": 0.3 / 0.93})
+    assert found[(0,)][2] == pytest.approx(0.93)  # the unobserved `0.` branch
+    # The sampled 1.0: its `0` branch was never scored, so only what the leading digit decided is
+    # left, and the mass covered says so (0.6, not 1.0): the bias whole points avoid.
+    assert found[(1,)] == (1.0, {"1.0": 1.0}, pytest.approx(0.6))
 
 
 def test_one_token_per_number_with_a_leading_space_and_invalid_candidates_left_out():
@@ -67,6 +70,28 @@ def test_one_token_per_number_with_a_leading_space_and_invalid_candidates_left_o
     assert set(found) == {("R1", 0), ("R2", 0)}  # the digits of the labels are not scores
     assert found[("R1", 0)][1] == pytest.approx({"0.9": 0.5 / 0.8, "1.0": 0.3 / 0.8})
     assert found[("R2", 0)][0] == pytest.approx(0.9 * 1.0 + 0.1 * 0.5)
+
+
+def test_whole_points_are_one_token_each_and_cover_every_branch():
+    # OpenAI-style tokens for points: "7" p 0.6, "8" p 0.3, "10" p 0.05, "12" (no score) p 0.05
+    text = '{"scores": [7, 10]}'
+    content = [*certain('{"', "scores", '":', " ["), entry("7", 0.6, ("8", 0.3), ("10", 0.05), ("12", 0.05)),
+               entry(",", 1.0), entry(" ", 1.0), entry("10", 0.55, ("0", 0.45)), *certain("]}")]
+    found = expectations(text, score_positions(text, content), points=True)
+    value, dist, mass = found[("scores", 0)]
+    assert dist == pytest.approx({"0.7": 0.6 / 0.95, "0.8": 0.3 / 0.95, "1.0": 0.05 / 0.95}) and mass == 0.95
+    # p(10)=0.55 beside p(0)=0.45: the expected score is 0.55, where a digit-by-digit 1.0 gave 1.0
+    assert found[("scores", 1)][0] == pytest.approx(0.55) and found[("scores", 1)][2] == pytest.approx(1.0)
+
+
+def test_digit_by_digit_points_follow_a_sampled_one_to_the_next_digit():
+    # "1" then "0" (10) or "," (1): both observed when "1" is sampled; an unsampled "1" is one point
+    text = "[1, 3]"
+    content = [entry("[", 1.0), entry("1", 0.5, ("2", 0.5)), entry(",", 0.4, ("0", 0.6)), entry(" ", 1.0),
+               entry("3", 0.7, ("1", 0.3)), entry("]", 1.0)]
+    found = expectations(text, score_positions(text, content), points=True)
+    assert found[(0,)][1] == pytest.approx({"0.1": 0.2, "0.2": 0.5, "1.0": 0.3}) and found[(0,)][2] == 1.0
+    assert found[(1,)][1] == pytest.approx({"0.1": 0.3, "0.3": 0.7}) and found[(1,)][2] == pytest.approx(1.0)
 
 
 def test_tokens_that_do_not_spell_the_answer_give_nothing():
@@ -96,7 +121,7 @@ def test_score_calls_ask_for_logprobs_only_with_score_from_logprobs():
     ask = score_ask(question, ["One."])
     config = TeacherConfig.from_options(base_url="http://127.0.0.1:1/v1", model="m", score_from="logprobs")
     body, stored = build_request(config, ask, logprobs=True)
-    assert body["logprobs"] is True and body["top_logprobs"] == 5 and stored["top_logprobs"] == 5
+    assert body["logprobs"] is True and body["top_logprobs"] == 20 and stored["top_logprobs"] == 20
     assert "logprobs" not in build_request(config, ask)[0]
     with pytest.raises(TeacherError, match="--score-from sampled"):
         TeacherConfig.from_options(provider="anthropic", score_from="logprobs")
@@ -124,13 +149,15 @@ def test_collect_scores_stores_expected_scores_from_the_fake(store, grouped):
     with store.session() as s:
         rows = s.exec(select(Sentence, SentenceScore).join(SentenceScore)).all()
         calls = s.exec(select(TeacherCall)).all()
-    assert rows and all(c.request["top_logprobs"] == 5 and c.score_logprobs for c in calls)
+    assert rows and all(c.request["top_logprobs"] == 20 and c.score_logprobs for c in calls)
+    assert {c.prompt_name for c in calls} == {"score_group_points_v1" if grouped else "score_points_v1"}
     for sentence, row in rows:
         sampled = sentence_score(" ".join(sentence.text.split()))
         assert row.score == sampled
         assert row.expected_score == pytest.approx(fake_expected(sampled))
         assert sum(row.score_distribution.values()) == pytest.approx(1.0)
         assert row.score_distribution[f"{sampled:.1f}"] > 0.5
+        assert row.score_mass == pytest.approx(1.0 if 0.0 < sampled < 1.0 else 0.9)  # -1 or 11: no score
 
 
 def test_sampled_calls_store_no_expected_scores(store):

@@ -30,7 +30,8 @@ def _loop_args(model_dir: Path, url: str, rounds: int) -> list[str]:
 def _import_questions(cli, tmp_path: Path) -> None:
     lines = [
         '{"id": "%d", "question": "Which is bigger, %d or %d?", "choices": ["%d", "%d"], "answer": 1, '
-        '"rationale": "Compare the numbers. %d is more than %d. The answer is (B)."}' % (i, i, i + 1, i, i + 1, i + 1, i)
+        '"rationale": "Compare the numbers. %d is more than %d. The answer is (B)."}'
+        % (i, i, i + 1, i, i + 1, i + 1, i)
         for i in range(QUESTIONS)
     ]
     path = tmp_path / "toy.jsonl"
@@ -145,7 +146,7 @@ def test_a_config_file_holds_the_flags_and_the_effective_config_is_stored(cli, t
     with serve_in_thread(seed=4) as url:
         config.write_text(f"model: {tiny_model_dir}\nrounds: 1\nk: 3\nlimit: 2\nmax-new-tokens: 12\n"
                           f"teacher:\n  base_url: {url}\n  model: fake-teacher\n  concurrency: 2\n"
-                          f"rl:\n  ppo_epochs: 1\nsft:\n  num_train_epochs: 1\n")
+                          f"device: cpu\ndtype: float32\nrl:\n  ppo_epochs: 1\nsft:\n  num_train_epochs: 1\n")
         result = cli("train", "--config", config, "--k", "1")  # a flag on the command line wins over the file
         assert result.exit_code == 0, result.output
     (stored,) = _rows(db_path, "SELECT config FROM pipeline_run")
@@ -153,6 +154,8 @@ def test_a_config_file_holds_the_flags_and_the_effective_config_is_stored(cli, t
     assert (effective["k"], effective["limit"], effective["max_new_tokens"]) == (1, 2, 12)
     assert effective["teacher"]["model"] == "fake-teacher" and effective["teacher"]["concurrency"] == 2
     assert effective["rl"] == {"ppo_epochs": 1} and effective["sft"] == {"num_train_epochs": 1}
+    assert (effective["device"], effective["dtype"], effective["rollout_engine"]) == ("cpu", "float32", "hf")
+    assert _rows(db_path, "SELECT DISTINCT json_extract(config, '$.device') FROM training_run") == [("cpu",)]
     assert effective["teacher"]["api_key_env"] == "OPENAI_API_KEY"  # the variable's name, never its value
     assert not any(b"sk-loop-secret-4242" in p.read_bytes() for p in tmp_path.glob("ares.db*"))
     assert _rows(db_path, "SELECT COUNT(*) FROM rationale WHERE source = 'student' AND round = 1 "

@@ -5,14 +5,14 @@ from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from ares_data import tables as m
 from ares_data.errors import ReadOnlyError, StoreError
 from ares_data.evaluation import accuracy_tables
+from ares_data.migrate import Migration, load_migrations, migrate
 from ares_data.store import TABLES, Store, resolve_url
-from db.migrate import Migration, load_migrations, migrate
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_constraints_hold(pg_store):
 
 def test_a_failed_migration_leaves_nothing_behind(pg_store):
     bad = load_migrations() + [Migration("0900_broken", "CREATE TABLE half (id INTEGER);\nNOT SQL;")]
-    with pytest.raises(Exception):
+    with pytest.raises(SQLAlchemyError):
         migrate(pg_store.engine, bad)
     assert "half" not in inspect(pg_store.engine).get_table_names()
     assert pg_store.query_readonly("SELECT COUNT(*) FROM schema_migration WHERE name = '0900_broken'")[1] == [(0,)]
@@ -74,7 +74,7 @@ ESCAPES = [
 
 def test_ares_sql_cannot_write_by_any_route(pg_store, cli, pg_url):
     _question(pg_store)
-    with pytest.raises(ReadOnlyError, match="cannot execute DELETE in a read-only transaction"):
+    with pytest.raises(ReadOnlyError, match="DELETE returns none"):
         pg_store.query_readonly("DELETE FROM question")
     for sql in ESCAPES:
         with pytest.raises(StoreError):

@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import update
 
 from ares_data.fake_teacher import serve_in_thread
-from ares_data.tables import WorkClaim, utcnow
 from ares_data.store import Store
+from ares_data.tables import WorkClaim, utcnow
 from ares_data.teacher.claims import Claim, Claims, dead_here
+
 from teacher_support import add_rationales
 
 ARES = [sys.executable, "-c", "from ares_data.cli import main; main()"]

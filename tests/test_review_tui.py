@@ -6,8 +6,8 @@ from sqlmodel import select
 from textual.widgets import DataTable, TextArea
 
 from ares_data.exporters import export_rl, export_sft, read_shard
-from ares_data.tables import HumanLabel
 from ares_data.review.tui import ReviewApp
+from ares_data.tables import HumanLabel
 
 TEXT = "Two is divisible by two. So it is even. The answer is (A)."
 
@@ -82,3 +82,25 @@ def test_the_filter_selects_and_a_bad_one_is_one_line(cli, feedback, tmp_path):
     assert result.exit_code == 1 and "--filter 'no_such_column = 1'" in result.stderr
     result = cli("review", "export", "--out", tmp_path / "t.json", "--filter", "q.source_id = '2'")
     assert result.exit_code == 0 and "1 tasks" in result.stdout
+
+
+def test_a_long_sentence_wraps_and_every_score_column_stays_on_a_narrow_screen(store, feedback):
+    long = " ".join(["This sentence is much longer than the screen is wide"] * 4) + "."
+    rollout = feedback.rollout(feedback.question(1), f"{long} The answer is (A).")
+    feedback.score(rollout, [0.3, 0.8], model="teacher-a")
+    feedback.score(rollout, [0.4, 0.7], model="teacher-with-a-long-name")
+
+    async def scenario():
+        app = ReviewApp(store, reviewer="ann", round=1)
+        async with app.run_test(size=(60, 30)) as pilot:
+            await pilot.pause()
+            table = app.query_one("#sentences", DataTable)
+            widths = [column.get_render_width(table) for column in table.ordered_columns]
+            labels = [str(column.label) for column in table.ordered_columns]
+            return sum(widths), labels, table.ordered_rows[0].height, str(table.get_row_at(0))
+
+    total, labels, first_height, first_row = asyncio.run(scenario())
+    assert total <= 60  # every column, the last score column included, is on screen
+    assert labels[:2] == ["#", "sentence"] and labels[-1] == "human" and len(labels) == 5
+    assert first_height > 1  # the long sentence wraps instead of pushing the scores out
+    assert "0.3" in first_row and "0.4" in first_row

@@ -3,12 +3,13 @@
 import sqlite3
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from ares_data import tables
 from ares_data.errors import ReadOnlyError, StoreError
+from ares_data.migrate import Migration, load_migrations
 from ares_data.store import TABLES, Store
-from db.migrate import Migration, load_migrations
 
 
 def test_migrations_create_every_table_and_view(store, db_path):
@@ -24,7 +25,7 @@ def test_migrations_create_every_table_and_view(store, db_path):
 def test_models_match_the_migrated_schema(store, db_path):
     """The SQL files own the schema; the SQLModel mapping must name the same columns."""
     con = sqlite3.connect(db_path)
-    for table in TABLES:
+    for table in (*TABLES, "teacher_call_rationale", "teacher_batch", "teacher_batch_request", "request_claim"):
         in_db = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
         in_model = {c.name for c in SQLModel.metadata.tables[table].columns}
         assert in_db == in_model, table
@@ -59,11 +60,11 @@ def test_store_newer_than_code_is_refused(db_path):
 
 
 def test_failed_migration_leaves_nothing_behind(db_path):
-    from db.migrate import migrate
+    from ares_data.migrate import migrate
 
     with Store(db_path) as opened:
         bad = load_migrations() + [Migration("0900_broken", "CREATE TABLE half (id INTEGER);\nNOT SQL;")]
-        with pytest.raises(Exception):
+        with pytest.raises(SQLAlchemyError):
             migrate(opened.engine, bad)
     con = sqlite3.connect(db_path)
     assert con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
@@ -98,7 +99,8 @@ def test_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys; from ares_data.cli import app; print('torch' in sys.modules, 'transformers' in sys.modules, 'datasets' in sys.modules)"
+    code = ("import sys; from ares_data.cli import app; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules, 'datasets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
 

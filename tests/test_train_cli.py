@@ -116,3 +116,36 @@ def test_a_failed_stage_is_recorded(cli, store, feedback, tiny_model_dir, tmp_pa
     assert run.status == "failed" and run.finished_at is not None and "FileExistsError" in run.error
     with store.session() as session:
         assert session.exec(select(ModelCheckpoint).where(ModelCheckpoint.stage == "sft")).first() is None
+
+
+def test_bfloat16_on_cpu_end_to_end(cli, store, feedback, tiny_model_dir):
+    """--dtype bfloat16 through generate, train rl and train sft; each stage records it."""
+    for n in range(2):
+        feedback.question(n, answer=n % 2)
+    model = str(tiny_model_dir)
+    result = cli("generate", "--model", model, "--round", "1", "--k", "2", "--max-new-tokens", "10", "--seed", "0",
+                 "--device", "cpu", "--dtype", "bfloat16")
+    assert result.exit_code == 0, result.output
+    counts = _sentence_counts(store)
+    with store.session() as session:
+        rollouts = session.exec(select(Rationale).where(Rationale.source == "student")).all()
+    assert {(r.generation["device"], r.generation["dtype"]) for r in rollouts} == {("cpu", "bfloat16")}
+    for r in rollouts:
+        feedback.score(r, [0.8] * counts[r.id])
+        feedback.correct(r, "Zero is even. The answer is (A).")
+    result = cli("train", "rl", "--round", "1", "--model", model, "--batch-size", "2", "--epochs", "1",
+                 "--dtype", "bfloat16", "--gradient-checkpointing")
+    assert result.exit_code == 0, result.output
+    rl = _run(store, "rl")
+    assert (rl.config["device"], rl.config["dtype"], rl.config["gradient_checkpointing"]) == ("cpu", "bfloat16", True)
+    assert 0 <= rl.metrics["rollout_probs_diff_mean"] <= rl.metrics["rollout_probs_diff_max"] < 0.1
+    result = cli("train", "sft", "--round", "1", "--epochs", "1", "--dtype", "bfloat16", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    sft = _run(store, "sft")
+    assert sft.status == "done" and (sft.config["device"], sft.config["dtype"]) == ("cpu", "bfloat16")
+    assert _lora_b_norm(Path(_registered_path(store, "round-1-sft"))) > 0
+
+
+def _registered_path(store, name: str) -> str:
+    with store.session() as session:
+        return session.exec(select(ModelCheckpoint).where(ModelCheckpoint.name == name)).one().adapter_path

@@ -10,7 +10,7 @@ stays fast.
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional, Union
 
 import typer
 
@@ -47,11 +47,14 @@ def _root(
     ctx.obj = State(db=db)
 
 
-def _name(info: typer.models.CommandInfo | typer.models.TyperInfo) -> str:
+CommandOrGroup = Union[typer.models.CommandInfo, typer.models.TyperInfo]
+
+
+def _name(info: CommandOrGroup) -> str:
     return info.name or info.callback.__name__.replace("_", "-")
 
 
-def _not_installed(name: str, extra: str) -> typer.models.CommandFunctionType:
+def _not_installed(name: str, extra: str) -> Callable[[], None]:
     def command() -> None:
         raise fail(f"`ares {name}` comes with the '{extra}' extra: {install_command(extra)}")
 
@@ -83,7 +86,8 @@ PANELS = {
     "Evaluation": ("eval", "report"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
-for info in (*app.registered_commands, *app.registered_groups):
+infos: list[CommandOrGroup] = [*app.registered_commands, *app.registered_groups]
+for info in infos:
     info.rich_help_panel = _PANEL_OF[_name(info)]
 
 

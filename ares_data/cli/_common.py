@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from typer.core import TyperGroup
 
 from ..errors import AresError
 from ..extras import missing_extra
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from ..store import Store
 
 console = Console()
@@ -27,11 +33,12 @@ class State:
     db: Optional[str] = None
     _store: Optional["Store"] = field(default=None, repr=False)
 
-    def store(self) -> "Store":
+    def store(self, migrate: bool = True) -> "Store":
+        """The store, migrated on open unless `migrate` is False (read-only commands)."""
         if self._store is None:
             from ..store import Store
 
-            self._store = Store(self.db)
+            self._store = Store(self.db, migrate=migrate)
         return self._store
 
     def close(self) -> None:
@@ -50,10 +57,15 @@ def store(ctx: typer.Context) -> "Store":
     return state(ctx).store()
 
 
+def reading_store(ctx: typer.Context) -> "Store":
+    """The store opened without migrating it, so a SELECT-only role can audit (sql, status, report)."""
+    return state(ctx).store(migrate=False)
+
+
 class AresGroup(TyperGroup):
     """Turns the project's own errors, and a missing optional library, into one line on stderr and exit 1."""
 
-    def invoke(self, ctx):  # noqa: ANN001
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except AresError as exc:
@@ -77,3 +89,33 @@ def fail(message: str) -> "typer.Exit":
 RoundReq = Annotated[int, typer.Option("--round", min=1, help="Training round (1, 2, ...).")]
 RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Training round (1, 2, ...).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Stop after this many items.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (row objects) instead of tables.")]
+
+
+def print_table(table: "Table") -> None:
+    """On a terminal, as wide as the screen; piped or redirected, at the table's own width, so
+    nothing is cut to `…` (rich would otherwise fit it into 80 columns)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+    Console(width=max(natural, console.width)).print(table)
+
+
+def jsonable(value: Any) -> Any:
+    """A table cell as JSON: numbers, text, booleans and null as they are, anything else as text."""
+    return value if isinstance(value, (int, float, str, type(None), bool)) else str(value)
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout (what `--json` prints)."""
+    sys.stdout.write(json.dumps(document, indent=2, default=jsonable, ensure_ascii=False) + "\n")
+
+
+def print_summary(summary: Any, as_json: bool = False) -> None:
+    """A run's summary (a dataclass with `lines()`): its lines, or with `as_json` its fields."""
+    if as_json:
+        print_json({f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)})
+    else:
+        for line in summary.lines():
+            console.print(line, highlight=False, soft_wrap=True)

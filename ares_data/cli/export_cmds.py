@@ -1,4 +1,4 @@
-"""What the store writes out: training shards (`export rl|sft|verl`) and the report (`report`).
+"""What the store writes out: training shards (`export rl|sft|verl|prm`) and the report (`report`).
 
 Neither needs the training extra: shards are parquet written with `datasets`, the report's plots
 use matplotlib.
@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from ..exporters import PRMFormat
 from ..review.policy import ScorePolicy
 from ..teacher.logprobs import Reward
-from ._common import RoundReq, console, store
+from ._common import RoundReq, console, fail, reading_store, store
 
 if TYPE_CHECKING:
     from ..tables import Export
@@ -58,12 +59,54 @@ def export_sft_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teac
 
 
 @export_app.command("verl")
-def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None, teacher: TeacherOpt = None,
-                    scores: ScoresOpt = ScorePolicy.human_first, reward: RewardOpt = Reward.sampled) -> None:
-    """The scored rollouts in verl's parquet layout (sentence scores in extra_info)."""
-    from ..exporters import export_verl
+def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None,
+                    model: Annotated[Optional[str], typer.Option(
+                        "--model", help="Student for verl: a Hugging Face model directory or hub name "
+                                        "(default HuggingFaceTB/SmolLM2-135M-Instruct).")] = None) -> None:
+    """Questions as verl's train/val parquet + run_verl.sh: PPO on a Ray cluster, rewarded online per sentence."""
+    from ..exporters import VERL_SCRIPT, export_verl
 
-    _print_export(export_verl(store(ctx), round, out, teacher, scores, reward))
+    row = export_verl(store(ctx), round, out, model)
+    _print_export(row)
+    console.print(f"run it: bash {row.path}/{VERL_SCRIPT} (docs/verl.md)", highlight=False, soft_wrap=True)
+
+
+SourcesOpt = Annotated[str, typer.Option(
+    "--sources", help="Rationales whose teacher scores are steps: gold, student, correction (comma-separated).")]
+RoundsOpt = Annotated[Optional[str], typer.Option(
+    "--rounds", help="Only student/correction rationales of these rounds (comma-separated; default all).")]
+PRMTeacherOpt = Annotated[Optional[str], typer.Option(
+    "--teacher", help="The teacher whose scores are the labels (needed when several scored).")]
+
+
+def sources_rounds(sources: str, rounds: str | None) -> tuple[tuple[str, ...], list[int] | None]:
+    """`--sources` and `--rounds` as a tuple of names and a list of round numbers (None: all)."""
+    names = tuple(s.strip() for s in sources.split(",") if s.strip())
+    try:
+        numbers = [int(r) for r in rounds.split(",") if r.strip()] if rounds else None
+    except ValueError:
+        raise fail(f"--rounds takes round numbers separated by commas, not {rounds!r}") from None
+    return names, numbers
+
+
+@export_app.command("prm")
+def export_prm_cmd(
+    ctx: typer.Context,
+    fmt: Annotated[PRMFormat, typer.Option(
+        "--format", help="stepwise: TRL's stepwise supervision (prompt, completions, labels); math-shepherd: "
+                         "steps tagged 'ки' in `input`, '+'/'-' in `label`.")] = PRMFormat.stepwise,
+    threshold: Annotated[float, typer.Option(
+        "--threshold", min=0.0, max=1.0, help="A step is good (True, '+') when its score is at least this.")] = 0.5,
+    out: OutOpt = None,
+    teacher: PRMTeacherOpt = None,
+    sources: SourcesOpt = "gold,student",
+    rounds: RoundsOpt = None,
+) -> None:
+    """Sentence scores as process-reward-model training data, one row per fully scored rationale."""
+    from ..exporters import export_prm
+
+    names, numbers = sources_rounds(sources, rounds)
+    _print_export(export_prm(store(ctx), fmt, threshold, out, teacher, names, numbers))
 
 
 def report(
@@ -75,7 +118,7 @@ def report(
     from ..paths import ares_home
     from ..report import write_report
 
-    path = write_report(store(ctx), out or ares_home() / "report")
+    path = write_report(reading_store(ctx), out or ares_home() / "report")
     console.print(f"report written to {path}")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import console, store
+from ._common import JsonOpt, console, jsonable, print_json, print_table, reading_store, store
 
 
 class SqlFormat(str, Enum):
@@ -20,14 +20,14 @@ class SqlFormat(str, Enum):
     csv = "csv"
 
 
-def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, (int, float, str, type(None), bool)) else str(value)
+def row_objects(columns: list[str], rows: list) -> list[dict[str, Any]]:
+    return [{c: jsonable(v) for c, v in zip(columns, r)} for r in rows]
 
 
 def print_rows(columns: list[str], rows: list, fmt: SqlFormat = SqlFormat.table, title: str | None = None) -> None:
     """Rows as a rich table, a JSON list of objects, or CSV (shared by every listing command)."""
     if fmt is SqlFormat.json:
-        sys.stdout.write(json.dumps([{c: _jsonable(v) for c, v in zip(columns, r)} for r in rows], indent=2) + "\n")
+        print_json(row_objects(columns, rows))
     elif fmt is SqlFormat.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
@@ -36,7 +36,16 @@ def print_rows(columns: list[str], rows: list, fmt: SqlFormat = SqlFormat.table,
         table = Table(*columns, title=title)
         for row in rows:
             table.add_row(*("" if v is None else str(v) for v in row))
-        console.print(table)
+        print_table(table)
+
+
+def print_tables(tables: dict[str, tuple[list[str], list]], as_json: bool = False) -> None:
+    """Titled tables; with `as_json` one JSON object {title: [row objects]}."""
+    if as_json:
+        print_json({title: row_objects(columns, rows) for title, (columns, rows) in tables.items()})
+    else:
+        for title, (columns, rows) in tables.items():
+            print_rows(columns, rows, title=title)
 
 
 def init(ctx: typer.Context) -> None:
@@ -48,12 +57,11 @@ def init(ctx: typer.Context) -> None:
     console.print(f"store {redact(opened.url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
 
 
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Counts per table, per dataset and split, and per round and stage."""
     from ..audit import status_tables
 
-    for title, (columns, rows) in status_tables(store(ctx)).items():
-        print_rows(columns, rows, title=title)
+    print_tables(status_tables(reading_store(ctx)), as_json)
 
 
 def sql(
@@ -61,9 +69,12 @@ def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query, e.g. \"SELECT * FROM v_round_summary\".")],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of row objects.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, metavar="SECONDS",
+                                           help="Stop the query after this long.")] = 30.0,
 ) -> None:
-    """Run a read-only query; writes are refused by the database itself."""
-    columns, rows = store(ctx).query_readonly(query)
+    """Run a read-only query; writes are refused by the database itself (on PostgreSQL as the
+    ares_reader role: no COPY TO PROGRAM, pg_read_file or lo_export either). SQLite: no ATTACH."""
+    columns, rows = reading_store(ctx).query_readonly(query, timeout_s=timeout)
     fmt = SqlFormat.json if as_json else SqlFormat.csv if as_csv else SqlFormat.table
     print_rows(columns, rows, fmt)
 

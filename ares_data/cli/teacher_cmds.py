@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -10,7 +11,7 @@ import typer
 from ..enums import CallKind
 from ..judges import JudgeName
 from ..teacher.config import RationaleSource, TeacherConfig
-from ._common import LimitOpt, RoundOpt, console, err_console, store
+from ._common import JsonOpt, LimitOpt, RoundOpt, err_console, print_summary, store
 from .teacher_options import teacher_options
 
 RationalesOpt = Annotated[RationaleSource, typer.Option(
@@ -29,11 +30,19 @@ GroupOpt = Annotated[bool, typer.Option(
 BatchOpt = Annotated[bool, typer.Option(
     "--batch", help="Submit the calls to the OpenAI Batch API (half price, answers within 24 h) instead of "
                     "asking now; `ares batch status` and `ares batch ingest` follow them.")]
+RetryFailedOpt = Annotated[bool, typer.Option(
+    "--retry-failed", help="Ask again the rationales whose requests were given up (invalid after the repairs, "
+                           "or refused by the provider, e.g. context length); they are skipped otherwise.")]
+MaxGroupOpt = Annotated[int, typer.Option(
+    "--max-group", min=1, help="Most rationales in one grouped call; a question with more is split.")]
+MaxGroupSentencesOpt = Annotated[int, typer.Option(
+    "--max-group-sentences", min=1, help="Most sentences (over all its rationales) in one grouped call.")]
 MaxCostOpt = Annotated[Optional[float], typer.Option(
     "--max-cost", metavar="USD", help="Stop before the estimated spend of this run passes this many dollars.")]
 
 
-def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, **options) -> None:
+def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, as_json: bool = False,
+             **options) -> None:
     from ..teacher.batch import BatchLimits
     from ..teacher.collect import CollectRequest, collect
     from .collect_progress import collect_progress
@@ -46,28 +55,38 @@ def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, **
         err_console.print("interrupted: every answer received so far is saved; "
                           "run the same command again to resume (stored answers are not asked again)")
         raise typer.Exit(130) from None
-    for line in summary.lines():
-        console.print(line, highlight=False)
+    print_summary(summary, as_json)
 
 
 @teacher_options
 def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = RationaleSource.student,
                    limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
-                   batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
+                   batch: BatchOpt = False, retry_failed: RetryFailedOpt = False, max_group: MaxGroupOpt = 16,
+                   max_group_sentences: MaxGroupSentencesOpt = 160, as_json: JsonOpt = False, *,
+                   teacher: TeacherConfig) -> None:
     """Ask the teacher for a 0.0-1.0 score of every sentence of each rationale."""
-    _collect(ctx, teacher, batch, kind=CallKind.score, round=round, rationales=rationales, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question)
+    from ..teacher.tasks import GroupCap
+
+    _collect(ctx, teacher, batch, as_json, kind=CallKind.score, round=round, rationales=rationales, limit=limit,
+             dry_run=dry_run, max_cost=max_cost, lease_s=lease, checkpoint=checkpoint, grouped=group_by_question,
+             retry_failed=retry_failed, group_cap=GroupCap(max_group, max_group_sentences))
 
 
 @teacher_options
 def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
                         rationales: RationalesOpt = RationaleSource.student, limit: LimitOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
-                        checkpoint: CheckpointOpt = None, batch: BatchOpt = False, *, teacher: TeacherConfig) -> None:
+                        checkpoint: CheckpointOpt = None, batch: BatchOpt = False, as_json: JsonOpt = False, *,
+                        teacher: TeacherConfig) -> None:
     """Ask the teacher for a minimal correction of each rationale (stored as a new rationale)."""
-    _collect(ctx, teacher, batch, kind=CallKind.correct, round=round, rationales=rationales, limit=limit, dry_run=dry_run,
-             max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
+    _collect(ctx, teacher, batch, as_json, kind=CallKind.correct, round=round, rationales=rationales, limit=limit,
+             dry_run=dry_run, max_cost=max_cost, lease_s=lease, checkpoint=checkpoint)
+
+
+class RateLimitStyle(str, Enum):
+    openai = "openai"  # x-ratelimit-*
+    anthropic = "anthropic"  # anthropic-ratelimit-*
 
 
 def fake_teacher(
@@ -78,6 +97,8 @@ def fake_teacher(
                                               "(500, timeout, malformed JSON, truncated body, wrong count).")] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the fault draws.")] = 0,
     batch_delay_s: Annotated[float, typer.Option(help="Seconds until a Batch API batch ends.")] = 0.0,
+    ratelimit_style: Annotated[RateLimitStyle, typer.Option(
+        help="Spelling of the rate-limit headers sent with --rpm.")] = RateLimitStyle.openai,
     judge: Annotated[Optional[JudgeName], typer.Option(
         help="A rule teacher that checks each sentence (arith: the `python -m ares_data.checkable` tasks; "
              "outcome: every sentence scores the answer's correctness) instead of hashing it.")] = None,
@@ -90,7 +111,7 @@ def fake_teacher(
 
     err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats); Ctrl-C stops it")
     serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s,
-          judge=make_judge(judge, judge_noise, seed) if judge else None)
+          ratelimit_style=ratelimit_style.value, judge=make_judge(judge, judge_noise, seed) if judge else None)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,9 +13,8 @@ from typing import Optional
 
 from ..errors import ImportDataError
 from ..store import Store
-from ._common import (
-    Fields, ImportResult, Progress, QuestionRecord, load_json, locate_image, refuse_duplicates, write_records,
-)
+from ._common import (Fields, ImportResult, Progress, QuestionRecord, load_json, locate_image, refuse_duplicates,
+                      write_records)
 
 DATASET = "aokvqa"
 

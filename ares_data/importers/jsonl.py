@@ -22,9 +22,7 @@ from typing import Optional
 from ..errors import ImportDataError
 from ..formatting import LETTERS
 from ..store import Store
-from ._common import (
-    Fields, ImportResult, Progress, QuestionRecord, locate_image, refuse_duplicates, write_records,
-)
+from ._common import (Fields, ImportResult, Progress, QuestionRecord, locate_image, refuse_duplicates, write_records)
 
 EXAMPLE_DATASET = "science_demo"
 
@@ -47,6 +45,7 @@ def _answer(f: Fields, choices: list[str]) -> Optional[int]:
 def _record(path: Path, line: int, data: object) -> QuestionRecord:
     f = Fields(path, f"line {line}", data)
     raw_id = f.data.get("id")
+    source_id: str | None
     if isinstance(raw_id, int) and not isinstance(raw_id, bool):
         source_id = str(raw_id)
     else:

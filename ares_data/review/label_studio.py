@@ -19,8 +19,8 @@ from sqlmodel import Session, select
 from ..enums import LabelKind, LabelOrigin, RationaleSource
 from ..errors import ReviewError
 from ..formatting import letter
-from ..tables import Rationale, Sentence
 from ..store import Store
+from ..tables import Rationale, Sentence
 from .labels import ReviewItem, check_score, flag_question, record_correction, record_score, review_items
 
 ORIGIN = LabelOrigin.label_studio

@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 
 from ..enums import LabelKind, LabelOrigin
 from ..errors import ReviewError, StoreError
-from ..tables import Correction, HumanLabel, Question, Rationale, Sentence, TeacherCall
 from ..store import Store, _in_chunks
+from ..tables import Correction, HumanLabel, Question, Rationale, Sentence, TeacherCall
 
 HUMAN = "human"  # the labeller name of human scores in v_sentence_labels and agreement tables
 ORIGINS = tuple(LabelOrigin)
@@ -106,8 +106,9 @@ def record_score(session: Session, *, sentence_id: int, score: float, reviewer: 
                 sentence_id=sentence_id, old_score=old, new_score=score, reviewer=reviewer, origin=origin)
 
 
-def record_correction(session: Session, *, rationale_id: int, text: str, reviewer: str, origin: str = LabelOrigin.review,
-                      shown: str | None = None, only_changes: bool = False) -> HumanLabel | None:
+def record_correction(session: Session, *, rationale_id: int, text: str, reviewer: str,
+                      origin: str = LabelOrigin.review, shown: str | None = None,
+                      only_changes: bool = False) -> HumanLabel | None:
     """A human correction of a student rationale, with the same no-op rules as `record_score`."""
     rationale = session.get(Rationale, rationale_id)
     if rationale is None:

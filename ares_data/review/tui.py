@@ -38,6 +38,19 @@ def _fmt(score: float | None) -> str:
     return "" if score is None else f"{score:.1f}"
 
 
+SCORE_WIDTH = 12  # a labeller's column: its score, under its name cut to this width
+MIN_SENTENCE_WIDTH = 16
+
+
+def column_widths(screen_width: int, labellers: list[str], rows: int, padding: int = 1) -> tuple[int, list[int]]:
+    """(sentence width, label-column widths) so that every score column fits on the screen: the
+    sentence column takes what the others leave and its text wraps onto more lines."""
+    scores = [min(max(len(name), 3), SCORE_WIDTH) for name in labellers]
+    index = len(str(max(rows - 1, 0)))
+    used = index + sum(scores) + 2 * padding * (len(scores) + 2) + 2  # + the vertical scrollbar
+    return max(MIN_SENTENCE_WIDTH, screen_width - used), scores
+
+
 class ReviewApp(App):
     """One rationale on screen: question, sentences with every labeller's score, correction diff."""
 
@@ -78,6 +91,11 @@ class ReviewApp(App):
     def on_mount(self) -> None:
         self._show()
 
+    def on_resize(self) -> None:
+        """The sentence column follows the screen's width, so the score columns stay in view."""
+        if self.item is not None and self.query("#sentences"):
+            self._show(keep_row=True)
+
     @property
     def item(self) -> ReviewItem | None:
         return self.items[self.position] if self.items else None
@@ -107,10 +125,15 @@ class ReviewApp(App):
         self.query_one("#question", Static).update(head)
         row = table.cursor_row if keep_row else 0
         table.clear(columns=True)
-        table.add_columns("#", "sentence", *item.teachers, HUMAN)
+        labellers = [*item.teachers, HUMAN]
+        width, widths = column_widths(self.size.width, labellers, len(item.sentences), table.cell_padding)
+        table.add_column("#")
+        table.add_column("sentence", width=width)
+        for name, name_width in zip(labellers, widths):
+            table.add_column(name, width=name_width)
         for s in item.sentences:
             per = item.scores[s.id]
-            table.add_row(str(s.idx), s.text, *(_fmt(per.get(t)) for t in item.teachers), _fmt(per.get(HUMAN)))
+            table.add_row(str(s.idx), Text(s.text), *(_fmt(per.get(t)) for t in labellers), height=None)
         table.move_cursor(row=min(row, max(len(item.sentences) - 1, 0)))
         shown = item.shown_correction()
         diff = Text("correction" + (" (human)" if item.human_correction is not None else

@@ -5,7 +5,9 @@ the correction), keyed by the hash of the full request. A chain that meets a sto
 reuses it instead of asking again, so a re-run after a crash pays only for the calls that
 were in flight. Statuses: `ok`; `invalid` (a repair call follows, linked by `repair_of_id`);
 `failed` (the last repair was invalid too; the reason is in `error`); `error` (no answer after
-the retries; a re-run asks again and updates that row).
+the retries; a re-run asks again and updates that row). Every HTTP attempt of a call, failed
+ones included, is written with it to `teacher_attempt` (priced from its usage, or bounded when it
+was sent but never read back), so retried spend shows in `v_teacher_spend`.
 
 Where answers come from is injected: the runner calls an `Answerer` with each request it must
 send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
@@ -20,13 +22,15 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Protocol
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from ..enums import CallStatus
 from ..errors import BudgetReached, CallFailed, InvalidAnswer, PartlyInvalid, TeacherError
-from ..tables import TeacherCall, TeacherCallRationale, utcnow
+from ..tables import TeacherAttempt, TeacherCall, TeacherCallRationale, utcnow
 from ..store import Store
-from .client import Reply, TeacherClient, build_request, request_hash
-from .config import ScoreFrom, TeacherConfig
+from .client import CUT, MAYBE_BILLED, REFUSED, Attempt, Reply, TeacherClient, build_request, max_out, request_hash
+from .config import Provider, ScoreFrom, TeacherConfig
 from .logprobs import score_positions
 from .pricing import cost, estimate_tokens
 from .prompts import Ask, load, repair_message
@@ -50,6 +54,14 @@ class Task:
     # the repair asks only for the rest.
     covers: list[int] = field(default_factory=list)
     settle: Optional[Callable[[Any], None]] = None
+    # A request already sent, where its chain stands (a batch line: body, stored body, hash,
+    # the call it repairs, its repair number): the chain resumes there, whatever the flags
+    # would build now; later repairs are built from `ask` as usual.
+    sent: Optional[tuple[dict, dict, str, Optional[int], int]] = None
+
+    def rationale_ids(self) -> list[int]:
+        """The rationales this task asks about (a grouped call's `covers`, else its one rationale)."""
+        return list(self.covers) or ([self.rationale_id] if self.rationale_id is not None else [])
 
 
 @dataclass
@@ -99,15 +111,28 @@ def request_key(config, task: Task, ask: Ask) -> tuple[dict, dict, str]:
     """(body to send, body to store, request hash) of one request of a task."""
     logprobs = task.kind == "score" and config.score_from is ScoreFrom.logprobs
     body, stored = build_request(config, ask, logprobs=logprobs)
+    if config.provider is Provider.prm:  # a local PRM reads the rationale itself (ares_train/prm_teacher.py)
+        body["metadata"] = stored["metadata"] = {"kind": task.kind, "rationale_id": str(task.rationale_id)}
     template = load(task.prompt)
     return body, stored, request_hash(config, template.name, template.version, stored)
 
 
-def stored_answer(store: Store, key: str) -> TeacherCall | None:
-    """The stored answer to this exact request (rows with status `error` hold none)."""
+def stored_answer(store: Store, key: str, retry_failed: bool = False) -> TeacherCall | None:
+    """The stored answer to this exact request (rows with status `error` hold none; with
+    `retry_failed`, a `failed` row is asked again too)."""
     with store.session() as session:
         row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
-    return row if row is not None and row.status != "error" else None
+    again = (CallStatus.error, CallStatus.failed) if retry_failed else (CallStatus.error,)
+    return row if row is not None and row.status not in again else None
+
+
+def verdict(task: Task, text: str, finish_reason: str | None, refusal: str | None) -> Any:
+    """The parsed answer; an answer cut at the token budget or refused is invalid whatever it says."""
+    if finish_reason in CUT:
+        raise InvalidAnswer("cut_off", "the answer was cut off at the token limit; answer in full, briefly")
+    if refusal or finish_reason in REFUSED:
+        raise InvalidAnswer("refused", f"the answer was refused ({(refusal or finish_reason or '')[:100]})")
+    return task.parse(text)
 
 
 class Answerer(Protocol):
@@ -134,14 +159,18 @@ def online(client: TeacherClient) -> Answerer:
 
 class CallRunner:
     """Runs tasks' request chains against `answer`; `price_factor` scales every stored cost
-    (the Batch API's discount)."""
+    (the Batch API's discount). With `claims`, a request is sent only by the collector that
+    holds its hash; others wait for the stored answer. `retry_failed` asks given-up requests
+    again instead of reusing them."""
 
     def __init__(self, store: Store, config: TeacherConfig, answer: Answerer, *, tally: Tally | None = None,
-                 max_cost: float | None = None, price_factor: float = 1.0):
+                 max_cost: float | None = None, price_factor: float = 1.0, claims: Any = None,
+                 retry_failed: bool = False):
         self.store, self.config, self.answer = store, config, answer
         self.tally = tally or Tally()
         self.budget = Budget(max_cost, self.tally)
-        self.price_factor = price_factor
+        self.price_factor, self.claims, self.retry_failed = price_factor, claims, retry_failed
+        self.chains: dict[str, tuple[int | None, int]] = {}  # request hash -> (call it repairs, repair number)
         self._locks: dict[str, asyncio.Lock] = {}
 
     def call_cost(self, tokens_in: int, tokens_out: int, cached_in: int = 0, cache_write_in: int = 0) -> float:
@@ -149,9 +178,15 @@ class CallRunner:
                     cached_in, cache_write_in) * self.price_factor
 
     async def run(self, task: Task) -> Outcome:
-        ask, repair_of = task.ask, None
-        for repair in range(self.config.max_repairs + 1):
-            body, stored, key = request_key(self.config, task, ask)
+        ask, repair_of, first = task.ask, None, 0
+        if task.sent is not None:
+            repair_of, first = task.sent[3], min(task.sent[4], self.config.max_repairs)
+        for repair in range(first, self.config.max_repairs + 1):
+            if repair == first and task.sent is not None:
+                body, stored, key = task.sent[:3]
+            else:
+                body, stored, key = request_key(self.config, task, ask)
+            self.chains[key] = (repair_of, repair)
             # Identical requests in flight at once (identical rationales) wait for the first answer.
             async with self._locks.setdefault(key, asyncio.Lock()):
                 outcome, row, text = await self._answer(task, body, stored, key, repair_of,
@@ -159,44 +194,81 @@ class CallRunner:
             if outcome is not None:
                 return outcome
             repair_of = row.id
-            ask = ask.repaired(text, repair_message(task.prompt, row.error.split(": ", 1)[1], **task.repair_values))
+            code, reason = row.error.split(": ", 1)
+            budget = max(self.config.max_tokens, ask.max_tokens or 0)
+            ask = ask.repaired(text, repair_message(task.prompt, reason, **task.repair_values),
+                               max_tokens=2 * budget if code == "cut_off" else None)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stored_or_claimed(self, key: str) -> TeacherCall | None:
+        """The stored answer, else None once this collector holds the request's claim (waiting
+        while another live collector is asking it)."""
+        while True:
+            row = stored_answer(self.store, key, self.retry_failed)
+            if row is not None or self.claims is None or self.claims.take_request(key):
+                return row
+            await asyncio.sleep(self.claims.lease.total_seconds() / 10)
 
     async def _answer(self, task: Task, body: dict, stored: dict, key: str, repair_of: int | None,
                       final: bool) -> tuple[Outcome | None, TeacherCall | None, str]:
         """The stored or fresh answer to one request: an Outcome, or (None, invalid row, text) to repair."""
-        row, reply, started = stored_answer(self.store, key), None, utcnow()
+        row, reply, started = await self._stored_or_claimed(key), None, utcnow()
         if row is not None:
             self.tally.reused += 1
-            text = row.response or ""
+            if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not again
+                self._link(task, row, None)
+                reason = (row.error or "rejected").split(":")[0]
+                return Outcome(CallStatus.failed, call_id=row.id, reason=reason), row, ""
+            text, finish, refusal = row.response or "", row.finish_reason, None
         else:
             try:
                 reply = await self._send(task, body, key)
             except CallFailed as exc:
-                self._record(task, key, stored, "error", None, repair_of, started, error=str(exc),
-                             attempts=exc.attempts)
+                if exc.rejected:  # this request only: its rationales fail, the run goes on
+                    row = self._record(task, key, stored, CallStatus.failed, None, repair_of, started,
+                                       error=f"rejected: {exc}", attempts=exc.attempts, log=exc.log)
+                    return Outcome(CallStatus.failed, call_id=row.id, reason="rejected"), row, ""
+                self._record(task, key, stored, CallStatus.error, None, repair_of, started, error=str(exc),
+                             attempts=exc.attempts, log=exc.log)
                 if exc.permanent:
                     raise TeacherError(str(exc)) from None
-                return Outcome("error", reason="error"), None, ""
-            text = reply.text
+                return Outcome(CallStatus.error, reason="error"), None, ""
+            finally:
+                if self.claims is not None and reply is None:
+                    self.claims.release_request(key)
+            text, finish, refusal = reply.text, reply.finish_reason, reply.refusal
         try:
-            result = task.parse(text)
+            result = verdict(task, text, finish, refusal)
         except InvalidAnswer as exc:
             partial = exc.valid if isinstance(exc, PartlyInvalid) else None
             if row is None:
-                row = self._record(task, key, stored, "failed" if final else "invalid", reply, repair_of, started,
+                status = CallStatus.failed if final else CallStatus.invalid
+                row = self._record(task, key, stored, status, reply, repair_of, started,
                                    error=f"{exc.code}: {exc}", result=partial)
+            elif partial:
+                self._link(task, row, partial)
             if partial and task.settle is not None:
                 task.settle(partial)
-            if final or row.status == "failed":
-                return Outcome("failed", call_id=row.id, reason=exc.code), row, text
+            if final or row.status == CallStatus.failed:
+                return Outcome(CallStatus.failed, call_id=row.id, reason=exc.code), row, text
             return None, row, text
         if reply is not None:
-            row = self._record(task, key, stored, "ok", reply, repair_of, started, result=result)
-        elif task.persist is not None:
-            with self.store.session() as session:
+            row = self._record(task, key, stored, CallStatus.ok, reply, repair_of, started, result=result)
+        self._link(task, row, result)
+        return Outcome(CallStatus.ok, result=result, call_id=row.id), row, text
+
+    def _link(self, task: Task, row: TeacherCall, result: Any) -> None:
+        """Link the task's rationales to the stored call that answered them (reuse of an identical
+        request, or a racing duplicate) and write what the answer gives them, once per rationale."""
+        with self.store.session() as session:
+            linked = set(session.exec(select(TeacherCallRationale.rationale_id)
+                                      .where(TeacherCallRationale.teacher_call_id == row.id)))
+            fresh = [r for r in task.rationale_ids() if r not in linked and r != row.rationale_id]
+            if not fresh:
+                return
+            session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in fresh)
+            if result is not None and task.persist is not None:
                 task.persist(session, row, result)
-        return Outcome("ok", result=result, call_id=row.id), row, text
 
     async def _send(self, task: Task, body: dict, key: str) -> Reply:
         estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
@@ -211,16 +283,34 @@ class CallRunner:
         self.tally.cached_tokens_in += reply.cached_tokens_in or 0
         return reply
 
+    def _attempt_rows(self, call_id: int, log: list[Attempt], stored: dict) -> list[TeacherAttempt]:
+        """`teacher_attempt` rows: priced from reported usage; an attempt sent but never read back
+        gets the bound of its prompt and max tokens instead (a provider may have billed it)."""
+        rows = []
+        for attempt in log:
+            values = {k: v for k, v in vars(attempt).items() if k not in ("number", "cached_tokens_in",
+                                                                            "cache_write_tokens_in")}
+            if attempt.tokens_in is not None:
+                values["cost_usd"] = self.call_cost(attempt.tokens_in, attempt.tokens_out or 0,
+                                                    attempt.cached_tokens_in or 0, attempt.cache_write_tokens_in or 0)
+            elif attempt.outcome in MAYBE_BILLED:
+                values["est_cost_usd"] = self.call_cost(estimate_tokens(stored),
+                                                        max_out(stored, self.config.max_tokens))
+            rows.append(TeacherAttempt(teacher_call_id=call_id, attempt=attempt.number, **values))
+        return rows
+
     def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
                 repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,
-                result: Any = None) -> TeacherCall:
-        """Insert the call (or update the `error` row of the same request) and what it produced."""
+                result: Any = None, log: list[Attempt] | None = None) -> TeacherCall:
+        """Insert the call (or update the `error` row of the same request, or the `failed` one
+        under --retry-failed), its HTTP attempts and what it produced. A stored answer of the
+        same request written meanwhile by another collector is kept as it is and returned."""
         template = load(task.prompt)
         fields: dict[str, Any] = dict(
             kind=task.kind, provider=self.config.provider.value, model=self.config.model,
             prompt_name=template.name, prompt_version=template.version, request=stored, status=status,
             error=error, question_id=task.question_id, rationale_id=task.rationale_id, repair_of_id=repair_of,
-            started_at=started, finished_at=utcnow(), attempts=attempts or 0, response=None,
+            started_at=started, finished_at=utcnow(), attempts=attempts or 0, response=None, finish_reason=None,
         )
         if reply is not None:
             price = self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0,
@@ -230,19 +320,33 @@ class CallRunner:
                           tokens_out=reply.tokens_out, cached_tokens_in=reply.cached_tokens_in,
                           cache_write_tokens_in=reply.cache_write_tokens_in,
                           score_logprobs=score_positions(reply.text, reply.logprobs),
-                          latency_ms=round(reply.latency_ms, 1), cost_usd=price)
-        with self.store.session() as session:
-            row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
-            new = row is None
-            if new:
-                row = TeacherCall(request_hash=key, **fields)
-            else:
-                for name, value in fields.items():
-                    setattr(row, name, value)
-            session.add(row)
-            session.flush()
-            if new:  # the same request (an `error` row asked again) covers the same rationales
-                session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in task.covers)
-            if result is not None and task.persist is not None:  # an ok answer, or the valid part of one
-                task.persist(session, row, result)
-        return row
+                          latency_ms=round(reply.latency_ms, 1), cost_usd=price, request_id=reply.request_id,
+                          model_snapshot=reply.model_snapshot, reasoning_tokens=reply.reasoning_tokens,
+                          finish_reason=reply.finish_reason)
+            log = reply.log
+        overwritable = (CallStatus.error, CallStatus.failed) if self.retry_failed else (CallStatus.error,)
+        try:
+            with self.store.session() as session:
+                row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
+                if row is not None and row.status not in overwritable:
+                    return row
+                new = row is None
+                if row is None:
+                    row = TeacherCall(request_hash=key, **fields)
+                else:
+                    for name, value in fields.items():
+                        setattr(row, name, value)
+                session.add(row)
+                session.flush()
+                if new:  # the same request (an `error` row asked again) covers the same rationales
+                    session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in task.covers)
+                session.add_all(self._attempt_rows(row.id, log or [], stored))
+                if result is not None and task.persist is not None:  # an ok answer, or the valid part of one
+                    task.persist(session, row, result)
+            return row
+        except IntegrityError:  # another collector inserted this request's row first: keep theirs
+            with self.store.session() as session:
+                return session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
+        finally:
+            if self.claims is not None:  # stored (or failed to store): others may look at it now
+                self.claims.release_request(key)

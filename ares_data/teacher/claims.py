@@ -7,7 +7,9 @@ collector dies its leases expire and another collector takes them over. A claim 
 re-checks, in the same transaction, that the rationale still lacks an answer, so work that
 another collector finished meanwhile is not asked again. A claim whose collector ran on this
 machine (same boot) and whose process is gone is taken at once: a re-run after a crash does not
-wait out the lease.
+wait out the lease. Requests are claimed the same way by their hash (`request_claim`), so
+identical rationales claimed by two collectors are still asked once: the second waits for the
+first one's stored answer.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import AsyncIterator, Callable
 from sqlalchemy import delete, or_, select, update
 from sqlmodel import Session
 
-from ..tables import WorkClaim, utcnow
+from ..tables import RequestClaim, WorkClaim, utcnow
 from ..store import Store
 
 NEVER_HELD = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -64,11 +66,11 @@ class Claim(str, Enum):
     done = "done"  # answered (or given up) meanwhile: nothing to do
 
 
-def _insert_ignoring_duplicates(dialect: str):  # noqa: ANN202
+def _insert_ignoring_duplicates(dialect: str, table: type = WorkClaim):
     """`INSERT ... ON CONFLICT DO NOTHING`, which SQLite and PostgreSQL both spell the same way."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    return (postgresql if dialect == "postgresql" else sqlite).insert(WorkClaim)
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
 class Claims:
@@ -83,34 +85,53 @@ class Claims:
     def _key(self, rationale_id: int) -> tuple:
         return (WorkClaim.kind == self.kind, WorkClaim.rationale_id == rationale_id, WorkClaim.teacher == self.teacher)
 
-    def take(self, rationale_id: int) -> Claim:
+    def _won(self, session: Session, table: type, where: tuple, holder: str) -> bool:
+        """Take the lease row `where` if it expired, is ours, or its holder died on this machine."""
         now = utcnow()
+        takeable = or_(table.expires_at <= now, table.worker == self.worker)
+        if dead_here(holder):  # atomic still: only while that dead process holds it
+            takeable = or_(takeable, table.worker == holder)
+        return bool(session.execute(update(table).where(*where, takeable)
+                                    .values(worker=self.worker, expires_at=now + self.lease)).rowcount)
+
+    def take(self, rationale_id: int) -> Claim:
         with self.store.session() as session:
             session.execute(_insert_ignoring_duplicates(self.store.dialect).values(
                 kind=self.kind, rationale_id=rationale_id, teacher=self.teacher, worker="", expires_at=NEVER_HELD,
             ).on_conflict_do_nothing(index_elements=["kind", "rationale_id", "teacher"]))
             holder = session.execute(select(WorkClaim.worker).where(*self._key(rationale_id))).scalar_one()
-            takeable = or_(WorkClaim.expires_at <= now, WorkClaim.worker == self.worker)
-            if dead_here(holder):  # atomic still: only while that dead process holds it
-                takeable = or_(takeable, WorkClaim.worker == holder)
-            won = session.execute(update(WorkClaim).where(*self._key(rationale_id), takeable)
-                                  .values(worker=self.worker, expires_at=now + self.lease)).rowcount
-            if not won:
+            if not self._won(session, WorkClaim, self._key(rationale_id), holder):
                 return Claim.busy
             if self.still_open(session, rationale_id):
                 return Claim.taken
             session.execute(delete(WorkClaim).where(*self._key(rationale_id), WorkClaim.worker == self.worker))
             return Claim.done
 
+    def take_request(self, request_hash: str) -> bool:
+        """Whether this collector may send the request now (no other live collector is sending it)."""
+        where = (RequestClaim.request_hash == request_hash,)
+        with self.store.session() as session:
+            session.execute(_insert_ignoring_duplicates(self.store.dialect, RequestClaim).values(
+                request_hash=request_hash, worker="", expires_at=NEVER_HELD,
+            ).on_conflict_do_nothing(index_elements=["request_hash"]))
+            holder = session.execute(select(RequestClaim.worker).where(*where)).scalar_one()
+            return self._won(session, RequestClaim, where, holder)
+
+    def release_request(self, request_hash: str) -> None:
+        with self.store.session() as session:
+            session.execute(delete(RequestClaim).where(RequestClaim.request_hash == request_hash,
+                                                       RequestClaim.worker == self.worker))
+
     def release(self, rationale_id: int) -> None:
         with self.store.session() as session:
             session.execute(delete(WorkClaim).where(*self._key(rationale_id), WorkClaim.worker == self.worker))
 
     def renew(self) -> int:
-        """Push back the expiry of every lease this run holds; returns how many."""
+        """Push back the expiry of every lease this run holds (rationales and requests); returns how many."""
         with self.store.session() as session:
-            return session.execute(update(WorkClaim).where(WorkClaim.worker == self.worker)
-                                   .values(expires_at=utcnow() + self.lease)).rowcount
+            return sum(session.execute(update(table).where(table.worker == self.worker)
+                                       .values(expires_at=utcnow() + self.lease)).rowcount
+                       for table in (WorkClaim, RequestClaim))
 
     @asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:

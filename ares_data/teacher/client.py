@@ -5,28 +5,59 @@ LiteLLM, `transformers serve`) and the Anthropic Messages API. `build_request` t
 into the body sent and the body stored (the same, with image data replaced by its sha256);
 `request_hash` of the stored body is the call's idempotency key. The key is read from its env
 var here and nowhere else, sent in a header, and scrubbed from every error message.
+Reasoning models (OpenAI o-series, gpt-5; `TeacherConfig.is_reasoning`) get
+`max_completion_tokens` and no `temperature`, which they refuse. Every HTTP attempt, failed or
+not, is kept as an `Attempt` (outcome, status, request id, model snapshot, usage) for the
+store's `teacher_attempt` audit table.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 
-from ..errors import CallFailed, RetryableError, TeacherError
+from ..enums import AttemptOutcome
+from ..errors import CallFailed, RequestRejected, RetryableError, TeacherError
+from ..tables import utcnow
 from .config import Provider, StructuredOutput, TeacherConfig
 from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
-from .ratelimit import RateLimiter
-from .retry import check_response, retrying
+from .ratelimit import LocalBucket, RateLimiter, StoreBucket, account_key
+from .retry import check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
-TOP_LOGPROBS = 5
+TOP_LOGPROBS = 20  # OpenAI's most: enough for every value 0-10 (logprobs.py)
+
+
+@dataclass
+class Attempt:
+    """One HTTP attempt and what it came to (`AttemptOutcome`)."""
+
+    number: int
+    outcome: AttemptOutcome
+    started_at: datetime
+    http_status: int | None = None
+    error: str | None = None
+    request_id: str | None = None
+    model_snapshot: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens_in: int | None = None
+    cache_write_tokens_in: int | None = None
+    latency_ms: float | None = None
+
+
+# sent, possibly answered and billed, usage unknown
+MAYBE_BILLED = (AttemptOutcome.timeout, AttemptOutcome.network, AttemptOutcome.unreadable)
 
 
 @dataclass
@@ -39,6 +70,24 @@ class Reply:
     latency_ms: float
     cache_write_tokens_in: int | None = None
     logprobs: list[dict[str, Any]] | None = None  # choices[0].logprobs.content, when asked for
+    reasoning_tokens: int | None = None  # part of tokens_out
+    request_id: str | None = None
+    model_snapshot: str | None = None  # the `model` the provider says answered (e.g. gpt-4o-mini-2024-07-18)
+    log: list[Attempt] = field(default_factory=list)
+    finish_reason: str | None = None  # why the answer ended: stop, length, content_filter, refusal...
+    refusal: str | None = None  # the model's refusal text (OpenAI `message.refusal`)
+
+
+CUT = {"length", "max_tokens"}  # finish/stop reasons of an answer cut at the token budget
+REFUSED = {"content_filter", "refusal"}
+
+
+def ending(provider: Provider, data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(finish reason, refusal text) of a provider's JSON reply."""
+    if provider is Provider.anthropic:
+        return data.get("stop_reason"), None
+    choice = (data.get("choices") or [{}])[0]
+    return choice.get("finish_reason"), (choice.get("message") or {}).get("refusal")
 
 
 
@@ -62,8 +111,10 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
     messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
     for answer, repair in ask.turns:
         messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": repair}]
-    body: dict[str, Any] = {"model": config.model, "max_tokens": config.max_tokens,
+    body: dict[str, Any] = {"model": config.model, "max_tokens": max(config.max_tokens, ask.max_tokens or 0),
                             "temperature": config.temperature}
+    if config.is_reasoning() and not anthropic:
+        body = {"model": config.model, "max_completion_tokens": max(config.max_tokens, ask.max_tokens or 0)}
     if anthropic:
         if len(content) > 1:  # cache system + shared head; the last part is what this call alone asks
             content[-2] = {**content[-2], "cache_control": {"type": "ephemeral"}}
@@ -76,7 +127,7 @@ def build_request(config: TeacherConfig, ask: Ask, logprobs: bool = False) -> tu
         body.update(_structured(config.structured_output, ask))
     if logprobs and not anthropic:
         body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
-    return body, _stored(body, ask)
+    return body, stored_body(body)
 
 
 def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
@@ -91,23 +142,64 @@ def _structured(dialect: StructuredOutput, ask: Ask) -> dict[str, Any]:
     return {}
 
 
-def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput) -> str | None:
-    """A rejected request that asked for structured output names the flag to change."""
-    if status not in (400, 422) or not ({"response_format", "tools"} & body.keys()):
+STRUCTURED = {"response_format", "tools", "tool_choice", "json_schema"}
+FLAGS = {"logprobs": "--score-from sampled", "top_logprobs": "--score-from sampled", "temperature": "--temperature",
+         "max_tokens": "--max-tokens", "model": "--model"}
+
+
+def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, detail: str = "",
+                 param: str | None = None) -> str | None:
+    """A rejected request names the flag to change: --reasoning when the server refused the
+    length or temperature parameter, else --structured-output when structured output was asked
+    (and the server named no other parameter as `param`)."""
+    if status not in (400, 422):
+        return None
+    if ("max_tokens" in detail and "max_tokens" in body) or ("temperature" in detail and "temperature" in body):
+        return (f"the server refused max_tokens/temperature ({' '.join(detail.split())[:160]}); "
+                "if the model is a reasoning model, add --reasoning")
+    if not (STRUCTURED & body.keys()):
+        return None
+    if param is not None and param.split(".")[0] not in STRUCTURED:
         return None
     others = ", ".join(d.value for d in StructuredOutput if d is not dialect)
     return (f"the server rejected the structured-output request ({dialect.value}); "
             f"try --structured-output with one of: {others}")
 
 
-def _stored(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
-    images = {p["data"]: p["sha256"] for p in ask.parts if p["type"] == "image"}
-    if not images:
+def format_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, param: str | None,
+                detail: str = "") -> str:
+    """What to change when the server refused the request's format, naming its parameter."""
+    known = dialect_hint(status, body, dialect, detail, param)
+    if known:
+        return known
+    if param is None:
+        return "the server refused the request's format (it names no parameter); check the teacher flags"
+    name = param.split(".")[0]
+    flag = f" (set by {FLAGS[name]})" if name in FLAGS else ""
+    return f"the server does not accept the parameter {name!r}{flag}"
+
+
+def stored_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as stored and hashed: each inline image's base64 data replaced by `sha256:` and
+    the digest of its bytes (OpenAI data URLs and Anthropic base64 sources alike)."""
+    if not any(isinstance(m.get("content"), list) for m in body.get("messages", [])):
         return body
-    text = json.dumps(body)
-    for data, digest in images.items():
-        text = text.replace(data, f"sha256:{digest}")
-    return json.loads(text)
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("type") == "image_url" and str(node["image_url"]["url"]).startswith("data:"):
+                head, data = node["image_url"]["url"].split(",", 1)
+                return {**node, "image_url": {**node["image_url"], "url": f"{head},{_digest(data)}"}}
+            if node.get("type") == "base64" and "data" in node:
+                return {**node, "data": _digest(node["data"])}
+            return {k: strip(v) for k, v in node.items()}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    return strip(body)
+
+
+def _digest(data: str) -> str:
+    return "sha256:" + hashlib.sha256(base64.b64decode(data)).hexdigest()
 
 
 def request_hash(config: TeacherConfig, prompt_name: str, prompt_version: str, stored: dict[str, Any]) -> str:
@@ -133,13 +225,43 @@ def parse_reply(provider: Provider, data: dict[str, Any]) -> tuple[str, int | No
     return message.get("content") or "", usage.get("prompt_tokens"), usage.get("completion_tokens"), cached
 
 
+def reasoning_tokens(data: dict[str, Any]) -> int | None:
+    """The reasoning part of the output tokens (OpenAI reports it; Anthropic counts thinking in
+    output_tokens without a split)."""
+    details = (data.get("usage") or {}).get("completion_tokens_details") or {}
+    value = details.get("reasoning_tokens")
+    return value if isinstance(value, int) else None
+
+
+def request_id(headers: httpx.Headers) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id")
+
+
+def max_out(body: dict[str, Any], default: int) -> int:
+    """The answer length a request allows, whichever name it uses."""
+    return int(body.get("max_completion_tokens") or body.get("max_tokens") or default)
+
+
+def _outcome(exc: BaseException) -> AttemptOutcome:
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.WriteTimeout, httpx.WriteError,
+                        httpx.PoolTimeout)):
+        return AttemptOutcome.not_sent
+    if isinstance(exc, httpx.TimeoutException):
+        return AttemptOutcome.timeout
+    return AttemptOutcome.network
+
+
 class TeacherClient:
     """One connection pool and one set of limits, shared by every call of a run."""
 
-    def __init__(self, config: TeacherConfig, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, config: TeacherConfig, transport: httpx.AsyncBaseTransport | None = None,
+                 store: Any = None):
+        """`store`: share the account's limits with every collector on it (teacher_rate_bucket)."""
         self.config = config
         self._key = config.api_key()
-        self.limiter = RateLimiter(config.rpm, config.tpm, config.concurrency)
+        account = account_key(config.provider.value, config.base_url, config.model, self._key)
+        bucket = StoreBucket(store, account) if store is not None else LocalBucket()
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.concurrency, bucket)
         headers = {"content-type": "application/json"}
         if config.provider is Provider.anthropic:
             headers["anthropic-version"] = ANTHROPIC_VERSION
@@ -151,7 +273,9 @@ class TeacherClient:
                 headers["authorization"] = f"Bearer {self._key}"
             self._path = "/chat/completions"
         limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
-        self._http = httpx.AsyncClient(base_url=config.base_url, headers=headers, timeout=config.timeout,
+        timeout = httpx.Timeout(connect=config.connect_timeout, read=config.timeout, write=config.write_timeout,
+                                pool=None)
+        self._http = httpx.AsyncClient(base_url=config.base_url, headers=headers, timeout=timeout,
                                        limits=limits, transport=transport)
 
     async def __aenter__(self) -> "TeacherClient":
@@ -164,51 +288,83 @@ class TeacherClient:
         return text.replace(self._key, "***") if self._key else text
 
     async def send(self, body: dict[str, Any]) -> Reply:
-        """POST `body` within the limits, retrying what is worth retrying; raises CallFailed."""
-        estimate = estimate_tokens(body) + self.config.max_tokens // 4
-        attempts = 0
+        """POST `body` within the limits, retrying what is worth retrying; raises CallFailed.
+        Tokens are reserved as prompt + max tokens (as OpenAI counts them) and refunded from usage."""
+        reserved = estimate_tokens(body) + max_out(body, self.config.max_tokens)
+        log: list[Attempt] = []
         try:
             async for attempt in retrying(self.config.max_attempts):
                 with attempt:
-                    attempts += 1
-                    return await self._attempt(body, estimate, attempts)
+                    return await self._attempt(body, reserved, log)
         except (RetryableError, httpx.HTTPError) as exc:
-            raise CallFailed(self._describe(exc), attempts, permanent=False) from None
+            raise CallFailed(self._describe(exc), len(log), permanent=False, log=log) from None
+        except RequestRejected as exc:
+            raise CallFailed(self.redact(str(exc)), len(log), permanent=True, log=log, rejected=True) from None
         except TeacherError as exc:
-            raise CallFailed(self.redact(str(exc)), attempts, permanent=True) from None
+            raise CallFailed(self.redact(str(exc)), len(log), permanent=True, log=log) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, body: dict[str, Any], estimate: int, attempts: int) -> Reply:
-        async with self.limiter.slot(estimate):
+    async def _attempt(self, body: dict[str, Any], reserved: int, log: list[Attempt]) -> Reply:
+        entry = Attempt(len(log) + 1, AttemptOutcome.ok, utcnow())
+        log.append(entry)
+        async with self.limiter.slot(reserved):
             started = time.perf_counter()
-            response = await self._http.post(self._path, json=body)
-            await response.aread()
+            try:
+                response = await self._http.post(self._path, json=body)
+                await response.aread()
+            except httpx.HTTPError as exc:
+                entry.outcome, entry.error = _outcome(exc), self._describe(exc)
+                entry.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+                raise
             latency_ms = (time.perf_counter() - started) * 1000
+        entry.http_status, entry.request_id = response.status_code, request_id(response.headers)
+        entry.latency_ms = round(latency_ms, 1)
         self.limiter.observe(response.headers)
-        hint = dialect_hint(response.status_code, body, self.config.structured_output)
-        if hint:
-            raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint}")
         try:
-            check_response(response, self.redact)
-        except RetryableError as exc:
-            if exc.retry_after:
-                self.limiter.pause(exc.retry_after)
+            if response.status_code in (400, 422):  # about the format: stop, naming the parameter
+                about_format, param = rejection(response.status_code, response.text)
+                if about_format:
+                    detail = self.redact(" ".join(response.text.split())[:200])
+                    hint = format_hint(response.status_code, body, self.config.structured_output, param,
+                                       response.text)
+                    raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({detail})")
+            try:
+                check_response(response, self.redact)
+            except RetryableError as exc:
+                if exc.retry_after:
+                    self.limiter.pause(exc.retry_after)
+                raise
+        except TeacherError as exc:
+            status = response.status_code
+            entry.outcome = (AttemptOutcome.rate_limited if status == 429 else AttemptOutcome.server_error
+                             if status >= 500 else AttemptOutcome.client_error)
+            entry.error = self.redact(str(exc))
             raise
         try:
-            text, tokens_in, tokens_out, cached = parse_reply(self.config.provider, response.json())
+            data = response.json()
+            text, tokens_in, tokens_out, cached = parse_reply(self.config.provider, data)
+            content = logprob_content(data["choices"][0]) if "logprobs" in body else None
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise RetryableError(f"unreadable reply ({exc.__class__.__name__})") from exc
+            entry.outcome, entry.error = AttemptOutcome.unreadable, f"unreadable reply ({exc.__class__.__name__})"
+            raise RetryableError(entry.error) from exc
         if tokens_in is not None:
-            self.limiter.correct(estimate, tokens_in + (tokens_out or 0))
-        data = response.json()
+            self.limiter.correct(reserved, tokens_in + (tokens_out or 0))
         written = (data.get("usage") or {}).get("cache_creation_input_tokens")
-        content = logprob_content(data["choices"][0]) if "logprobs" in body else None
-        return Reply(self.redact(text), tokens_in, tokens_out, cached, attempts, latency_ms, written, content)
+        entry.model_snapshot = data.get("model") if isinstance(data.get("model"), str) else None
+        entry.tokens_in, entry.tokens_out, entry.reasoning_tokens = tokens_in, tokens_out, reasoning_tokens(data)
+        entry.cached_tokens_in, entry.cache_write_tokens_in = cached, written
+        finish, refusal = ending(self.config.provider, data)
+        return Reply(self.redact(text), tokens_in, tokens_out, cached, entry.number, latency_ms, written, content,
+                     entry.reasoning_tokens, entry.request_id, entry.model_snapshot, log, finish, refusal)
 
     def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, (httpx.ConnectTimeout, httpx.WriteTimeout)):
+            return f"{exc.__class__.__name__}: no connection or request sent within " \
+                   f"{self.config.connect_timeout:g}/{self.config.write_timeout:g} s"
         if isinstance(exc, httpx.TimeoutException):
             return f"timed out after {self.config.timeout:g} s"
         if isinstance(exc, RetryableError):
             return str(exc)
         return self.redact(f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__)
+
 

@@ -16,22 +16,26 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
 
 from sqlmodel import Session, select
 
+from ..enums import CallStatus
 from ..errors import TeacherError
-from ..tables import Rationale
 from ..store import Store
+from ..tables import Rationale
 from . import batch as batch_api
 from .batch import BatchLimits
 from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, online, request_key, stored_answer
 from .claims import Claim, Claims
 from .client import TeacherClient
 from .config import RationaleSource, TeacherConfig
+from .local import is_local, local_answerer, local_teacher
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
-from .tasks import Job, Selection, builder, prompt_name, select_jobs, still_open, teacher_key, units
+from .tasks import (GroupCap, Job, Selection, builder, in_points, prompt_name, select_jobs, still_open, teacher_key,
+                    units)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class CollectRequest:
     `batch` submits to the Batch API instead of asking now; `dry_run` only counts; `max_cost`
     caps an online run's estimated spend; `lease_s` is how long another collector waits before
     taking over a rationale this run holds; `retry_failed` asks again rationales whose chain
-    was given up (`failed`)."""
+    was given up (`failed`, refused by the provider included); `group_cap` bounds one grouped call."""
 
     kind: str  # score | correct
     rationales: RationaleSource = RationaleSource.student
@@ -54,6 +58,8 @@ class CollectRequest:
     lease_s: float = 120.0
     batch: BatchLimits | None = None
     retry_failed: bool = False
+    group_cap: GroupCap = GroupCap()
+    only: tuple[int, ...] | None = None  # rationale ids in place of the source and round (verl's reward manager)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rationales", RationaleSource(self.rationales))
@@ -179,29 +185,38 @@ def _claims(store: Store, request: CollectRequest, teacher: TeacherConfig) -> Cl
 async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest, *,
                   client: TeacherClient | None = None, progress: ProgressCallback | None = None) -> CollectSummary:
     """Run one collector request; every answer is committed as it arrives."""
+    if is_local(teacher):
+        if request.kind != "score" or request.batch is not None:
+            raise TeacherError(f"--provider {teacher.provider.value} scores sentences here: it writes no "
+                               "corrections and takes no --batch")
+        request = replace(request, grouped=False)  # one rationale per request; the answerer batches them
+        teacher = local_teacher(store, teacher)
     selection = request.selection
     pending = batch_api.in_open_batches(request.kind, teacher) if request.batch is not None else None
     with store.session() as session:
-        jobs = select_jobs(session, teacher, selection, exclude=pending)
-    work = units([j for j in jobs if j.sentences], selection.grouped)
+        jobs = select_jobs(session, teacher, selection, only=request.only, exclude=pending)
+    work = units([j for j in jobs if j.sentences], selection.grouped, request.group_cap)
     counts = dict(kind=request.kind, selected=sum(len(unit) for unit in work),
                   skipped_empty=sum(1 for j in jobs if not j.sentences))
-    build = functools.partial(builder(request.kind), store, grouped=selection.grouped)
+    build = functools.partial(builder(request.kind, teacher), store, grouped=selection.grouped)
     if request.dry_run:
         dry = DryRunSummary(**counts, batch=request.batch is not None)
         _estimate(store, teacher, [build(unit) for unit in work], dry,
                   BATCH_DISCOUNT if request.batch is not None else 1.0)
         return dry
     if request.batch is not None:
-        created = await batch_api.submit(store, teacher, request.kind, prompt_name(request.kind, selection.grouped),
-                                         work, build, request.batch)
+        prompt = prompt_name(request.kind, selection.grouped, in_points(teacher))
+        created = await batch_api.submit(store, teacher, request.kind, prompt, work, build, request.batch)
         return BatchSummary(**counts, batches=[row.remote_id for row in created],
                             requests=sum(row.request_count for row in created))
     summary = OnlineSummary(**counts)
     tally = Tally()
-    async with (client or TeacherClient(teacher)) as opened:
-        runner = CallRunner(store, teacher, online(opened), tally=tally, max_cost=request.max_cost)
+    async with AsyncExitStack() as stack:
+        answer = local_answerer(store, teacher) if is_local(teacher) else \
+            online(await stack.enter_async_context(client or TeacherClient(teacher, store=store)))
         claims = _claims(store, request, teacher)
+        runner = CallRunner(store, teacher, answer, tally=tally, max_cost=request.max_cost, claims=claims,
+                            retry_failed=request.retry_failed)
         async with claims.heartbeat():
             await _run_all(runner, claims, work, build, summary, progress, teacher.concurrency)
     summary.calls, summary.reused = tally.sent, tally.reused
@@ -248,7 +263,7 @@ async def _run_all(runner: CallRunner, claims: Claims, work: list[list[Job]], bu
 
     def advance(task: Task, size: int, outcome: Outcome) -> None:
         # A grouped call that failed may have stored some lists first: `covers` is what is left.
-        left = 0 if outcome.status == "ok" else len(task.covers) or size
+        left = 0 if outcome.status == CallStatus.ok else len(task.covers) or size
         summary.done += size - left
         if left:
             summary.failed[outcome.reason or outcome.status] += left
@@ -299,13 +314,14 @@ async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | N
                          max_cost: float | None = None, progress: ProgressCallback | None = None,
                          client: TeacherClient | None = None, lease_s: float = 120.0,
                          checkpoint: str | None = None, group_by_question: bool = False,
-                         batch: BatchLimits | None = None, retry_failed: bool = False) -> CollectSummary:
+                         batch: BatchLimits | None = None, retry_failed: bool = False,
+                         group_cap: GroupCap = GroupCap()) -> CollectSummary:
     """Score every sentence of the selected rationales (`collect` with a score request).
     `group_by_question` asks about all rationales of a question in one call (`ares collect-scores`
     does by default: it costs less than half the input tokens, docs/benchmarks.md).
     `batch` submits the calls to the OpenAI Batch API instead (batch.py)."""
     request = CollectRequest("score", RationaleSource(rationales), round, limit, checkpoint, group_by_question,
-                             dry_run, max_cost, lease_s, batch, retry_failed)
+                             dry_run, max_cost, lease_s, batch, retry_failed, group_cap)
     return await collect(store, teacher, request, client=client, progress=progress)
 
 

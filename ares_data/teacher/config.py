@@ -7,11 +7,12 @@ HTTP client reads it, so a config can be printed, stored or logged without leaki
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse, urlsplit, urlunsplit
 
 from ..errors import AresError, TeacherError
 
@@ -19,6 +20,7 @@ from ..errors import AresError, TeacherError
 class Provider(str, Enum):
     openai = "openai"
     anthropic = "anthropic"
+    prm = "prm"  # a process reward model trained by `ares train prm`, run locally (teacher/local.py)
 
 
 class StructuredOutput(str, Enum):
@@ -37,7 +39,13 @@ DEFAULTS: dict[Provider, dict[str, str]] = {
     Provider.anthropic: {"base_url": "https://api.anthropic.com", "model": "claude-3-5-haiku-latest",
                          "api_key_env": "ANTHROPIC_API_KEY", "base_url_env": "ANTHROPIC_BASE_URL",
                          "structured_output": "tool"},
+    # `model` names the PRM checkpoint; nothing is sent over HTTP and nothing is paid.
+    Provider.prm: {"base_url": "local:prm", "model": "", "api_key_env": "", "base_url_env": "",
+                   "structured_output": "none"},
 }
+REASONING_MODEL = re.compile(r"^(?:[\w.-]+/)?(o\d+|gpt-5(?!-chat))(\b|-|$)")  # o1, o4-mini, openai/o3, gpt-5
+
+
 class ScoreFrom(str, Enum):
     """What a score call keeps: the sampled score, or also its expected value under the token
     distribution (`logprobs`, teacher/logprobs.py)."""
@@ -64,22 +72,28 @@ class TeacherConfig:
     model: str = "gpt-4o-mini"
     base_url: str = "https://api.openai.com/v1"
     api_key_env: str = "OPENAI_API_KEY"
-    # limits held on the client side
-    rpm: float = 500.0
+    # the account's limits, shared by every collector on a store; None = learned from the provider
+    rpm: Optional[float] = None
     tpm: Optional[float] = None
     concurrency: int = 16
-    # retries and repairs
+    # retries and repairs; timeouts in seconds: to connect, to read the answer, to send the request
     max_attempts: int = 6
     max_repairs: int = 2
     timeout: float = 60.0
+    connect_timeout: float = 10.0
+    write_timeout: float = 30.0
     # what is asked for
     structured_output: StructuredOutput = StructuredOutput.json_schema
     temperature: float = 0.0
     max_tokens: int = 1024
+    reasoning: Optional[bool] = None  # a reasoning model (max_completion_tokens, no temperature); None = by name
     score_from: ScoreFrom = ScoreFrom.sampled
     # cost; None = the built-in price table
     price_in: Optional[float] = None
     price_out: Optional[float] = None
+    # where a local teacher (--provider prm) runs
+    device: str = "auto"
+    dtype: str = "auto"
 
     @classmethod
     def from_options(cls, config_file: str | os.PathLike | None = None, **options: Any) -> "TeacherConfig":
@@ -94,6 +108,9 @@ class TeacherConfig:
         defaults = DEFAULTS[provider]
         base_url = options.get("base_url") or os.environ.get(defaults["base_url_env"]) \
             or merged.get("base_url") or defaults["base_url"]
+        if provider is Provider.prm:  # a local model: free unless told otherwise
+            merged.setdefault("price_in", 0.0)
+            merged.setdefault("price_out", 0.0)
         merged.update(
             provider=provider,
             base_url=base_url.rstrip("/"),
@@ -108,8 +125,16 @@ class TeacherConfig:
         return config
 
     def check(self) -> None:
-        if self.rpm <= 0 or (self.tpm is not None and self.tpm <= 0) or self.concurrency < 1:
+        if self.provider is Provider.prm:
+            if not self.model:
+                raise TeacherError("--provider prm needs --model NAME|PATH: a PRM checkpoint from `ares train prm`")
+            if self.score_from is ScoreFrom.logprobs:
+                raise TeacherError("a PRM writes scores, not token logprobs; use --score-from sampled")
+        if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0) \
+                or self.concurrency < 1:
             raise TeacherError("--rpm, --tpm and --concurrency must be positive")
+        if min(self.timeout, self.connect_timeout, self.write_timeout) <= 0:
+            raise TeacherError("--timeout, --connect-timeout and --write-timeout must be positive")
         if self.max_attempts < 1 or self.max_repairs < 0:
             raise TeacherError("--max-attempts must be at least 1 and --max-repairs at least 0")
         if self.structured_output is StructuredOutput.tool and self.provider is not Provider.anthropic:
@@ -119,6 +144,13 @@ class TeacherConfig:
             raise TeacherError("the Anthropic API takes --structured-output tool or none")
         if self.score_from is ScoreFrom.logprobs and self.provider is Provider.anthropic:
             raise TeacherError("the Anthropic API returns no token logprobs; use --score-from sampled")
+        if self.score_from is ScoreFrom.logprobs and self.is_reasoning():
+            raise TeacherError(f"{self.model} is a reasoning model, which returns no token logprobs; "
+                               "use --score-from sampled (or --no-reasoning if it is not one)")
+
+    def is_reasoning(self) -> bool:
+        """--reasoning/--no-reasoning, else the model name: OpenAI's o-series and gpt-5 think first."""
+        return self.reasoning if self.reasoning is not None else bool(REASONING_MODEL.match(self.model))
 
     def api_key(self) -> str | None:
         """The key from the env var, or None for a local server that needs none."""
@@ -128,8 +160,26 @@ class TeacherConfig:
         return key or None
 
     def describe(self) -> dict[str, Any]:
-        """Plain values, safe to print or store (there is no key in here)."""
-        return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items()}
+        """Plain values, safe to print or store: there is no key field, and credentials written
+        into the base URL (user:password@, ?api-key=...) are redacted."""
+        values = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items()}
+        values["base_url"] = redact_url(self.base_url)
+        return values
+
+
+_SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth|credential)", re.I)
+
+
+def redact_url(url: str) -> str:
+    """`url` with a password in it, and query values whose names say they are secrets, as `***`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, host = netloc.rsplit("@", 1)
+        netloc = (user.split(":", 1)[0] + ":***" if ":" in user else "***") + "@" + host
+    query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def is_loopback(url: str) -> bool:

@@ -22,7 +22,8 @@ Winner = Literal["A", "B", "tie"]
 
 async def judge_pair(client_or_teacher: TeacherClient | TeacherConfig, store: Store, question: Any,
                      rationale_a_text: str, rationale_b_text: str, *, a_position: Optional[str] = None,
-                     rng: Optional[random.Random] = None, rationale_id: Optional[int] = None) -> tuple[Winner, int]:
+                     rng: Optional[random.Random] = None,
+                     rationale_id: Optional[int] = None) -> tuple[Winner, Optional[int]]:
     """(winner in the caller's terms, teacher_call_id).
 
     `a_position` says where rationale A is shown ('A' first, 'B' second); None draws it with
@@ -36,7 +37,7 @@ async def judge_pair(client_or_teacher: TeacherClient | TeacherConfig, store: St
     if isinstance(client_or_teacher, TeacherClient):
         outcome = await CallRunner(store, client_or_teacher.config, online(client_or_teacher)).run(task)
     else:
-        async with TeacherClient(client_or_teacher) as client:
+        async with TeacherClient(client_or_teacher, store=store) as client:
             outcome = await CallRunner(store, client.config, online(client)).run(task)
     if outcome.status != "ok":
         raise InvalidAnswer("no_verdict", f"the judge gave no valid verdict ({outcome.reason}); see teacher_call "

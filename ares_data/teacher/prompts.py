@@ -23,6 +23,7 @@ from ..formatting import format_choices, letter, question_context
 from ..images import question_image
 
 SCORE, CORRECT, JUDGE = "score_v1", "correct_v1", "judge_v1"
+SCORE_POINTS = "score_points_v1"  # whole points 0-10, one token each: --score-from logprobs (logprobs.py)
 _SECTION = re.compile(r"^<!-- (system|question|rationale|repair) -->\s*$", re.MULTILINE)
 
 
@@ -42,7 +43,7 @@ class PromptTemplate:
 @lru_cache(maxsize=None)
 def load(name: str) -> PromptTemplate:
     try:
-        text = (resources.files("prompts") / f"{name}.md").read_text(encoding="utf-8")
+        text = (resources.files("ares_data.prompts") / f"{name}.md").read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise TeacherError(f"no prompt template prompts/{name}.md") from exc
     parts = _SECTION.split(text)
@@ -59,6 +60,8 @@ class Ask:
 
     `parts` is the user turn: text parts and image parts (`{"type": "image", "media_type",
     "data", "sha256"}`); `turns` are earlier (answer, repair message) pairs of a repair chain.
+    `max_tokens`: the answer needs at least this many (the request asks for the larger of it
+    and --max-tokens).
     """
 
     system: str
@@ -66,9 +69,11 @@ class Ask:
     schema: dict[str, Any] | None = None
     schema_name: str = "answer"
     turns: list[tuple[str, str]] = field(default_factory=list)
+    max_tokens: int | None = None
 
-    def repaired(self, answer: str, message: str) -> "Ask":
-        return Ask(self.system, self.parts, self.schema, self.schema_name, [*self.turns, (answer, message)])
+    def repaired(self, answer: str, message: str, max_tokens: int | None = None) -> "Ask":
+        return Ask(self.system, self.parts, self.schema, self.schema_name, [*self.turns, (answer, message)],
+                   max_tokens or self.max_tokens)
 
 
 def question_values(question: Any) -> dict[str, str]:
@@ -103,11 +108,19 @@ def numbered(sentences: Sequence[str]) -> str:
     return "\n".join(f"[{i}] {' '.join(s.split())}" for i, s in enumerate(sentences, start=1))
 
 
-def score_ask(question: Any, sentences: Sequence[str]) -> Ask:
-    template = load(SCORE)
+def score_tokens(scores: int, lists: int = 1) -> int:
+    """Output tokens an answer of `scores` scores in `lists` lists can take (a score is up to 3
+    tokens, and whitespace): the budget grows with what is asked, so a large group is not cut."""
+    return 16 + 8 * scores + 8 * lists
+
+
+def score_ask(question: Any, sentences: Sequence[str], points: bool = False) -> Ask:
+    """`points`: ask for whole points 0-10 (stored as points / 10) instead of 0.0-1.0."""
+    template = load(SCORE_POINTS if points else SCORE)
     tail = template.render("rationale", n=len(sentences), sentences=numbered(sentences))
     return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}],
-               schema=score_schema(len(sentences)), schema_name="sentence_scores")
+               schema=score_schema(len(sentences), points), schema_name="sentence_scores",
+               max_tokens=score_tokens(len(sentences)))
 
 
 def correct_ask(question: Any, rationale: str) -> Ask:
@@ -124,15 +137,20 @@ def judge_ask(question: Any, shown_a: str, shown_b: str) -> Ask:
 
 
 GRID = [round(i / 10, 1) for i in range(11)]
+POINTS = list(range(11))
 JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
                 "required": ["winner"], "additionalProperties": False}
 
 
-def score_schema(n: int) -> dict[str, Any]:
-    """Exactly `n` scores, each on the 0.1 grid."""
+def score_items(points: bool = False) -> dict[str, Any]:
+    """One score: a number on the 0.1 grid, or whole points 0-10."""
+    return {"type": "integer", "enum": POINTS} if points else {"type": "number", "enum": GRID}
+
+
+def score_schema(n: int, points: bool = False) -> dict[str, Any]:
+    """Exactly `n` scores, each on the 0.1 grid (or whole points)."""
     return {"type": "object", "additionalProperties": False, "required": ["scores"],
-            "properties": {"scores": {"type": "array", "minItems": n, "maxItems": n,
-                                      "items": {"type": "number", "enum": GRID}}}}
+            "properties": {"scores": {"type": "array", "minItems": n, "maxItems": n, "items": score_items(points)}}}
 
 
 def repair_message(name: str, reason: str, **values: Any) -> str:

@@ -1,87 +1,253 @@
-"""Client-side limits: requests per minute, tokens per minute, calls in flight.
+"""Client-side limits of one provider account: requests per minute, tokens per minute, calls in flight.
 
-Requests are spaced evenly (one slot every 60/rpm seconds), so a server that allows the same
-rate never sees a burst. Tokens are drawn from a bucket refilled at tpm/60 per second, counted
-from the request before it is sent and corrected by the usage the server reports. When the
-server asks for a pause (Retry-After, x-ratelimit-remaining-* at 0) every caller waits for it.
+The limits are the account's, not one process's. `--rpm`/`--tpm` are caps never exceeded; without
+them the limits are learned from the provider's headers (`learned`: OpenAI `x-ratelimit-*`,
+Anthropic `anthropic-ratelimit-*`). Until the first answer shows them only one request is in
+flight. As the remaining budget a provider reports falls below half, the pace falls with it
+(`pace`), so a shared account settles before it runs dry instead of stopping at 0.
+
+The schedule is a GCRA over one `BucketState`: requests are spaced evenly (one every 60/rpm s,
+never a burst, missed slots not made up); tokens come from a bucket of one minute's worth refilled at tpm/60 per second,
+reserved as prompt + max_tokens before sending (as OpenAI counts them) and refunded from the
+usage the answer reports. Collectors on one store share one state, the row of their account in
+`teacher_rate_bucket` (`StoreBucket`, migration 0013), updated in one transaction per request:
+N collectors started with the same `--rpm` hold it together. The schedule is in wall-clock
+seconds, so collectors on several machines need synchronised clocks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, Optional, TypeVar, cast
+
+from sqlalchemy import text
 
 from .retry import parse_duration
 
+if TYPE_CHECKING:
+    from ..store import Store
 
-CATCH_UP_S = 0.5
+TOKEN_BURST_S = 60.0  # the token bucket holds one minute's worth, as the providers' do
+SLOW_BELOW = 0.5  # below this share of the budget remaining, the pace falls in proportion
+MIN_PACE = 0.25  # ... but never below this share of the limit (at 0 remaining: a pause)
+MARGIN = 0.95  # a learned limit is paced at 95 %: providers enforce it over short windows too
+
+
+@dataclass
+class BucketState:
+    """The shared schedule (epoch seconds: the last request's slot, when the token bucket is next
+    full, a pause) and the pace learned from the provider (None = none yet)."""
+
+    last_request_at: float = 0.0
+    tokens_at: float = 0.0
+    paused_until: float = 0.0
+    rpm: Optional[float] = None
+    tpm: Optional[float] = None
+
+
+def _cap(given: Optional[float], learned: Optional[float]) -> Optional[float]:
+    return min(v for v in (given, learned) if v) if (given or learned) else None
+
+
+def reserve(state: BucketState, tokens: int, now: float, rpm: Optional[float] = None,
+            tpm: Optional[float] = None) -> float:
+    """Take the next request slot and `tokens` from `state`; the wall-clock time the request may go.
+    `rpm`/`tpm` are the given caps; the learned pace in `state` applies when it is lower."""
+    rpm, tpm = _cap(rpm, state.rpm), _cap(tpm, state.tpm)
+    # spaced from the last request at the pace of now, so a pace learned meanwhile applies at once;
+    # slots missed while nobody asked are not made up (a burst would drain the provider's bucket)
+    at = max(state.last_request_at + (60.0 / rpm if rpm else 0.0), state.paused_until, now)
+    state.last_request_at = at
+    if tpm and tokens:
+        cost = min(tokens, tpm) * 60.0 / tpm
+        theoretical = max(state.tokens_at, now)  # at or before now: the bucket is full
+        at = max(at, theoretical + cost - TOKEN_BURST_S)
+        state.tokens_at = theoretical + cost
+    return at
+
+
+def refund(state: BucketState, tokens: int, tpm: Optional[float]) -> None:
+    """Give back reserved tokens the answer did not use (negative: take what it used beyond them)."""
+    tpm = _cap(tpm, state.tpm)
+    if tpm and tokens:
+        state.tokens_at -= tokens * 60.0 / tpm
+
+
+# -- what the provider says ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One limit as a response reported it: per minute (None: not said), what is left, seconds until
+    it is full again."""
+
+    limit: Optional[float]
+    remaining: float
+    reset_s: Optional[float]
+
+
+def _reset_seconds(value: Optional[str], now: float) -> Optional[float]:
+    """OpenAI writes a duration (`1s`, `6m0s`, `20ms`), Anthropic an RFC 3339 time."""
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds is not None:
+        return seconds
+    try:
+        return max(0.0, datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() - now)
+    except ValueError:
+        return None
+
+
+_HEADERS = {  # kind -> (limit, remaining, reset) header names, OpenAI first, then Anthropic
+    "requests": [("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+                 ("anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining",
+                  "anthropic-ratelimit-requests-reset")],
+    "tokens": [("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+               ("anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset"),
+               ("anthropic-ratelimit-input-tokens-limit", "anthropic-ratelimit-input-tokens-remaining",
+                "anthropic-ratelimit-input-tokens-reset")],
+}
+
+
+def learned(headers: Mapping[str, str], now: float | None = None) -> dict[str, Seen]:
+    """{"requests": Seen, "tokens": Seen} from a response's rate-limit headers (either provider)."""
+    now = time.time() if now is None else now
+    found: dict[str, Seen] = {}
+    for kind, spellings in _HEADERS.items():
+        for limit, remaining, reset in spellings:
+            try:
+                per_minute = float(headers[limit]) if limit in headers else None
+                value = Seen(per_minute, float(headers[remaining]), _reset_seconds(headers.get(reset), now))
+            except (KeyError, ValueError):
+                continue
+            if value.limit is None or value.limit > 0:
+                found[kind] = value
+                break
+    return found
+
+
+def pace(seen: Seen) -> float:  # seen.limit is known here
+    """Per-minute pace for a limit: MARGIN of it while half the budget or more remains, then in
+    proportion to what remains (never below MIN_PACE), so the budget settles instead of running
+    dry while other clients of the account draw on it too."""
+    limit = cast(float, seen.limit)
+    share = max(0.0, seen.remaining) / limit
+    return limit * MARGIN * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
+
+
+# -- where the state lives --------------------------------------------------------------------
+
+
+T = TypeVar("T")  # what a change of the bucket state returns
+
+
+class LocalBucket:
+    """The state in this process only (no store: one client's limits)."""
+
+    def __init__(self) -> None:
+        self.state = BucketState()
+
+    def update(self, change: Callable[[BucketState], T]) -> T:
+        return change(self.state)
+
+
+_COLUMNS = [f.name for f in fields(BucketState)]
+
+
+class StoreBucket:
+    """The state in the account's `teacher_rate_bucket` row, read and written in one transaction
+    (row-locked on PostgreSQL; SQLite transactions take the write lock up front)."""
+
+    def __init__(self, store: "Store", account: str):
+        self.store, self.account = store, account
+        lock = " FOR UPDATE" if store.dialect == "postgresql" else ""
+        self._insert = text("INSERT INTO teacher_rate_bucket (account) VALUES (:a) ON CONFLICT (account) DO NOTHING")
+        self._select = text(f"SELECT {', '.join(_COLUMNS)} FROM teacher_rate_bucket WHERE account = :a{lock}")
+        self._write = text(f"UPDATE teacher_rate_bucket SET {', '.join(f'{c} = :{c}' for c in _COLUMNS)}, "
+                           "updated_at = CURRENT_TIMESTAMP WHERE account = :a")
+
+    def update(self, change: Callable[[BucketState], T]) -> T:
+        with self.store.engine.begin() as conn:
+            conn.execute(self._insert, {"a": self.account})
+            state = BucketState(*conn.execute(self._select, {"a": self.account}).one())
+            result = change(state)
+            conn.execute(self._write, {"a": self.account, **vars(state)})
+        return result
+
+
+def account_key(provider: str, base_url: str, model: str, key: str | None) -> str:
+    """Which limits a request counts against: provider, server, model and API key (hashed, never stored)."""
+    return hashlib.sha256("\n".join((provider, base_url, model, key or "")).encode()).hexdigest()[:32]
 
 
 class RateLimiter:
-    def __init__(self, rpm: float, tpm: float | None = None, concurrency: int = 16,
-                 clock=time.monotonic):
-        self.interval = 60.0 / rpm
-        self.tpm = tpm
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, concurrency: int = 16,
+                 bucket: LocalBucket | StoreBucket | None = None, clock: Callable[[], float] = time.time):
+        self.rpm, self.tpm = rpm, tpm
+        self.bucket = bucket or LocalBucket()
         self._clock = clock
-        self._next_slot = 0.0
-        self._tokens = float(tpm) if tpm else 0.0
-        self._tokens_at = clock()
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(concurrency)
-
-    def _refill(self, now: float) -> None:
-        if self.tpm:
-            self._tokens = min(float(self.tpm), self._tokens + (now - self._tokens_at) * self.tpm / 60.0)
-        self._tokens_at = now
+        self._probe = asyncio.Lock()
+        self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
+        self._refund = 0
+        self._pace: dict[str, float] = {}
 
     async def _wait_turn(self, tokens: int) -> None:
-        """Take the next request slot, then enough tokens; callers are served in order."""
-        async with self._lock:
-            while True:
-                now = self._clock()
-                self._refill(now)
-                delay = max(self._next_slot, self._paused_until) - now
-                if self.tpm:
-                    need = min(tokens, self.tpm) - self._tokens
-                    delay = max(delay, need * 60.0 / self.tpm)
-                if delay <= 0:
-                    break
-                await asyncio.sleep(delay)
-            # A caller woken late (a busy event loop) may use the slots missed in the last
-            # CATCH_UP_S, so the achieved rate does not drift below the configured one.
-            late = now - self._next_slot
-            self._next_slot = (self._next_slot if late < CATCH_UP_S else now) + self.interval
-            self._tokens -= tokens
+        """Take the next request slot and the tokens, then wait for the slot. The reservation is
+        one synchronous step (no other caller runs meanwhile), so callers waiting at once hold
+        consecutive slots: the schedule does not drift by how late each one wakes."""
+        refunded, self._refund = self._refund, 0
+        pace, self._pace = self._pace, {}
+
+        def change(state: BucketState) -> float:
+            refund(state, refunded, self.tpm)
+            for kind, value in pace.items():
+                setattr(state, "rpm" if kind == "requests" else "tpm", value)
+            return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
+
+        delay = self.bucket.update(change) - self._clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     @asynccontextmanager
     async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
-        """Hold one of the in-flight places for a call that was let through both rate limits."""
+        """Hold one of the in-flight places for a call let through both rate limits."""
         async with self._in_flight:
-            await self._wait_turn(tokens)
-            yield
+            if self._observed:
+                await self._wait_turn(tokens)
+                yield
+                return
+            async with self._probe:  # until an answer shows the account's limits
+                await self._wait_turn(tokens)
+                yield
 
-    def correct(self, estimated: int, actual: int) -> None:
-        """The server's token count replaces the estimate drawn before sending."""
-        if self.tpm:
-            self._tokens -= actual - estimated
+    def correct(self, reserved: int, actual: int) -> None:
+        """The server's token count replaces the reservation (refunded with the next request)."""
+        self._refund += reserved - actual
 
     def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        """Every collector of the account waits `seconds` (Retry-After, nothing remaining)."""
+        until = self._clock() + seconds
+
+        def change(state: BucketState) -> None:
+            state.paused_until = max(state.paused_until, until)
+
+        self.bucket.update(change)
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Slow down to the server's own view: pause until its reset when nothing remains."""
-        for kind in ("requests", "tokens"):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-            reset = headers.get(f"x-ratelimit-reset-{kind}")
-            if remaining is None or reset is None:
-                continue
-            try:
-                left = float(remaining)
-            except ValueError:
-                continue
-            seconds = parse_duration(reset)
-            if left <= 0 and seconds:
-                self.pause(seconds)
+        """Pace to the provider's own view of the account: its limits, slowed as the budget falls;
+        when nothing remains, wait until one request's (or the tokens') worth is back."""
+        self._observed = True
+        for kind, seen in learned(headers, self._clock()).items():
+            if seen.limit:
+                self._pace[kind] = pace(seen)
+            if seen.remaining <= 0 and seen.reset_s:
+                one_request = 60.0 / seen.limit if seen.limit and kind == "requests" else seen.reset_s
+                self.pause(min(seen.reset_s, one_request))

@@ -1,12 +1,16 @@
 """When to retry a teacher call: small pure functions over statuses, bodies and headers.
 
 Retried: 429 (rate limit), 5xx, timeouts, dropped connections, an unreadable reply.
-Not retried: 400/401/403/404 and a 429 that says the quota is exhausted: those stop the run.
+Not retried: 400/401/403/404/413/422 and a 429 that says the quota is exhausted. A 400 about
+one request (context length, content policy, anything not about the request's format) fails
+that request only (`RequestRejected`); one about the format (an unsupported parameter, a
+response_format the server cannot do) and 401/403/404 stop the run.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
 from enum import Enum
@@ -15,7 +19,7 @@ from typing import Callable, Mapping
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from ..errors import QuotaError, RetryableError, TeacherError
+from ..errors import QuotaError, RequestRejected, RetryableError, TeacherError
 
 RETRY_CAP_S = 60.0
 
@@ -36,6 +40,53 @@ def classify_status(status: int, body: str = "") -> Decision:
     if status in (408, 409) or status >= 500:
         return Decision.retry
     return Decision.permanent
+
+
+# Provider error codes of one request's content, and of the request's format.
+REQUEST_CODES = {"context_length_exceeded", "content_policy_violation", "content_filter", "string_above_max_length",
+                 "invalid_image", "invalid_image_url", "image_parse_error", "invalid_image_format", "request_too_large"}
+FORMAT_CODES = {"unsupported_parameter", "unsupported_value", "unknown_parameter", "invalid_parameter"}
+_REQUEST_WORDS = re.compile(r"context length|context window|maximum context|too many tokens|prompt is too long|"
+                            r"content (management )?policy|safety system|flagged", re.IGNORECASE)
+_FORMAT_WORDS = re.compile(r"unsupported|unrecognized|not supported|unknown (parameter|field|argument)|"
+                           r"extra (inputs|fields)|not permitted|response_format|json_schema|json_object|tool_choice",
+                           re.IGNORECASE)
+_STRUCTURED_WORDS = re.compile(r"response_format|json_schema|json_object|tool_choice", re.IGNORECASE)
+_PARAM_IN_TEXT = (re.compile(r"[`'\"]([a-z_][\w.]*)[`'\"]"),
+                  re.compile(r"(?:parameter|argument|field)s?(?: supplied)?:\s*([A-Za-z_][\w.]*)"))
+
+
+def _error_fields(text: str) -> tuple[str, str, str | None]:
+    """(code, message, param) of an error body in the OpenAI, Anthropic or FastAPI shape."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "", text, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code") or error.get("type") or ""), str(error.get("message") or ""), error.get("param")
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):  # FastAPI/pydantic: loc names the field
+        loc = [str(p) for p in detail[0].get("loc") or [] if p != "body"]
+        return "", str(detail[0].get("msg") or ""), loc[0] if loc else None
+    return "", text, None
+
+
+def rejection(status: int, text: str) -> tuple[bool, str | None]:
+    """(is it about the request's format, the parameter named) for a 400/413/422 answer.
+    Format: an unsupported parameter or value (the run's settings are wrong: stop). Otherwise
+    the request itself was refused (context length, content policy, a bad image): only it fails."""
+    code, message, param = _error_fields(text)
+    if status == 413 or code in REQUEST_CODES or _REQUEST_WORDS.search(message):
+        return False, param
+    if status == 422 or code in FORMAT_CODES or _FORMAT_WORDS.search(message):
+        if param is None and _STRUCTURED_WORDS.search(message):
+            param = "response_format"
+        for pattern in _PARAM_IN_TEXT:
+            found = pattern.search(message) if param is None else None
+            param = found.group(1) if found else param
+        return True, param
+    return False, param
 
 
 def is_retryable_exception(exc: BaseException) -> bool:
@@ -92,6 +143,8 @@ def check_response(response: httpx.Response, redact: Callable[[str], str] = str)
         raise RetryableError(message, retry_after_seconds(response.headers))
     if decision is Decision.quota:
         raise QuotaError(f"{message} (the account is out of quota; retrying cannot help)")
+    if response.status_code in (400, 413, 422) and not rejection(response.status_code, response.text)[0]:
+        raise RequestRejected(message)
     raise TeacherError(message)
 
 

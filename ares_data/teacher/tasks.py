@@ -7,21 +7,23 @@ answer (nor a given-up chain, single or grouped) from this teacher model and pro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import exists
 from sqlmodel import Session, select
 
+from ..enums import CallStatus
 from ..errors import TeacherError
-from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherBatchRequest,
-                      TeacherCall, TeacherCallRationale)
+from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall,
+                      TeacherCallRationale)
 from ..store import Store
 from .calls import Task
-from .config import RationaleSource, TeacherConfig
-from .grouped import SCORE_GROUP, group_task
+from .config import RationaleSource, ScoreFrom, TeacherConfig
+from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS, group_task
 from .logprobs import expectations, lookup, score_row
-from .prompts import CORRECT, SCORE, correct_ask, load, score_ask
+from .prompts import CORRECT, SCORE, SCORE_POINTS, correct_ask, load, score_ask
 from .validation import parse_correction, parse_scores
 
 
@@ -34,16 +36,23 @@ class Job:
     sentences: list[Sentence]
 
 
-TaskBuilder = Callable[[Store, list[Job], bool], Task]
+TaskBuilder = Callable[..., Task]  # (store, unit of jobs, *, grouped)
 
 
-def prompt_name(kind: str, grouped: bool) -> str:
-    return CORRECT if kind == "correct" else SCORE_GROUP if grouped else SCORE
+def in_points(teacher: TeacherConfig) -> bool:
+    """Scores asked in whole points 0-10 (each one token, so their logprobs are calibrated)."""
+    return teacher.score_from is ScoreFrom.logprobs
+
+
+def prompt_name(kind: str, grouped: bool, points: bool = False) -> str:
+    if kind == "correct":
+        return CORRECT
+    return (SCORE_GROUP_POINTS if points else SCORE_GROUP) if grouped else (SCORE_POINTS if points else SCORE)
 
 
 def teacher_key(kind: str, teacher: TeacherConfig, grouped: bool = False) -> tuple[str, str]:
     """(model, prompt version): what an answer must match to count for this run."""
-    return teacher.model, load(prompt_name(kind, grouped)).version
+    return teacher.model, load(prompt_name(kind, grouped, in_points(teacher))).version
 
 
 def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_failed: bool = False) -> tuple:
@@ -60,10 +69,10 @@ def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_f
     if retry_failed:
         return (~answered,)
     given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
-                              TeacherCall.status == "failed", *same_teacher)
+                              TeacherCall.status == CallStatus.failed, *same_teacher)
     given_up_in_group = exists().where(
         TeacherCallRationale.rationale_id == Rationale.id, TeacherCall.id == TeacherCallRationale.teacher_call_id,
-        TeacherCall.kind == kind, TeacherCall.status == "failed", *same_teacher)
+        TeacherCall.kind == kind, TeacherCall.status == CallStatus.failed, *same_teacher)
     return ~answered, ~given_up, ~given_up_in_group
 
 
@@ -87,7 +96,8 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     replaces the source filter; `exclude` leaves ids out."""
     stmt = (select(Rationale).where(*still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
             .order_by(Rationale.id))
-    stmt = stmt.where(Rationale.source == selection.source.value) if only is None else stmt.where(Rationale.id.in_(only))
+    stmt = (stmt.where(Rationale.source == selection.source.value) if only is None
+            else stmt.where(Rationale.id.in_(only)))
     if exclude is not None:
         stmt = stmt.where(Rationale.id.not_in(exclude))
     if selection.round is not None and selection.source is RationaleSource.student:
@@ -111,29 +121,65 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     return [Job(r, questions[r.question_id], sentences[r.id]) for r in rationales]
 
 
-def units(jobs: list[Job], grouped: bool) -> list[list[Job]]:
-    """Units of work: one rationale each, or the rationales of one question (in selection order)."""
+@dataclass(frozen=True)
+class GroupCap:
+    """The most one grouped call asks about: rationales, and sentences over all of them. A
+    larger group is split into consecutive calls (a rationale over the sentence cap goes alone)."""
+
+    rationales: int = 16
+    sentences: int = 160
+
+    def __post_init__(self) -> None:
+        if self.rationales < 1 or self.sentences < 1:
+            raise TeacherError("the group caps must be at least 1")
+
+
+def jobs_of(session: Session, rationale_ids: list[int]) -> list[Job]:
+    """The jobs of these rationales in this order, answered or not (a batch line's rationales)."""
+    rows = {r.id: r for r in session.exec(select(Rationale).where(Rationale.id.in_(rationale_ids)))}
+    questions = {q.id: q for q in session.exec(select(Question).where(
+        Question.id.in_({r.question_id for r in rows.values()})))}
+    sentences: dict[int, list[Sentence]] = {i: [] for i in rows}
+    for s in session.exec(select(Sentence).where(Sentence.rationale_id.in_(list(rows))).order_by(Sentence.idx)):
+        sentences[s.rationale_id].append(s)
+    return [Job(rows[i], questions[rows[i].question_id], sentences[i]) for i in rationale_ids if i in rows]
+
+
+def units(jobs: list[Job], grouped: bool, cap: GroupCap = GroupCap()) -> list[list[Job]]:
+    """Units of work: one rationale each, or the rationales of one question (in selection order),
+    split where a group would pass `cap`."""
     if not grouped:
         return [[job] for job in jobs]
     by_question: dict[int, list[Job]] = {}
     for job in jobs:
         by_question.setdefault(job.question.id, []).append(job)
-    return list(by_question.values())
+    out: list[list[Job]] = []
+    for group in by_question.values():
+        part: list[Job] = []
+        for job in group:
+            if part and (len(part) >= cap.rationales
+                         or sum(len(j.sentences) for j in part) + len(job.sentences) > cap.sentences):
+                out.append(part)
+                part = []
+            part.append(job)
+        out.append(part)
+    return out
 
 
-def score_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
+def score_task(store: Store, jobs: list[Job], grouped: bool = False, points: bool = False) -> Task:
     if grouped:
-        return group_task(jobs)
+        return group_task(jobs, points)
     [job] = jobs
     texts = [s.text for s in job.sentences]
 
     def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
-        weighted = expectations(call.response or "", call.score_logprobs)
+        weighted = expectations(call.response or "", call.score_logprobs, points)
         for i, (sentence, score) in enumerate(zip(job.sentences, scores)):
             session.add(score_row(sentence.id, call.id, score, lookup(weighted, None, i)))
 
-    return Task("score", SCORE, score_ask(job.question, texts), lambda text: parse_scores(text, len(texts)),
-                {"n": len(texts)}, job.question.id, job.rationale.id, persist)
+    return Task("score", SCORE_POINTS if points else SCORE, score_ask(job.question, texts, points),
+                lambda text: parse_scores(text, len(texts), points), {"n": len(texts)}, job.question.id,
+                job.rationale.id, persist)
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -168,15 +214,5 @@ def correct_task(store: Store, jobs: list[Job], grouped: bool = False) -> Task:
                 {"rationale": original.text}, job.question.id, original.id, persist)
 
 
-def builder(kind: str) -> TaskBuilder:
-    return score_task if kind == "score" else correct_task
-
-
-def batch_tasks(store: Store, teacher: TeacherConfig, batch: Any) -> list[Task]:
-    """The tasks of a batch's rationales still open, built as `--batch` built them (batch.ingest)."""
-    grouped = batch.prompt_name == SCORE_GROUP
-    linked = select(TeacherBatchRequest.rationale_id).where(TeacherBatchRequest.batch_id == batch.id)
-    with store.session() as session:
-        jobs = select_jobs(session, teacher, Selection(batch.kind, grouped=grouped), only=linked)
-    make = builder(batch.kind)
-    return [make(store, unit, grouped) for unit in units([j for j in jobs if j.sentences], grouped)]
+def builder(kind: str, teacher: TeacherConfig) -> TaskBuilder:
+    return functools.partial(score_task, points=in_points(teacher)) if kind == "score" else correct_task

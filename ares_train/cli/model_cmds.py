@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ares_data.extras import require
 from ares_data.cli._common import console
+from ares_data.cli.teacher_options import check_student
+from ares_data.extras import require
 
 model_app = typer.Typer(no_args_is_help=True, callback=lambda: require("train"),
                          help="Prepare model files (e.g. the embedded SmolLM2).")
@@ -22,6 +23,7 @@ def materialize(
     """Write a GGUF model as a Hugging Face directory: loads faster, and `transformers serve` can serve it."""
     from ares_train.materialize import materialize as run
 
+    check_student(model, "MODEL")
     console.print(f"model directory: {run(model, out.expanduser().resolve())}")
 
 

@@ -1,4 +1,4 @@
-"""Training commands: `generate`, `train` (the loop) and `train rl|sft`.
+"""Training commands: `generate`, `train` (the loop) and `train rl|sft|prm`.
 
 torch, transformers and TRL are imported inside the commands that need them, so `ares --help`
 stays light.
@@ -6,23 +6,31 @@ stays light.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from ares_data.cli._common import LimitOpt, RoundReq, console, err_console, fail, store
-from ares_data.cli.export_cmds import RewardOpt, TeacherOpt
+from ares_data.cli._common import (JsonOpt, LimitOpt, RoundReq, console, err_console, fail, print_json, print_table,
+                                   store)
+from ares_data.cli.export_cmds import PRMTeacherOpt, RewardOpt, RoundsOpt, SourcesOpt, TeacherOpt, sources_rounds
 from ares_data.cli.teacher_cmds import GroupOpt
-from ares_data.cli.teacher_options import teacher_options
+from ares_data.cli.teacher_options import check_student, teacher_options
 from ares_data.enums import RunKind
 from ares_data.extras import require
 from ares_data.teacher.logprobs import Reward
+from ares_train.ppo_config import PPOConfig
+from ares_train.prm_config import PRMConfig
+from ares_train.rollout_config import SamplingSettings
+from ares_train.sft_config import SFTRunConfig
+
+from .config_flags import config_flags
 
 if TYPE_CHECKING:
-    from ares_data.tables import ModelCheckpoint
     from ares_data.store import Store
+    from ares_data.tables import ModelCheckpoint
     from ares_data.teacher.config import TeacherConfig
 
 ModelOpt = Annotated[Optional[str], typer.Option(
@@ -36,20 +44,16 @@ ShardOpt = Annotated[Optional[Path], typer.Option(
     "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
-EpochsOpt = Annotated[Optional[float], typer.Option("--epochs", min=0, help="Passes over each batch (rl) or the shard (sft).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0, help="Learning rate.")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Examples per step.")]
-LoraVisionOpt = Annotated[bool, typer.Option(
-    "--lora-vision", help="A vision-language student: LoRA on the vision tower and projector too, not only the LM.")]
-# Sampling options, shared by `generate` and the `train` loop.
+# The loop's own sampling options; the rest come from SamplingSettings (`rollout_config.py`).
 SplitOpt = Annotated[str, typer.Option("--split", help="Questions of this split.")]
 KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Length cap of a rationale.")]
-TemperatureOpt = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
-TopKOpt = Annotated[int, typer.Option("--top-k", min=0, help="Sample among the k likeliest tokens.")]
-GenBatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Questions per generate call.")]
+# Short spellings kept beside the generated `--field-name` flags.
+PPO_ALIASES = {"ppo_epochs": ("--epochs",), "learning_rate": ("--lr",)}
+SFT_ALIASES = {"num_train_epochs": ("--epochs",), "learning_rate": ("--lr",)}
+SAMPLING, RL, SFT, PRM = "Sampling", "PPO (PPOConfig)", "SFT (SFTRunConfig)", "PRM (PRMConfig)"
 
 
+@config_flags(SamplingSettings, into="sampling", panel=SAMPLING)
 def generate(
     ctx: typer.Context,
     round: RoundReq,
@@ -59,22 +63,19 @@ def generate(
     split: SplitOpt = "train",
     k: KOpt = 4,
     limit: LimitOpt = None,
-    max_new_tokens: MaxNewTokensOpt = 256,
-    temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 0,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling.")] = None,
-    batch_size: GenBatchOpt = 8,
+    *,
+    sampling: dict,
 ) -> None:
     """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
     require("train")
     from ares_train.loading import named_or_base
-    from ares_train.rollouts import SamplingSettings, generate_rollouts
+    from ares_train.rollouts import generate_rollouts
 
     opened = store(ctx)
+    check_student(model)
     start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                                batch_size=batch_size)
-    s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit, settings=settings)
+    s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit,
+                          settings=_config(SamplingSettings, sampling))
     rate = f" at {s['questions_per_second']:.2f} questions/s" if s.get("questions_per_second") else ""
     console.print(f"round {round}: {s['rationales_added']} rationales for {s['questions_generated']} questions "
                   f"from {start.name}{rate}; {s['questions_done_before']} questions were already done", soft_wrap=True)
@@ -82,11 +83,13 @@ def generate(
         console.print(f"{s['questions_text_only']} of them without an image (none, or its file missing): text only")
 
 
-train_app = typer.Typer(invoke_without_command=True, help="Train the student: PPO on sentence scores, SFT on corrections.")
+train_app = typer.Typer(invoke_without_command=True,
+                        help="Train the student: PPO on sentence scores, SFT on corrections.")
 
 
 @train_app.callback()
 @teacher_options(settings_param="config")
+@config_flags(SamplingSettings, exclude=("seed",), into="sampling", panel=SAMPLING)
 def _train(
     ctx: typer.Context,
     model: ModelOpt = None,
@@ -94,74 +97,84 @@ def _train(
     split: SplitOpt = "train",
     k: KOpt = 4,
     limit: LimitOpt = None,
-    max_new_tokens: MaxNewTokensOpt = 256,
-    temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 0,
     seed: Annotated[int, typer.Option("--seed", help="Base seed; round N samples with seed + N.")] = 0,
-    batch_size: GenBatchOpt = 8,
     group_by_question: GroupOpt = True,
+    prm: Annotated[Optional[str], typer.Option(
+        "--prm", metavar="NAME|PATH", help="Score the rollouts with this process reward model (`ares train prm`) "
+                                           "on --device/--dtype, at no API cost; "
+                                           "corrections still ask the teacher.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", exists=True, dir_okay=False,
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
-             "`teacher`, `rl` (PPOConfig fields) and `sft` sections.")] = None,
+             "`teacher`, `rl` (PPOConfig fields, as `train rl` takes them) and `sft` (SFTRunConfig fields) "
+             "sections.")] = None,
+    as_json: JsonOpt = False,
     *,
+    sampling: dict,
     teacher: "TeacherConfig",
 ) -> None:
     """Run the alternating loop, or one stage of a round (`train rl`, `train sft`).
 
     Per round: generate -> collect-scores -> export rl -> train rl -> generate with the RL
     checkpoint -> collect-corrections -> export sft -> train sft; the next round starts from the
-    SFT checkpoint. Re-running the same command resumes at the first unfinished stage.
+    SFT checkpoint. Re-running the same command resumes at the first unfinished stage. --device
+    and --dtype apply to every stage (an `rl`/`sft` section of --config may set its own).
     """
     require("train")
     if ctx.invoked_subcommand is not None:
         return
+    from ares_data.audit import status_tables
+    from ares_data.cli.store_cmds import print_tables
+    from ares_data.settings import read_settings
     from ares_train.loop import LoopConfig, run_loop
 
-    from ares_data.audit import status_tables
-    from ares_data.cli.store_cmds import print_rows
-    from ares_data.settings import read_settings
-
-    given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, max_new_tokens=max_new_tokens,
-                 temperature=temperature, top_k=top_k, seed=seed, batch_size=batch_size,
-                 group_by_question=group_by_question)
+    given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, seed=seed,
+                 group_by_question=group_by_question, prm=prm)
     file = read_settings(config) if config else {}
-    unknown = set(file) - set(given) - {"teacher", "rl", "sft"}
+    sampled = {f.name for f in fields(SamplingSettings)} - {"seed"}
+    unknown = set(file) - set(given) - sampled - {"teacher", "rl", "sft"}
     if unknown:
         raise fail(f"{config}: unknown setting(s) {', '.join(sorted(unknown))}")
     for name in given:  # the file fills what the command line left at its default
         source = ctx.get_parameter_source(name)  # typer's own click: compare by name
         if name in file and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
             given[name] = file[name]
+    given.update({name: file[name] for name in sampled if name in file and name not in sampling}, **sampling)
     if not given["model"]:
         raise fail("ares train needs a student: --model PATH|smollm2 (or `model` in --config)")
+    check_student(given["model"])
     loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
     opened = store(ctx)
     last = run_loop(opened, loop, progress=err_console.is_terminal)
-    for title, (columns, rows) in status_tables(opened).items():
-        if title != "Tables":
-            print_rows(columns, rows, title=title)
-    print_rows(*opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round"), title="v_round_summary")
-    console.print(f"done: the latest checkpoint is {last.name}", highlight=False)
+    tables = {title: table for title, table in status_tables(opened).items() if title != "Tables"}
+    tables["v_round_summary"] = opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round")
+    print_tables(tables, as_json)
+    (err_console if as_json else console).print(f"done: the latest checkpoint is {last.name}", highlight=False)
 
 
-def _print_run(opened: "Store", checkpoint: "ModelCheckpoint") -> None:
-    """The run's per-step metrics as a table, then where its checkpoint went."""
+def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", as_json: bool = False) -> None:
+    """The run's per-step metrics as a table, then where its checkpoint went (or both as JSON)."""
     from ares_train.stages import training_run_of
 
     run = training_run_of(opened, checkpoint)
     steps = (run.metrics or {}).get("steps") or [] if run else []
+    if as_json:
+        print_json({"checkpoint": checkpoint.name, "checkpoint_id": checkpoint.id, "parent_id": checkpoint.parent_id,
+                    "adapter_path": checkpoint.adapter_path, "steps": steps})
+        return
     if steps:
         columns = sorted({key for step in steps for key in step})
         table = Table(*columns, title=f"{checkpoint.name}: metrics per step")
         for step in steps:
-            table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, "")) for c in columns))
-        console.print(table)
+            table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, ""))
+                            for c in columns))
+        print_table(table)
     console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
                   f"at {checkpoint.adapter_path}", highlight=False, soft_wrap=True)
 
 
 @train_app.command("rl")
+@config_flags(PPOConfig, aliases=PPO_ALIASES, into="ppo", panel=RL)
 def train_rl_cmd(
     ctx: typer.Context,
     round: RoundReq,
@@ -172,29 +185,29 @@ def train_rl_cmd(
     output: OutputOpt = None,
     teacher: TeacherOpt = None,
     reward: RewardOpt = Reward.sampled,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = None,
-    kl_coef: Annotated[Optional[float], typer.Option("--kl-coef", min=0, help="Per-token KL penalty.")] = None,
-    lora_vision: LoraVisionOpt = False,
+    as_json: JsonOpt = False,
+    *,
+    ppo: dict,
 ) -> None:
     """PPO with sentence rewards from the round's scored rollouts -> checkpoint round-N-rl.
 
     Starts from --checkpoint, else the checkpoint that generated the rollouts, else --model.
+    A --batch-size below the default mini-batch size shrinks the mini-batch with it.
     """
-    from ares_train.ppo_config import PPOConfig
+    require("train")
     from ares_train.stages import resolve_start, train_rl
 
     opened = store(ctx)
+    check_student(model)
     start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    overrides = {"ppo_epochs": None if epochs is None else int(epochs), "learning_rate": lr, "kl_coef": kl_coef,
-                 "batch_size": batch_size, "mini_batch_size": batch_size and min(PPOConfig().mini_batch_size, batch_size),
-                 "lora_vision": lora_vision}
-    _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides,
-                                teacher=teacher, reward=reward))
+    if "batch_size" in ppo and "mini_batch_size" not in ppo:
+        ppo["mini_batch_size"] = min(PPOConfig().mini_batch_size, ppo["batch_size"])
+    _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=ppo,
+                                teacher=teacher, reward=reward), as_json)
 
 
 @train_app.command("sft")
+@config_flags(SFTRunConfig, aliases=SFT_ALIASES, into="sft", panel=SFT)
 def train_sft_cmd(
     ctx: typer.Context,
     round: RoundReq,
@@ -203,21 +216,78 @@ def train_sft_cmd(
     checkpoint: CheckpointOpt = None,
     shard: ShardOpt = None,
     output: OutputOpt = None,
-    epochs: EpochsOpt = None,
-    lr: LrOpt = None,
-    batch_size: BatchOpt = None,
-    lora_vision: LoraVisionOpt = False,
+    as_json: JsonOpt = False,
+    *,
+    sft: dict,
 ) -> None:
     """SFT (LoRA) on the round's corrected rationales -> checkpoint round-N-sft.
 
     Starts from --checkpoint, else round-N-rl when registered, else --model.
     """
+    require("train")
     from ares_train.stages import resolve_start, train_sft
 
     opened = store(ctx)
+    check_student(model)
     start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    overrides = {"num_train_epochs": epochs, "learning_rate": lr, "batch_size": batch_size, "lora_vision": lora_vision}
-    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=overrides))
+    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft),
+               as_json)
+
+
+def _config(cls: type, given: dict) -> Any:
+    """`cls` with the flags given; a bad value says which flag in one line."""
+    from ares_data.errors import AresError
+
+    try:
+        return cls(**given)
+    except (TypeError, AresError) as exc:
+        raise fail(str(exc)) from exc
+
+
+BackboneOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="The PRM's backbone: a Hugging Face model directory, a .gguf file, or 'smollm2'.")]
+
+
+@train_app.command("prm")
+@config_flags(PRMConfig, aliases=SFT_ALIASES, into="prm_options", panel=PRM)
+def train_prm_cmd(
+    ctx: typer.Context,
+    model: BackboneOpt = None,
+    adapter: AdapterOpt = None,
+    checkpoint: CheckpointOpt = None,
+    teacher: PRMTeacherOpt = None,
+    sources: SourcesOpt = "gold,student",
+    rounds: RoundsOpt = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", help="PRM output directory (default: $ARES_HOME/checkpoints/prm-N).")] = None,
+    *,
+    prm_options: dict,
+) -> None:
+    """A process reward model distilled from the teacher's sentence scores -> checkpoint prm-N (stage prm).
+
+    LoRA on the backbone (--model or --checkpoint) plus a scalar head read at each sentence end,
+    regressed onto the teacher's scores; split by question, validation MAE and Spearman recorded
+    (docs/prm.md).
+    """
+    require("train")
+    from ares_train.loading import named_or_base
+    from ares_train.prm_trainer import train_prm
+    from ares_train.stages import training_run_of
+
+    names, numbers = sources_rounds(sources, rounds)
+    config = _config(PRMConfig, prm_options)
+    opened = store(ctx)
+    start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
+    prm = train_prm(opened, start, config=config, teacher=teacher, sources=names, rounds=numbers, output_dir=output)
+    metrics = training_run_of(opened, prm).metrics or {}
+    table = Table("epoch", "val sentences", "val MAE", "val Spearman",
+                  title=f"{prm.name}: validation against {metrics.get('data', {}).get('teacher')}")
+    for row in metrics.get("epochs", []):
+        table.add_row(str(row["epoch"]), str(row["val_sentences"]), *(
+            "-" if row[k] is None else f"{row[k]:.3f}" for k in ("val_mae", "val_spearman")))
+    console.print(table)
+    console.print(f"registered {prm.name} (checkpoint {prm.id}, stage prm, on {start.name}) at {prm.adapter_path}",
+                  highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,85 @@
+"""Trainer flags generated from the config dataclasses: one source for each option.
+
+`@config_flags(PPOConfig)` gives a command one `--field-name` flag per field, with the field's
+help text and default (`options.option`), and hands the command the flags that were given as one
+dict of overrides. A default or a help text changes in the dataclass only; the command line,
+the config file's `rl`/`sft` sections and the stored run config all follow it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import inspect
+import types
+import typing
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union
+
+import typer
+
+_SCALARS = (bool, int, float, str)
+
+
+def _flag_type(hint: Any) -> Any:
+    """The flag's Python type for a field's type: a str Enum for a Literal, the scalar of an
+    Optional, str for anything else (`str | list[str]`: PEFT's module syntax)."""
+    if typing.get_origin(hint) is Literal:
+        return enum.Enum(f"Choice_{'_'.join(map(str, typing.get_args(hint)))}",
+                         {str(v): str(v) for v in typing.get_args(hint)}, type=str)
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return inner[0] if len(inner) == 1 and inner[0] in _SCALARS else str
+    return hint if hint in _SCALARS else str
+
+
+def flag_annotations(cls: type, names: Iterable[str], aliases: dict[str, tuple[str, ...]] | None = None,
+                     panel: str | None = None) -> dict[str, Any]:
+    """Field name -> `Annotated[Optional[T], typer.Option(...)]` for the named fields of `cls`."""
+    hints, aliases = typing.get_type_hints(cls), aliases or {}
+    found = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for name in names:
+        field = found[name]
+        default = field.default.value if isinstance(field.default, enum.Enum) else field.default
+        flag = "--" + name.replace("_", "-")
+        flag_type = _flag_type(hints[name])
+        if flag_type is bool:  # a switch both ways, so a True default can be turned off
+            flag = f"{flag}/--no-{flag[2:]}"
+        shown = f" \\[default: {default}]" if default is not None else ""
+        out[name] = Annotated[Optional[flag_type], typer.Option(
+            flag, *aliases.get(name, ()), help=field.metadata.get("help", "") + shown, rich_help_panel=panel,
+            show_default=False)]
+    return out
+
+
+def config_flags(cls: type, *, only: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                 aliases: dict[str, tuple[str, ...]] | None = None, into: str = "overrides",
+                 panel: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add a flag per field of the dataclass `cls` (all, or `only` those, less `exclude`) to a
+    command, which receives `into`: {field: value} for the flags given on the command line."""
+    names = [f.name for f in dataclasses.fields(cls) if (only is None or f.name in set(only))
+             and f.name not in set(exclude)]
+    annotations = flag_annotations(cls, names, aliases, panel)
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != into]
+        clash = {p.name for p in own} & set(names)
+        if clash:
+            raise TypeError(f"{command.__name__} already has {sorted(clash)}: exclude them from {cls.__name__}'s flags")
+        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotations[n])
+                 for n in names]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {n: kwargs.pop(n) for n in names}
+            given = {n: v.value if isinstance(v, enum.Enum) else v for n, v in given.items() if v is not None}
+            return command(*args, **{into: given}, **kwargs)
+
+        params = sorted([*own, *added], key=lambda p: p.kind)  # keyword-only ones last
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__
+        return wrapper
+
+    return decorate
