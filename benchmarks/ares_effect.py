@@ -337,7 +337,8 @@ def main(
     runs: dict[str, list[list[dict]]] = {arm: [] for arm in ARMS}
     prepared, calls = [], {}
     for seed in range(plan.seeds):
-        info = prepare(plan, train[plan.train_questions:], test, seed, work / f"student-{seed}")
+        info = prepare(plan, train[plan.train_questions:], test, seed,
+                       work / f"student-{seed}-s{plan.prep_max_steps}")  # cached per seed and step budget
         prepared.append(info)
         console.print(f"seed {seed}: student ready after {info['steps']} gold SFT steps "
                       f"({info['seconds']:.0f} s), test accuracy {info['test_accuracy']:.2f}")
