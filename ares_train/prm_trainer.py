@@ -21,6 +21,7 @@ import torch
 
 from ares_data.enums import RunKind
 from ares_data.errors import TrainingError
+from ares_data.evaluation import spearman
 from ares_data.prm_data import LabelledRationale, labelled_rationales
 from ares_data.store import Store
 from ares_data.tables import ModelCheckpoint
@@ -38,29 +39,6 @@ def split_by_question(items: Sequence[LabelledRationale], fraction: float, seed:
     n_val = max(1, round(fraction * len(questions))) if fraction > 0 and len(questions) > 1 else 0
     held = set(questions[:n_val])
     return [i for i in items if i.question_id not in held], [i for i in items if i.question_id in held]
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Ranks from 1, ties sharing their average rank (as in v_agreement)."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Pearson correlation of the ranks; None when either side is constant."""
-    ra, rb = torch.tensor(_ranks(a), dtype=torch.float64), torch.tensor(_ranks(b), dtype=torch.float64)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = float((ra.square().sum() * rb.square().sum()).sqrt())
-    return float((ra * rb).sum()) / denominator if denominator > 1e-12 else None
 
 
 class PRMTrainer:

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from ares_data.fake_teacher import serve_in_thread
+from ares_data.evaluation import spearman
 from ares_data.importers._common import write_records
 from ares_data.importers.aokvqa import read_aokvqa
 from ares_data.store import Store
@@ -34,29 +35,6 @@ SCORES = ("SELECT r.dedup_key, s.idx, ss.score FROM sentence_score ss JOIN sente
           "JOIN rationale r ON r.id = s.rationale_id")
 USAGE = ("SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(cached_tokens_in), 0), "
          "COALESCE(SUM(cache_write_tokens_in), 0), COALESCE(SUM(tokens_out), 0), COUNT(*) FROM teacher_call")
-
-
-def ranks(values: list[float]) -> list[float]:
-    """Ranks from 1, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return cov / var if var else float("nan")
 
 
 def run(args: argparse.Namespace, records: list, grouped: bool, tmp: Path) -> dict:
@@ -107,7 +85,7 @@ def main() -> None:
     a = [single["scores"][k] for k in shared]
     b = [grouped["scores"][k] for k in shared]
     mad = sum(abs(x - y) for x, y in zip(a, b)) / len(shared)
-    print(f"agreement on {len(shared)} sentences scored by both: Spearman {spearman(a, b):.3f}, "
+    print(f"agreement on {len(shared)} sentences scored by both: Spearman {spearman(a, b) or float('nan'):.3f}, "
           f"mean absolute difference {mad:.3f}; "
           f"failed: single {single['failed'] or 0}, grouped {grouped['failed'] or 0}")
     print(json.dumps({k: {f: v for f, v in r.items() if f != "scores"} for k, r in

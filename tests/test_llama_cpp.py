@@ -38,6 +38,7 @@ def llama_server(tmp_path):
 
 def test_expected_scores_from_llama_cpp(llama_server, cli, store):
     from ares_data.tables import SentenceScore, TeacherCall
+    from ares_data.teacher.client import TOP_LOGPROBS
 
     assert cli("import", "example").exit_code == 0
     result = cli("collect-scores", "--rationales", "gold", "--limit", "2", "--no-group-by-question",
@@ -47,7 +48,7 @@ def test_expected_scores_from_llama_cpp(llama_server, cli, store):
     with store.session() as s:
         calls = s.exec(select(TeacherCall)).all()
         rows = s.exec(select(SentenceScore)).all()
-    assert calls and all(c.request.get("top_logprobs") == 5 for c in calls)
+    assert calls and all(c.request.get("top_logprobs") == TOP_LOGPROBS for c in calls)
     assert rows, result.output
     weighted = [r.expected_score for r in rows if r.expected_score is not None]
     assert weighted and all(0.0 <= value <= 1.0 for value in weighted)

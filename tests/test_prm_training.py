@@ -38,7 +38,7 @@ def test_split_by_question_keeps_a_question_on_one_side():
 
 
 def test_spearman_matches_ranks_with_ties():
-    from ares_train.prm_trainer import spearman
+    from ares_data.evaluation import spearman
 
     assert spearman([0.1, 0.2, 0.3], [1, 2, 3]) == pytest.approx(1.0)
     assert spearman([0.1, 0.2, 0.3], [3, 2, 1]) == pytest.approx(-1.0)
