@@ -7,7 +7,8 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from ares_data.fake_teacher import sentence_score, serve_in_thread
+from ares_data.fake_answers import sentence_score
+from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import Sentence, SentenceScore, TeacherCall
 from ares_data.teacher import TeacherConfig, collect_scores
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ares_data.fake_teacher import sentence_score, serve_in_thread
+from ares_data.fake_answers import sentence_score
+from ares_data.fake_teacher import serve_in_thread
 from ares_data.store import Store
 from ares_data.teacher.prompts import score_ask
 

@@ -9,7 +9,8 @@ import pytest
 from sqlmodel import select
 
 from ares_data.errors import InvalidAnswer, PartlyInvalid
-from ares_data.fake_teacher import sentence_score, serve_in_thread
+from ares_data.fake_answers import sentence_score
+from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import Sentence, SentenceScore, TeacherCall, TeacherCallRationale
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import TeacherClient, build_request, parse_reply

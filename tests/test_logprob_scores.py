@@ -11,7 +11,8 @@ from sqlmodel import select
 
 from ares_data.errors import TeacherError
 from ares_data.exporters import export_rl, read_shard
-from ares_data.fake_teacher import sentence_score, serve_in_thread
+from ares_data.fake_answers import sentence_score
+from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import Question, Rationale, Sentence, SentenceScore, TeacherCall
 from ares_data.teacher import TeacherConfig, collect_scores
 from ares_data.teacher.client import build_request

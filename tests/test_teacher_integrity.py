@@ -16,7 +16,8 @@ from sqlmodel import select
 
 from ares_data.errors import TeacherError
 from ares_data.exporters import scored_rollouts
-from ares_data.fake_teacher import sentence_score, serve_in_thread
+from ares_data.fake_answers import sentence_score
+from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import Question
 from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
 from ares_data.teacher.batch import BatchApi, BatchLimits, ingest, status

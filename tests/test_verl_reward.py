@@ -18,7 +18,8 @@ from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_
 from verl.workers.reward_manager import get_reward_manager_cls as batch_registry
 
 from ares_data.errors import TrainingError
-from ares_data.fake_teacher import sentence_score, serve_in_thread
+from ares_data.fake_answers import sentence_score
+from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence, TeacherCall, TeacherCallRationale
 from ares_data.splitter import split_sentences
 from ares_train.verl_reward import (AresSentenceRewardLoop, AresSentenceRewardManager, VerlRewardSettings,
