@@ -27,7 +27,7 @@ _PUBLIC = {
     "TeacherConfig": "teacher", "collect_scores": "teacher", "collect_corrections": "teacher",
     "judge_pair": "teacher",
     # shards, evaluation, report
-    "export_rl": "exporters", "export_sft": "exporters", "export_verl": "exporters", "read_shard": "exporters",
+    "export_rl": "exporters", "export_sft": "exporters", "export_verl": "verl_export", "read_shard": "exporters",
     "win_rate": "evaluation", "write_report": "report",
 }
 __all__ = sorted(_PUBLIC)

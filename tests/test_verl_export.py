@@ -17,7 +17,7 @@ from verl.utils.config import validate_config
 
 from ares_data.enums import LabelKind, LabelOrigin
 from ares_data.errors import ExportError
-from ares_data.exporters import export_verl, verl_script
+from ares_data.verl_export import export_verl, verl_script
 from ares_data.tables import HumanLabel
 from ares_train.verl_reward import AresSentenceRewardLoop, VerlRewardSettings
 

@@ -64,7 +64,7 @@ def export_verl_cmd(ctx: typer.Context, round: RoundReq, out: OutOpt = None,
                         "--model", help="Student for verl: a Hugging Face model directory or hub name "
                                         "(default HuggingFaceTB/SmolLM2-135M-Instruct).")] = None) -> None:
     """Questions as verl's train/val parquet + run_verl.sh: PPO on a Ray cluster, rewarded online per sentence."""
-    from ..exporters import VERL_SCRIPT, export_verl
+    from ..verl_export import VERL_SCRIPT, export_verl
 
     row = export_verl(store(ctx), round, out, model)
     _print_export(row)
