@@ -10,11 +10,11 @@ import typer
 
 from ..enums import CallKind
 from ..judges import JudgeName
-from ..teacher.config import RationaleSource, TeacherConfig
+from ..teacher.config import CollectedRationales, TeacherConfig
 from ._common import JsonOpt, LimitOpt, RoundOpt, err_console, print_summary, store
 from .teacher_options import teacher_options
 
-RationalesOpt = Annotated[RationaleSource, typer.Option(
+RationalesOpt = Annotated[CollectedRationales, typer.Option(
     "--rationales", help="student: the student's rationales of --round; gold: the imported gold rationales.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Count calls, tokens and cost; send nothing.")]
 LeaseOpt = Annotated[float, typer.Option(
@@ -59,7 +59,7 @@ def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, as
 
 
 @teacher_options
-def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = RationaleSource.student,
+def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = CollectedRationales.student,
                    limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
                    batch: BatchOpt = False, retry_failed: RetryFailedOpt = False, max_group: MaxGroupOpt = 16,
@@ -75,7 +75,7 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
 
 @teacher_options
 def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
-                        rationales: RationalesOpt = RationaleSource.student, limit: LimitOpt = None,
+                        rationales: RationalesOpt = CollectedRationales.student, limit: LimitOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
                         checkpoint: CheckpointOpt = None, batch: BatchOpt = False, as_json: JsonOpt = False, *,
                         teacher: TeacherConfig) -> None:

@@ -12,7 +12,7 @@ _PUBLIC = {
     "CollectRequest": "collect", "CollectSummary": "collect", "OnlineSummary": "collect", "DryRunSummary": "collect",
     "BatchSummary": "collect", "CollectProgress": "collect", "collect": "collect", "collect_scores": "collect",
     "collect_corrections": "collect", "Answerer": "calls", "online": "calls",
-    "Provider": "config", "RationaleSource": "config", "StructuredOutput": "config", "TeacherConfig": "config",
+    "Provider": "config", "CollectedRationales": "config", "StructuredOutput": "config", "TeacherConfig": "config",
     "judge_pair": "judge",
 }
 __all__ = sorted(_PUBLIC)

@@ -31,7 +31,7 @@ from .batch import BatchLimits
 from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, online, request_key, stored_answer
 from .claims import Claim, Claims
 from .client import TeacherClient
-from .config import RationaleSource, TeacherConfig
+from .config import CollectedRationales, TeacherConfig
 from .local import is_local, local_answerer, local_teacher
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
 from .tasks import (GroupCap, Job, Selection, builder, in_points, prompt_name, select_jobs, still_open, teacher_key,
@@ -48,7 +48,7 @@ class CollectRequest:
     was given up (`failed`, refused by the provider included); `group_cap` bounds one grouped call."""
 
     kind: str  # score | correct
-    rationales: RationaleSource = RationaleSource.student
+    rationales: CollectedRationales = CollectedRationales.student
     round: int | None = None
     limit: int | None = None
     checkpoint: str | None = None
@@ -62,7 +62,7 @@ class CollectRequest:
     only: tuple[int, ...] | None = None  # rationale ids in place of the source and round (verl's reward manager)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rationales", RationaleSource(self.rationales))
+        object.__setattr__(self, "rationales", CollectedRationales(self.rationales))
         if self.kind not in ("score", "correct"):
             raise TeacherError(f"unknown collector kind {self.kind!r} (score or correct)")
         if self.batch is not None and self.max_cost is not None:
@@ -320,7 +320,7 @@ async def collect_scores(store: Store, teacher: TeacherConfig, *, round: int | N
     `group_by_question` asks about all rationales of a question in one call (`ares collect-scores`
     does by default: it costs less than half the input tokens, docs/benchmarks.md).
     `batch` submits the calls to the OpenAI Batch API instead (batch.py)."""
-    request = CollectRequest("score", RationaleSource(rationales), round, limit, checkpoint, group_by_question,
+    request = CollectRequest("score", CollectedRationales(rationales), round, limit, checkpoint, group_by_question,
                              dry_run, max_cost, lease_s, batch, retry_failed, group_cap)
     return await collect(store, teacher, request, client=client, progress=progress)
 
@@ -332,6 +332,6 @@ async def collect_corrections(store: Store, teacher: TeacherConfig, *, round: in
                               checkpoint: str | None = None, batch: BatchLimits | None = None,
                               retry_failed: bool = False) -> CollectSummary:
     """Minimally correct the selected rationales; each correction becomes a new rationale."""
-    request = CollectRequest("correct", RationaleSource(rationales), round, limit, checkpoint, False, dry_run,
+    request = CollectRequest("correct", CollectedRationales(rationales), round, limit, checkpoint, False, dry_run,
                              max_cost, lease_s, batch, retry_failed)
     return await collect(store, teacher, request, client=client, progress=progress)

@@ -54,8 +54,9 @@ class ScoreFrom(str, Enum):
     logprobs = "logprobs"
 
 
-class RationaleSource(str, Enum):
-    """Which rationales a collector works on."""
+class CollectedRationales(str, Enum):
+    """Which rationales a collector works on (a choice of `rationale.source` values, not the column's
+    vocabulary: that is `enums.RationaleSource`)."""
 
     student = "student"
     gold = "gold"

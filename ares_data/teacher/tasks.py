@@ -20,7 +20,7 @@ from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence
                       TeacherCallRationale)
 from ..store import Store
 from .calls import Task
-from .config import RationaleSource, ScoreFrom, TeacherConfig
+from .config import CollectedRationales, ScoreFrom, TeacherConfig
 from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS, group_task
 from .logprobs import expectations, lookup, score_row
 from .prompts import CORRECT, SCORE, SCORE_POINTS, correct_ask, load, score_ask
@@ -81,7 +81,7 @@ class Selection:
     """Which rationales a run looks at: a source and round, or explicit ids (`only`)."""
 
     kind: str
-    source: RationaleSource = RationaleSource.student
+    source: CollectedRationales = CollectedRationales.student
     round: int | None = None
     limit: int | None = None
     checkpoint: str | None = None
@@ -100,7 +100,7 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
             else stmt.where(Rationale.id.in_(only)))
     if exclude is not None:
         stmt = stmt.where(Rationale.id.not_in(exclude))
-    if selection.round is not None and selection.source is RationaleSource.student:
+    if selection.round is not None and selection.source is CollectedRationales.student:
         stmt = stmt.where(Rationale.round == selection.round)
     if selection.checkpoint is not None:
         found = session.exec(select(ModelCheckpoint.id).where(ModelCheckpoint.name == selection.checkpoint)).first()
