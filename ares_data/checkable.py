@@ -24,7 +24,6 @@ from pathlib import Path
 from .formatting import answer_sentence
 
 DATASET = "arith"
-OPS = {"add": "plus", "subtract": "minus"}
 _WORD_OP = {"plus": 1, "minus": -1}
 _QUESTION = re.compile(r"Start with (\d+), (.*)\. What number do you get\?")
 _OPERATION = re.compile(r"(add|subtract) (\d+)")

@@ -1,13 +1,13 @@
 """One source for each trainer option: a dataclass field whose metadata holds its help text.
 
-The configs (`ppo_config.py`, `sft_config.py`, `rollouts.SamplingSettings`) declare their fields
-with `option`; the CLI builds its flags and their help from those fields, so a default or a help
-text is written once.
+The configs (`ppo_config.py`, `sft_config.py`, `prm_config.py`, `rollout_config.SamplingSettings`)
+declare their fields with `option`; the CLI builds its flags and their help from those fields, so a
+default or a help text is written once.
 """
 
 from __future__ import annotations
 
-from dataclasses import field, fields
+from dataclasses import field
 from typing import Any
 
 
@@ -15,7 +15,3 @@ def option(default: Any, help: str) -> Any:
     """A dataclass field with a default and its help text."""
     return field(default=default, metadata={"help": help})
 
-
-def help_of(cls: type) -> dict[str, str]:
-    """Field name -> help text of a config dataclass."""
-    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
