@@ -80,17 +80,20 @@ def _question_text(start: int, ops: list[tuple[int, int]]) -> str:
     return f"Start with {start}, {chain}. What number do you get?"
 
 
-def _operations(rng: random.Random, n_ops: int) -> tuple[int, list[tuple[int, int]]]:
-    """A start and `n_ops` operations whose every intermediate value stays within 0-9."""
-    start, ops = rng.randint(1, 9), []
-    value = start
-    for _ in range(n_ops):
-        op = rng.choice((1, -1)) if 0 < value < 9 else (1 if value == 0 else -1)
-        room = 9 - value if op > 0 else value
-        operand = rng.randint(1, room)
-        ops.append((op, operand))
-        value += op * operand
-    return start, ops
+def _chains(value: int, n_ops: int) -> list[list[tuple[int, int]]]:
+    """Every list of `n_ops` operations from `value` whose intermediate values stay within 0-9."""
+    if n_ops == 0:
+        return [[]]
+    return [[(op, operand), *rest]
+            for op in (1, -1)
+            for operand in range(1, (9 - value if op > 0 else value) + 1)
+            for rest in _chains(value + op * operand, n_ops - 1)]
+
+
+def question_space(min_ops: int = 2, max_ops: int = 3) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Every distinct question of the family, as (start, operations): 7,290 for 2-3 operations."""
+    return [(start, ops) for n_ops in range(min_ops, max_ops + 1) for start in range(1, 10)
+            for ops in _chains(start, n_ops)]
 
 
 def _options(rng: random.Random, start: int, ops: list[tuple[int, int]], result: int) -> list[int]:
@@ -110,9 +113,8 @@ def _options(rng: random.Random, start: int, ops: list[tuple[int, int]], result:
     return options
 
 
-def make_question(rng: random.Random, index: int, split: str, n_ops: int) -> dict:
-    """One JSONL record of the family (the format `ares import jsonl` reads)."""
-    start, ops = _operations(rng, n_ops)
+def make_question(rng: random.Random, start: int, ops: list[tuple[int, int]], index: int, split: str) -> dict:
+    """One JSONL record of the family (the format `ares import jsonl` reads); `rng` orders its options."""
     steps = gold_steps(start, ops)
     options = _options(rng, start, ops, steps[-1].result)
     answer = options.index(steps[-1].result)
@@ -123,18 +125,16 @@ def make_question(rng: random.Random, index: int, split: str, n_ops: int) -> dic
 
 
 def make_tasks(train: int, test: int, seed: int = 0, min_ops: int = 2, max_ops: int = 3) -> list[dict]:
-    """`train` + `test` records; the test questions are never train questions (same text)."""
-    rng, records, seen = random.Random(seed), [], set()
-    for split, count in (("train", train), ("test", test)):
-        made = 0
-        while made < count:
-            record = make_question(rng, made, split, rng.randint(min_ops, max_ops))
-            if record["question"] in seen:
-                continue
-            seen.add(record["question"])
-            records.append(record)
-            made += 1
-    return records
+    """`train` + `test` distinct questions drawn without replacement from `question_space`, so no
+    test question is a train question; ValueError when the family has fewer."""
+    space = question_space(min_ops, max_ops)
+    if train + test > len(space):
+        raise ValueError(f"{train} + {test} questions asked, but {min_ops}-{max_ops} operations give only "
+                         f"{len(space)} distinct questions")
+    rng = random.Random(seed)
+    drawn = iter(rng.sample(space, train + test))
+    return [make_question(rng, *next(drawn), index, split)
+            for split, count in (("train", train), ("test", test)) for index in range(count)]
 
 
 def write_records(path: Path, records: list[dict]) -> int:
@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=100, help="test questions")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator")
     args = parser.parse_args(argv)
-    print(f"{write_tasks(args.out, args.train, args.test, args.seed)} questions written to {args.out}")
+    try:
+        print(f"{write_tasks(args.out, args.train, args.test, args.seed)} questions written to {args.out}")
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import sys
 import pytest
 from sqlmodel import select
 
-from ares_data.checkable import make_tasks, parse_question, parse_step, write_tasks
+from ares_data.checkable import main as checkable_main
+from ares_data.checkable import make_tasks, parse_question, parse_step, question_space, write_tasks
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.judges import check, make_judge, problem_of
 from ares_data.splitter import split_sentences
@@ -30,6 +31,15 @@ def test_tasks_are_seeded_checkable_and_split():
         steps = [parse_step(s.text) for s in split_sentences(t["rationale"])[:-1]]
         assert steps[0].left == start and all(s.true and 0 <= s.result <= 9 for s in steps)
         assert int(t["choices"][t["answer"]]) == steps[-1].result and len(set(t["choices"])) == 4
+
+
+def test_asking_for_more_questions_than_the_family_has_is_one_clear_error(tmp_path, capsys):
+    assert len(question_space()) == 7290 == len({(start, tuple(ops)) for start, ops in question_space()})
+    with pytest.raises(ValueError, match="only 7290 distinct"):
+        make_tasks(7290, 1)
+    with pytest.raises(SystemExit):
+        checkable_main([str(tmp_path / "t.jsonl"), "--train", "7290"])
+    assert "only 7290 distinct questions" in capsys.readouterr().err and not (tmp_path / "t.jsonl").exists()
 
 
 def test_the_arith_judge_checks_each_sentence():
