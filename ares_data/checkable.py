@@ -1,7 +1,7 @@
 """A task family whose every rationale step a program can check: chained one-digit arithmetic.
 
 A question says where to start and what to add or subtract ("Start with 3, add 4, then subtract
-2. What number do you get?"); its four options are the result and three near misses; its gold
+2. What number do you get?"); its four options are consecutive values around the result; its gold
 rationale takes one sentence per operation ("3 plus 4 is 7.") and ends in the answer sentence.
 Every number stays within 0-9 (one token for the SmolLM2 tokenizer), so a small student can
 learn the format quickly and still get chains wrong. Generation is seeded: the same seed gives
@@ -96,27 +96,19 @@ def question_space(min_ops: int = 2, max_ops: int = 3) -> list[tuple[int, list[t
             for ops in _chains(start, n_ops)]
 
 
-def _options(rng: random.Random, start: int, ops: list[tuple[int, int]], result: int) -> list[int]:
-    """The result and three distinct near misses (one operation flipped, one dropped, off by one)."""
-    misses = []
-    for i in range(len(ops)):
-        flipped = start + sum(op * n * (-1 if j == i else 1) for j, (op, n) in enumerate(ops))
-        dropped = start + sum(op * n for j, (op, n) in enumerate(ops) if j != i)
-        misses += [flipped, dropped]
-    misses += [result - 1, result + 1, result + 2, result - 2]
-    pool = list(dict.fromkeys(m for m in misses if 0 <= m <= 9 and m != result))
-    rng.shuffle(pool)
-    while len(pool) < 3:  # tiny chains: fill with any other digit
-        pool += [d for d in rng.sample(range(10), 10) if d != result and d not in pool][:1]
-    options = [result, *pool[:3]]
-    rng.shuffle(options)
-    return options
+def _options(rng: random.Random, result: int) -> list[int]:
+    """Four consecutive values in ascending order, the result among them at a random place (within
+    0-9): the distractors are near misses, and the letter is the result minus the first option.
+    With shuffled near misses a 1M-parameter student needed over 2,000 gold steps before its
+    letters followed its chains (measured while building `benchmarks/ares_effect.py`)."""
+    first = rng.randint(max(0, result - 3), min(result, 6))
+    return list(range(first, first + 4))
 
 
 def make_question(rng: random.Random, start: int, ops: list[tuple[int, int]], index: int, split: str) -> dict:
     """One JSONL record of the family (the format `ares import jsonl` reads); `rng` orders its options."""
     steps = gold_steps(start, ops)
-    options = _options(rng, start, ops, steps[-1].result)
+    options = _options(rng, steps[-1].result)
     answer = options.index(steps[-1].result)
     rationale = " ".join([*(s.sentence() for s in steps), answer_sentence(answer)])
     return {"id": f"{split}-{index}", "split": split, "question": _question_text(start, ops),

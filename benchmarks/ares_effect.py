@@ -42,7 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import func, select
 
-from ares_data.checkable import DATASET, make_tasks, write_records
+from ares_data.checkable import DATASET, gold_steps, make_tasks, parse_question, parse_step, write_records
 from ares_data.errors import AresError
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.formatting import parse_answer, student_prompt
@@ -55,6 +55,7 @@ from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
 
 console = Console()
 ARMS = ("base", "sft_only", "outcome_ppo", "ares", "ares_noisy")
+METRICS = ("accuracy", "chain", "score", "teacher_calls")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -71,31 +72,39 @@ class Plan:
     noise: float = 0.3
     max_new_tokens: int = 48
     temperature: float = 1.0
-    prep_questions: int = 2000  # gold rationales the student is prepared on (not the rounds' questions)
-    prep_target: float = 0.4  # stop the gold-rationale SFT once test accuracy reaches this
-    prep_max_steps: int = 1000
+    prep_questions: int = 5000  # gold rationales the student is prepared on (not the rounds' questions)
+    prep_dev: int = 200  # of which held out to decide when the preparation stops
+    prep_chain: float = 0.3  # stop the gold-rationale SFT once this share of dev chains is correct
+    prep_max_steps: int = 3000
     prep_check_every: int = 100
     rl: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "mini_batch_size": 8, "max_length": 256})
     sft: dict[str, Any] = field(default_factory=lambda: {"batch_size": 8, "max_length": 256})
 
 
-QUICK = dict(seeds=1, train_questions=24, test_questions=40, prep_max_steps=300)
+QUICK = dict(seeds=1, train_questions=24, test_questions=50, prep_max_steps=1000)
 
 
 # -- the student -----------------------------------------------------------------------------
 
-def small_student(out: Path, seed: int) -> Path:
-    """A random 2-layer Llama (hidden 32) with the SmolLM2 tokenizer, saved to `out`. Its cost is
-    the 49,152-token vocabulary projection, hence the narrow hidden size."""
+def small_student(out: Path, seed: int, corpus: list[str]) -> Path:
+    """A random 4-layer Llama (hidden 128) with its own byte-level BPE tokenizer, trained on
+    `corpus` (the task's prompts and rationales, digits one token each), saved to `out`. A
+    vocabulary of a few hundred tokens instead of SmolLM2's 49,152 makes every stage ~50x
+    cheaper, so the model can be wide enough to learn the task on two cores."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from ares_train.loading import resolve_model_path
-
-    directory, gguf_file = resolve_model_path("smollm2")
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                        pad_token="<|endoftext|>")
     config = LlamaConfig(
-        hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
         vocab_size=len(tokenizer), max_position_embeddings=512, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
@@ -104,21 +113,39 @@ def small_student(out: Path, seed: int) -> Path:
     return out
 
 
-def test_accuracy(model: Any, tokenizer: Any, questions: list[dict], max_new_tokens: int) -> float:
-    """Greedy answers of an in-memory student, the way `evaluate_accuracy` asks them."""
+def as_question(record: dict) -> dict:
+    """A generated record in the shape `student_prompt` reads."""
+    return {"question": record["question"], "hint": None, "caption": None, "choices": record["choices"],
+            "answer_index": record["answer"]}
+
+
+def greedy_check(model: Any, tokenizer: Any, records: list[dict], max_new_tokens: int) -> tuple[float, float]:
+    """(accuracy, correct-chain share) of an in-memory student's greedy answers, asked the way
+    `evaluate_accuracy` asks them."""
     from ares_train.rollout_engines import HFEngine
     from ares_train.rollouts import sample_responses
 
-    sampled = sample_responses(HFEngine(model, tokenizer), tokenizer, [student_prompt(q) for q in questions],
-                               batch_size=16, max_new_tokens=max_new_tokens, do_sample=False)
-    return statistics.fmean(parse_answer(one.text, len(q["choices"])) == q["answer_index"]
-                            for q, (one,) in zip(questions, sampled))
+    model.eval()
+    sampled = sample_responses(HFEngine(model, tokenizer), tokenizer, [student_prompt(as_question(r)) for r in records],
+                               batch_size=50, max_new_tokens=max_new_tokens, do_sample=False)
+    model.train()
+    texts = [one.text for (one,) in sampled]
+    return (statistics.fmean(parse_answer(t, len(r["choices"])) == r["answer"] for r, t in zip(records, texts)),
+            statistics.fmean(chain_is_correct(r["question"], t) for r, t in zip(records, texts)))
 
 
-def prepare(plan: Plan, pool: list[dict], test_records: list[dict], seed: int, out: Path) -> dict[str, Any]:
-    """The student every arm starts from: trained on the gold rationales of `pool` (all weights,
-    causal-LM loss on the rationale only) until greedy test accuracy reaches `plan.prep_target`.
-    Cached in `out`."""
+def chain_is_correct(question: str, rationale: str) -> bool:
+    """The rationale's steps before its answer sentence are exactly the question's correct chain."""
+    start, ops = parse_question(question)
+    return [parse_step(s.text) for s in split_sentences(rationale)[:-1]] == gold_steps(start, ops)
+
+
+def prepare(plan: Plan, pool: list[dict], seed: int, out: Path) -> dict[str, Any]:
+    """The student every arm starts from: trained (all weights, causal-LM loss on the rationale
+    only) on the gold rationales of `pool` less its last `plan.prep_dev` questions, until its
+    greedy rationales for those held-out ones are the correct chain for `plan.prep_chain` of
+    them: a student that writes steps, some right and some wrong, the regime sentence feedback
+    is for. The test split is not looked at. Cached in `out`."""
     import torch
 
     from ares_train.loading import load_student
@@ -128,24 +155,26 @@ def prepare(plan: Plan, pool: list[dict], test_records: list[dict], seed: int, o
     if done.is_file():
         return json.loads(done.read_text())
     started = time.monotonic()
-    source = small_student(out, seed) if plan.student == "small" else "smollm2"
-    model, tokenizer = load_student(str(source))
+    train, dev = pool[: -plan.prep_dev], pool[-plan.prep_dev:]
+    if plan.student == "small":  # its tokenizer has no chat template, so it sees format_prompt's plain form
+        corpus = [f"{student_prompt(as_question(r))}\nAnswer: {r['rationale']}" for r in train]
+        source = str(small_student(out, seed, corpus))
+    else:
+        source = "smollm2"
+    model, tokenizer = load_student(source)
     torch.manual_seed(seed)
-    as_question = lambda r: {"question": r["question"], "hint": None, "caption": None,  # noqa: E731
-                             "choices": r["choices"], "answer_index": r["answer"]}
-    test = [as_question(r) for r in test_records]
     examples = []
-    for r in pool:
+    for r in train:
         prompt = tokenizer(format_prompt(tokenizer, student_prompt(as_question(r))), add_special_tokens=False).input_ids
         answer = tokenizer(r["rationale"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         examples.append((prompt + answer, [-100] * len(prompt) + answer))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3 if plan.student == "small" else 5e-5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3 if plan.student == "small" else 5e-5)
     generator = torch.Generator().manual_seed(seed)
-    step, accuracy = 0, 0.0
-    while step < plan.prep_max_steps:
-        model.train()
+    step, trace = 0, []
+    model.train()
+    while step < plan.prep_max_steps and (not trace or trace[-1][2] < plan.prep_chain):
         for _ in range(plan.prep_check_every):
-            batch = [examples[i] for i in torch.randint(len(examples), (16,), generator=generator)]
+            batch = [examples[i] for i in torch.randint(len(examples), (32,), generator=generator)]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.tensor([i + [tokenizer.pad_token_id] * (width - len(i)) for i, _ in batch])
             labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
@@ -157,13 +186,13 @@ def prepare(plan: Plan, pool: list[dict], test_records: list[dict], seed: int, o
             loss.backward()
             optimizer.step()
             step += 1
-        accuracy = test_accuracy(model, tokenizer, test, plan.max_new_tokens)
-        console.print(f"  prepare seed {seed}: step {step}, loss {loss.item():.3f}, test accuracy {accuracy:.2f}")
-        if accuracy >= plan.prep_target:
-            break
+        trace.append((step, *greedy_check(model, tokenizer, dev, plan.max_new_tokens)))
+        console.print(f"  prepare seed {seed}: step {step}, loss {loss.item():.3f}, dev accuracy {trace[-1][1]:.2f}, "
+                      f"correct chains {trace[-1][2]:.2f}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    info = {"model": str(out), "steps": step, "test_accuracy": accuracy, "seconds": time.monotonic() - started}
+    info = {"model": str(out), "steps": step, "dev_accuracy": trace[-1][1], "dev_chain": trace[-1][2], "trace": trace,
+            "seconds": time.monotonic() - started}
     done.write_text(json.dumps(info))
     return info
 
@@ -171,25 +200,27 @@ def prepare(plan: Plan, pool: list[dict], test_records: list[dict], seed: int, o
 # -- one arm ---------------------------------------------------------------------------------
 
 def measure(store: Store, checkpoint: ModelCheckpoint, plan: Plan) -> dict[str, float]:
-    """Greedy test accuracy, mean judge score of the test rationales' sentences, teacher calls spent."""
+    """Greedy test accuracy, mean judge score of the test rationales' sentences, the share of them
+    whose steps are exactly the correct chain (then only the letter can be wrong), teacher calls spent."""
     from ares_train.evaluate import ensure_eval_rationales, eval_questions, evaluate_accuracy
 
     evaluate_accuracy(store, checkpoint, split="test", limit=plan.test_questions,
                       max_new_tokens=plan.max_new_tokens, batch_size=16)
     questions = eval_questions(store, "test", plan.test_questions)
     rationales = ensure_eval_rationales(store, checkpoint, questions, max_new_tokens=plan.max_new_tokens)
-    scores = []
+    scores, chains = [], []
     for q in questions:
         sentences = [s.text for s in split_sentences(rationales[q.id].text)]
         checked = check(problem_of(q.question, len(q.choices), q.answer_index), sentences)
         scores.append(statistics.fmean(s for s, _ in checked) if checked else 0.0)
+        chains.append(chain_is_correct(q.question, rationales[q.id].text))
     with store.session() as session:
         correct = session.exec(select(EvalResult.correct).where(
             EvalResult.kind == "accuracy", EvalResult.model_checkpoint_id == checkpoint.id)).all()
         calls = session.exec(select(func.count(TeacherCall.request_hash.distinct()))  # a grouped call is one
                              .where(TeacherCall.status == "ok")).one()
     return {"accuracy": statistics.fmean(bool(c) for c in correct), "score": statistics.fmean(scores),
-            "teacher_calls": calls}
+            "chain": statistics.fmean(chains), "teacher_calls": calls}
 
 
 def run_arm(arm: str, plan: Plan, seed: int, model: str, tasks: Path, home: Path,
@@ -252,8 +283,7 @@ def summarize(runs: dict[str, list[list[dict]]], plan: Plan) -> dict[str, Any]:
     """Per arm and round: mean and 95% half-width of accuracy and score, mean teacher calls."""
     out: dict[str, Any] = {}
     for arm, seeds in runs.items():
-        out[arm] = [{metric: interval([s[r][metric] for s in seeds]) for metric in ("accuracy", "score",
-                                                                                   "teacher_calls")}
+        out[arm] = [{metric: interval([s[r][metric] for s in seeds]) for metric in METRICS}
                     for r in range(plan.rounds + 1)]
     return out
 
@@ -261,12 +291,13 @@ def summarize(runs: dict[str, list[list[dict]]], plan: Plan) -> dict[str, Any]:
 def print_table(summary: dict[str, Any], plan: Plan) -> None:
     table = Table(title=f"ARES effect ({plan.student} student, {plan.seeds} seed(s), {plan.train_questions} train "
                         f"questions x k={plan.k}, {plan.test_questions} test questions)")
-    for column in ("arm", "round", "test accuracy (95% CI)", "mean sentence score (95% CI)", "teacher calls"):
+    for column in ("arm", "round", "test accuracy (95% CI)", "correct chain (95% CI)", "mean sentence score (95% CI)",
+                   "teacher calls"):
         table.add_column(column)
     for arm, rounds in summary.items():
         for r, row in enumerate(rounds):
-            (acc, acc_ci), (score, score_ci), (calls, _) = row["accuracy"], row["score"], row["teacher_calls"]
-            table.add_row(arm, str(r), f"{acc:.3f} ± {acc_ci:.3f}", f"{score:.3f} ± {score_ci:.3f}", f"{calls:.0f}")
+            table.add_row(arm, str(r), *(f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS[:-1]),
+                          f"{row['teacher_calls'][0]:.0f}")
     console.print(table)
 
 
@@ -335,13 +366,14 @@ def main(
     write_records(tasks, train[: plan.train_questions] + test)
     started = time.monotonic()
     runs: dict[str, list[list[dict]]] = {arm: [] for arm in ARMS}
-    prepared, calls = [], {}
+    prepared = []
     for seed in range(plan.seeds):
-        info = prepare(plan, train[plan.train_questions:], test, seed,
+        info = prepare(plan, train[plan.train_questions:], seed,
                        work / f"student-{seed}-s{plan.prep_max_steps}")  # cached per seed and step budget
         prepared.append(info)
         console.print(f"seed {seed}: student ready after {info['steps']} gold SFT steps "
-                      f"({info['seconds']:.0f} s), test accuracy {info['test_accuracy']:.2f}")
+                      f"({info['seconds']:.0f} s), dev accuracy {info['dev_accuracy']:.2f}, "
+                      f"correct chains {info['dev_chain']:.2f}")
         with serve_in_thread(judge=make_judge("arith")) as arith, \
                 serve_in_thread(judge=make_judge("outcome")) as outcome, \
                 serve_in_thread(judge=make_judge("arith", plan.noise, seed)) as noisy:
@@ -360,7 +392,9 @@ def main(
     final = {arm: round(rounds[-1]["accuracy"][0], 4) for arm, rounds in summary.items()}
     print(json.dumps({**final, "ci95": {arm: round(r[-1]["accuracy"][1], 4) for arm, r in summary.items()},
                       "score": {arm: round(r[-1]["score"][0], 4) for arm, r in summary.items()},
-                      "teacher_calls": calls, "start_accuracy": [p["test_accuracy"] for p in prepared],
+                      "chain": {arm: round(r[-1]["chain"][0], 4) for arm, r in summary.items()},
+                      "teacher_calls": calls,
+                      "prepared": [{k: p[k] for k in ("steps", "dev_accuracy", "dev_chain")} for p in prepared],
                       "plan": asdict(plan), "minutes": round((time.monotonic() - started) / 60, 1),
                       "cpu_minutes": round(time.process_time() / 60, 1)}))
 
