@@ -302,22 +302,23 @@ def print_table(summary: dict[str, Any], plan: Plan) -> None:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Test accuracy per round per arm (mean with the 95% interval as error bars)."""
+    """Test accuracy and correct-chain share per round per arm (mean, 95% interval as error bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for n, (arm, rounds) in enumerate(summary.items()):
-        xs = [r + (n - 2) * 0.04 for r in range(len(rounds))]
-        ax.errorbar(xs, [row["accuracy"][0] for row in rounds], yerr=[row["accuracy"][1] for row in rounds],
-                    marker="o", capsize=3, label=arm)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_xticks(range(len(next(iter(summary.values())))))
-    ax.legend()
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (metric, label) in zip(axes, (("accuracy", "test accuracy"), ("chain", "correct chains (test)"))):
+        for n, (arm, rounds) in enumerate(summary.items()):
+            xs = [r + (n - 2) * 0.04 for r in range(len(rounds))]
+            ax.errorbar(xs, [row[metric][0] for row in rounds], yerr=[row[metric][1] for row in rounds],
+                        marker="o", capsize=3, label=arm)
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.set_xticks(range(len(next(iter(summary.values())))))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -393,6 +394,8 @@ def main(
     print(json.dumps({**final, "ci95": {arm: round(r[-1]["accuracy"][1], 4) for arm, r in summary.items()},
                       "score": {arm: round(r[-1]["score"][0], 4) for arm, r in summary.items()},
                       "chain": {arm: round(r[-1]["chain"][0], 4) for arm, r in summary.items()},
+                      "per_round": {arm: {m: [[round(v, 4) for v in row[m]] for row in r] for m in METRICS}
+                                    for arm, r in summary.items()},
                       "teacher_calls": calls,
                       "prepared": [{k: p[k] for k in ("steps", "dev_accuracy", "dev_chain")} for p in prepared],
                       "plan": asdict(plan), "minutes": round((time.monotonic() - started) / 60, 1),
