@@ -344,6 +344,7 @@ def main(
     work: Annotated[Path, typer.Option(help="Stores, checkpoints and the prepared students.")] = Path(
         ".ares-bench/ares_effect"),
     plot_to: Annotated[Optional[Path], typer.Option("--plot", help="Write the accuracy plot (PNG) here.")] = None,
+    arms: Annotated[str, typer.Option(help="Comma-separated arms to run (a sweep needs only some).")] = ",".join(ARMS),
 ) -> None:
     import torch
 
@@ -357,6 +358,9 @@ def main(
     plan.sft.update(learning_rate=sft_lr, num_train_epochs=sft_epochs)
     if student not in ("small", "smollm2"):
         raise typer.BadParameter("--student is small or smollm2")
+    chosen = [arm for arm in ARMS if arm in arms.split(",")]
+    if not chosen or set(arms.split(",")) - set(ARMS):
+        raise typer.BadParameter(f"--arms takes a comma-separated subset of {','.join(ARMS)}")
     work = work.resolve() / f"{student}-q{plan.train_questions}-t{plan.test_questions}"  # the prepared students
     arms_dir = work / "rl-{learning_rate}-{kl_coef}-{ppo_epochs}".format(**plan.rl) \
         / "sft-{learning_rate}-{num_train_epochs}".format(**plan.sft) / f"k{plan.k}-r{plan.rounds}-n{plan.noise}"
@@ -366,7 +370,7 @@ def main(
     tasks = work / "arith.jsonl"  # what the arms import: the rounds' train questions and the test split
     write_records(tasks, train[: plan.train_questions] + test)
     started = time.monotonic()
-    runs: dict[str, list[list[dict]]] = {arm: [] for arm in ARMS}
+    runs: dict[str, list[list[dict]]] = {arm: [] for arm in chosen}
     prepared = []
     for seed in range(plan.seeds):
         info = prepare(plan, train[plan.train_questions:], seed,
@@ -381,7 +385,7 @@ def main(
             urls = {"sft_only": arith, "ares": arith, "outcome_ppo": outcome, "ares_noisy": noisy, "base": arith}
             teachers = {arm: TeacherConfig.from_options(base_url=url, model=f"rule-{arm}", rpm=60000, timeout=30)
                         for arm, url in urls.items()}
-            for arm in ARMS:
+            for arm in chosen:
                 home = arms_dir / f"seed-{seed}" / arm
                 runs[arm].append(run_arm(arm, plan, seed, info["model"], tasks, home, teachers))
     summary = summarize(runs, plan)
