@@ -1,12 +1,13 @@
 """ARES effect: does the whole loop improve a student, against simpler arms, with a checkable teacher?
 
-Task: `ares_data.checkable` (chained one-digit arithmetic, four options), imported with
-`import_jsonl`. Teacher: the fake teacher with a rule judge (`ares_data/judges.py`) on
-127.0.0.1, so every score and correction is right by construction and passes through the
-real collectors, validation, store and exports. Student: `small` (a random 2-layer Llama
-built from a config with the embedded SmolLM2 tokenizer, first trained on the gold rationales
-until it answers 40% of the test questions, the band the issue asks for being 20-70%) or
-`smollm2` (the embedded SmolLM2-135M-Instruct, given the same preparation).
+Task: `ares_data.checkable` (chained one-digit arithmetic, four consecutive options), imported
+with `import_jsonl`. Teacher: the fake teacher with a rule judge (`ares_data/judges.py`) on
+127.0.0.1, so every score and correction is right by construction and passes through the real
+collectors, validation, store and exports. Student: `small` (a random 4-layer Llama, hidden 128,
+with a byte-level BPE tokenizer of a few hundred tokens trained on the task's text) or `smollm2`
+(the embedded SmolLM2-135M-Instruct); either is first trained on gold rationales of other
+questions until it writes the correct chain for 30% of held-out ones (`prepare`), so that it
+starts with steps both right and wrong.
 
 Arms, each on its own store, for the same rounds and the same train questions (k rollouts each):
 
@@ -18,11 +19,12 @@ Arms, each on its own store, for the same rounds and the same train questions (k
 - `ares_noisy`: `ares` with a teacher that flips a share of its scores (`--noise`).
 
 After every round: greedy test accuracy (`evaluate_accuracy`), the mean judge score of the test
-rationales' sentences, and the teacher calls the arm has spent. Printed: one table (mean and
-95% interval over seeds) and, last, one JSON line with every arm's final test accuracy.
+rationales' sentences, the share of test rationales whose steps are the correct chain, and the
+teacher calls the arm has spent. Printed: one table (mean and 95% interval over seeds) and,
+last, one JSON line with every arm's final test accuracy.
 
-    .venv/bin/python benchmarks/ares_effect.py --quick              # ~15 min on 2 idle cores
-    .venv/bin/python benchmarks/ares_effect.py --seeds 3 --rounds 2  # the full run
+    .venv/bin/python benchmarks/ares_effect.py --quick              # ~3 min on 2 idle cores
+    .venv/bin/python benchmarks/ares_effect.py --seeds 5 --rounds 3  # the full run, ~25 min
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from ares_data.teacher import TeacherConfig, collect_corrections, collect_scores
 
 console = Console()
 ARMS = ("base", "sft_only", "outcome_ppo", "ares", "ares_noisy")
-METRICS = ("accuracy", "chain", "score", "teacher_calls")
+METRICS = ("accuracy", "chain", "letter_after_chain", "score", "teacher_calls")
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -201,26 +203,31 @@ def prepare(plan: Plan, pool: list[dict], seed: int, out: Path) -> dict[str, Any
 
 def measure(store: Store, checkpoint: ModelCheckpoint, plan: Plan) -> dict[str, float]:
     """Greedy test accuracy, mean judge score of the test rationales' sentences, the share of them
-    whose steps are exactly the correct chain (then only the letter can be wrong), teacher calls spent."""
+    whose steps are exactly the correct chain (then only the letter can be wrong), the share of
+    those whose letter is right (does the answer follow the chain?), teacher calls spent."""
     from ares_train.evaluate import ensure_eval_rationales, eval_questions, evaluate_accuracy
 
     evaluate_accuracy(store, checkpoint, split="test", limit=plan.test_questions,
                       max_new_tokens=plan.max_new_tokens, batch_size=16)
     questions = eval_questions(store, "test", plan.test_questions)
     rationales = ensure_eval_rationales(store, checkpoint, questions, max_new_tokens=plan.max_new_tokens)
-    scores, chains = [], []
+    scores, chains, letters = [], [], []
     for q in questions:
-        sentences = [s.text for s in split_sentences(rationales[q.id].text)]
+        text = rationales[q.id].text
+        sentences = [s.text for s in split_sentences(text)]
         checked = check(problem_of(q.question, len(q.choices), q.answer_index), sentences)
         scores.append(statistics.fmean(s for s, _ in checked) if checked else 0.0)
-        chains.append(chain_is_correct(q.question, rationales[q.id].text))
+        chains.append(chain_is_correct(q.question, text))
+        if chains[-1]:
+            letters.append(parse_answer(text, len(q.choices)) == q.answer_index)
     with store.session() as session:
         correct = session.exec(select(EvalResult.correct).where(
             EvalResult.kind == "accuracy", EvalResult.model_checkpoint_id == checkpoint.id)).all()
         calls = session.exec(select(func.count(TeacherCall.request_hash.distinct()))  # a grouped call is one
                              .where(TeacherCall.status == "ok")).one()
     return {"accuracy": statistics.fmean(bool(c) for c in correct), "score": statistics.fmean(scores),
-            "chain": statistics.fmean(chains), "teacher_calls": calls}
+            "chain": statistics.fmean(chains), "letter_after_chain": statistics.fmean(letters) if letters else 0.0,
+            "teacher_calls": calls}
 
 
 def run_arm(arm: str, plan: Plan, seed: int, model: str, tasks: Path, home: Path,
@@ -290,9 +297,9 @@ def summarize(runs: dict[str, list[list[dict]]], plan: Plan) -> dict[str, Any]:
 
 def print_table(summary: dict[str, Any], plan: Plan) -> None:
     table = Table(title=f"ARES effect ({plan.student} student, {plan.seeds} seed(s), {plan.train_questions} train "
-                        f"questions x k={plan.k}, {plan.test_questions} test questions)")
-    for column in ("arm", "round", "test accuracy (95% CI)", "correct chain (95% CI)", "mean sentence score (95% CI)",
-                   "teacher calls"):
+                        f"questions x k={plan.k}, {plan.test_questions} test questions; mean ± 95% CI over seeds)")
+    for column in ("arm", "round", "test accuracy", "correct chain", "right letter after a correct chain",
+                   "mean sentence score", "teacher calls"):
         table.add_column(column)
     for arm, rounds in summary.items():
         for r, row in enumerate(rounds):
@@ -324,9 +331,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def main(
-    student: Annotated[str, typer.Option(help="small: a 2-layer Llama trained on gold first; smollm2: the "
-                                              "embedded SmolLM2-135M-Instruct.")] = "small",
-    quick: Annotated[bool, typer.Option(help="One seed, fewer questions (~15 min on 2 cores).")] = False,
+    student: Annotated[str, typer.Option(help="small: a 4-layer Llama with a task tokenizer; smollm2: the "
+                                              "embedded SmolLM2-135M-Instruct; both prepared on gold.")] = "small",
+    quick: Annotated[bool, typer.Option(help="One seed, fewer questions (~3 min on 2 cores).")] = False,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Seeds (default 3; 1 with --quick).")] = None,
     rounds: Annotated[Optional[int], typer.Option(min=1, help="ARES rounds per arm (default 2).")] = None,
     noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of scores the noisy teacher flips.")] = 0.3,
@@ -340,7 +347,7 @@ def main(
     sft_lr: Annotated[float, typer.Option(min=0, help="Correction-SFT learning rate (sft_only and ares).")] = 1e-3,
     sft_epochs: Annotated[float, typer.Option(min=0, help="Correction-SFT passes over the round's shard.")] = 1.0,
     prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps preparing the student "
-                                                                  "(default 1000; 300 with --quick).")] = None,
+                                                                  "(default 3000; 1000 with --quick).")] = None,
     work: Annotated[Path, typer.Option(help="Stores, checkpoints and the prepared students.")] = Path(
         ".ares-bench/ares_effect"),
     plot_to: Annotated[Optional[Path], typer.Option("--plot", help="Write the accuracy plot (PNG) here.")] = None,
