@@ -1,7 +1,7 @@
 """A task family whose every rationale step a program can check: chained one-digit arithmetic.
 
 A question says where to start and what to add or subtract ("Start with 3, add 4, then subtract
-2. What number do you get?"); its four options are consecutive values around the result; its gold
+2. What number do you get?"); its options are the ten digits, (A) 0 to (J) 9; its gold
 rationale takes one sentence per operation ("3 plus 4 is 7.") and ends in the answer sentence.
 Every number stays within 0-9 (one token for the SmolLM2 tokenizer), so a small student can
 learn the format quickly and still get chains wrong. Generation is seeded: the same seed gives
@@ -24,6 +24,11 @@ from pathlib import Path
 from .formatting import answer_sentence
 
 DATASET = "arith"
+# Every question offers the ten digits, (A) 0 to (J) 9: the letter is a fixed function of the
+# result, so an answer is right exactly when the chain is. With four options around the result
+# (the first design) a small student's letters did not follow its chains: ARES raised its correct
+# chains from 32% to 70% of test questions and its accuracy stayed at 41% (docs/benchmarks.md).
+OPTIONS = list(range(10))
 _WORD_OP = {"plus": 1, "minus": -1}
 _QUESTION = re.compile(r"Start with (\d+), (.*)\. What number do you get\?")
 _OPERATION = re.compile(r"(add|subtract) (\d+)")
@@ -96,20 +101,10 @@ def question_space(min_ops: int = 2, max_ops: int = 3) -> list[tuple[int, list[t
             for ops in _chains(start, n_ops)]
 
 
-def _options(rng: random.Random, result: int) -> list[int]:
-    """Four consecutive values in ascending order, the result among them at a random place (within
-    0-9): the distractors are near misses, and the letter is the result minus the first option.
-    With shuffled near misses a 1M-parameter student needed over 2,000 gold steps before its
-    letters followed its chains (measured while building `benchmarks/ares_effect.py`)."""
-    first = rng.randint(max(0, result - 3), min(result, 6))
-    return list(range(first, first + 4))
-
-
-def make_question(rng: random.Random, start: int, ops: list[tuple[int, int]], index: int, split: str) -> dict:
-    """One JSONL record of the family (the format `ares import jsonl` reads); `rng` orders its options."""
+def make_question(start: int, ops: list[tuple[int, int]], index: int, split: str) -> dict:
+    """One JSONL record of the family (the format `ares import jsonl` reads)."""
     steps = gold_steps(start, ops)
-    options = _options(rng, steps[-1].result)
-    answer = options.index(steps[-1].result)
+    options, answer = OPTIONS, steps[-1].result
     rationale = " ".join([*(s.sentence() for s in steps), answer_sentence(answer)])
     return {"id": f"{split}-{index}", "split": split, "question": _question_text(start, ops),
             "choices": [str(o) for o in options], "answer": answer, "rationale": rationale,
@@ -123,9 +118,8 @@ def make_tasks(train: int, test: int, seed: int = 0, min_ops: int = 2, max_ops: 
     if train + test > len(space):
         raise ValueError(f"{train} + {test} questions asked, but {min_ops}-{max_ops} operations give only "
                          f"{len(space)} distinct questions")
-    rng = random.Random(seed)
-    drawn = iter(rng.sample(space, train + test))
-    return [make_question(rng, *next(drawn), index, split)
+    drawn = iter(random.Random(seed).sample(space, train + test))
+    return [make_question(*next(drawn), index, split)
             for split, count in (("train", train), ("test", test)) for index in range(count)]
 
 
