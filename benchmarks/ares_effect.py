@@ -78,7 +78,7 @@ class Plan:
     prep_dev: int = 200  # of which held out to decide when the preparation stops
     prep_chain: float = 0.3  # stop the gold-rationale SFT once this share of dev chains is correct
     prep_max_steps: int = 3000
-    prep_check_every: int = 100
+    prep_check_every: int = 25  # the chains go from 0 to 80% right within 100 steps
     rl: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "mini_batch_size": 8, "max_length": 256})
     sft: dict[str, Any] = field(default_factory=lambda: {"batch_size": 8, "max_length": 256})
 
