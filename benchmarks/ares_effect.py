@@ -23,8 +23,8 @@ rationales' sentences, the share of test rationales whose steps are the correct 
 teacher calls the arm has spent. Printed: one table (mean and 95% interval over seeds) and,
 last, one JSON line with every arm's final test accuracy.
 
-    .venv/bin/python benchmarks/ares_effect.py --quick              # ~3 min on 2 idle cores
-    .venv/bin/python benchmarks/ares_effect.py --seeds 5 --rounds 3  # the full run, ~25 min
+    .venv/bin/python benchmarks/ares_effect.py --quick              # ~4 min on 2 idle cores
+    .venv/bin/python benchmarks/ares_effect.py --seeds 5 --rounds 3  # the full run, ~25-40 min
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 def main(
     student: Annotated[str, typer.Option(help="small: a 4-layer Llama with a task tokenizer; smollm2: the "
                                               "embedded SmolLM2-135M-Instruct; both prepared on gold.")] = "small",
-    quick: Annotated[bool, typer.Option(help="One seed, fewer questions (~3 min on 2 cores).")] = False,
+    quick: Annotated[bool, typer.Option(help="One seed, fewer questions (~4 min on 2 cores).")] = False,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Seeds (default 3; 1 with --quick).")] = None,
     rounds: Annotated[Optional[int], typer.Option(min=1, help="ARES rounds per arm (default 2).")] = None,
     noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of scores the noisy teacher flips.")] = 0.3,
