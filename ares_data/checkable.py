@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .formatting import answer_sentence
+from .splitter import split_sentences
 
 DATASET = "arith"
 # Every question offers the ten digits, (A) 0 to (J) 9: the letter is a fixed function of the
@@ -77,6 +78,12 @@ def gold_steps(start: int, ops: list[tuple[int, int]]) -> list[Step]:
         steps.append(Step(value, op, operand, value + op * operand))
         value = steps[-1].result
     return steps
+
+
+def chain_is_correct(question: str, rationale: str) -> bool:
+    """The rationale's sentences before its answer sentence are exactly the question's correct chain."""
+    parsed = parse_question(question)
+    return parsed is not None and [parse_step(s.text) for s in split_sentences(rationale)[:-1]] == gold_steps(*parsed)
 
 
 def _question_text(start: int, ops: list[tuple[int, int]]) -> str:

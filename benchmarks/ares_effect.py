@@ -1,6 +1,6 @@
 """ARES effect: does the whole loop improve a student, against simpler arms, with a checkable teacher?
 
-Task: `ares_data.checkable` (chained one-digit arithmetic, four consecutive options), imported
+Task: `ares_data.checkable` (chained one-digit arithmetic, the ten digits as options), imported
 with `import_jsonl`. Teacher: the fake teacher with a rule judge (`ares_data/judges.py`) on
 127.0.0.1, so every score and correction is right by construction and passes through the real
 collectors, validation, store and exports. Student: `small` (a random 4-layer Llama, hidden 128,
@@ -24,7 +24,7 @@ teacher calls the arm has spent. Printed: one table (mean and 95% interval over 
 last, one JSON line with every arm's final test accuracy.
 
     .venv/bin/python benchmarks/ares_effect.py --quick              # ~4 min on 2 idle cores
-    .venv/bin/python benchmarks/ares_effect.py --seeds 5 --rounds 3  # the full run, ~25-40 min
+    .venv/bin/python benchmarks/ares_effect.py --seeds 3 --rounds 3  # the full run, ~25-40 min
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import func, select
 
-from ares_data.checkable import DATASET, gold_steps, make_tasks, parse_question, parse_step, write_records
+from ares_data.checkable import DATASET, chain_is_correct, make_tasks, write_records
 from ares_data.errors import AresError
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.formatting import parse_answer, student_prompt
@@ -134,12 +134,6 @@ def greedy_check(model: Any, tokenizer: Any, records: list[dict], max_new_tokens
     texts = [one.text for (one,) in sampled]
     return (statistics.fmean(parse_answer(t, len(r["choices"])) == r["answer"] for r, t in zip(records, texts)),
             statistics.fmean(chain_is_correct(r["question"], t) for r, t in zip(records, texts)))
-
-
-def chain_is_correct(question: str, rationale: str) -> bool:
-    """The rationale's steps before its answer sentence are exactly the question's correct chain."""
-    start, ops = parse_question(question)
-    return [parse_step(s.text) for s in split_sentences(rationale)[:-1]] == gold_steps(start, ops)
 
 
 def prepare(plan: Plan, pool: list[dict], seed: int, out: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import select
 
 from ares_data.checkable import main as checkable_main
-from ares_data.checkable import make_tasks, parse_question, parse_step, question_space, write_tasks
+from ares_data.checkable import chain_is_correct, make_tasks, parse_question, parse_step, question_space, write_tasks
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.judges import check, make_judge, problem_of
 from ares_data.splitter import split_sentences
@@ -31,6 +31,15 @@ def test_tasks_are_seeded_checkable_and_split():
         steps = [parse_step(s.text) for s in split_sentences(t["rationale"])[:-1]]
         assert steps[0].left == start and all(s.true and 0 <= s.result <= 9 for s in steps)
         assert int(t["choices"][t["answer"]]) == steps[-1].result and t["choices"] == [str(d) for d in range(10)]
+
+
+def test_a_chain_is_correct_only_when_every_step_before_the_answer_is_the_gold_one():
+    question = "Start with 7, add 2, subtract 9, then add 8. What number do you get?"
+    assert chain_is_correct(question, " ".join(GOLD))
+    assert chain_is_correct(question, " ".join([*GOLD[:3], "The answer is (A)."]))  # the letter is not the chain
+    assert not chain_is_correct(question, " ".join([GOLD[0], "9 minus 9 is 1.", *GOLD[2:]]))
+    assert not chain_is_correct(question, " ".join([GOLD[0], GOLD[2], GOLD[3]]))  # a step left out
+    assert not chain_is_correct("What is 2 plus 2?", " ".join(GOLD))  # not of the family
 
 
 def test_asking_for_more_questions_than_the_family_has_is_one_clear_error(tmp_path, capsys):
