@@ -33,6 +33,10 @@ class PPOConfig:
     gamma: float = option(1.0, "Discount over response tokens.")
     lam: float = option(0.95, "GAE lambda.")
     whiten_advantages: bool = option(True, "Normalise advantages over the batch's response tokens.")
+    behaviour_is_cap: float = option(
+        2.0, "A round's rollouts are all sampled before PPO starts, so its later batches come from an older "
+             "policy than the one trained: each token's policy loss is weighted by min(p_policy / p_sampler, "
+             "cap), from the stored log-probs (truncated importance sampling, verl's rollout_is). 0: off.")
     # -- rewards --------------------------------------------------------------------------
     kl_coef: float = option(1e-4, "Per-token penalty on log p_policy - log p_reference.")
     neutral_score: float = option(0.5, "Score that gives zero reward; a sentence earns score - neutral.")
@@ -72,5 +76,7 @@ class PPOConfig:
                                 f"not {self.reward_placement!r}")
         if not 0 < self.mini_batch_size <= self.batch_size:
             raise TrainingError("mini_batch_size must be between 1 and batch_size")
+        if self.behaviour_is_cap < 0:
+            raise TrainingError("behaviour_is_cap must be at least 0 (0 turns the correction off)")
         if self.logits_chunk_tokens < 1 or self.critic_warmup_steps < 0:
             raise TrainingError("logits_chunk_tokens must be at least 1 and critic_warmup_steps at least 0")

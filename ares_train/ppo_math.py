@@ -125,14 +125,27 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) 
     return out * mask
 
 
+def behaviour_weights(logprobs: Tensor, behaviour: Tensor, mask: Tensor, cap: float) -> Tensor:
+    """Truncated importance weights `min(p / p_behaviour, cap)` per token, for samples drawn by an
+    older policy (or another engine) than the one whose `logprobs` start the update; 1 where
+    `mask` is 0 (no behaviour log-prob) and everywhere when `cap` is 0 (the correction off)."""
+    if cap <= 0:
+        return torch.ones_like(logprobs)
+    weights = torch.exp(logprobs - behaviour).clamp(max=cap)
+    return torch.where(mask.bool(), weights, torch.ones_like(weights))
+
+
 def policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Clipped surrogate loss; returns (loss, fraction of tokens where the clip was active)."""
+    """Clipped surrogate loss, each token's term times its `weights` (`behaviour_weights`, no
+    gradient) when given; returns (loss, fraction of tokens where the clip was active)."""
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    surrogate = torch.maximum(unclipped, clipped)
+    loss = masked_mean(surrogate if weights is None else weights * surrogate, mask)
     return loss, masked_mean((clipped > unclipped).float(), mask)
 
 

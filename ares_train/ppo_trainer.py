@@ -31,6 +31,11 @@ Before any update the policy is the reference (LoRA B starts at zero), so each b
 pass is compared with the behaviour log-probs: `rollout_probs_diff_max`/`_mean` (as verl names
 them, |p - p_behaviour| per token) say how far the trainer's forward is from the sampler's.
 
+A round's rollouts are all sampled before its first update, so by a later batch the policy has
+moved away from the sampler: each token's policy loss is weighted by `min(p_old / p_behaviour,
+behaviour_is_cap)` (decoupled PPO with truncated importance sampling, as verl's `rollout_is`);
+`behaviour_weight_mean`/`_capped` report the weights.
+
 Memory: log-probs come from the last hidden states through the LM head a chunk of tokens at a
 time (`ppo_math.token_logprobs`), never as float32 [B, T, V]; the critic reads hidden states
 only and computes no LM-head logits.
@@ -301,8 +306,10 @@ class SentenceRewardPPOTrainer:
         old_values = all_values[:, :-1] * mask
         lengths = mask.sum(-1).long()
         bootstrap = all_values.gather(1, lengths[:, None]).squeeze(1) * batch.truncated
-        diff = pm.probs_diff(ref_logprobs, batch.behaviour, mask * batch.has_behaviour[:, None])
+        sampled = mask * batch.has_behaviour[:, None]
+        diff = pm.probs_diff(ref_logprobs, batch.behaviour, sampled)
         self.probs_diff.append(diff.cpu())
+        weights = pm.behaviour_weights(old_logprobs, batch.behaviour, sampled, cfg.behaviour_is_cap)
         score_reward = pm.score_rewards(batch.end_positions, batch.scores, mask, cfg.neutral_score,
                                         cfg.reward_placement)
         rewards, kl = pm.compute_rewards(old_logprobs, ref_logprobs, score_reward, mask, cfg.kl_coef)
@@ -316,7 +323,7 @@ class SentenceRewardPPOTrainer:
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(len(samples)).split(cfg.mini_batch_size):
                 self._update(batch.select(idx.to(self.device)), idx.to(self.device), old_logprobs,
-                             old_values, advantages, returns, stats)
+                             old_values, advantages, returns, weights, stats)
         all_scores = [s for row in batch.scores for s in row]
         metrics = {
             "step": self.step_count,
@@ -330,14 +337,17 @@ class SentenceRewardPPOTrainer:
             "response_tokens": mask.sum(-1).mean().item(),
             "entropy": pm.masked_mean(entropy, mask).item(),
             **{k: sum(v) / len(v) for k, v in stats.items()},
-            **({"rollout_probs_diff_max": diff.max().item(), "rollout_probs_diff_mean": diff.mean().item()}
+            **({"rollout_probs_diff_max": diff.max().item(), "rollout_probs_diff_mean": diff.mean().item(),
+                "behaviour_weight_mean": weights[sampled.bool()].mean().item(),
+                "behaviour_weight_capped": (weights[sampled.bool()] == cfg.behaviour_is_cap).float().mean().item()}
                if diff.numel() else {}),
             "time_s": time.perf_counter() - started,
         }
         return metrics
 
     def _update(self, mb: _Batch, idx: torch.Tensor, old_logprobs: torch.Tensor, old_values: torch.Tensor,
-                advantages: torch.Tensor, returns: torch.Tensor, stats: dict[str, list[float]]) -> None:
+                advantages: torch.Tensor, returns: torch.Tensor, weights: torch.Tensor,
+                stats: dict[str, list[float]]) -> None:
         """One gradient step on a mini-batch: policy loss, then value loss, one optimiser step.
 
         Each loss is backpropagated while its own adapter is active (set_adapter also decides
@@ -347,7 +357,8 @@ class SentenceRewardPPOTrainer:
         cfg, mask = self.config, mb.mask
         self.optimizer.zero_grad()
         logprobs, _ = self._logprobs(mb)
-        p_loss, clip_frac = pm.policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask, cfg.clip_range)
+        p_loss, clip_frac = pm.policy_loss(logprobs, old_logprobs[idx], advantages[idx], mask, cfg.clip_range,
+                                           weights[idx])
         if not stats["first_ratio_deviation"]:
             ratio = torch.exp(logprobs.detach() - old_logprobs[idx])
             stats["first_ratio_deviation"].append((ratio - 1).abs()[mask.bool()].max().item())

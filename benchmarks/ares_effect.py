@@ -79,11 +79,19 @@ class Plan:
     prep_chain: float = 0.3  # stop the gold-rationale SFT once this share of dev chains is correct
     prep_max_steps: int = 3000
     prep_check_every: int = 25  # the chains go from 0 to 80% right within 100 steps
+    prep_batch: int = 32
+    prep_lr: float = 1e-3  # all weights
     rl: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "mini_batch_size": 8, "max_length": 256})
     sft: dict[str, Any] = field(default_factory=lambda: {"batch_size": 8, "max_length": 256})
 
 
 QUICK = dict(seeds=1, train_questions=24, test_questions=50, prep_max_steps=1000)
+# SmolLM2 is pretrained: a gentler preparation (a batch of 32 costs ~38 s on two cores, of 8 ~7 s),
+# and LoRA learning rates of the usual size rather than the random small student's.
+STUDENTS: dict[str, dict[str, Any]] = {
+    "small": dict(rl_lr=1e-3, sft_lr=1e-3),
+    "smollm2": dict(rl_lr=1e-4, sft_lr=2e-4, prep_batch=8, prep_lr=5e-5, prep_check_every=10, prep_max_steps=300),
+}
 
 
 # -- the student -----------------------------------------------------------------------------
@@ -164,13 +172,13 @@ def prepare(plan: Plan, pool: list[dict], seed: int, out: Path) -> dict[str, Any
         prompt = tokenizer(format_prompt(tokenizer, student_prompt(as_question(r))), add_special_tokens=False).input_ids
         answer = tokenizer(r["rationale"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         examples.append((prompt + answer, [-100] * len(prompt) + answer))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3 if plan.student == "small" else 5e-5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.prep_lr)
     generator = torch.Generator().manual_seed(seed)
     step, trace = 0, []
     model.train()
     while step < plan.prep_max_steps and (not trace or trace[-1][2] < plan.prep_chain):
         for _ in range(plan.prep_check_every):
-            batch = [examples[i] for i in torch.randint(len(examples), (32,), generator=generator)]
+            batch = [examples[i] for i in torch.randint(len(examples), (plan.prep_batch,), generator=generator)]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.tensor([i + [tokenizer.pad_token_id] * (width - len(i)) for i, _ in batch])
             labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
@@ -335,13 +343,15 @@ def main(
                                                                  "with --quick).")] = None,
     test: Annotated[Optional[int], typer.Option(min=1, help="Test questions (default 100; 40 with --quick).")] = None,
     k: Annotated[int, typer.Option(min=1, help="Rollouts per question.")] = 4,
-    rl_lr: Annotated[float, typer.Option(min=0, help="PPO learning rate (outcome_ppo and ares alike).")] = 1e-3,
+    rl_lr: Annotated[Optional[float], typer.Option(min=0, help="PPO learning rate (outcome_ppo and ares alike; "
+                                                               "default 1e-3 small, 1e-4 smollm2).")] = None,
     kl_coef: Annotated[float, typer.Option(min=0, help="PPO per-token KL penalty.")] = 1e-4,
     ppo_epochs: Annotated[int, typer.Option(min=1, help="PPO passes over each batch.")] = 2,
-    sft_lr: Annotated[float, typer.Option(min=0, help="Correction-SFT learning rate (sft_only and ares).")] = 1e-3,
+    sft_lr: Annotated[Optional[float], typer.Option(min=0, help="Correction-SFT learning rate (sft_only and ares; "
+                                                                "default 1e-3 small, 2e-4 smollm2).")] = None,
     sft_epochs: Annotated[float, typer.Option(min=0, help="Correction-SFT passes over the round's shard.")] = 1.0,
-    prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps preparing the student "
-                                                                  "(default 3000; 1000 with --quick).")] = None,
+    prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps preparing the student (default "
+                                                                  "3000 small, 300 smollm2; 1000 --quick).")] = None,
     work: Annotated[Path, typer.Option(help="Stores, checkpoints and the prepared students.")] = Path(
         ".ares-bench/ares_effect"),
     plot_to: Annotated[Optional[Path], typer.Option("--plot", help="Write the accuracy plot (PNG) here.")] = None,
@@ -350,15 +360,18 @@ def main(
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    plan = replace(Plan(student=student, noise=noise), **(QUICK if quick else {}))
+    if student not in STUDENTS:
+        raise typer.BadParameter(f"--student is one of {', '.join(STUDENTS)}")
+    defaults = dict(STUDENTS[student])
+    default_rl_lr, default_sft_lr = defaults.pop("rl_lr"), defaults.pop("sft_lr")
+    rl_lr, sft_lr = default_rl_lr if rl_lr is None else rl_lr, default_sft_lr if sft_lr is None else sft_lr
+    plan = replace(Plan(student=student, noise=noise), **{**defaults, **(QUICK if quick else {})})
     steps = prep_steps or plan.prep_max_steps
     plan = replace(plan, seeds=seeds or plan.seeds, rounds=rounds or plan.rounds, k=k, prep_max_steps=steps,
                    train_questions=questions or plan.train_questions, test_questions=test or plan.test_questions,
                    prep_check_every=min(plan.prep_check_every, steps))
     plan.rl.update(learning_rate=rl_lr, kl_coef=kl_coef, ppo_epochs=ppo_epochs)
     plan.sft.update(learning_rate=sft_lr, num_train_epochs=sft_epochs)
-    if student not in ("small", "smollm2"):
-        raise typer.BadParameter("--student is small or smollm2")
     chosen = [arm for arm in ARMS if arm in arms.split(",")]
     if not chosen or set(arms.split(",")) - set(ARMS):
         raise typer.BadParameter(f"--arms takes a comma-separated subset of {','.join(ARMS)}")

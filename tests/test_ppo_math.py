@@ -89,6 +89,22 @@ def test_policy_loss_clips_a_ratio_that_moved_too_far_in_the_advantage_direction
     assert clip_frac.item() == 0.5
 
 
+def test_behaviour_weights_are_the_truncated_ratio_to_the_sampler_where_it_is_known():
+    logprobs = torch.tensor([[-1.0, -1.0, -1.0]])
+    behaviour = torch.tensor([[-1.0 - math.log(0.5), -1.0 - math.log(4.0), 0.0]])
+    known = torch.tensor([[1.0, 1.0, 0.0]])
+    weights = pm.behaviour_weights(logprobs, behaviour, known, cap=2.0)
+    # p/p_behaviour = 0.5 kept, 4 truncated to the cap, no behaviour log-prob: 1
+    assert weights[0].tolist() == pytest.approx([0.5, 2.0, 1.0])
+    assert pm.behaviour_weights(logprobs, behaviour, known, cap=0.0).tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_policy_loss_weighs_each_tokens_term():
+    old = torch.tensor([[-1.0, -2.0]])
+    weighted, _ = pm.policy_loss(old + math.log(1.1), old, ADV, MASK2, 0.2, weights=torch.tensor([[0.5, 2.0]]))
+    assert weighted.item() == pytest.approx((0.5 * -2.0 * 1.1 + 2.0 * 1.0 * 1.1) / 2)
+
+
 def test_value_loss_without_clipping():
     loss, clip_frac = pm.value_loss(torch.tensor([[1.1]]), torch.tensor([[1.0]]),
                                     torch.tensor([[2.0]]), torch.ones(1, 1), clip_range=0.2)

@@ -50,8 +50,30 @@ def test_first_forward_reproduces_the_behaviour_logprobs_with_dropout_on(tiny_mo
     assert trainer.rollout_probs_diff()["rollout_probs_diff_max"] == max(metrics["rollout_probs_diff_max"],
                                                                          later["rollout_probs_diff_max"])
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy is the reference before any update
+    assert metrics["behaviour_weight_mean"] == pytest.approx(1.0, abs=1e-3)  # ... and the sampler
+    assert later["behaviour_weight_mean"] != pytest.approx(1.0, abs=1e-3)  # the policy has moved since
     # the first update's forward (train mode, LoRA dropout configured) gives a ratio of 1
     assert metrics["first_ratio_deviation"] < 1e-3
+
+
+def test_tokens_the_sampler_found_unlikely_weigh_up_to_the_cap(tiny_model_dir):
+    """Rows whose sampler gave every token a quarter of the policy's probability: each token's
+    policy-loss term counts twice (4, truncated at the cap), or once with the correction off."""
+    import math
+
+    model, tokenizer, rows = _rollouts(tiny_model_dir)
+    unlikely = [{**r, "logprobs": [lp - math.log(4.0) for lp in r["logprobs"]]} for r in rows]
+    one_update = dict(batch_size=len(rows), mini_batch_size=len(rows), ppo_epochs=1)
+    losses = {}
+    for cap in (2.0, 0.0):
+        trainer = SentenceRewardPPOTrainer(PPOConfig(behaviour_is_cap=cap, **one_update),
+                                           load_student(str(tiny_model_dir))[0], tokenizer)
+        metrics = trainer.step(unlikely)
+        losses[cap] = metrics["policy_loss"]
+        assert metrics["behaviour_weight_capped"] == (1.0 if cap else 0.0)
+    assert metrics["behaviour_weight_mean"] == 1.0
+    assert losses[2.0] == pytest.approx(2 * losses[0.0], rel=1e-4)
+    assert losses[0.0] != 0
 
 
 def test_a_warped_sampler_shows_in_the_diff(tiny_model_dir):
