@@ -10,6 +10,7 @@ first point where the whole sentence has been written.
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import accumulate
 from typing import Any, Sequence
 
 
@@ -47,11 +48,31 @@ def tokenize_with_sentence_ends(
 
 
 def token_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
-    """(start, end) character span of each token in `decode(ids, skip_special_tokens=True)`.
+    """(start, end) character span of each token in `decode(ids, skip_special_tokens=True)`; a
+    special token covers nothing.
 
-    Found by decoding growing prefixes, so it holds for any tokenizer: a special token covers
-    nothing, and a token that stops inside a multi-byte character (its prefix decodes to
-    U+FFFD) covers nothing either; the character belongs to the token that completes it."""
+    The cheapest way that holds: the decoded text's own offsets, when encoding it again gives
+    `ids` back (the usual case); else each token decoded alone, when the pieces concatenate to
+    the text (a sampled, non-canonical split); else growing prefixes decoded (`_prefix_spans`),
+    which holds for any tokenizer at a quadratic cost.
+    """
+    special = set(tokenizer.all_special_ids)
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) == [i for i in ids if i not in special]:
+        offsets = iter(enc["offset_mapping"])
+        return [(0, 0) if i in special else tuple(next(offsets)) for i in ids]  # type: ignore[misc]
+    pieces = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
+    if "".join(pieces) != text:
+        return _prefix_spans(tokenizer, ids)
+    ends = list(accumulate(len(p) for p in pieces))
+    return [(end - len(piece), end) for piece, end in zip(pieces, ends)]
+
+
+def _prefix_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Spans found by decoding growing prefixes: a token that stops inside a multi-byte character
+    (its prefix decodes to U+FFFD) covers nothing; the character belongs to the token that
+    completes it."""
     spans, done = [], 0
     for i in range(len(ids)):
         text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)

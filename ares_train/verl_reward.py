@@ -47,7 +47,7 @@ from ares_data.teacher import TeacherConfig
 from ares_data.teacher.collect import CollectRequest, collect
 
 from .ppo_math import score_rewards
-from .sentence_tokens import sentence_end_tokens
+from .sentence_tokens import sentence_end_tokens, token_spans
 
 try:  # verl is the `[verl]` extra; without it the core below still imports (offline PPO needs none of it)
     from verl.experimental.reward_loop.reward_manager import register as register_loop
@@ -126,31 +126,6 @@ class Placed:
                 "ares_sentences": len(self.scores)}
 
 
-def decoded_spans(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]] | None]:
-    """The decoded text and each token's character span in it (special tokens: empty spans).
-
-    One offset pass: the text is encoded again with offsets; when that gives verl's ids back
-    (the usual case), its offsets are theirs. Otherwise (a sampled, non-canonical split) each
-    token is decoded alone, which holds whenever the pieces concatenate to the text. None when
-    neither holds.
-    """
-    special = set(tokenizer.all_special_ids)
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    kept = [i for i in ids if i not in special]
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if list(enc["input_ids"]) == kept:
-        offsets = iter(enc["offset_mapping"])
-        return text, [(0, 0) if i in special else tuple(next(offsets)) for i in ids]
-    pieces = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
-    if "".join(pieces) != text:
-        return text, None
-    spans, end = [], 0
-    for piece in pieces:
-        spans.append((end, end + len(piece)))
-        end += len(piece)
-    return text, spans
-
-
 def samples_of(data: Any) -> list[tuple[Sample, int]]:
     """(Sample, valid response length) for each row of a DataProto, as verl builds it: prompts
     left-padded, responses right-padded, `extra_info.question_id` from `ares export verl`, and
@@ -192,9 +167,10 @@ class SentenceRewarder:
             self._checkpoint_id = row.id
         return self._checkpoint_id
 
-    def record(self, samples: Sequence[Sample]) -> list[tuple[int, int, list[tuple[int, int]] | None]]:
+    def record(self, samples: Sequence[Sample]) -> list[tuple[int, int, list[tuple[int, int]]]]:
         """Store each response as a student rationale: (rationale id, characters stripped in front, spans)."""
-        decoded = [decoded_spans(self.tokenizer, s.response_ids) for s in samples]
+        decoded = [(self.tokenizer.decode(s.response_ids, skip_special_tokens=True),
+                    token_spans(self.tokenizer, s.response_ids)) for s in samples]
         out = []
         with self.store.session() as session:
             checkpoint = self._checkpoint(session)
@@ -250,11 +226,9 @@ class SentenceRewarder:
         return placed
 
     def _place(self, sentences: list[tuple[int, float | None]], shift: int,
-               spans: list[tuple[int, int]] | None) -> Placed:
+               spans: list[tuple[int, int]]) -> Placed:
         if not sentences or any(score is None for _, score in sentences):
             return Placed(failed=True)
-        if spans is None:
-            return Placed(failed=True, unaligned=True)
         try:
             positions = sentence_end_tokens(spans, [end + shift for end, _ in sentences])
         except ValueError:
