@@ -41,10 +41,10 @@ postgresql:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 	  echo "PostgreSQL could not be installed: its tests will be skipped"
 
-# ruff (style, imports, likely bugs) and mypy (types of ares_data); both configured in pyproject.toml.
+# ruff (style, imports, likely bugs) and mypy (types of ares_data and ares_train); both configured in pyproject.toml.
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy ares_data
+	$(BIN)/mypy ares_data ares_train
 
 test: install postgresql
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -271,7 +271,8 @@ class SentenceRewardPPOTrainer:
         states = self._hidden(batch)[:, :-1]
         real = batch.mask.bool()
         temperature = batch.temperature[:, None].expand_as(batch.mask)[real]
-        head = self.model.get_base_model().get_output_embeddings().weight
+        base: Any = self.model.get_base_model()  # typed as a bare Module
+        head = base.get_output_embeddings().weight
         picked, ent = pm.token_logprobs(states[real], head, batch.response_ids[real], temperature,
                                         self.config.logits_chunk_tokens)
         logprobs = torch.zeros(batch.mask.shape, dtype=torch.float32, device=self.device)

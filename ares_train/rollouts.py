@@ -97,7 +97,7 @@ def generate_rollouts(
     placement = resolve(settings.device, settings.dtype)  # a bad --device fails before anything else
     pending, skipped = pending_questions(store, checkpoint_id=checkpoint.id, round=round, split=split, k=k,
                                          limit=limit)
-    summary = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,
+    summary: dict[str, Any] = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,
                "questions_done_before": skipped, "questions_generated": 0, "rationales_added": 0,
                "questions_text_only": 0}
     if not pending:

@@ -55,8 +55,8 @@ try:  # verl is the `[verl]` extra; without it the core below still imports (off
     from verl.workers.reward_manager import register as register_batch
     from verl.workers.reward_manager.abstract import AbstractRewardManager
 except ImportError:  # pragma: no cover - exercised only where verl is not installed
-    register_loop = register_batch = None
-    RewardManagerBase = AbstractRewardManager = object
+    register_loop = register_batch = None  # type: ignore[assignment]
+    RewardManagerBase = AbstractRewardManager = object  # type: ignore[assignment,misc]
 
 REGISTERED_NAME = "ares_sentence"
 # Each batch's time and calls: Ray forwards a reward worker's stderr to the driver's console.
@@ -165,6 +165,7 @@ class SentenceRewarder:
                                                  base_model=self.settings.base_model, stage=CheckpointStage.rl,
                                                  meta={"engine": "verl"})
             self._checkpoint_id = row.id
+        assert self._checkpoint_id is not None  # flushed: the database gave it
         return self._checkpoint_id
 
     def record(self, samples: Sequence[Sample]) -> list[tuple[int, int, list[tuple[int, int]]]]:
@@ -190,6 +191,7 @@ class SentenceRewarder:
                     predicted_answer=parse_answer(stripped, choices[sample.question_id]),
                     generation={"engine": "verl", "global_step": sample.step},
                 )
+                assert row.id is not None  # flushed: the database gave it
                 out.append((row.id, len(text) - len(text.lstrip()), spans))
         return out
 
