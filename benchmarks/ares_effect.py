@@ -347,6 +347,8 @@ def main(
                                                                "default 1e-3 small, 1e-4 smollm2).")] = None,
     kl_coef: Annotated[float, typer.Option(min=0, help="PPO per-token KL penalty.")] = 1e-4,
     ppo_epochs: Annotated[int, typer.Option(min=1, help="PPO passes over each batch.")] = 2,
+    is_cap: Annotated[float, typer.Option(min=0, help="PPO's truncated importance weight to the sampler "
+                                                      "(behaviour_is_cap; 0: off).")] = 2.0,
     sft_lr: Annotated[Optional[float], typer.Option(min=0, help="Correction-SFT learning rate (sft_only and ares; "
                                                                 "default 1e-3 small, 2e-4 smollm2).")] = None,
     sft_epochs: Annotated[float, typer.Option(min=0, help="Correction-SFT passes over the round's shard.")] = 1.0,
@@ -370,13 +372,13 @@ def main(
     plan = replace(plan, seeds=seeds or plan.seeds, rounds=rounds or plan.rounds, k=k, prep_max_steps=steps,
                    train_questions=questions or plan.train_questions, test_questions=test or plan.test_questions,
                    prep_check_every=min(plan.prep_check_every, steps))
-    plan.rl.update(learning_rate=rl_lr, kl_coef=kl_coef, ppo_epochs=ppo_epochs)
+    plan.rl.update(learning_rate=rl_lr, kl_coef=kl_coef, ppo_epochs=ppo_epochs, behaviour_is_cap=is_cap)
     plan.sft.update(learning_rate=sft_lr, num_train_epochs=sft_epochs)
     chosen = [arm for arm in ARMS if arm in arms.split(",")]
     if not chosen or set(arms.split(",")) - set(ARMS):
         raise typer.BadParameter(f"--arms takes a comma-separated subset of {','.join(ARMS)}")
     work = work.resolve() / f"{student}-q{plan.train_questions}-t{plan.test_questions}"  # the prepared students
-    arms_dir = work / "rl-{learning_rate}-{kl_coef}-{ppo_epochs}".format(**plan.rl) \
+    arms_dir = work / "rl-{learning_rate}-{kl_coef}-{ppo_epochs}-is{behaviour_is_cap}".format(**plan.rl) \
         / "sft-{learning_rate}-{num_train_epochs}".format(**plan.sft) / f"k{plan.k}-r{plan.rounds}-n{plan.noise}"
     work.mkdir(parents=True, exist_ok=True)
     records = make_tasks(plan.train_questions + plan.prep_questions, plan.test_questions, seed=0)
