@@ -61,7 +61,7 @@ def token_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(enc["input_ids"]) == [i for i in ids if i not in special]:
         offsets = iter(enc["offset_mapping"])
-        return [(0, 0) if i in special else tuple(next(offsets)) for i in ids]  # type: ignore[misc]
+        return [(0, 0) if i in special else tuple(next(offsets)) for i in ids]
     pieces = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
     if "".join(pieces) != text:
         return _prefix_spans(tokenizer, ids)
