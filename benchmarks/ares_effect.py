@@ -297,6 +297,16 @@ def summarize(runs: dict[str, list[list[dict]]], plan: Plan) -> dict[str, Any]:
     return out
 
 
+def paired(runs: dict[str, list[list[dict]]], against: str = "sft_only") -> dict[str, dict[str, tuple[float, float]]]:
+    """Per arm, the last round's accuracy and correct-chain share minus `against`'s, seed by seed
+    (mean, 95% half-width): the arms of a seed share its student, so the students' own spread,
+    most of the per-arm interval, cancels."""
+    if against not in runs:
+        return {}
+    return {arm: {m: interval([s[-1][m] - a[-1][m] for s, a in zip(seeds, runs[against])])
+                  for m in ("accuracy", "chain")} for arm, seeds in runs.items() if arm != against}
+
+
 def print_table(summary: dict[str, Any], plan: Plan) -> None:
     table = Table(title=f"ARES effect ({plan.student} student, {plan.seeds} seed(s), {plan.train_questions} train "
                         f"questions x k={plan.k}, {plan.test_questions} test questions; mean ± 95% CI over seeds)")
@@ -404,8 +414,11 @@ def main(
             for arm in chosen:
                 home = arms_dir / f"seed-{seed}" / arm
                 runs[arm].append(run_arm(arm, plan, seed, info["model"], tasks, home, teachers))
-    summary = summarize(runs, plan)
+    summary, differences = summarize(runs, plan), paired(runs)
     print_table(summary, plan)
+    for arm, diff in differences.items():
+        console.print(f"{arm} - sft_only, last round, paired by seed: accuracy {diff['accuracy'][0]:+.3f} ± "
+                      f"{diff['accuracy'][1]:.3f}, correct chains {diff['chain'][0]:+.3f} ± {diff['chain'][1]:.3f}")
     if plot_to:
         plot(summary, plot_to)
         console.print(f"plot: {plot_to}")
@@ -416,6 +429,8 @@ def main(
                       "chain": {arm: round(r[-1]["chain"][0], 4) for arm, r in summary.items()},
                       "per_round": {arm: {m: [[round(v, 4) for v in row[m]] for row in r] for m in METRICS}
                                     for arm, r in summary.items()},
+                      "vs_sft_only": {arm: {m: [round(v, 4) for v in d[m]] for m in d}
+                                      for arm, d in differences.items()},
                       "teacher_calls": calls,
                       "prepared": [{k: p[k] for k in ("steps", "dev_accuracy", "dev_chain")} for p in prepared],
                       "plan": asdict(plan), "minutes": round((time.monotonic() - started) / 60, 1),

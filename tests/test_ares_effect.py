@@ -27,3 +27,7 @@ def test_every_arm_runs_from_one_student_and_pays_the_teacher_it_should(tmp_path
     assert 0 < calls["sft_only"] <= 8  # one correction per distinct rollout (4 questions x k=2)
     assert calls["ares"] > 4 and calls["ares_noisy"] > 4  # grouped scores and corrections
     assert result["prepared"][0]["steps"] == 20
+    # one seed: the paired difference is the difference of the two arms' final accuracies
+    for arm in ("base", "ares"):
+        assert result["vs_sft_only"][arm]["accuracy"][0] == pytest.approx(result[arm] - result["sft_only"], abs=2e-4)
+    assert "sft_only" not in result["vs_sft_only"]
