@@ -25,6 +25,8 @@ last, one JSON line with every arm's final test accuracy.
 
     .venv/bin/python benchmarks/ares_effect.py --quick              # ~4 min on 2 idle cores
     .venv/bin/python benchmarks/ares_effect.py --seeds 3 --rounds 3  # the full run, ~25-40 min
+    .venv/bin/python benchmarks/ares_effect.py --student smollm2 --seeds 1 --rounds 2 --questions 16 \
+        --k 2 --test 40                                               # SmolLM2 reduced, ~70 min
 """
 
 from __future__ import annotations
@@ -351,7 +353,7 @@ def main(
     noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of scores the noisy teacher flips.")] = 0.3,
     questions: Annotated[Optional[int], typer.Option(min=1, help="Train questions per round (default 64; 24 "
                                                                  "with --quick).")] = None,
-    test: Annotated[Optional[int], typer.Option(min=1, help="Test questions (default 100; 40 with --quick).")] = None,
+    test: Annotated[Optional[int], typer.Option(min=1, help="Test questions (default 100; 50 with --quick).")] = None,
     k: Annotated[int, typer.Option(min=1, help="Rollouts per question.")] = 4,
     rl_lr: Annotated[Optional[float], typer.Option(min=0, help="PPO learning rate (outcome_ppo and ares alike; "
                                                                "default 1e-3 small, 1e-4 smollm2).")] = None,
