@@ -98,8 +98,8 @@ def generate_rollouts(
     pending, skipped = pending_questions(store, checkpoint_id=checkpoint.id, round=round, split=split, k=k,
                                          limit=limit)
     summary: dict[str, Any] = {"checkpoint": checkpoint.name, "round": round, "split": split, "k": k,
-               "questions_done_before": skipped, "questions_generated": 0, "rationales_added": 0,
-               "questions_text_only": 0}
+                               "questions_done_before": skipped, "questions_generated": 0,
+                               "rationales_added": 0, "questions_text_only": 0}
     if not pending:
         return summary
     model, tokenizer = model_and_tokenizer or load_checkpoint(store, checkpoint, placement)[:2]
