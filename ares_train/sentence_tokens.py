@@ -47,9 +47,9 @@ def tokenize_with_sentence_ends(
     return list(enc["input_ids"]), sentence_end_tokens(enc["offset_mapping"], sentence_ends)
 
 
-def token_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
-    """(start, end) character span of each token in `decode(ids, skip_special_tokens=True)`; a
-    special token covers nothing.
+def decoded_spans(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """`decode(ids, skip_special_tokens=True)` and the (start, end) character span of each token
+    in it; a special token covers nothing.
 
     The cheapest way that holds: the decoded text's own offsets, when encoding it again gives
     `ids` back (the usual case); else each token decoded alone, when the pieces concatenate to
@@ -61,12 +61,12 @@ def token_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     if list(enc["input_ids"]) == [i for i in ids if i not in special]:
         offsets = iter(enc["offset_mapping"])
-        return [(0, 0) if i in special else tuple(next(offsets)) for i in ids]
+        return text, [(0, 0) if i in special else tuple(next(offsets)) for i in ids]
     pieces = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
     if "".join(pieces) != text:
-        return _prefix_spans(tokenizer, ids)
+        return text, _prefix_spans(tokenizer, ids)
     ends = list(accumulate(len(p) for p in pieces))
-    return [(end - len(piece), end) for piece, end in zip(pieces, ends)]
+    return text, [(end - len(piece), end) for piece, end in zip(pieces, ends)]
 
 
 def _prefix_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
@@ -85,8 +85,8 @@ def _prefix_spans(tokenizer: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
 def sentence_ends_on_ids(tokenizer: Any, ids: Sequence[int], text: str, sentence_ends: Sequence[int]) -> list[int]:
     """Token index of each sentence end of `text`, the stored rationale: the sampled `ids`
     decoded without special tokens and stripped (the stripped lead shifts every span)."""
-    decoded = tokenizer.decode(list(ids), skip_special_tokens=True)
+    decoded, spans = decoded_spans(tokenizer, ids)
     if decoded.strip() != text:
         raise ValueError("the response text is not its token ids decoded")
     lead = len(decoded) - len(decoded.lstrip())
-    return sentence_end_tokens([(s - lead, e - lead) for s, e in token_spans(tokenizer, ids)], sentence_ends)
+    return sentence_end_tokens([(s - lead, e - lead) for s, e in spans], sentence_ends)

@@ -47,7 +47,7 @@ from ares_data.teacher import TeacherConfig
 from ares_data.teacher.collect import CollectRequest, collect
 
 from .ppo_math import score_rewards
-from .sentence_tokens import sentence_end_tokens, token_spans
+from .sentence_tokens import decoded_spans, sentence_end_tokens
 
 try:  # verl is the `[verl]` extra; without it the core below still imports (offline PPO needs none of it)
     from verl.experimental.reward_loop.reward_manager import register as register_loop
@@ -170,8 +170,7 @@ class SentenceRewarder:
 
     def record(self, samples: Sequence[Sample]) -> list[tuple[int, int, list[tuple[int, int]]]]:
         """Store each response as a student rationale: (rationale id, characters stripped in front, spans)."""
-        decoded = [(self.tokenizer.decode(s.response_ids, skip_special_tokens=True),
-                    token_spans(self.tokenizer, s.response_ids)) for s in samples]
+        decoded = [decoded_spans(self.tokenizer, s.response_ids) for s in samples]
         out = []
         with self.store.session() as session:
             checkpoint = self._checkpoint(session)

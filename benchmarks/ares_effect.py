@@ -88,8 +88,8 @@ class Plan:
 
 
 QUICK = dict(seeds=1, train_questions=24, test_questions=50, prep_max_steps=1000)
-# SmolLM2 is pretrained: a gentler preparation (a batch of 32 costs ~38 s on two cores, of 8 ~7 s),
-# and LoRA learning rates of the usual size rather than the random small student's.
+# SmolLM2 is pretrained: a gentler preparation (smaller batches at a lower learning rate, checked
+# more often), and LoRA learning rates of the usual size rather than the random small student's.
 STUDENTS: dict[str, dict[str, Any]] = {
     "small": dict(rl_lr=1e-3, sft_lr=1e-3),
     "smollm2": dict(rl_lr=1e-4, sft_lr=2e-4, prep_batch=8, prep_lr=5e-5, prep_check_every=10, prep_max_steps=300),

@@ -29,7 +29,7 @@ from ares_data.fake_teacher import serve_in_thread
 from ares_data.store import Store
 from ares_data.tables import Question
 from ares_train.loading import resolve_model_path
-from ares_train.sentence_tokens import _prefix_spans, token_spans
+from ares_train.sentence_tokens import _prefix_spans, decoded_spans
 from ares_train.verl_reward import AresSentenceRewardManager
 
 console = Console()
@@ -84,7 +84,7 @@ def span_seconds(tokenizer, sentences: int, repeats: int = 5) -> tuple[int, floa
     ids = tokenizer(response(0, 0, sentences), add_special_tokens=False).input_ids
     started = time.perf_counter()
     for _ in range(repeats):
-        token_spans(tokenizer, ids)
+        decoded_spans(tokenizer, ids)
     offsets = (time.perf_counter() - started) / repeats
     started = time.perf_counter()
     for _ in range(repeats):

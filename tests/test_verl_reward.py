@@ -22,7 +22,7 @@ from ares_data.fake_answers import sentence_score
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence, TeacherCall, TeacherCallRationale
 from ares_data.splitter import split_sentences
-from ares_train.sentence_tokens import _prefix_spans, token_spans
+from ares_train.sentence_tokens import _prefix_spans, decoded_spans
 from ares_train.verl_reward import AresSentenceRewardLoop, AresSentenceRewardManager, VerlRewardSettings
 
 RESPONSES = [
@@ -146,15 +146,16 @@ def test_failed_teacher_calls_leave_the_batch_unrewarded_and_counted(store, toke
 def test_spans_from_one_offset_pass_and_from_pieces_when_verls_split_is_not_canonical(tokenizer):
     text = "Magnets attract iron. The answer is (A)."
     ids = tokenizer(text, add_special_tokens=False).input_ids
-    spans = token_spans(tokenizer, ids + [tokenizer.eos_token_id])
-    assert spans[-1] == (0, 0)
+    decoded, spans = decoded_spans(tokenizer, ids + [tokenizer.eos_token_id])
+    assert decoded == text and spans[-1] == (0, 0)
     assert spans[:-1] == [tuple(o) for o in tokenizer(text, add_special_tokens=False,
                                                       return_offsets_mapping=True)["offset_mapping"]]
     # "Magnets" written as two tokens a sampler may pick: not the tokenizer's own encoding.
     split = tokenizer("Mag", add_special_tokens=False).input_ids + tokenizer("nets", add_special_tokens=False).input_ids
     odd = split + tokenizer(" attract iron.", add_special_tokens=False).input_ids
-    spans = token_spans(tokenizer, odd)
-    assert spans[len(split) - 1][1] == len("Magnets") and spans[-1][1] == len("Magnets attract iron.")
+    decoded, spans = decoded_spans(tokenizer, odd)
+    assert decoded == "Magnets attract iron." and spans[len(split) - 1][1] == len("Magnets")
+    assert spans[-1][1] == len(decoded)
     assert spans == _prefix_spans(tokenizer, odd)  # the quadratic fallback agrees
 
 
