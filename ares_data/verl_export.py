@@ -1,11 +1,13 @@
-"""`ares export verl`: the questions as verl's RL dataset (train.parquet, val.parquet) and
-`run_verl.sh`, the `verl.trainer.main_ppo` command that trains on them with online sentence
-rewards (`ares_train/verl_reward.py`, docs/verl.md). Written through the exporters' own
+"""`ares export verl`: the questions as verl's RL dataset (train.parquet, val.parquet),
+`run_verl.sh`, the command that trains on them with online sentence rewards through verl's
+main_ppo (`ares_train/verl_main.py`, docs/verl.md), and `agent_loops.yaml`, which tells verl's
+agent-loop workers where the `ares_single_turn` loop lives. Written through the exporters' own
 `write_shard`, so the export row, manifest and hashes are those of every shard.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -20,6 +22,13 @@ from .tables import Export, Question
 
 VERL_FILES = ("train.parquet", "val.parquet")
 VERL_SCRIPT = "run_verl.sh"
+AGENT_LOOPS = "agent_loops.yaml"
+# verl's agent-loop workers instantiate the loop from this file (ares_train/verl_agent.py); ares_data
+# names it without importing ares_train.
+AGENT_LOOPS_YAML = """# The ARES agent loop (ares_train/verl_agent.py): dense sentence rewards, one teacher call per prompt.
+- name: ares_single_turn
+  _target_: ares_train.verl_agent.AresSingleTurnAgentLoop
+"""
 
 
 def _verl_row(question: Question, index: int) -> dict:
@@ -62,23 +71,29 @@ def export_verl(store: Store, round: int, out_dir: str | Path | None = None, mod
     export = write_shard(store, "verl", round, train + val, skipped, [query_text(store, query)], out_dir,
                     files=dict(zip(VERL_FILES, (train, val))), model=student, train_split=train_split,
                     val_split=val_split if by_split[val_split] else "test")
+    (Path(export.path) / AGENT_LOOPS).write_text(AGENT_LOOPS_YAML)
     script = Path(export.path) / VERL_SCRIPT
-    script.write_text(verl_script(store, round, student, f"ares-round-{round}"))
+    script.write_text(verl_script(store, round, student, f"ares-round-{round}", train_split))
     script.chmod(0o755)
     return export
 
 
-def verl_script(store: Store, round: int, model: str, run: str) -> str:
-    """`run_verl.sh`: PPO with GAE, a critic and LoRA on the exported files, rewarded online by
-    `ares_sentence`. The store URL is written only when it holds no password; teacher keys are
-    never written (the reward workers read them from the environment)."""
+def verl_script(store: Store, round: int, model: str, run: str, train_split: str = "train") -> str:
+    """`run_verl.sh`: verl's v1 PPO trainer with GAE, a critic and LoRA on the exported files, each
+    sample rewarded per sentence through the `ares_single_turn` agent loop and the `ares_sentence`
+    reward loop. `ares_train.verl_main` adds the offline PPO's method (gamma, lambda, KL, clips,
+    LoRA, neutral) in front of these overrides. The interpreter is this one unless PYTHON says
+    otherwise. The store URL is written only when it holds no password; teacher keys are never
+    written (the reward workers read them from the environment)."""
     safe = redact(store.url) == store.url
     db = f'export ARES_DB="${{ARES_DB:-{store.url}}}"' if safe else \
         ': "${ARES_DB:?set ARES_DB to the store URL (it holds a password, so it is not written here)}"'
     return f"""#!/usr/bin/env bash
-# ARES on verl (docs/verl.md): PPO with GAE, a critic and LoRA; the `ares_sentence` reward manager
-# records every response as a student rationale of round {round} (checkpoint "{run}") and rewards
-# each sentence with the teacher's score. Written by `ares export verl --round {round}`.
+# ARES on verl (docs/verl.md): verl's v1 PPO trainer with GAE, a critic and LoRA, the offline PPO's
+# method (ares_train/ppo_config.py). The ares_single_turn agent loop sends each prompt's samples to
+# the ares_sentence reward loop together (one grouped teacher call), records every response as a
+# student rationale of round {round} (checkpoint "{run}") and rewards each sentence's last token.
+# Written by `ares export verl --round {round}`.
 # Arguments pass through as Hydra overrides: `bash run_verl.sh --cfg job` prints the composed
 # config without running anything; `trainer.n_gpus_per_node=8 trainer.nnodes=2` scales out.
 # The teacher: ARES_TEACHER_CONFIG / OPENAI_BASE_URL / ARES_TEACHER_MODEL and its key variable, in the
@@ -87,10 +102,12 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
 MODEL="${{ARES_VERL_MODEL:-{model}}}"
 {db}
-exec "${{PYTHON:-python3}}" -m verl.trainer.main_ppo \\
+exec "${{PYTHON:-{sys.executable}}}" -m ares_train.verl_main \\
+  trainer.use_v1=true \\
+  actor_rollout_ref.rollout.agent.default_agent_loop=ares_single_turn \\
+  actor_rollout_ref.rollout.agent.agent_loop_config_path="$HERE/{AGENT_LOOPS}" \\
   algorithm.adv_estimator=gae \\
   algorithm.use_kl_in_reward=true \\
-  algorithm.kl_ctrl.kl_coef=0.05 \\
   data.train_files="$HERE/{VERL_FILES[0]}" \\
   data.val_files="$HERE/{VERL_FILES[1]}" \\
   data.train_batch_size=16 \\
@@ -98,9 +115,6 @@ exec "${{PYTHON:-python3}}" -m verl.trainer.main_ppo \\
   data.max_response_length=256 \\
   data.filter_overlong_prompts=true \\
   actor_rollout_ref.model.path="$MODEL" \\
-  actor_rollout_ref.model.lora_rank=16 \\
-  actor_rollout_ref.model.lora_alpha=32 \\
-  actor_rollout_ref.model.target_modules=all-linear \\
   actor_rollout_ref.actor.optim.lr=1e-5 \\
   actor_rollout_ref.actor.ppo_mini_batch_size=16 \\
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \\
@@ -119,6 +133,7 @@ exec "${{PYTHON:-python3}}" -m verl.trainer.main_ppo \\
   +reward.reward_kwargs.ares.run={run} \\
   +reward.reward_kwargs.ares.round={round} \\
   +reward.reward_kwargs.ares.base_model="$MODEL" \\
+  +reward.reward_kwargs.ares.train_split={train_split} \\
   trainer.n_gpus_per_node=1 \\
   trainer.nnodes=1 \\
   trainer.total_epochs=1 \\

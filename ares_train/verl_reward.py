@@ -2,21 +2,23 @@
 
 In verl's PPO the actor writes new text every step, so the rewards cannot come from an export:
 for each batch the manager decodes each response once, records it as a student rationale
-(round = verl's global step unless the run sets one, checkpoint = the run's name), asks the
-teacher through the project's collector (`collect`: rate limits, retries, validation,
-one grouped call per prompt, the request-hash cache, every call in the store) and puts
-`score - neutral` on the token of verl's own ids that ends each sentence. A response whose
-scores failed gets no score reward and is counted in the extra info (`ares_failed`).
+(round = verl's global step unless the run sets one, checkpoint = the run's name, the question's
+split in `generation`), asks the teacher through the project's collector (`collect`: rate limits,
+retries, validation, one grouped call per prompt, the request-hash cache, every call in the store)
+and places `score - neutral` on the token of verl's own ids that ends each sentence. A response
+whose scores failed gets no score reward and is counted in the extra info (`ares_failed`).
 
 verl 0.9.1 has two reward-manager interfaces, and this module registers `ares_sentence` in both:
 
-- the reward loop (`verl.experimental.reward_loop.reward_manager`), which is what
-  `python -m verl.trainer.main_ppo` runs: each Ray reward worker calls `run_single` once per
-  sample and verl writes the returned scalar on the last response token. The samples that
-  arrive together are scored as one batch (grouped calls per prompt); the trainer then sees the
-  *sum* of the sentence rewards on the last token, not the dense placement (docs/verl.md).
+- the reward loop (`verl.experimental.reward_loop.reward_manager`), which main_ppo's reward
+  workers run: `run_single` per sample, returning the sum of the sentence rewards (verl's
+  metrics) and the placed (token, reward) pairs as a JSON string (`ares_placed`) from which the
+  `ares_single_turn` agent loop (`verl_agent.py`) rebuilds the dense `rm_scores`. A sample that
+  did not come through that loop (verl's legacy trainer, another agent loop, a colocated reward
+  model) is refused: verl would keep only the sum, on the last token.
 - the batch interface (`verl.workers.reward_manager`, `__call__(data, return_dict)`), which
-  returns the dense [batch, response_length] tensor; 0.9.1's main_ppo no longer calls it.
+  returns the dense [batch, response_length] tensor; 0.9.1's main_ppo no longer calls it, the
+  tests use it as the reference.
 
 Settings come from verl's config (`+reward.reward_kwargs.ares.*`, see `VerlRewardSettings`)
 and the environment (ARES_DB, ARES_TEACHER_CONFIG, the teacher's key variable); keys only ever
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -59,6 +62,8 @@ except ImportError:  # pragma: no cover - exercised only where verl is not insta
     RewardManagerBase = AbstractRewardManager = object  # type: ignore[assignment,misc]
 
 REGISTERED_NAME = "ares_sentence"
+PLACED_KEY = "ares_placed"  # reward_extra_info: the placed (token, reward) pairs, JSON; the agent loop drops it
+GROUP_KEY = "ares_group"  # non-tensor field the agent loop sets: the sample came with its prompt's group
 # Each batch's time and calls: Ray forwards a reward worker's stderr to the driver's console.
 logger = logging.getLogger("ares.verl")
 logger.setLevel(os.environ.get("ARES_VERL_LOG_LEVEL", "INFO"))
@@ -80,6 +85,8 @@ class VerlRewardSettings:
     group_by_question: bool = True
     max_cost: Optional[float] = None  # per batch
     window_s: float = 0.05  # reward loop: how long the first sample waits for the rest of its batch
+    train_split: str = "train"  # questions of another split are validation (verl's val.parquet)
+    score_validation: bool = True  # False: validation responses get no teacher call, no record, reward 0
 
     @classmethod
     def from_mapping(cls, values: Any) -> "VerlRewardSettings":
@@ -110,6 +117,7 @@ class Sample:
     key: str  # unique within the run: global step, prompt uid, sample index
     step: int
     sample_index: int
+    split: str = ""  # the question's split (`extra_info.split`)
 
 
 @dataclass
@@ -146,7 +154,8 @@ def samples_of(data: Any) -> list[tuple[Sample, int]]:
         index = int(extra["session_id"][i]) if "session_id" in extra else seen[uid]
         seen[uid] += 1
         ids = responses[i, :int(length)].tolist()
-        out.append((Sample(int(info["question_id"]), ids, f"{step}:{uid}:{index}", step, index), int(length)))
+        out.append((Sample(int(info["question_id"]), ids, f"{step}:{uid}:{index}", step, index,
+                           str(info.get("split", ""))), int(length)))
     return out
 
 
@@ -188,7 +197,7 @@ class SentenceRewarder:
                     dedup_key=f"verl:{self.settings.run}:{round}:{sample.key}:{digest}",
                     model_checkpoint_id=checkpoint, round=round, sample_index=sample.sample_index,
                     predicted_answer=parse_answer(stripped, choices[sample.question_id]),
-                    generation={"engine": "verl", "global_step": sample.step},
+                    generation={"engine": "verl", "global_step": sample.step, "split": sample.split},
                 )
                 assert row.id is not None  # flushed: the database gave it
                 out.append((row.id, len(text) - len(text.lstrip()), spans))
@@ -287,12 +296,12 @@ class AresSentenceRewardManager(AbstractRewardManager):
 
 
 class AresSentenceRewardLoop(RewardManagerBase):
-    """verl's reward loop (what main_ppo runs): `run_single` per sample, scored in batches.
+    """verl's reward loop (what main_ppo's reward workers run): `run_single` per sample, scored in batches.
 
-    The samples a worker receives together (one chunk of the step's batch, or the trajectories
-    the rollout finishes within `window_s` of each other) go to the teacher as one batch, so a
-    prompt's samples share a grouped call. verl puts the returned scalar on the last token: the
-    sum of the sentence rewards.
+    The `ares_single_turn` agent loop sends a prompt's samples together (`compute_score_batch`);
+    the samples a worker receives within `window_s` of each other go to the teacher as one batch,
+    one grouped call per prompt. Each answer holds the sum of the sentence rewards (verl's
+    metrics) and the placed pairs (`ares_placed`) the agent loop turns into the dense `rm_scores`.
     """
 
     def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, reward_router_address: Any = None,
@@ -302,15 +311,30 @@ class AresSentenceRewardLoop(RewardManagerBase):
         self._waiting: list[tuple[Sample, asyncio.Future]] = []
         self._flush: Optional[asyncio.Task] = None
 
+    @classmethod
+    def assemble_rm_scores(cls, data: Any, scores: list[float]) -> torch.Tensor:
+        """verl's colocated reward path: it would put each sum on the last token. Refused."""
+        raise TrainingError("verl asked ares_sentence for one score per response (a colocated reward model): "
+                            "that sums the sentence rewards on the last token; run through run_verl.sh")
+
     async def run_single(self, data: Any) -> dict:
+        if GROUP_KEY not in data.non_tensor_batch:
+            raise TrainingError("ares_sentence got a sample outside the ares_single_turn agent loop: verl would "
+                                "put the sum of its sentence rewards on the last token (run through run_verl.sh: "
+                                "trainer.use_v1=true, default_agent_loop=ares_single_turn)")
         [(sample, _)] = samples_of(data[-1:])  # a multi-turn output: its last sequence
-        answer = asyncio.get_running_loop().create_future()
-        self._waiting.append((sample, answer))
-        if self._flush is None:
-            self._flush = asyncio.ensure_future(self._score_waiting())
-        placed: Placed = await answer
-        reward = sum(score - self.rewarder.settings.neutral for score in placed.scores)
-        return {"reward_score": reward, "reward_extra_info": placed.extra()}
+        settings = self.rewarder.settings
+        if sample.split != settings.train_split and not settings.score_validation:
+            placed = Placed()
+        else:
+            answer = asyncio.get_running_loop().create_future()
+            self._waiting.append((sample, answer))
+            if self._flush is None:
+                self._flush = asyncio.ensure_future(self._score_waiting())
+            placed = await answer
+        rewards = [score - settings.neutral for score in placed.scores]
+        return {"reward_score": sum(rewards), "reward_extra_info": {
+            **placed.extra(), PLACED_KEY: json.dumps([[p, r] for p, r in zip(placed.positions, rewards)])}}
 
     async def _score_waiting(self) -> None:
         await asyncio.sleep(self.rewarder.settings.window_s)
