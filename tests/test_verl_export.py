@@ -19,6 +19,8 @@ from ares_data.enums import LabelKind, LabelOrigin
 from ares_data.errors import ExportError
 from ares_data.verl_export import export_verl, verl_script
 from ares_data.tables import HumanLabel
+from ares_train.ppo_config import PPOConfig
+from ares_train.verl_agent import check_config
 from ares_train.verl_reward import AresSentenceRewardLoop, VerlRewardSettings
 
 
@@ -47,7 +49,9 @@ def test_export_writes_verls_dataset_and_a_script_verl_composes(cli, feedback, s
     assert val_rows[0]["reward_model"] == {"style": "rule", "ground_truth": "B"}
     assert "skipped: 1 flagged_bad, 1 image_question" in result.stdout
 
-    env = {**os.environ, "PYTHON": sys.executable, "ARES_DB": db_url}
+    # No PYTHON: the script runs the interpreter that exported it (this one, with verl).
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHON"}, "ARES_DB": db_url}
+    assert f'"${{PYTHON:-{sys.executable}}}" -m ares_train.verl_main' in (out / "run_verl.sh").read_text()
     # Hydra's own flags come after the overrides. vLLM is not installed here: its LoRA check is
     # the one part of verl's validation that needs it, so the composed config names SGLang instead.
     job = subprocess.run(["bash", str(out / "run_verl.sh"), "trainer.total_epochs=3",
@@ -55,17 +59,37 @@ def test_export_writes_verls_dataset_and_a_script_verl_composes(cli, feedback, s
                          capture_output=True, text=True, env=env, timeout=300)
     assert job.returncode == 0, job.stderr[-3000:]
     cfg = OmegaConf.create(job.stdout)
-    model = str(tiny_model_dir)
+    model, method = str(tiny_model_dir), PPOConfig()
+    assert cfg.trainer.use_v1 is True and cfg.actor_rollout_ref.rollout.agent.default_agent_loop == "ares_single_turn"
+    assert cfg.actor_rollout_ref.rollout.agent.agent_loop_config_path == str(out / "agent_loops.yaml")
+    check_config(cfg)  # the agent loop file names ares_train's class
     assert cfg.algorithm.adv_estimator == "gae" and cfg.critic.model.path == model
-    assert cfg.actor_rollout_ref.model.path == model and cfg.actor_rollout_ref.model.lora_rank == 16
+    # The offline PPO's method (ares_train/ppo_config.py), not verl's defaults.
+    assert (cfg.algorithm.gamma, cfg.algorithm.lam, cfg.algorithm.kl_ctrl.kl_coef) == (
+        method.gamma, method.lam, method.kl_coef)
+    actor = cfg.actor_rollout_ref.actor
+    assert actor.clip_ratio == actor.clip_ratio_low == actor.clip_ratio_high == method.clip_range
+    assert cfg.critic.cliprange_value == method.value_clip_range
+    for lora in (cfg.actor_rollout_ref.model, cfg.critic.model):  # the critic is LoRA too
+        assert (lora.lora_rank, lora.lora_alpha, lora.target_modules) == (
+            method.lora_r, method.lora_alpha, method.lora_target_modules)
+    assert cfg.actor_rollout_ref.model.path == model
     assert cfg.data.train_files == str(out / "train.parquet") and cfg.data.val_files == str(out / "val.parquet")
     assert cfg.trainer.total_epochs == 3  # an extra argument passed through
     assert resolve_reward_manager_cls(cfg) is AresSentenceRewardLoop  # what verl's reward workers load
     settings = VerlRewardSettings.from_verl(cfg)
-    assert (settings.run, settings.round, settings.base_model) == ("ares-round-2", 2, model)
+    assert (settings.run, settings.round, settings.base_model, settings.neutral, settings.train_split) == (
+        "ares-round-2", 2, model, method.neutral_score, "train")
     OmegaConf.resolve(cfg)
     assert need_critic(cfg) and need_reference_policy(cfg)  # GAE's critic; the KL-in-reward reference
     validate_config(cfg, use_reference_policy=True, use_critic=True)  # raises on an inconsistent config
+
+    # The legacy trainer would sum each response's sentence rewards on its last token: refused at start.
+    legacy = subprocess.run(["bash", str(out / "run_verl.sh"), "trainer.use_v1=false",
+                             "actor_rollout_ref.rollout.name=sglang"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert legacy.returncode == 1
+    assert legacy.stderr.strip().splitlines()[-1].startswith("run_verl.sh: trainer.use_v1=false: verl's legacy")
 
 
 def test_a_store_url_with_a_password_is_not_written(tmp_path):

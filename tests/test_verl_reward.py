@@ -23,6 +23,7 @@ from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import ModelCheckpoint, Question, Rationale, Sentence, TeacherCall, TeacherCallRationale
 from ares_data.splitter import split_sentences
 from ares_train.sentence_tokens import _prefix_spans, decoded_spans
+from ares_train.verl_agent import dense_rewards
 from ares_train.verl_reward import AresSentenceRewardLoop, AresSentenceRewardManager, VerlRewardSettings
 
 RESPONSES = [
@@ -175,27 +176,45 @@ def verl_config(tokenizer_dir, ares: dict):
     return cfg
 
 
-def test_verls_reward_loop_worker_loads_and_runs_the_manager(store, tokenizer, tokenizer_dir, questions):
+def test_verls_reward_loop_worker_returns_the_placed_rewards_beside_the_sum(store, tokenizer, tokenizer_dir,
+                                                                          questions):
     data = batch(tokenizer, RESPONSES, [questions[0], questions[0], questions[1], questions[1]], step=2)
+    data.non_tensor_batch["session_id"] = np.array([0, 1, 0, 1])
+    data.non_tensor_batch["ares_group"] = np.array([2] * 4)  # what the ares_single_turn agent loop sends
     with serve_in_thread() as url:
         cfg = verl_config(tokenizer_dir, settings(url))
         assert resolve_reward_manager_cls(cfg) is AresSentenceRewardLoop
         assert isinstance(load_reward_manager(cfg, tokenizer), AresSentenceRewardLoop)
         worker = RewardLoopWorker(cfg)  # what each Ray reward worker runs, in this process
         outputs = asyncio.run(worker.compute_score_batch(data))
-    sums = [float(expected_rewards(tokenizer, t, data.batch["responses"].shape[1]).sum()) for t in RESPONSES]
-    assert [o["reward_score"] for o in outputs] == pytest.approx(sums, abs=1e-6)
+    width = data.batch["responses"].shape[1]
+    dense = [expected_rewards(tokenizer, t, width) for t in RESPONSES]
+    assert [o["reward_score"] for o in outputs] == pytest.approx([float(d.sum()) for d in dense], abs=1e-6)
+    for o, d in zip(outputs, dense):
+        assert torch.allclose(torch.tensor(dense_rewards(o["reward_extra_info"]["ares_placed"], width)), d)
     assert [o["reward_extra_info"]["ares_failed"] for o in outputs] == [0, 0, 0, 0]
     with store.session() as s:
         calls = s.exec(select(TeacherCall)).all()
-        rounds = {r.round for r in s.exec(select(Rationale))}
+        rationales = s.exec(select(Rationale).order_by(Rationale.id)).all()
         sentences = len(s.exec(select(Sentence)).all())
     # The four per-sample calls arrived together: one grouped call per prompt.
-    assert len(calls) == 2 and rounds == {2} and sentences == sum(len(split_sentences(t)) for t in RESPONSES)
-    rm = AresSentenceRewardLoop.assemble_rm_scores(data, [o["reward_score"] for o in outputs])
-    last = data.batch["attention_mask"][:, data.batch["prompts"].shape[1]:].sum(-1) - 1
-    assert torch.allclose(rm[torch.arange(4), last], torch.tensor(sums), atol=1e-6)
-    assert torch.equal(rm.sum(-1), rm[torch.arange(4), last])  # verl writes nothing but the last token
+    assert len(calls) == 2 and {r.round for r in rationales} == {2}
+    assert [r.sample_index for r in rationales] == [0, 1, 0, 1]
+    assert sentences == sum(len(split_sentences(t)) for t in RESPONSES)
+
+
+def test_validation_can_go_unscored_unrecorded_and_unpaid(store, tokenizer, tokenizer_dir, questions):
+    data = batch(tokenizer, RESPONSES[:2], questions)
+    data.non_tensor_batch["extra_info"] = np.array([{"split": "val", "index": i, "question_id": q}
+                                                    for i, q in enumerate(questions)], dtype=object)
+    data.non_tensor_batch["ares_group"] = np.array([1, 1])
+    with serve_in_thread() as url:
+        worker = RewardLoopWorker(verl_config(tokenizer_dir, settings(url, score_validation=False)))
+        outputs = asyncio.run(worker.compute_score_batch(data))
+    assert [o["reward_score"] for o in outputs] == [0, 0]
+    assert [o["reward_extra_info"]["ares_placed"] for o in outputs] == ["[]", "[]"]
+    with store.session() as s:
+        assert s.exec(select(Rationale)).all() == [] and s.exec(select(TeacherCall)).all() == []
 
 
 def test_settings_refuse_unknown_keys():
