@@ -160,3 +160,8 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[_Vocabulary]] = {
     ("human_label", "origin"): LabelOrigin,
     ("teacher_attempt", "outcome"): AttemptOutcome,
 }
+
+
+# Questions of these splits are held out (verl validates on them, `ares eval` tests on them): a
+# rationale of one never goes into a training shard (`export rl|sft|prm`), whichever engine wrote it.
+HELD_OUT_SPLITS = frozenset({"val", "test"})

@@ -25,7 +25,7 @@ from typing import Any, Optional
 from sqlalchemy import column, table
 from sqlmodel import select
 
-from .enums import CallKind, CallStatus, RationaleSource
+from .enums import HELD_OUT_SPLITS, CallKind, CallStatus, RationaleSource
 from .errors import ExportError
 from .formatting import answer_sentence, parse_answer, student_prompt
 from .paths import default_shard_dir
@@ -149,6 +149,8 @@ def scored_rollouts(
         reason: str | None
         if question.id in flagged:
             reason = "flagged_bad"
+        elif question.split in HELD_OUT_SPLITS:
+            reason = "held_out_split"
         else:
             reason = None if people else "no_expected_score" if complete and not full else \
                 _skip_reason(per_call, pool, full, own)
@@ -268,7 +270,8 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
         reviewed = [(r, q) for r, q in session.exec(human_q) if r.id in people] if people else []
         flagged = flagged_questions(session)
     for correction, corrected, question, model in found:
-        reason = ("flagged_bad" if question.id in flagged else "human_correction" if correction.rationale_id in people
+        reason = ("flagged_bad" if question.id in flagged else "held_out_split" if question.split in HELD_OUT_SPLITS
+                  else "human_correction" if correction.rationale_id in people
                   else "other_teacher" if teacher and model != teacher else None)
         if reason:
             skipped[reason] += 1
@@ -283,6 +286,8 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
     for rationale, question in reviewed:
         if question.id in flagged:
             skipped["flagged_bad"] += 1
+        elif question.split in HELD_OUT_SPLITS:
+            skipped["held_out_split"] += 1
         elif (completion := _completion(people[rationale.id].new_text, question, skipped)) is not None:
             rows.append({
                 "prompt": student_prompt(question), "completion": completion, "rationale_id": None,

@@ -18,7 +18,7 @@ from typing import Sequence
 from sqlalchemy import column, table
 from sqlmodel import Session, select
 
-from .enums import CheckpointStage
+from .enums import HELD_OUT_SPLITS, CheckpointStage
 from .errors import ExportError, TeacherError
 from .formatting import student_prompt
 from .review.labels import HUMAN, flagged_questions
@@ -110,6 +110,8 @@ def labelled_rationales(store: Store, *, teacher: str | None = None, sources: Se
             continue
         if r.question_id in flagged:
             skipped["flagged_bad"] += 1
+        elif questions[r.question_id].split in HELD_OUT_SPLITS:
+            skipped["held_out_split"] += 1
         elif not own or any(s.id not in scores[r.id] for s in own):
             skipped["partly_scored"] += 1
         else:

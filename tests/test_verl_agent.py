@@ -5,6 +5,7 @@ a fake LLM server, verl's `RewardLoopWorker` with `ares_sentence` against the fa
 from __future__ import annotations
 
 import asyncio
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -283,3 +284,23 @@ def test_configs_that_would_lose_the_dense_rewards_are_refused(verl_cfg, overrid
     OmegaConf.update(cfg, key, OmegaConf.create(f"v: {value}").v)
     with pytest.raises(TrainingError, match=message):
         check_config(cfg)
+
+
+def test_run_verl_stops_at_start_on_the_legacy_trainer(tmp_path, monkeypatch, verl_cfg):
+    """`python -m ares_train.verl_main` (what run_verl.sh runs): one line, exit status 1, before Ray starts."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ares_train import verl_main
+
+    loops = verl_cfg.actor_rollout_ref.rollout.agent.agent_loop_config_path
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["verl_main", "trainer.use_v1=false", "hydra.run.dir=.",
+                                      "actor_rollout_ref.rollout.agent.default_agent_loop=ares_single_turn",
+                                      f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loops}"])
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            verl_main.main()
+    finally:
+        GlobalHydra.instance().clear()
+    assert str(stopped.value).startswith("run_verl.sh: trainer.use_v1=false: verl's legacy trainer puts the sum")
+    assert "\n" not in str(stopped.value)

@@ -17,6 +17,7 @@ from verl.utils.config import validate_config
 
 from ares_data.enums import LabelKind, LabelOrigin
 from ares_data.errors import ExportError
+from ares_data.exporters import export_prm, export_rl, export_sft, read_shard
 from ares_data.verl_export import export_verl, verl_script
 from ares_data.tables import HumanLabel
 from ares_train.ppo_config import PPOConfig
@@ -84,12 +85,6 @@ def test_export_writes_verls_dataset_and_a_script_verl_composes(cli, feedback, s
     assert need_critic(cfg) and need_reference_policy(cfg)  # GAE's critic; the KL-in-reward reference
     validate_config(cfg, use_reference_policy=True, use_critic=True)  # raises on an inconsistent config
 
-    # The legacy trainer would sum each response's sentence rewards on its last token: refused at start.
-    legacy = subprocess.run(["bash", str(out / "run_verl.sh"), "trainer.use_v1=false",
-                             "actor_rollout_ref.rollout.name=sglang"], capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert legacy.returncode == 1
-    assert legacy.stderr.strip().splitlines()[-1].startswith("run_verl.sh: trainer.use_v1=false: verl's legacy")
 
 
 def test_a_store_url_with_a_password_is_not_written(tmp_path):
@@ -101,3 +96,18 @@ def test_no_questions_to_validate_on_is_refused(feedback, store, tmp_path):
     feedback.question(2)
     with pytest.raises(ExportError, match="'val' or 'test' questions"):
         export_verl(store, 1, out_dir=tmp_path)
+
+
+def test_held_out_rationales_stay_out_of_every_training_shard(feedback, store, tmp_path):
+    """verl's validation records its val/test answers as round-N rationales: no training export takes them."""
+    for n, split in ((2, "train"), (3, "val"), (4, "test")):
+        rollout = feedback.rollout(feedback.question(n, split=split), f"{n} is a number. The answer is (A).", round=2)
+        feedback.score(rollout, [0.8, 0.9])
+        feedback.correct(rollout, f"{n} is whole. The answer is (A).")
+    rl = export_rl(store, 2, out_dir=tmp_path / "rl")
+    sft = export_sft(store, 2, out_dir=tmp_path / "sft", scores="teacher")
+    prm = export_prm(store, out_dir=tmp_path / "prm", sources=("student",))
+    for export in (rl, sft, prm):
+        rows = read_shard(export.path)
+        assert len(rows) == 1 and "Is 2 even?" in str(rows[0]), export.kind
+        assert export.skipped["held_out_split"] == 2, export.kind
