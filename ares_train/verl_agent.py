@@ -31,6 +31,7 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 
 from ares_data.errors import TrainingError
 
+from .verl_advantage import ESTIMATOR, register_sentence_grpo
 from .verl_reward import GROUP_KEY, PLACED_KEY, VerlRewardSettings
 
 AGENT_LOOP = "ares_single_turn"
@@ -173,9 +174,10 @@ class AresSingleTurnAgentLoop(SingleTurnAgentLoop):
 
 
 def check_config(config: Any) -> None:
-    """Refuse, in one line, a composed config on which the sentence rewards would not reach GAE densely:
-    the legacy trainer (it keeps only the reward loop's scalar, on the last token), another agent loop,
-    or a colocated reward model (verl then sums the reward loop's scalars itself)."""
+    """Refuse, in one line, a composed config on which the sentence rewards would not reach the advantage
+    densely: the legacy trainer (it keeps only the reward loop's scalar, on the last token), another
+    agent loop, a reward model (verl's workers would score with it), or `ares_sentence_grpo` where
+    this version has no such function."""
     from omegaconf import OmegaConf
 
     agent = config.actor_rollout_ref.rollout.agent
@@ -192,6 +194,9 @@ def check_config(config: Any) -> None:
     if not any(loop.get("name") == AGENT_LOOP and loop.get("_target_") == AGENT_LOOP_TARGET for loop in loops):
         raise TrainingError(f"actor_rollout_ref.rollout.agent.agent_loop_config_path="
                             f"{agent.agent_loop_config_path}: no {AGENT_LOOP} entry for {AGENT_LOOP_TARGET}")
+    if config.algorithm.adv_estimator == ESTIMATOR and not register_sentence_grpo():
+        raise TrainingError(f"algorithm.adv_estimator={ESTIMATOR}: ares_train.ppo_math has no "
+                            "sentence_grpo_advantages in this version")
     if config.reward.reward_model.enable:
         raise TrainingError("reward.reward_model.enable=true: verl's reward workers would score with that model "
                             "instead of the teacher (and sum the rewards on the last token)")

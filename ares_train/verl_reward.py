@@ -352,3 +352,7 @@ class AresSentenceRewardLoop(RewardManagerBase):
 if register_batch is not None:
     register_batch(REGISTERED_NAME)(AresSentenceRewardManager)
     register_loop(REGISTERED_NAME)(AresSentenceRewardLoop)
+    # verl's TaskRunner imports this module (the reward manager's) before it computes advantages.
+    from .verl_advantage import register_sentence_grpo
+
+    register_sentence_grpo()

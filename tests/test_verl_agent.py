@@ -304,3 +304,31 @@ def test_run_verl_stops_at_start_on_the_legacy_trainer(tmp_path, monkeypatch, ve
         GlobalHydra.instance().clear()
     assert str(stopped.value).startswith("run_verl.sh: trainer.use_v1=false: verl's legacy trainer puts the sum")
     assert "\n" not in str(stopped.value)
+
+
+def test_sentence_grpo_is_refused_until_ppo_math_has_it_then_verl_hands_it_the_uids(verl_cfg, monkeypatch):
+    """The wiring only: the advantage math is ares_train.ppo_math's (the RL-algorithms branch)."""
+    from ares_train import ppo_math
+    from ares_train.verl_advantage import ESTIMATOR, register_sentence_grpo
+
+    cfg = verl_cfg.copy()
+    cfg.algorithm.adv_estimator = ESTIMATOR
+    if not hasattr(ppo_math, "sentence_grpo_advantages"):
+        with pytest.raises(TrainingError, match="no sentence_grpo_advantages"):
+            check_config(cfg)
+    seen = {}
+
+    def advantages(token_level_rewards, response_mask, index):
+        seen.update(rewards=token_level_rewards, mask=response_mask, index=list(index))
+        return token_level_rewards * 2
+
+    monkeypatch.setattr(ppo_math, "sentence_grpo_advantages", advantages, raising=False)
+    monkeypatch.setattr(core_algos, "ADV_ESTIMATOR_REGISTRY", dict(core_algos.ADV_ESTIMATOR_REGISTRY))
+    assert register_sentence_grpo()
+    check_config(cfg)
+    rewards, mask = torch.tensor([[0.0, 0.4, -0.4], [0.1, 0.0, 0.0]]), torch.tensor([[1, 1, 1], [1, 0, 0]])
+    data = DataProto.from_dict(tensors={"token_level_rewards": rewards, "response_mask": mask},
+                               non_tensors={"uid": np.array(["a", "a"], dtype=object)})
+    out = compute_advantage(data, ESTIMATOR, config=OmegaConf.create({}))
+    assert seen["index"] == ["a", "a"] and torch.equal(seen["rewards"], rewards)
+    assert torch.equal(out.batch["advantages"], rewards * 2)
