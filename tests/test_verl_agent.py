@@ -6,30 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from sqlmodel import select
 from verl import DataProto
-from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, AgentLoopWorker, get_trajectory_info
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.ray_trainer import compute_advantage
-from verl.trainer.ppo.v1 import agent_loop_tq
-from verl.workers.rollout.replica import TokenOutput
+from verl_support import FakeServer, agent_worker, run_prompts, streaming, verl_config
 
 from ares_data.errors import TrainingError
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import Question, Rationale, TeacherCall
-from ares_data.verl_export import AGENT_LOOPS_YAML
-from ares_train import verl_agent
 from ares_train.ppo_config import PPOConfig
 from ares_train.verl_agent import AresAgentLoopOutput, check_config, dense_rewards
-from ares_train.verl_main import method_overrides
 from ares_train.verl_reward import AresSentenceRewardManager
 
 RESPONSES = [
@@ -41,64 +35,14 @@ RESPONSES = [
 N = 4
 
 
-def compose_verl(overrides: list[str]):
-    with initialize_config_module("verl.trainer.config", version_base=None):
-        cfg = compose("ppo_trainer", overrides=overrides)
-    OmegaConf.set_struct(cfg, False)
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def verl_cfg(tiny_model_dir, tmp_path_factory):
-    """verl's ppo_trainer config with the overrides run_verl.sh and verl_main give (SGLang: vLLM is not installed)."""
-    loops = tmp_path_factory.mktemp("loops") / "agent_loops.yaml"
-    loops.write_text(AGENT_LOOPS_YAML)
-    return compose_verl(method_overrides(PPOConfig()) + [
-        "trainer.use_v1=true", f"actor_rollout_ref.model.path={tiny_model_dir}",
-        "actor_rollout_ref.rollout.agent.default_agent_loop=ares_single_turn",
-        f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loops}", f"actor_rollout_ref.rollout.n={N}",
-        "actor_rollout_ref.rollout.name=sglang", "reward.reward_manager.source=importlib",
-        "reward.reward_manager.name=AresSentenceRewardLoop",
-        "reward.reward_manager.module.path=pkg://ares_train.verl_reward", "reward.num_workers=2",
-        "+reward.reward_kwargs.ares.run=verl-test"])
-
-
-class FakeServer:
-    """verl's LLM server client: each generate call answers the next of RESPONSES (ending in EOS);
-    `fail_on` makes that call raise, as a lost server would."""
-
-    def __init__(self, tokenizer, fail_on: int | None = None):
-        self.tokenizer, self.fail_on, self.calls = tokenizer, fail_on, 0
-
-    async def generate(self, request_id, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
-        call, self.calls = self.calls, self.calls + 1
-        await asyncio.sleep(0.01 * (call % 3))  # samples finish out of order
-        if call == self.fail_on:
-            raise RuntimeError("server lost")
-        text = RESPONSES[call % len(RESPONSES)]
-        return TokenOutput(token_ids=self.tokenizer(text, add_special_tokens=False).input_ids
-                           + [self.tokenizer.eos_token_id])
+    return verl_config(tiny_model_dir, tmp_path_factory.mktemp("loops"), n=N, reward_workers=2)
 
 
 @pytest.fixture(scope="module")
 def worker(verl_cfg):
-    """verl's AgentLoopWorkerTQ (the class Ray would start), built in this process; its TransferQueue
-    client is not started (the puts are captured per test)."""
-    cls = agent_loop_tq.AgentLoopWorkerTQ.__ray_metadata__.modified_class
-    built = cls.__new__(cls)
-    AgentLoopWorker.__init__(built, verl_cfg, llm_client=None)
-    built.background_tasks = set()
-    return built
-
-
-class InProcessActor:
-    """A Ray actor handle (`handle.method.remote(...)`, awaited) for an object in this process."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __getattr__(self, name):
-        return SimpleNamespace(remote=getattr(self.target, name))
+    return agent_worker(verl_cfg)
 
 
 @pytest.fixture
@@ -119,54 +63,18 @@ def teacher_url():
 
 
 @pytest.fixture
-def run_prompts(worker, verl_cfg, teacher_url, tokenizer_dir, monkeypatch):
-    """Run verl's `_run_prompt` (the v1 worker's per-prompt fan-out to n agent loops) for prompts of
-    `question_ids`; returns what the worker put into TransferQueue, by key, and the reward workers used."""
-    from transformers import AutoTokenizer
-
+def run(worker, verl_cfg, teacher_url):
+    """verl's v1 worker runs prompts of these questions; returns what it put into TransferQueue."""
     cfg = verl_cfg.copy()
     cfg.reward.reward_kwargs.ares.teacher = {"base_url": teacher_url, "model": "fake", "rpm": 6000, "timeout": 2}
-    reward_workers = {i: RewardLoopWorker(cfg) for i in range(cfg.reward.num_workers)}
-    used: list[tuple[str, int]] = []
 
-    def route(config, uid):
-        import zlib
+    def go(question_ids: list[int], *, fail_on: int | None = None, **kwargs):
+        worker.llm_client = FakeServer(worker.tokenizer, RESPONSES, fail_on)
+        with streaming(cfg) as seen:
+            run_prompts(worker, question_ids, **kwargs)
+        return seen
 
-        index = zlib.crc32(uid.encode()) % int(config.reward.num_workers)
-        used.append((uid, index))
-        return InProcessActor(reward_workers[index])
-
-    monkeypatch.setattr(verl_agent, "reward_worker", route)
-    rows: dict[str, dict] = {}
-
-    async def put(keys, fields, tags, partition_id):
-        for i, key in enumerate(keys):
-            rows[key] = {"fields": fields[i], "tag": tags[i], "partition": partition_id}
-
-    async def put_status(**kwargs):
-        pass
-
-    monkeypatch.setattr(agent_loop_tq.tq, "async_kv_batch_put", put)
-    monkeypatch.setattr(agent_loop_tq.tq, "async_kv_put", put_status)
-
-    def run(question_ids: list[int], *, splits: list[str] | None = None, fail_on: int | None = None,
-            validate: bool = False):
-        worker.llm_client = FakeServer(AutoTokenizer.from_pretrained(tokenizer_dir), fail_on)
-        splits = splits or ["train"] * len(question_ids)
-
-        async def go():
-            trajectories = await get_trajectory_info(3, list(range(len(question_ids))), validate)
-            prompts = [{"raw_prompt": [{"role": "user", "content": f"Question {q}?"}], "uid": f"uid-{q}",
-                        "index": i, "global_steps": 3, "agent_name": "ares_single_turn", "data_source": "ares/test",
-                        "extra_info": {"split": split, "index": i, "question_id": q}}
-                       for i, (q, split) in enumerate(zip(question_ids, splits))]
-            await asyncio.wait_for(asyncio.gather(*(worker._run_prompt(p, {"temperature": 1.0}, t)
-                                                    for p, t in zip(prompts, trajectories))), 60)
-
-        asyncio.run(go())
-        return rows, used
-
-    return run
+    return go
 
 
 def reference(tokenizer, store_url: str, teacher_url: str, responses: list[list[int]], keys: list[str]):
@@ -197,12 +105,13 @@ def gae(token_level_rewards: torch.Tensor, mask: torch.Tensor, values: torch.Ten
                              config=OmegaConf.create({}))
 
 
-def test_a_prompts_samples_cost_one_grouped_call_and_reach_rm_scores_densely(store, db_url, questions, worker,
-                                                                             run_prompts, teacher_url):
-    rows, used = run_prompts(questions[:2])
+def test_a_prompts_samples_cost_one_grouped_call_and_reach_rm_scores_densely(store, db_url, questions, worker, run,
+                                                                             teacher_url):
+    seen = run(questions[:2])
+    rows = seen.rows
     assert len(rows) == 2 * N and {r["partition"] for r in rows.values()} == {"train"}
     # One reward worker per prompt, called once with its N samples; one grouped teacher call each.
-    assert sorted(uid for uid, _ in used) == [f"uid-{q}" for q in questions[:2]]
+    assert sorted(uid for uid, _ in seen.routed) == [f"uid-{q}" for q in questions[:2]]
     with store.session() as s:
         calls = s.exec(select(TeacherCall)).all()
         rationales = s.exec(select(Rationale).order_by(Rationale.id)).all()
@@ -242,16 +151,15 @@ def test_opposite_sign_sentence_rewards_give_tokens_different_advantages():
     assert len(set(ours[0].tolist())) > 1 and torch.count_nonzero(verls) == 0
 
 
-def test_a_sample_that_fails_to_generate_does_not_hold_back_its_siblings(store, questions, run_prompts):
-    rows, _ = run_prompts(questions[:1], fail_on=1)
-    assert len(rows) == N - 1  # verl marks the prompt failed; the others were scored, nothing hangs
+def test_a_sample_that_fails_to_generate_does_not_hold_back_its_siblings(store, questions, run):
+    assert len(run(questions[:1], fail_on=1).rows) == N - 1  # verl marks the prompt failed; the others were scored, nothing hangs
     with store.session() as s:
         assert len(s.exec(select(TeacherCall)).all()) == 1
 
 
-def test_validation_is_scored_and_recorded_with_its_split(store, questions, run_prompts, verl_cfg):
+def test_validation_is_scored_and_recorded_with_its_split(store, questions, run, verl_cfg):
     val_n = verl_cfg.actor_rollout_ref.rollout.val_kwargs.n
-    rows, _ = run_prompts(questions[2:], splits=["val"], validate=True)
+    rows = run(questions[2:], splits=["val"], validate=True).rows
     assert len(rows) == val_n and {r["partition"] for r in rows.values()} == {"val"}
     with store.session() as s:
         assert {r.generation["split"] for r in s.exec(select(Rationale))} == {"val"}
