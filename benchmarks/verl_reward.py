@@ -1,38 +1,45 @@
-"""verl's `ares_sentence` reward manager: time per batch against the fake teacher, and the cost of
-finding token spans (one offset pass vs decoding every prefix).
+"""ARES's reward on the path verl's main_ppo really runs, against the offline collector: teacher calls
+per response, bytes per scored sentence, seconds; and the cost of finding token spans.
 
-A batch is `--prompts` prompts x `--n` responses (verl's `rollout.n`), each a few sentences,
-tokenised by SmolLM2's tokenizer and handed to the manager as a real `DataProto`. The fake
-teacher answers after `--latency` seconds. Each setting runs on a fresh store (a store that had
-seen the batch would answer it from the request-hash cache). Printed: seconds per batch, teacher
-calls (one grouped call per prompt), and per response the span time of both methods.
+Real path: verl 0.9.1's v1 agent-loop worker (`AgentLoopWorkerTQ._run_prompt`, in this process,
+tests/verl_support.py) runs `--prompts` prompts x `--n` samples through the `ares_single_turn` agent
+loop, whose groups go to `--reward-workers` RewardLoopWorkers running `ares_sentence` (routed by
+prompt, as on a cluster), against the fake teacher answering after `--latency` seconds. Offline: the
+same responses stored as a round's rollouts and scored by the collector, grouped (one call per
+question, what `ares collect-scores --grouped` does) and per rationale (one call per response,
+what scoring each sample alone costs). Each row on a fresh SQLite store (a store that had seen the
+responses would answer from the request-hash cache).
 
     .venv/bin/python benchmarks/verl_reward.py --prompts 16 --n 4 --latency 0.3
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoTokenizer
-from verl import DataProto
+from transformers import AutoTokenizer, LlamaConfig
 
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.store import Store
 from ares_data.tables import Question
+from ares_data.teacher import TeacherConfig
+from ares_data.teacher.collect import CollectRequest, collect
 from ares_train.loading import resolve_model_path
 from ares_train.sentence_tokens import _prefix_spans, decoded_spans
-from ares_train.verl_reward import AresSentenceRewardManager
 
-console = Console()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from verl_support import FakeServer, agent_worker, run_prompts, streaming, verl_config  # noqa: E402
+
+console = Console(width=150)
 SENTENCES = ["Magnets attract iron.", "The nail sticks to the magnet.", "Wood does not stick.",
              "So the nail is made of iron.", "Plants need light to grow.", "The answer is (A)."]
 
@@ -42,41 +49,54 @@ def response(prompt: int, sample: int, length: int) -> str:
     return f"Sample {prompt}-{sample}. " + " ".join(picked)
 
 
-def data_proto(tokenizer, texts: list[str], question_ids: list[int]) -> DataProto:
-    eos = tokenizer.eos_token_id
-    ids = [tokenizer(t, add_special_tokens=False).input_ids + [eos] for t in texts]
-    width = max(map(len, ids))
-    prompt = tokenizer("Why?", add_special_tokens=False).input_ids
-    responses = torch.tensor([r + [eos] * (width - len(r)) for r in ids])
-    prompts = torch.tensor([prompt] * len(ids))
-    mask = torch.tensor([[1] * len(prompt) + [1] * len(r) + [0] * (width - len(r)) for r in ids])
-    infos = np.array([{"question_id": q} for q in question_ids], dtype=object)
-    return DataProto.from_dict(tensors={"prompts": prompts, "responses": responses, "attention_mask": mask},
-                               non_tensors={"extra_info": infos, "uid": np.array([str(q) for q in question_ids],
-                                                                                 dtype=object)})
+def questions(url: str, prompts: int) -> list[int]:
+    with Store(url) as store, store.session() as session:
+        rows = [Question(dataset="bench", source_id=str(i), split="train", question=f"Q{i}?",
+                         choices=["a", "b", "c"], answer_index=0) for i in range(prompts)]
+        session.add_all(rows)
+        session.flush()
+        return [r.id for r in rows]
 
 
-def one_batch(tokenizer, url: str, prompts: int, n: int, sentences: int, concurrency: int) -> tuple[float, int]:
-    """(seconds for the manager's call, teacher calls sent) on a fresh store."""
-    with tempfile.TemporaryDirectory() as tmp:
-        url_db = str(Path(tmp) / "ares.db")
-        with Store(url_db) as store, store.session() as session:
-            rows = [Question(dataset="bench", source_id=str(i), split="train", question=f"Q{i}?",
-                             choices=["a", "b", "c"], answer_index=0) for i in range(prompts)]
-            session.add_all(rows)
-            session.flush()
-            qids = [r.id for r in rows]
-        texts = [response(p, s, sentences) for p in range(prompts) for s in range(n)]
-        data = data_proto(tokenizer, texts, [qids[p] for p in range(prompts) for _ in range(n)])
-        manager = AresSentenceRewardManager(tokenizer, 0, ares={
-            "store": url_db, "teacher": {"base_url": url, "model": "fake", "rpm": 60000, "concurrency": concurrency}})
+def costs(url: str) -> tuple[int, int, int, int]:
+    """(responses, teacher calls, sentences scored, bytes sent and received) in the store."""
+    with Store(url) as store:
+        _, rationales = store.query_readonly("SELECT count(*) FROM rationale")
+        _, calls = store.query_readonly("SELECT request, response FROM teacher_call")
+        _, scored = store.query_readonly("SELECT count(*) FROM sentence_score")
+    size = sum(len(r if isinstance(r, str) else json.dumps(r)) + len(a or "") for r, a in calls)
+    return rationales[0][0], len(calls), scored[0][0], size
+
+
+def streaming_path(model_dir: Path, url: str, texts: list[str], prompts: int, n: int, workers: int,
+                   teacher: dict) -> float:
+    """Seconds for verl's v1 worker to generate (fake server), reward and put every sample (the reward
+    workers already started)."""
+    with tempfile.TemporaryDirectory() as loops:
+        cfg = verl_config(model_dir, Path(loops), n=n, reward_workers=workers, teacher=teacher, store=url)
+        worker = agent_worker(cfg)
+        worker.llm_client = FakeServer(worker.tokenizer, texts)
+        ids = questions(url, prompts)
+        with streaming(cfg) as seen:
+            started = time.monotonic()
+            run_prompts(worker, ids)
+            seconds = time.monotonic() - started
+        assert len(seen.rows) == prompts * n
+        return seconds
+
+
+def offline(url: str, texts: list[str], prompts: int, n: int, teacher: dict, grouped: bool) -> float:
+    """Seconds for the collector to score the same responses stored as round-1 rollouts."""
+    ids = questions(url, prompts)
+    with Store(url) as store:
+        with store.session() as session:
+            for k, text in enumerate(texts):
+                store.add_rationale(session, question_id=ids[k // n], source="student", text=text, round=1,
+                                    sample_index=k % n, dedup_key=f"bench:{k}")
         started = time.monotonic()
-        out = manager(data, return_dict=True)
-        seconds = time.monotonic() - started
-        assert sum(out["reward_extra_info"]["ares_failed"]) == 0
-        calls = len(manager.rewarder.store.query_readonly("SELECT id FROM teacher_call")[1])
-        manager.rewarder.close()
-        return seconds, calls
+        asyncio.run(collect(store, TeacherConfig.from_options(None, **teacher),
+                            CollectRequest("score", grouped=grouped, round=1)))
+        return time.monotonic() - started
 
 
 def span_seconds(tokenizer, sentences: int, repeats: int = 5) -> tuple[int, float, float]:
@@ -94,17 +114,35 @@ def span_seconds(tokenizer, sentences: int, repeats: int = 5) -> tuple[int, floa
 
 
 def main(prompts: Annotated[int, typer.Option()] = 16, n: Annotated[int, typer.Option()] = 4,
-         sentences: Annotated[int, typer.Option(help="Sentences per response.")] = 6,
+         sentences: Annotated[int, typer.Option(help="Sentences per response (after a first one).")] = 6,
+         reward_workers: Annotated[int, typer.Option(help="verl's reward.num_workers.")] = 8,
          latency: Annotated[float, typer.Option(help="The fake teacher's seconds per answer.")] = 0.3) -> None:
     directory, gguf = resolve_model_path("smollm2")
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
-    table = Table(title=f"ares_sentence: {prompts} prompts x {n} responses, teacher latency {latency}s")
-    for column in ("teacher concurrency", "seconds per batch", "teacher calls"):
+    texts = [response(p, s, sentences) for p in range(prompts) for s in range(n)]
+    table = Table(title=f"ARES reward: {prompts} prompts x {n} responses, teacher latency {latency}s")
+    for column in ("path", "responses", "teacher calls", "calls per response", "bytes per scored sentence",
+                   "seconds"):
         table.add_column(column, justify="right")
-    with serve_in_thread(latency_ms=latency * 1000) as url:
-        for concurrency in (1, 16):
-            seconds, calls = one_batch(tokenizer, url, prompts, n, sentences, concurrency)
-            table.add_row(str(concurrency), f"{seconds:.2f}", str(calls))
+    with tempfile.TemporaryDirectory() as tmp, serve_in_thread(latency_ms=latency * 1000) as teacher_url:
+        model_dir = Path(tmp) / "student"  # verl's worker reads the tokenizer and the model config, no weights
+        tokenizer.save_pretrained(model_dir)
+        LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2,
+                    architectures=["LlamaForCausalLM"]).save_pretrained(model_dir)
+        teacher = {"base_url": teacher_url, "model": "fake", "rpm": 60000, "concurrency": 16}
+        runs = {
+            f"verl streaming ({reward_workers} reward workers)":
+                lambda url: streaming_path(model_dir, url, texts, prompts, n, reward_workers, teacher),
+            "offline collector, grouped": lambda url: offline(url, texts, prompts, n, teacher, True),
+            "offline collector, per rationale": lambda url: offline(url, texts, prompts, n, teacher, False),
+        }
+        for name, run in runs.items():
+            url = str(Path(tmp) / f"{len(table.rows)}.db")
+            seconds = run(url)
+            responses, calls, scored, size = costs(url)
+            table.add_row(name, str(responses), str(calls), f"{calls / responses:.2f}", f"{size / scored:.0f}",
+                          f"{seconds:.2f}")
     console.print(table)
     spans = Table(title="token spans of one response (SmolLM2 tokenizer)")
     for column in ("sentences", "tokens", "one offset pass (ms)", "every prefix decoded (ms)"):
