@@ -25,7 +25,7 @@ VERL_SCRIPT = "run_verl.sh"
 AGENT_LOOPS = "agent_loops.yaml"
 # verl's agent-loop workers instantiate the loop from this file (ares_train/verl_agent.py); ares_data
 # names it without importing ares_train.
-AGENT_LOOPS_YAML = """# The ARES agent loop (ares_train/verl_agent.py): dense sentence rewards, one teacher call per prompt.
+AGENT_LOOPS_YAML = """# The ARES agent loop (ares_train/verl_agent.py): dense sentence rewards, one call per prompt.
 - name: ares_single_turn
   _target_: ares_train.verl_agent.AresSingleTurnAgentLoop
 """

@@ -37,7 +37,7 @@ from ares_train.loading import resolve_model_path
 from ares_train.sentence_tokens import _prefix_spans, decoded_spans
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from verl_support import FakeServer, agent_worker, run_prompts, streaming, verl_config  # noqa: E402
+from verl_support import FakeServer, agent_worker, run_prompts, streaming, verl_config
 
 console = Console(width=150)
 SENTENCES = ["Magnets attract iron.", "The nail sticks to the magnet.", "Wood does not stick.",

@@ -152,7 +152,8 @@ def test_opposite_sign_sentence_rewards_give_tokens_different_advantages():
 
 
 def test_a_sample_that_fails_to_generate_does_not_hold_back_its_siblings(store, questions, run):
-    assert len(run(questions[:1], fail_on=1).rows) == N - 1  # verl marks the prompt failed; the others were scored, nothing hangs
+    # verl marks the prompt failed; the others were scored, nothing hangs.
+    assert len(run(questions[:1], fail_on=1).rows) == N - 1
     with store.session() as s:
         assert len(s.exec(select(TeacherCall)).all()) == 1
 
