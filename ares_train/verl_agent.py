@@ -5,8 +5,8 @@ verl's v1 trainer takes `rm_scores` from each agent loop output's `as_dict()` (a
 `token_level_scores`, before the KL penalty and GAE). Its own output puts the reward loop's scalar
 on the last token; ours rebuilds `rm_scores` as the dense per-token tensor from the placed
 (token, score - neutral) pairs the reward loop returns beside its scalar (`ares_placed`, a JSON
-string in `reward_extra_info`), and drops that payload. `as_dict` is marked experimental in verl
-0.9.1 (docs/verl.md).
+string in `reward_extra_info`), and drops that payload. `as_dict` is experimental in verl 0.9.1
+(`verl.experimental.agent_loop`, docs/verl.md).
 
 verl's v1 worker (`AgentLoopWorkerTQ._run_prompt`) runs a prompt's n samples as n agent loops in
 one process; each waits here for its siblings, and the group goes to one reward worker (chosen by
@@ -18,6 +18,7 @@ sample) is skipped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -59,13 +60,17 @@ class AresAgentLoopOutput(AgentLoopOutput):
         return out
 
 
+@functools.cache
+def _named_actor(name: str) -> Any:
+    import ray
+
+    return ray.get_actor(name)
+
+
 def reward_worker(config: Any, uid: str) -> Any:
     """The reward-loop worker (a named Ray actor started by verl's RewardLoopManager) that scores the
     prompt `uid`: always the same one for a prompt, spread evenly over `reward.num_workers`."""
-    import ray
-
-    index = zlib.crc32(uid.encode()) % int(config.reward.num_workers)
-    return ray.get_actor(f"reward_loop_worker_{index}")
+    return _named_actor(f"reward_loop_worker_{zlib.crc32(uid.encode()) % int(config.reward.num_workers)}")
 
 
 @dataclass
@@ -168,7 +173,7 @@ class AresSingleTurnAgentLoop(SingleTurnAgentLoop):
         info = dict(result["reward_extra_info"])
         placed = info.pop(PLACED_KEY)
         output.extra_fields["reward_extra_info"] = info
-        fields = {name: getattr(output, name) for name in output.model_fields_set}
+        fields = {name: getattr(output, name) for name in output.model_fields_set - {"reward_score"}}
         return AresAgentLoopOutput(**fields, reward_score=result["reward_score"],
                                    token_rewards=dense_rewards(placed, len(output.response_ids)))
 
