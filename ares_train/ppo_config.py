@@ -12,6 +12,7 @@ from ares_data.errors import TrainingError
 
 from .options import option
 from .placement import DEVICE_HELP, DTYPE_HELP, DtypeName
+from .tracking import REPORT_TO_HELP, ReportTo
 
 RewardPlacement = Literal["sentence", "final"]
 
@@ -66,6 +67,8 @@ class PPOConfig:
     dtype: DtypeName = option("auto", DTYPE_HELP)
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory, ~30% "
                                                  "slower).")
+    # -- logging ------------------------------------------------------------------------
+    report_to: ReportTo = option("none", REPORT_TO_HELP)
 
     def __post_init__(self) -> None:
         if self.reward_placement not in get_args(RewardPlacement):
