@@ -30,8 +30,8 @@ LOSS_HEADLINE = (("loss", "loss"),)
 KNOWN_WARNINGS = (
     # PEFT asks transformers 5 whether checkpointing is on by its pre-5.11 name.
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
-    # PEFT on a student with tied embeddings (SmolLM2); `all-linear` leaves the tied LM head out.
-    (UserWarning, r"Model has `tie_word_embeddings=True` and a tied layer is part of the adapter"),
+    # PEFT saving an adapter of a GGUF student (SmolLM2): its directory has no config.json to compare vocabularies.
+    (UserWarning, r"Could not find a config file in .* - will assume that the vocabulary was not modified"),
 )
 
 

@@ -22,8 +22,7 @@ from ares_data.errors import MissingExtra, TrainingError
 from ares_data.extras import install_command
 
 ReportTo = Literal["none", "tensorboard", "wandb", "trackio"]
-REPORT_TO_HELP = ("Also log every step's metrics to tensorboard (<output>/runs), wandb or trackio, as TRL's "
-                  "report_to does; the store keeps them either way.")
+REPORT_TO_HELP = "Also log each step's metrics to this tracker (TRL's report_to); the store keeps them anyway."
 PROJECT = "huggingface"  # transformers' default project name for wandb and trackio
 _MODULE = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 StepLog = Callable[[Mapping[str, Any]], None]

@@ -38,18 +38,18 @@ ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", envvar="ARES_MODEL",
     help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2'.")]
 AdapterOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--adapter", exists=True, file_okay=False, help="LoRA adapter directory merged into --model (repeat for a chain).")]
+    "--adapter", exists=True, file_okay=False, help="LoRA adapter merged into --model (repeat for a chain).")]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
-    "--checkpoint", help="Start from a registered checkpoint (its name, or 'latest') instead of --model.")]
+    "--checkpoint", help="Start from this registered checkpoint (or 'latest') instead of --model.")]
 ShardOpt = Annotated[Optional[Path], typer.Option(
-    "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
+    "--shard", exists=True, file_okay=False, help="Shard to train on (default: export the round's now).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
 # The loop's own sampling options; the rest come from SamplingSettings (`rollout_config.py`).
 SplitOpt = Annotated[str, typer.Option("--split", help="Questions of this split.")]
 KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")]
 VerboseOpt = Annotated[bool, typer.Option(
-    "--verbose", "-v", help="Print every step's metrics as a table, and other libraries' progress bars and warnings.")]
+    "--verbose", help="Also print the per-step table, and other libraries' progress bars and warnings.")]
 # Short spellings kept beside the generated `--field-name` flags.
 PPO_ALIASES = {"ppo_epochs": ("--epochs",), "learning_rate": ("--lr",)}
 SFT_ALIASES = {"num_train_epochs": ("--epochs",), "learning_rate": ("--lr",)}
@@ -183,8 +183,9 @@ def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", shown: tuple[tupl
             table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, ""))
                             for c in columns))
         print_table(table)
-    means = headline(steps, shown)
-    console.print(f"{checkpoint.name}: {len(steps)} steps" + (f", mean {means}" if means else ""), highlight=False)
+    means, plural = headline(steps, shown), "s" * (len(steps) != 1)
+    console.print(f"{checkpoint.name}: {len(steps)} step{plural}" + (f", mean {means}" if means else ""),
+                  highlight=False)
     console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
                   f"at {checkpoint.adapter_path}", highlight=False, soft_wrap=True)
 
