@@ -87,7 +87,7 @@ def _flag_type_rich(option: TyperOption, ctx: Any) -> Optional[str]:
 
 
 _value_type_rich = TyperOption.display_type_rich
-TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign]
+TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign,assignment]
 
 
 def fail(message: str) -> "typer.Exit":
