@@ -127,7 +127,8 @@ def test_prm_logs_to_trackio_offline(store, scored_round, tiny_model_dir, tmp_pa
     steps = _run(store, "prm").metrics["steps"]
     with sqlite3.connect(tmp_path / "trackio" / "huggingface.db") as db:
         logged = db.execute("SELECT run_name, step, metrics FROM metrics ORDER BY step").fetchall()
-    logged = [(name, step, json.loads(m)["train/loss"]) for name, step, m in logged if "train/loss" in m]
+    logged = [(name, step, m["train/loss"]) for name, step, m in ((n, s, json.loads(m)) for n, s, m in logged)
+              if "train/loss" in m]  # trackio also logs system metrics
     assert [(name, step) for name, step, _ in logged] == [("prm-1", s["step"]) for s in steps]
     assert [loss for _, _, loss in logged] == pytest.approx([s["loss"] for s in steps])
 
@@ -142,3 +143,21 @@ def test_a_missing_tracker_is_one_line_before_any_training(cli, store, scored_ro
                                      "pip install 'ares-toolkit[tracking]'")
     with store.session() as session:
         assert session.exec(select(TrainingRun)).first() is None
+
+
+def test_the_gguf_conversion_bar_is_quiet_unless_verbose(capsys):
+    """Loading a GGUF student (`--model smollm2`) draws this bar on every command; transformers'
+    own switch does not reach it."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_loading
+
+    from ares_train.progress import library_output
+
+    def convert() -> str:
+        list(gguf_loading.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+        return capsys.readouterr().err
+
+    with library_output(verbose=False):
+        assert convert() == ""
+    with library_output(verbose=True):
+        assert "Converting and de-quantizing" in convert()
+    assert "Converting and de-quantizing" in convert()  # restored on the way out
