@@ -25,7 +25,7 @@ from ares_train.ppo_config import PPOConfig
 from ares_train.prm_config import PRMConfig
 from ares_train.rollout_config import SamplingSettings
 from ares_train.sft_config import SFTRunConfig
-from ares_train.tracking import REPORT_TO_HELP, ReportTo
+from ares_train.tracking import ReportTo
 
 from .config_flags import config_flags
 
@@ -115,7 +115,9 @@ def _train(
              "`teacher`, `rl` (PPOConfig fields, as `train rl` takes them) and `sft` (SFTRunConfig fields) "
              "sections.")] = None,
     report_to: Annotated[ReportTo, typer.Option(
-        "--report-to", help="Every training stage's " + REPORT_TO_HELP[0].lower() + REPORT_TO_HELP[1:])] = "none",
+        "--report-to", metavar="TRACKER", help="Also log every training stage's steps to tensorboard, wandb or "
+                                                "trackio (TRL's report_to); an `rl`/`sft` section of --config may "
+                                                "set its own.")] = "none",
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     *,
