@@ -48,7 +48,8 @@ OutputOpt = Annotated[Optional[Path], typer.Option(
 # The loop's own sampling options; the rest come from SamplingSettings (`rollout_config.py`).
 SplitOpt = Annotated[str, typer.Option("--split", help="Questions of this split.")]
 KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")]
-VerboseOpt = Annotated[bool, typer.Option(
+VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Also show other libraries' progress bars and warnings.")]
+StepsOpt = Annotated[bool, typer.Option(
     "--verbose", help="Also print the per-step table, and other libraries' progress bars and warnings.")]
 # Short spellings kept beside the generated `--field-name` flags.
 PPO_ALIASES = {"ppo_epochs": ("--epochs",), "learning_rate": ("--lr",)}
@@ -205,7 +206,7 @@ def train_rl_cmd(
     teacher: TeacherOpt = None,
     reward: RewardOpt = Reward.sampled,
     as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: StepsOpt = False,
     *,
     ppo: dict,
 ) -> None:
@@ -240,7 +241,7 @@ def train_sft_cmd(
     shard: ShardOpt = None,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: StepsOpt = False,
     *,
     sft: dict,
 ) -> None:
