@@ -12,6 +12,7 @@ epoch, and kept in `training_run.metrics`; the result is registered as checkpoin
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -143,7 +144,7 @@ def train_prm(store: Store, start: ModelCheckpoint, *, config: PRMConfig | None 
         scores = [s for item in train_items for s in item.scores]
         trainer = PRMTrainer(config, lm, tokenizer, prior=sum(scores) / len(scores))
         encoded_train, encoded_val = trainer.encode(train_items), trainer.encode(val_items)
-        total = config.num_train_epochs * -(-len(encoded_train) // config.batch_size)
+        total = config.num_train_epochs * math.ceil(len(encoded_train) / config.batch_size)
         with step_reporter("PRM", total, LOSS_HEADLINE, report_to=config.report_to, output_dir=out,
                            config=asdict(config), enabled=progress) as on_step:
             result = trainer.train(encoded_train, encoded_val, on_step=on_step)

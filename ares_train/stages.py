@@ -8,6 +8,7 @@ checkpoint `round-N-<stage>`, one LoRA link on top of the checkpoint it started 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -188,7 +189,7 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
             samples.append({"prompt": prompt, "image": image, "response": r["response"],
                             "sentence_ends": r["sentence_ends"], "scores": r["scores"],
                             **sampled.get(r["rationale_id"], {})})
-        total = -(-sum(map(scores_match, samples)) // config.batch_size)
+        total = math.ceil(sum(map(scores_match, samples)) / config.batch_size)
         with step_reporter("PPO", total, RL_HEADLINE, report_to=config.report_to, output_dir=output,
                            config=asdict(config), enabled=progress) as on_step:
             steps = trainer.train(samples, metrics_path=output / METRICS_FILE, on_step=on_step)
