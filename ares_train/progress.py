@@ -45,20 +45,19 @@ def headline(steps: Sequence[Mapping[str, Any]], shown: Sequence[tuple[str, str]
     return " ".join(parts)
 
 
-def _bar(enabled: bool, console: Console | None) -> Progress:
+def _bar(enabled: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
-                    console=console or Console(stderr=True), disable=not enabled)
+                    TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), console=Console(stderr=True),
+                    disable=not enabled)
 
 
 @contextmanager
 def step_reporter(description: str, total: int | None, shown: Sequence[tuple[str, str]], *, report_to: str,
-                  output_dir: Path, config: Mapping[str, Any], enabled: bool = True,
-                  console: Console | None = None) -> Iterator[StepLog]:
+                  output_dir: Path, config: Mapping[str, Any], enabled: bool = True) -> Iterator[StepLog]:
     """The per-step callback of a trainer's own loop: advances the bar (headline metrics of the
     step) and logs the step to the `report_to` tracker."""
     with step_logger(report_to, run_name=output_dir.name, output_dir=output_dir, config=config) as log, \
-            _bar(enabled, console) as bar:
+            _bar(enabled) as bar:
         task = bar.add_task(description, total=total, metrics="")
 
         def on_step(metrics: Mapping[str, Any]) -> None:
@@ -70,13 +69,13 @@ def step_reporter(description: str, total: int | None, shown: Sequence[tuple[str
         bar.update(task, total=done)  # the last batch may hold only dropped rows
 
 
-def sft_progress(enabled: bool = True, console: Console | None = None) -> Any:
+def sft_progress(enabled: bool = True) -> Any:
     """A transformers `TrainerCallback` drawing the SFT run's bar (step of max_steps, loss)."""
     from transformers import TrainerCallback
 
     class SFTProgress(TrainerCallback):
         def __init__(self) -> None:
-            self.bar = _bar(enabled, console)
+            self.bar = _bar(enabled)
             self.task: Any = None
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
