@@ -10,8 +10,9 @@ VERL_SPEC  ?= verl==0.9.1
 # The demo's teacher: llama.cpp's OpenAI-compatible server, compiled from source once.
 LLAMA_SPEC ?= llama-cpp-python[server]==0.3.36
 PYTEST_ARGS ?=
-# Every extra: the tests and the demo use the trainer, the TUI, the fake teacher, PostgreSQL and verl.
-EXTRAS     ?= train,review,fake-teacher,postgres,verl,test
+# Every extra: the tests and the demo use the trainer, the TUI, the fake teacher, PostgreSQL, verl and
+# the experiment trackers.
+EXTRAS     ?= train,review,fake-teacher,postgres,verl,tracking,test
 
 .PHONY: install postgresql lint test demo clean
 

@@ -18,6 +18,7 @@ EXTRAS = {
     "review": ("textual",),
     "fake-teacher": ("starlette", "uvicorn", "multipart"),
     "postgres": ("psycopg",),
+    "tracking": ("tensorboard", "wandb", "trackio"),
 }
 EXTRA_OF_MODULE = {module: extra for extra, modules in EXTRAS.items() for module in modules}
 

@@ -56,6 +56,7 @@ class LoopConfig:
     dtype: str = "auto"
     rollout_engine: str = "hf"
     prm: str | None = None  # score with this PRM (`ares train prm`) instead of the teacher; corrections stay its
+    report_to: str = "none"  # every training stage's tracker (`tracking.py`); an `rl`/`sft` one wins for that stage
     rl: dict[str, Any] = field(default_factory=dict)  # PPOConfig overrides
     sft: dict[str, Any] = field(default_factory=dict)  # SFT config overrides
 
@@ -74,6 +75,7 @@ class LoopConfig:
         identity = self.describe()
         identity.pop("rounds")
         identity.pop("device")  # where it runs is not what it computes
+        identity.pop("report_to")  # nor where its metrics are copied
         identity["teacher"] = {k: identity["teacher"].get(k) for k in _TEACHER_IDENTITY}
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -137,7 +139,7 @@ class Pipeline:
         settings = SamplingSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                     top_k=cfg.top_k, seed=cfg.seed + round, batch_size=cfg.batch_size,
                                     rollout_engine=cfg.rollout_engine, device=cfg.device, dtype=cfg.dtype)
-        where = {"device": cfg.device, "dtype": cfg.dtype}
+        where = {"device": cfg.device, "dtype": cfg.dtype, "report_to": cfg.report_to}
 
         def generate(checkpoint: ModelCheckpoint) -> Callable[[], dict]:
             return lambda: generate_rollouts(self.store, checkpoint=checkpoint, round=round, split=cfg.split,
@@ -173,7 +175,8 @@ class Pipeline:
                         ModelCheckpoint.parent_id == begin.id)).first()
                 if done is not None:
                     return {"checkpoint": done.name, "reused": True}
-                made = trainer(self.store, round, start=begin, shard_dir=shard["path"], overrides=overrides)
+                made = trainer(self.store, round, start=begin, shard_dir=shard["path"], overrides=overrides,
+                               progress=progress)
                 return {"checkpoint": made.name}
             return work
 

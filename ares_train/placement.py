@@ -15,8 +15,8 @@ from ares_data.errors import TrainingError
 
 from .options import option
 
-DEVICE_HELP = "Where to run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
-DTYPE_HELP = "Weights' precision: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16."
+DEVICE_HELP = "Where to run: auto (CUDA if present, else CPU), cpu, cuda or cuda:N."
+DTYPE_HELP = "Weights' precision; auto: bfloat16 on CUDA, float32 on CPU."
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 

@@ -12,6 +12,7 @@ from ares_data.errors import TrainingError
 
 from .options import option
 from .placement import DEVICE_HELP, DTYPE_HELP, DtypeName
+from .tracking import REPORT_TO_HELP, ReportTo
 
 RewardPlacement = Literal["sentence", "final"]
 
@@ -20,7 +21,7 @@ RewardPlacement = Literal["sentence", "final"]
 @dataclass
 class PPOConfig:
     # -- optimisation ---------------------------------------------------------------------
-    learning_rate: float = option(2e-5, "AdamW learning rate (policy and critic adapters, value head).")
+    learning_rate: float = option(2e-5, "AdamW learning rate (adapters and value head).")
     batch_size: int = option(8, "Rollouts per PPO batch (one `step`).")
     mini_batch_size: int = option(4, "Rollouts per gradient update inside a batch.")
     ppo_epochs: int = option(4, "Passes over each batch.")
@@ -34,9 +35,8 @@ class PPOConfig:
     lam: float = option(0.95, "GAE lambda.")
     whiten_advantages: bool = option(True, "Normalise advantages over the batch's response tokens.")
     behaviour_is_cap: float = option(
-        2.0, "A round's rollouts are all sampled before PPO starts, so its later batches come from an older "
-             "policy than the one trained: each token's policy loss is weighted by min(p_policy / p_sampler, "
-             "cap), from the stored log-probs (truncated importance sampling, verl's rollout_is). 0: off.")
+        2.0, "Cap of each token's loss weight min(p_policy / p_sampler, cap): later batches of a round were "
+             "sampled by an older policy (truncated importance sampling, verl's rollout_is); 0: off.")
     # -- rewards --------------------------------------------------------------------------
     kl_coef: float = option(1e-4, "Per-token penalty on log p_policy - log p_reference.")
     neutral_score: float = option(0.5, "Score that gives zero reward; a sentence earns score - neutral.")
@@ -53,22 +53,22 @@ class PPOConfig:
     lora_target_modules: str | list[str] = option("all-linear", "Modules that get LoRA (PEFT syntax).")
     lora_vision: bool = option(False, "On a vision-language student, `all-linear` covers the vision tower too.")
     # -- data -----------------------------------------------------------------------------
-    max_length: int = option(
-        1024, "Prompt + response tokens; a longer response is cut and its late sentences lose their reward."
-    )
-    append_eos: bool = option(True, "Rollouts stored without token ids (written before they were kept) are "
-                                    "re-tokenised from their text; append EOS to those, as if they had stopped.")
+    max_length: int = option(1024, "Prompt + response tokens; a longer response is cut (late sentences lose "
+                                   "their reward).")
+    append_eos: bool = option(True, "Append EOS to rollouts re-tokenised from their text (stored before token "
+                                    "ids were kept), as if they had stopped.")
     logits_chunk_tokens: int = option(
-        512, "Response tokens whose vocabulary logits exist at once (log-probs are computed chunk by chunk, "
-             "recomputed in the backward pass): bounds PPO's memory for large vocabularies.")
+        512, "Response tokens whose vocabulary logits exist at once: bounds memory for large vocabularies.")
     # -- critic ---------------------------------------------------------------------------
-    critic_warmup_steps: int = option(0, "PPO batches at the start in which only the critic learns (the policy "
-                                         "stays put), e.g. after a fresh critic.")
+    critic_warmup_steps: int = option(0, "First PPO batches in which only the critic learns (the policy stays "
+                                         "put).")
     # -- placement ------------------------------------------------------------------------
     device: str = option("auto", DEVICE_HELP)
     dtype: DtypeName = option("auto", DTYPE_HELP)
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory, ~30% "
-                                                 "slower); works with the LoRA adapters.")
+                                                 "slower).")
+    # -- logging ------------------------------------------------------------------------
+    report_to: ReportTo = option("none", REPORT_TO_HELP)
 
     def __post_init__(self) -> None:
         if self.reward_placement not in get_args(RewardPlacement):

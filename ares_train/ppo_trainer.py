@@ -48,7 +48,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -382,9 +382,11 @@ class SentenceRewardPPOTrainer:
             return {}
         return {"rollout_probs_diff_max": diffs.max().item(), "rollout_probs_diff_mean": diffs.mean().item()}
 
-    def train(self, rows: Iterable[Mapping[str, Any]], metrics_path: Path | None = None) -> list[dict]:
+    def train(self, rows: Iterable[Mapping[str, Any]], metrics_path: Path | None = None,
+              on_step: Callable[[dict], None] | None = None) -> list[dict]:
         """PPO over `rows` in batches of `batch_size`; rows whose scores do not match their
-        sentences are dropped and counted in the next step's `dropped`."""
+        sentences are dropped and counted in the next step's `dropped`. `on_step` gets each
+        step's metrics as soon as they exist (the progress bar, `--report-to`)."""
         metrics: list[dict] = []
         pending: list[Mapping[str, Any]] = []
         dropped = 0
@@ -399,6 +401,8 @@ class SentenceRewardPPOTrainer:
             if metrics_path is not None:
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(m) + "\n")
+            if on_step is not None:
+                on_step(m)
 
         for row in rows:
             if not scores_match(row):

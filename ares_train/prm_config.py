@@ -13,6 +13,7 @@ from ares_data.errors import TrainingError
 
 from .options import option
 from .placement import DEVICE_HELP, DTYPE_HELP, DtypeName
+from .tracking import REPORT_TO_HELP, ReportTo
 
 
 @dataclass
@@ -34,6 +35,8 @@ class PRMConfig:
     # -- where it runs --------------------------------------------------------------------
     device: str = option("auto", DEVICE_HELP)
     dtype: DtypeName = option("auto", DTYPE_HELP)
+    # -- logging ------------------------------------------------------------------------
+    report_to: ReportTo = option("none", REPORT_TO_HELP)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.validation_fraction < 1.0:

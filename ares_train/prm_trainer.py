@@ -12,6 +12,7 @@ epoch, and kept in `training_run.metrics`; the result is registered as checkpoin
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -28,8 +29,10 @@ from ares_data.tables import ModelCheckpoint
 
 from .placement import placement_of
 from .prm_config import PRMConfig
+from .progress import LOSS_HEADLINE, step_reporter
 from .prm_model import Encoded, ScoreHead, decoder_of, encode, hidden_size, predict, save_prm
 from .stages import run_stage
+from .tracking import StepLog, check_report_to
 
 
 def split_by_question(items: Sequence[LabelledRationale], fraction: float, seed: int) -> tuple[list, list]:
@@ -88,7 +91,8 @@ class PRMTrainer:
         mae = sum(abs(p - w) for p, w in zip(predicted, wanted)) / len(wanted)
         return {"sentences": len(wanted), "mae": mae, "spearman": spearman(predicted, wanted)}
 
-    def train(self, train: list, validation: list) -> dict[str, Any]:
+    def train(self, train: list, validation: list, on_step: StepLog | None = None) -> dict[str, Any]:
+        """Epochs over `train`, validated before and after each; `on_step` gets each step's metrics."""
         rng = random.Random(self.config.seed)
         epochs = [{"epoch": 0, **{f"val_{k}": v for k, v in self.evaluate(validation).items()}}]
         steps = []
@@ -102,6 +106,8 @@ class PRMTrainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 steps.append({"epoch": epoch, "step": len(steps) + 1, "loss": float(loss.detach())})
+                if on_step is not None:
+                    on_step(steps[-1])
             epochs.append({"epoch": epoch, **{f"val_{k}": v for k, v in self.evaluate(validation).items()}})
         return {"steps": steps, "epochs": epochs}
 
@@ -116,11 +122,13 @@ def next_prm_name(store: Store) -> str:
 
 def train_prm(store: Store, start: ModelCheckpoint, *, config: PRMConfig | None = None, teacher: str | None = None,
               sources: Sequence[str] = ("gold", "student"), rounds: Sequence[int] | None = None,
-              output_dir: str | Path | None = None, name: str | None = None) -> ModelCheckpoint:
-    """Train a PRM on `start` (the backbone) from `teacher`'s scores; register it as `name` (prm-N)."""
+              output_dir: str | Path | None = None, name: str | None = None, progress: bool = True) -> ModelCheckpoint:
+    """Train a PRM on `start` (the backbone) from `teacher`'s scores; register it as `name` (prm-N).
+    `progress`: draw the step bar on stderr."""
     from ares_data.paths import ares_home
 
     config = config or PRMConfig()
+    check_report_to(config.report_to)
     items, skipped, teacher = labelled_rationales(store, teacher=teacher, sources=sources, rounds=rounds)
     train_items, val_items = split_by_question(items, config.validation_fraction, config.seed)
     if not train_items:
@@ -136,7 +144,10 @@ def train_prm(store: Store, start: ModelCheckpoint, *, config: PRMConfig | None 
         scores = [s for item in train_items for s in item.scores]
         trainer = PRMTrainer(config, lm, tokenizer, prior=sum(scores) / len(scores))
         encoded_train, encoded_val = trainer.encode(train_items), trainer.encode(val_items)
-        result = trainer.train(encoded_train, encoded_val)
+        total = config.num_train_epochs * math.ceil(len(encoded_train) / config.batch_size)
+        with step_reporter("PRM", total, LOSS_HEADLINE, report_to=config.report_to, output_dir=out,
+                           config=asdict(config), enabled=progress) as on_step:
+            result = trainer.train(encoded_train, encoded_val, on_step=on_step)
         save_prm(trainer.lm, trainer.head, out, {**asdict(config), "teacher": teacher, "base_model": start.base_model,
                                                  "start_checkpoint": start.name, "objective": "regression"})
         first, last = result["epochs"][0], result["epochs"][-1]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .options import option
 from .placement import DEVICE_HELP, DTYPE_HELP, DtypeName
+from .tracking import REPORT_TO_HELP, ReportTo
 
 
 @dataclass
@@ -31,3 +32,5 @@ class SFTRunConfig:
     # -- placement ------------------------------------------------------------------------
     device: str = option("auto", DEVICE_HELP)
     dtype: DtypeName = option("auto", DTYPE_HELP)
+    # -- logging ------------------------------------------------------------------------
+    report_to: ReportTo = option("none", REPORT_TO_HELP)

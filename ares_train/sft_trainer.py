@@ -35,6 +35,7 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
     `callbacks` are transformers `TrainerCallback`s (the GPU check times steps with one)."""
     from datasets import Dataset
     from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     vlm, questions = is_processor(tokenizer), questions or {}
@@ -49,7 +50,8 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
         output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
         seed=config.seed, max_length=config.max_length, logging_steps=config.logging_steps,
-        completion_only_loss=True, save_strategy="no", report_to=[], **_no_checkpointing(SFTConfig),
+        completion_only_loss=True, save_strategy="no", report_to=config.report_to, run_name=Path(output_dir).name,
+        **_no_checkpointing(SFTConfig),
         push_to_hub=False, disable_tqdm=True, dataloader_pin_memory=where.on_cuda, use_cpu=not where.on_cuda,
         bf16=where.dtype == "bfloat16", fp16=where.dtype == "float16" and where.on_cuda,
     )
@@ -59,6 +61,7 @@ def train_sft_adapter(config: SFTRunConfig, model: Any, tokenizer: Any, rows: It
     text_tokenizer(tokenizer).padding_side = "right"  # training pads on the right; generation switches back
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout; the caller's bar shows them
     result = trainer.train()
     trainer.save_model(str(output_dir))
     return {"summary": result.metrics, "steps": [e for e in trainer.state.log_history if "loss" in e]}

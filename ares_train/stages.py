@@ -8,6 +8,7 @@ checkpoint `round-N-<stage>`, one LoRA link on top of the checkpoint it started 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,6 +27,7 @@ from ares_data.store import Store
 from .loading import checkpoint_chain, ensure_base_checkpoint, find_checkpoint, load_checkpoint
 from .placement import resolve as resolve_placement
 from .sft_config import SFTRunConfig
+from .tracking import check_report_to
 from .vision import student_input
 
 METRICS_FILE = "metrics.jsonl"
@@ -164,14 +166,16 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, shard_dir: str | Path | None = None,
              output_dir: str | Path | None = None, config: Any = None, overrides: dict[str, Any] | None = None,
-             teacher: str | None = None, reward: str = "sampled") -> ModelCheckpoint:
+             teacher: str | None = None, reward: str = "sampled", progress: bool = True) -> ModelCheckpoint:
     """PPO with sentence rewards on the round's RL shard (exported now unless `shard_dir` is given,
     with the `reward` the teacher's labels give: sampled or expected); `config`, else PPOConfig
-    fields in `overrides`."""
+    fields in `overrides`. `progress`: draw the step bar on stderr."""
     from .ppo_config import PPOConfig
-    from .ppo_trainer import SentenceRewardPPOTrainer
+    from .ppo_trainer import SentenceRewardPPOTrainer, scores_match
+    from .progress import RL_HEADLINE, step_reporter
 
     config = _config(PPOConfig, config, overrides)
+    check_report_to(config.report_to)
     start = start or resolve_start(store, RunKind.rl, round)
     export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher, reward=reward))
 
@@ -185,7 +189,10 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
             samples.append({"prompt": prompt, "image": image, "response": r["response"],
                             "sentence_ends": r["sentence_ends"], "scores": r["scores"],
                             **sampled.get(r["rationale_id"], {})})
-        steps = trainer.train(samples, metrics_path=output / METRICS_FILE)
+        total = math.ceil(sum(map(scores_match, samples)) / config.batch_size)
+        with step_reporter("PPO", total, RL_HEADLINE, report_to=config.report_to, output_dir=output,
+                           config=asdict(config), enabled=progress) as on_step:
+            steps = trainer.train(samples, metrics_path=output / METRICS_FILE, on_step=on_step)
         trainer.save(output)
         diff = trainer.rollout_probs_diff()
         return {"steps": steps, **diff, "summary": {
@@ -198,17 +205,20 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
 
 def train_sft(store: Store, round: int, *, start: ModelCheckpoint | None = None, shard_dir: str | Path | None = None,
               output_dir: str | Path | None = None, config: SFTRunConfig | None = None,
-              overrides: dict[str, Any] | None = None) -> ModelCheckpoint:
+              overrides: dict[str, Any] | None = None, progress: bool = True) -> ModelCheckpoint:
     """SFT (TRL, LoRA) on the round's corrected rationales, by default on top of `round-N-rl`;
-    `config`, else SFTRunConfig fields in `overrides`."""
+    `config`, else SFTRunConfig fields in `overrides`. `progress`: draw the step bar on stderr."""
+    from .progress import sft_progress
     from .sft_trainer import train_sft_adapter
 
     config = _config(SFTRunConfig, config, overrides)
+    check_report_to(config.report_to)
     start = start or resolve_start(store, RunKind.sft, round)
     export, rows = _shard(store, shard_dir, lambda: export_sft(store, round))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
-        metrics = train_sft_adapter(config, model, tokenizer, rows, output, questions_of(store, rows))
+        metrics = train_sft_adapter(config, model, tokenizer, rows, output, questions_of(store, rows),
+                                    callbacks=[sft_progress(progress)])
         _write_jsonl(output / METRICS_FILE, metrics["steps"])
         return {**metrics, "summary": {**metrics["summary"], "rows": len(rows)}}
 

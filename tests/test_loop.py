@@ -147,7 +147,7 @@ def test_a_config_file_holds_the_flags_and_the_effective_config_is_stored(cli, t
         config.write_text(f"model: {tiny_model_dir}\nrounds: 1\nk: 3\nlimit: 2\nmax-new-tokens: 12\n"
                           f"teacher:\n  base_url: {url}\n  model: fake-teacher\n  concurrency: 2\n"
                           f"device: cpu\ndtype: float32\nrl:\n  ppo_epochs: 1\nsft:\n  num_train_epochs: 1\n")
-        result = cli("train", "--config", config, "--k", "1")  # a flag on the command line wins over the file
+        result = cli("train", "--config", config, "--k", "1", "--report-to", "tensorboard")  # flags win over the file
         assert result.exit_code == 0, result.output
     (stored,) = _rows(db_path, "SELECT config FROM pipeline_run")
     effective = json.loads(stored[0])
@@ -156,6 +156,11 @@ def test_a_config_file_holds_the_flags_and_the_effective_config_is_stored(cli, t
     assert effective["rl"] == {"ppo_epochs": 1} and effective["sft"] == {"num_train_epochs": 1}
     assert (effective["device"], effective["dtype"], effective["rollout_engine"]) == ("cpu", "float32", "hf")
     assert _rows(db_path, "SELECT DISTINCT json_extract(config, '$.device') FROM training_run") == [("cpu",)]
+    # --report-to reached every training stage: each wrote its steps as TensorBoard events beside its adapter
+    trained = _rows(db_path, "SELECT json_extract(tr.config, '$.report_to'), mc.adapter_path FROM training_run tr "
+                             "JOIN model_checkpoint mc ON mc.id = tr.output_checkpoint_id")
+    assert trained and all(report_to == "tensorboard" and list(Path(path).glob("runs/*/events.out.tfevents.*"))
+                           for report_to, path in trained)
     assert effective["teacher"]["api_key_env"] == "OPENAI_API_KEY"  # the variable's name, never its value
     assert not any(b"sk-loop-secret-4242" in p.read_bytes() for p in tmp_path.glob("ares.db*"))
     assert _rows(db_path, "SELECT COUNT(*) FROM rationale WHERE source = 'student' AND round = 1 "

@@ -58,9 +58,10 @@ def test_one_round_through_the_cli(cli, store, feedback, tiny_model_dir, tmp_pat
     assert manifest["skipped"] == {"unscored": 1, "score_count_mismatch": 1 + (len(ids) - 2 - kept)}
 
     result = cli("train", "rl", "--round", "1", "--model", model, "--shard", shard, "--batch-size", "2",
-                 "--epochs", "1", "--lr", "1e-2")
+                 "--epochs", "1", "--lr", "1e-2", "--verbose")
     assert result.exit_code == 0, result.output
-    assert "round-1-rl: metrics per step" in result.stdout and "registered round-1-rl" in result.stdout
+    assert "round-1-rl: metrics per step" in result.stdout  # --verbose: the per-step table
+    assert "registered round-1-rl" in result.stdout
     with store.session() as session:
         checkpoints = {c.name: c for c in session.exec(select(ModelCheckpoint))}
     base, rl = checkpoints[tiny_model_dir.name], checkpoints["round-1-rl"]

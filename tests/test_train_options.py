@@ -22,7 +22,8 @@ def _params(*path: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(("cls", "path", "left_out"), [
-    (PPOConfig, ("train", "rl"), ()), (SFTRunConfig, ("train", "sft"), ()), (SamplingSettings, ("generate",), ()),
+    (PPOConfig, ("train", "rl"), ("lora_dropout",)), (SFTRunConfig, ("train", "sft"), ()),
+    (SamplingSettings, ("generate",), ()),
     (SamplingSettings, ("train",), ("seed",)), (RunsOn, ("eval", "accuracy"), ()), (RunsOn, ("eval", "winrate"), ()),
 ])
 def test_every_config_field_is_a_flag_with_the_fields_help(cls, path, left_out):
@@ -31,7 +32,8 @@ def test_every_config_field_is_a_flag_with_the_fields_help(cls, path, left_out):
         if field.name in left_out:
             continue
         param = params[field.name]
-        assert f"--{field.name.replace('_', '-')}" in param.opts
+        flag = field.name.replace("_", "-")
+        assert (f"--no-{flag}" if field.default is True else f"--{flag}") in param.opts  # a switch flips the default
         assert param.help.startswith(field.metadata["help"])
         assert param.default is None  # not given -> the dataclass default applies
     assert {"--lr", "--epochs"} <= set(_params("train", "rl")["learning_rate"].opts + _params("train", "rl")[

