@@ -24,7 +24,8 @@ permanent 400 with that error code, online and in batches), `unsupported` (a bod
 parameter gets 400 unsupported_parameter),
 `honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
 `lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
-`garble_batch_lines` (the first N batch output lines hold an unreadable body).
+`garble_batch_lines` (the first N batch output lines hold an unreadable body) and `echo_key`
+(every error message quotes the request's authorization header, as some proxies do).
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
 teacher that checks each sentence instead of hashing it.
 """
@@ -62,8 +63,9 @@ class FakeTeacher:
                  cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, ratelimit_style: str = "openai",
                  answered_timeouts: int = 0, prose: bool = False, reject: dict[str, str] | None = None,
                  unsupported: str | None = None, honour_max_tokens: bool = False, lose_batch_creates: int = 0,
-                 garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS, judge: "Judge | None" = None):
-        self.judge = judge
+                 garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS, judge: "Judge | None" = None,
+                 echo_key: bool = False):
+        self.judge, self.echo_key, self._authorization = judge, echo_key, ""
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
         self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
@@ -116,6 +118,8 @@ class FakeTeacher:
     def _error(self, status: int, message: str, code: str, headers: dict | None = None,
                param: str | None = None) -> JSONResponse:
         self.by_status[str(status)] += 1
+        if self.echo_key:
+            message += f" (the request was sent with authorization: {self._authorization})"
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error" if status == 400 else code,
                                        "code": code, "param": param}}, status,
                             headers={"x-request-id": self._request_id(), **(headers or {})})
@@ -136,6 +140,7 @@ class FakeTeacher:
 
     async def chat(self, request: Request) -> Response:
         self._requests += 1
+        self._authorization = request.headers.get("authorization", "")
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Incorrect API key provided.", "invalid_api_key")
         raw = await request.body()

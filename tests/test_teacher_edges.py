@@ -5,6 +5,7 @@ stall every collector, and rationales that try to speak to the judge."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import httpx
 import pytest
@@ -59,3 +60,21 @@ def test_the_heartbeat_keeps_renewing_after_a_failed_renewal(store):
     assert summary.done == 1 and answered == 1
     assert renewals["tried"] >= 5  # about one every 0.1 s; a heartbeat that died after one error: 1
     assert seen_by_other is Claim.busy  # still held mid-call: not taken over and paid again
+
+
+@pytest.mark.both_backends
+def test_a_key_echoed_in_an_error_body_never_reaches_the_store_in_any_part(store, monkeypatch):
+    """The server quotes the key in its 400 and 500 bodies, past where an error is cut to one
+    line: the key is redacted before the cut, so no piece of it is stored (nor printed)."""
+    key = "sk-" + secrets.token_hex(96)  # long enough to straddle the 200-character cut
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    add_rationales(store, 2)
+    with serve_in_thread(api_key=key, echo_key=True, fault_rate=1.0, faults=("500",),
+                         reject={"Sample 0.": "content_policy_violation"}) as url:
+        summary = asyncio.run(collect(store, teacher(url, max_attempts=2), CollectRequest("score", round=1)))
+    assert summary.failed == {"rejected": 1, "error": 1}  # a 400 refusal, and 500s until it gave up
+    _, rows = store.query_readonly("SELECT error FROM teacher_attempt UNION ALL SELECT error FROM teacher_call")
+    errors = [row[0] for row in rows if row[0]]
+    assert len(errors) >= 3 and all("authorization: Bearer ***" in e for e in errors), errors
+    pieces = {key[i:i + 8] for i in range(len(key) - 8)}
+    assert not [e for e in errors if any(piece in e for piece in pieces)]

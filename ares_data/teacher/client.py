@@ -31,7 +31,7 @@ from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import LocalBucket, RateLimiter, StoreBucket, account_key
-from .retry import check_response, rejection, retrying
+from .retry import brief, check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 20  # OpenAI's most: enough for every value 0-10 (logprobs.py)
@@ -155,7 +155,7 @@ def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, d
     if status not in (400, 422):
         return None
     if ("max_tokens" in detail and "max_tokens" in body) or ("temperature" in detail and "temperature" in body):
-        return (f"the server refused max_tokens/temperature ({' '.join(detail.split())[:160]}); "
+        return (f"the server refused max_tokens/temperature ({brief(detail, 160)}); "
                 "if the model is a reasoning model, add --reasoning")
     if not (STRUCTURED & body.keys()):
         return None
@@ -322,12 +322,11 @@ class TeacherClient:
         self.limiter.observe(response.headers)
         try:
             if response.status_code in (400, 422):  # about the format: stop, naming the parameter
-                about_format, param = rejection(response.status_code, response.text)
+                answered = self.redact(response.text)
+                about_format, param = rejection(response.status_code, answered)
                 if about_format:
-                    detail = self.redact(" ".join(response.text.split())[:200])
-                    hint = format_hint(response.status_code, body, self.config.structured_output, param,
-                                       response.text)
-                    raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({detail})")
+                    hint = format_hint(response.status_code, body, self.config.structured_output, param, answered)
+                    raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({brief(answered)})")
             try:
                 check_response(response, self.redact)
             except RetryableError as exc:

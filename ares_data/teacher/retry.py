@@ -132,13 +132,18 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, when - (time.time() if now is None else now))
 
 
+def brief(text: str, limit: int = 200) -> str:
+    """An error body on one line, cut to `limit` characters: cut only text already redacted, or
+    part of a key echoed by the server survives the cut where redaction no longer finds it."""
+    return " ".join(text.split())[:limit]
+
+
 def check_response(response: httpx.Response, redact: Callable[[str], str] = str) -> None:
     """Raise for a non-2xx reply: RetryableError, QuotaError or TeacherError (one line each)."""
     decision = classify_status(response.status_code, response.text)
     if decision is Decision.ok:
         return
-    detail = redact(" ".join(response.text.split())[:200])
-    message = f"teacher answered HTTP {response.status_code}: {detail}"
+    message = f"teacher answered HTTP {response.status_code}: {brief(redact(response.text))}"
     if decision is Decision.retry:
         raise RetryableError(message, retry_after_seconds(response.headers))
     if decision is Decision.quota:
