@@ -25,7 +25,8 @@ parameter gets 400 unsupported_parameter),
 `honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
 `lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
 `garble_batch_lines` (the first N batch output lines hold an unreadable body) and `echo_key`
-(every error message quotes the request's authorization header, as some proxies do).
+(every error message quotes the request's authorization header, as some proxies do); `retry_after`
+replaces the Retry-After of its 429s with that text (`inf`, `86400`).
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
 teacher that checks each sentence instead of hashing it.
 """
@@ -64,8 +65,8 @@ class FakeTeacher:
                  answered_timeouts: int = 0, prose: bool = False, reject: dict[str, str] | None = None,
                  unsupported: str | None = None, honour_max_tokens: bool = False, lose_batch_creates: int = 0,
                  garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS, judge: "Judge | None" = None,
-                 echo_key: bool = False):
-        self.judge, self.echo_key, self._authorization = judge, echo_key, ""
+                 echo_key: bool = False, retry_after: str | None = None):
+        self.judge, self.echo_key, self._authorization, self.retry_after = judge, echo_key, "", retry_after
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
         self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
@@ -161,9 +162,10 @@ class FakeTeacher:
             return self._error(400, error["message"], error["code"], param=error["param"])
         wait = self._take()
         if wait:
-            return self._error(429, "Rate limit reached.", "rate_limit_exceeded", {
-                "retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000) + 1),
-                **self._limit_headers(remaining=0, reset_s=wait)})
+            retry = {"retry-after": self.retry_after} if self.retry_after else {
+                "retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000) + 1)}
+            return self._error(429, "Rate limit reached.", "rate_limit_exceeded",
+                               {**retry, **self._limit_headers(remaining=0, reset_s=wait)})
         key = hashlib.sha256(raw).hexdigest()
         fault = self._fault(key)
         await asyncio.sleep(self.latency_s)

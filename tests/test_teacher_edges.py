@@ -5,11 +5,14 @@ stall every collector, and rationales that try to speak to the judge."""
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
+import time
+from dataclasses import replace
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from ares_data.fake_teacher import serve_in_thread
@@ -78,3 +81,26 @@ def test_a_key_echoed_in_an_error_body_never_reaches_the_store_in_any_part(store
     assert len(errors) >= 3 and all("authorization: Bearer ***" in e for e in errors), errors
     pieces = {key[i:i + 8] for i in range(len(key) - 8)}
     assert not [e for e in errors if any(piece in e for piece in pieces)]
+
+
+@pytest.mark.both_backends
+@pytest.mark.parametrize("retry_after", ["inf", "86400"])
+def test_an_endless_retry_after_pauses_the_account_at_most_the_cap(store, retry_after):
+    """A 429 saying `Retry-After: inf` (or a day) pauses every collector of the account at most
+    --max-retry-after, in the shared row too; a row an older version left paused for ever is cut
+    back on the next run."""
+    add_rationales(store, 4)
+    config = teacher("", rpm=600, max_retry_after=1)  # faster than the server's 60 RPM: it answers 429
+
+    async def within(seconds: float, request: CollectRequest, url: str):
+        return await asyncio.wait_for(collect(store, replace(config, base_url=url), request), seconds)
+
+    with serve_in_thread(rpm=60, ratelimit_headers=False, retry_after=retry_after) as url:
+        summary = asyncio.run(within(30, CollectRequest("score", round=1, limit=3), url))
+        seen = stats(url)
+        [[paused_until]] = store.query_readonly("SELECT paused_until FROM teacher_rate_bucket")[1]
+        assert summary.done == 3 and seen["by_status"].get("429", 0) >= 1
+        assert math.isfinite(paused_until) and paused_until <= time.time() + 1
+        with store.engine.begin() as conn:  # as an uncapped pause left it
+            conn.execute(text("UPDATE teacher_rate_bucket SET paused_until = 1e300"))
+        assert asyncio.run(within(10, CollectRequest("score", round=1), url)).done == 1

@@ -52,6 +52,9 @@ TEACHER_OPTIONS: dict[str, Any] = {
                                                                rich_help_panel=_PANEL)],
     "write_timeout": Annotated[Optional[float], typer.Option(help="Seconds to send one request \\[30].",
                                                              rich_help_panel=_PANEL)],
+    "max_retry_after": Annotated[Optional[float], typer.Option(
+        help="Longest pause, in seconds, that a server's Retry-After imposes on every collector of the "
+             "account (a longer or infinite one is cut to this) \\[60].", rich_help_panel=_PANEL)],
     "structured_output": Annotated[Optional[StructuredOutput], typer.Option(
         help="How JSON is requested \\[json_schema for openai, tool for anthropic].", rich_help_panel=_PANEL)],
     "score_from": Annotated[Optional[ScoreFrom], typer.Option(

@@ -261,7 +261,7 @@ class TeacherClient:
         self._key = config.api_key()
         account = account_key(config.provider.value, config.base_url, config.model, self._key)
         bucket = StoreBucket(store, account) if store is not None else LocalBucket()
-        self.limiter = RateLimiter(config.rpm, config.tpm, config.concurrency, bucket)
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.concurrency, bucket, max_pause=config.max_retry_after)
         headers = {"content-type": "application/json"}
         if config.provider is Provider.anthropic:
             headers["anthropic-version"] = ANTHROPIC_VERSION
@@ -293,7 +293,7 @@ class TeacherClient:
         reserved = estimate_tokens(body) + max_out(body, self.config.max_tokens)
         log: list[Attempt] = []
         try:
-            async for attempt in retrying(self.config.max_attempts):
+            async for attempt in retrying(self.config.max_attempts, retry_after_cap=self.config.max_retry_after):
                 with attempt:
                     return await self._attempt(body, reserved, log)
         except (RetryableError, httpx.HTTPError) as exc:

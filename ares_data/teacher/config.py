@@ -83,6 +83,7 @@ class TeacherConfig:
     timeout: float = 60.0
     connect_timeout: float = 10.0
     write_timeout: float = 30.0
+    max_retry_after: float = 60.0  # the longest pause a server's Retry-After imposes on the shared account
     # what is asked for
     structured_output: StructuredOutput = StructuredOutput.json_schema
     temperature: float = 0.0
@@ -136,6 +137,8 @@ class TeacherConfig:
             raise TeacherError("--rpm, --tpm and --concurrency must be positive")
         if min(self.timeout, self.connect_timeout, self.write_timeout) <= 0:
             raise TeacherError("--timeout, --connect-timeout and --write-timeout must be positive")
+        if not 0 < self.max_retry_after < float("inf"):
+            raise TeacherError("--max-retry-after must be a positive number of seconds")
         if self.max_attempts < 1 or self.max_repairs < 0:
             raise TeacherError("--max-attempts must be at least 1 and --max-repairs at least 0")
         if self.structured_output is StructuredOutput.tool and self.provider is not Provider.anthropic:

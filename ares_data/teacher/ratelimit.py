@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, Optional, Ty
 
 from sqlalchemy import text
 
-from .retry import parse_duration
+from .retry import RETRY_CAP_S, parse_duration
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -189,8 +189,9 @@ def account_key(provider: str, base_url: str, model: str, key: str | None) -> st
 
 class RateLimiter:
     def __init__(self, rpm: float | None = None, tpm: float | None = None, concurrency: int = 16,
-                 bucket: LocalBucket | StoreBucket | None = None, clock: Callable[[], float] = time.time):
-        self.rpm, self.tpm = rpm, tpm
+                 bucket: LocalBucket | StoreBucket | None = None, clock: Callable[[], float] = time.time,
+                 max_pause: float = RETRY_CAP_S):
+        self.rpm, self.tpm, self.max_pause = rpm, tpm, max_pause
         self.bucket = bucket or LocalBucket()
         self._clock = clock
         self._in_flight = asyncio.Semaphore(concurrency)
@@ -207,10 +208,13 @@ class RateLimiter:
         pace, self._pace = self._pace, {}
 
         def change(state: BucketState) -> float:
+            now = self._clock()
+            # a pause longer than the cap (written by an older version, or a clock ahead) is cut
+            state.paused_until = min(state.paused_until, now + self.max_pause)
             refund(state, refunded, self.tpm)
             for kind, value in pace.items():
                 setattr(state, "rpm" if kind == "requests" else "tpm", value)
-            return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
+            return reserve(state, tokens, now, self.rpm, self.tpm)
 
         delay = self.bucket.update(change) - self._clock()
         if delay > 0:
@@ -233,8 +237,9 @@ class RateLimiter:
         self._refund += reserved - actual
 
     def pause(self, seconds: float) -> None:
-        """Every collector of the account waits `seconds` (Retry-After, nothing remaining)."""
-        until = self._clock() + seconds
+        """Every collector of the account waits `seconds` (Retry-After, nothing remaining), at most
+        `max_pause`: the pause is shared and stored, so an endless one would stall every collector."""
+        until = self._clock() + min(seconds, self.max_pause)
 
         def change(state: BucketState) -> None:
             state.paused_until = max(state.paused_until, until)
