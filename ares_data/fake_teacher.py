@@ -4,7 +4,8 @@ It answers the project's scoring, correction and judge prompts with well-formed,
 answers (a sentence's score comes from the hash of its text), holds its own --rpm with 429 and
 Retry-After, and with --fault-rate injects 500s, timeouts, malformed JSON, truncated bodies and
 wrong sentence counts. `GET /stats` counts requests by outcome and how many identical requests
-were answered 200 more than once (a client that never pays twice keeps that at 0).
+were answered 200 more than once (a client that never pays twice keeps that at 0); `GET /requests`
+returns the chat bodies received, last 1000 (what a test checks the prompts on).
 Asked for `logprobs`, it returns OpenAI-format token logprobs with a known distribution at
 every score (`token_logprobs`), so expected scores can be computed by hand.
 The Batch API is there too (`/v1/files`, `/v1/batches`): a batch ends `batch_delay_s` after it
@@ -41,7 +42,7 @@ import random
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
@@ -78,6 +79,7 @@ class FakeTeacher:
         self.by_status: Counter = Counter()
         self.answered: Counter = Counter()
         self.seen: Counter = Counter()
+        self.received: deque[dict[str, Any]] = deque(maxlen=1000)
         # Prompt caching as providers do it: a request's head sent before is reported as cached
         # (None: no cache at all).
         self.cache = None if cache_min_tokens is None else PrefixCache(cache_min_tokens)
@@ -89,7 +91,7 @@ class FakeTeacher:
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/chat/completions", self.chat, methods=["POST"]),
-            Route("/v1/models", self.models), Route("/stats", self.stats),
+            Route("/v1/models", self.models), Route("/stats", self.stats), Route("/requests", self.requests),
             Route("/v1/files", self.upload, methods=["POST"]),
             Route("/v1/files/{file_id}/content", self.file_content),
             Route("/v1/batches", self.create_batch, methods=["POST"]),
@@ -149,6 +151,7 @@ class FakeTeacher:
             body = json.loads(raw)
             if not isinstance(body["messages"], list):
                 raise TypeError("messages is not a list")
+            self.received.append(body)
         except (ValueError, KeyError, TypeError):
             return self._error(400, "the body is not a chat completion request", "invalid_request_error")
         if body.get("model") == "no-quota":
@@ -353,6 +356,9 @@ class FakeTeacher:
 
     async def stats(self, request: Request) -> JSONResponse:
         return JSONResponse(self.snapshot())
+
+    async def requests(self, request: Request) -> JSONResponse:
+        return JSONResponse(list(self.received))
 
 
 def _server(teacher: FakeTeacher):
