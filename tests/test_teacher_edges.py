@@ -20,7 +20,10 @@ from ares_data.fake_teacher import serve_in_thread
 from ares_data.tables import Question
 from ares_data.teacher import TeacherConfig
 from ares_data.teacher.claims import Claim, Claims
+from ares_data.teacher.client import TeacherClient
 from ares_data.teacher.collect import CollectRequest, collect
+from ares_data.teacher.pricing import estimate_tokens
+from ares_data.teacher.ratelimit import RateLimiter
 from teacher_support import add_rationales
 
 
@@ -159,3 +162,46 @@ def test_rationales_are_fenced_so_none_can_close_its_fence_or_speak_for_another(
         assert re.findall(r"^Rationale (R\d+),", user, re.MULTILINE) == [label for label in labels if label]
     texts = [text for _, text in _fenced(received[0]["messages"][1]["content"])[0]]
     assert "Grader: give every sentence of R2" in texts[0] and "floats" in texts[1] and "Ignore" in texts[2]
+
+
+@pytest.mark.both_backends
+def test_a_reasoning_models_read_timeout_is_not_paid_again(store):
+    """The provider answers (and bills) the first request after the client's read timeout: for a
+    reasoning model it is not retried in the run, and v_teacher_spend counts it as maybe billed."""
+    assert TeacherConfig(model="o4-mini").read_timeout() == 600 and TeacherConfig().read_timeout() == 60
+    add_rationales(store, 2)
+    with serve_in_thread(answered_timeouts=1) as url:
+        config = TeacherConfig.from_options(base_url=url, model="o4-mini", rpm=6000, reasoning_timeout=0.5,
+                                            concurrency=1)
+        summary = asyncio.run(collect(store, config, CollectRequest("score", round=1)))
+        seen = stats(url)
+    assert seen["answered_twice"] == 0 and seen["answered"] == 2  # the late answer, and the other rationale's
+    assert summary.done == 1 and summary.failed == {"error": 1}
+    [[timeouts, maybe_billed]] = store.query_readonly("SELECT timeouts, maybe_billed FROM v_teacher_spend")[1]
+    assert (timeouts, maybe_billed) == (1, 1)
+
+
+def test_a_given_rpm_is_paced_without_the_margin_a_learned_one_keeps():
+    """The fake teacher (like OpenAI) reports its limit: with --rpm at that limit the pace is the
+    limit itself; learned alone it keeps the 5 % margin."""
+    headers = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "600"}
+
+    async def paced(rpm):
+        limiter = RateLimiter(rpm=rpm)
+        await limiter.observe(headers)
+        async with limiter.slot():
+            pass
+        return limiter.bucket.state.rpm
+
+    assert asyncio.run(paced(600)) == 600 and asyncio.run(paced(None)) == 570
+
+
+def test_anthropic_input_tokens_reserve_the_prompt_and_refund_without_cache_reads():
+    """Anthropic's input-token limit counts the prompt (not max_tokens) and leaves out cache reads;
+    OpenAI's counts prompt + max_tokens and the whole usage."""
+    anthropic = TeacherClient(TeacherConfig.from_options(provider="anthropic", base_url="http://127.0.0.1:9"))
+    openai = TeacherClient(TeacherConfig.from_options(base_url="http://127.0.0.1:9", max_tokens=1000))
+    body = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 1000}
+    prompt = estimate_tokens(body)
+    assert anthropic._reservation(body) == prompt and openai._reservation(body) == prompt + 1000
+    assert anthropic._counted(900, 50, cached=800) == 100 and openai._counted(900, 50, cached=800) == 950

@@ -217,7 +217,7 @@ def test_rate_limiter_spaces_requests_and_honours_a_pause():
         await asyncio.gather(*(one() for _ in range(6)))
         # The schedule is absolute: a late wake-up shortens the next gap, never the distance from the start.
         offsets = [t - times[0] - i * 0.1 for i, t in enumerate(times)]
-        limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "300ms"})
+        await limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "300ms"})
         before = loop.time()
         await one()
         return offsets, times[-1] - before

@@ -6,13 +6,17 @@ Anthropic `anthropic-ratelimit-*`). Until the first answer shows them only one r
 flight. As the remaining budget a provider reports falls below half, the pace falls with it
 (`pace`), so a shared account settles before it runs dry instead of stopping at 0.
 
+A learned limit is paced at MARGIN of it; one the user gave (`--rpm` at or below the learned
+limit) is paced at 100 %: the user's number is the cap, the margin would only waste it.
+
 The schedule is a GCRA over one `BucketState`: requests are spaced evenly (one every 60/rpm s,
 never a burst, missed slots not made up); tokens come from a bucket of one minute's worth refilled at tpm/60 per second,
-reserved as prompt + max_tokens before sending (as OpenAI counts them) and refunded from the
-usage the answer reports. Collectors on one store share one state, the row of their account in
-`teacher_rate_bucket` (`StoreBucket`, migration 0013), updated in one transaction per request:
-N collectors started with the same `--rpm` hold it together. The schedule is in wall-clock
-seconds, so collectors on several machines need synchronised clocks.
+reserved before sending and corrected from the usage the answer reports (the client decides
+what counts: OpenAI counts prompt + max_tokens, Anthropic's input-token limit the prompt only).
+Collectors on one store share one state, the row of their account in `teacher_rate_bucket`
+(`StoreBucket`, migration 0013), updated in one transaction per request, off the event loop:
+N collectors started with the same `--rpm` hold it together. The schedule is in the store's
+clock (read in that transaction), so collectors on machines whose clocks differ share it too.
 """
 
 from __future__ import annotations
@@ -133,13 +137,13 @@ def learned(headers: Mapping[str, str], now: float | None = None) -> dict[str, S
     return found
 
 
-def pace(seen: Seen) -> float:  # seen.limit is known here
-    """Per-minute pace for a limit: MARGIN of it while half the budget or more remains, then in
+def pace(seen: Seen, margin: float = MARGIN) -> float:  # seen.limit is known here
+    """Per-minute pace for a limit: `margin` of it while half the budget or more remains, then in
     proportion to what remains (never below MIN_PACE), so the budget settles instead of running
     dry while other clients of the account draw on it too."""
     limit = cast(float, seen.limit)
     share = max(0.0, seen.remaining) / limit
-    return limit * MARGIN * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
+    return limit * margin * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
 
 
 # -- where the state lives --------------------------------------------------------------------
@@ -149,35 +153,43 @@ T = TypeVar("T")  # what a change of the bucket state returns
 
 
 class LocalBucket:
-    """The state in this process only (no store: one client's limits)."""
+    """The state in this process only (no store: one client's limits), in this machine's clock."""
 
-    def __init__(self) -> None:
-        self.state = BucketState()
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.state, self.clock = BucketState(), clock
 
-    def update(self, change: Callable[[BucketState], T]) -> T:
-        return change(self.state)
+    def update(self, change: Callable[[BucketState, float], T]) -> T:
+        return change(self.state, self.clock())
 
 
 _COLUMNS = [f.name for f in fields(BucketState)]
 
 
+# The store's clock in epoch seconds: every collector of a store schedules by the same clock.
+_NOW = {"postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
+        "sqlite": "(julianday('now') - 2440587.5) * 86400.0"}
+
+
 class StoreBucket:
     """The state in the account's `teacher_rate_bucket` row, read and written in one transaction
-    (row-locked on PostgreSQL; SQLite transactions take the write lock up front)."""
+    (row-locked on PostgreSQL; SQLite transactions take the write lock up front), with the
+    store's clock read in the same statement."""
 
     def __init__(self, store: "Store", account: str):
         self.store, self.account = store, account
         lock = " FOR UPDATE" if store.dialect == "postgresql" else ""
         self._insert = text("INSERT INTO teacher_rate_bucket (account) VALUES (:a) ON CONFLICT (account) DO NOTHING")
-        self._select = text(f"SELECT {', '.join(_COLUMNS)} FROM teacher_rate_bucket WHERE account = :a{lock}")
+        self._select = text(f"SELECT {', '.join(_COLUMNS)}, {_NOW[store.dialect]} FROM teacher_rate_bucket "
+                            f"WHERE account = :a{lock}")
         self._write = text(f"UPDATE teacher_rate_bucket SET {', '.join(f'{c} = :{c}' for c in _COLUMNS)}, "
                            "updated_at = CURRENT_TIMESTAMP WHERE account = :a")
 
-    def update(self, change: Callable[[BucketState], T]) -> T:
+    def update(self, change: Callable[[BucketState, float], T]) -> T:
         with self.store.engine.begin() as conn:
             conn.execute(self._insert, {"a": self.account})
-            state = BucketState(*conn.execute(self._select, {"a": self.account}).one())
-            result = change(state)
+            *values, now = conn.execute(self._select, {"a": self.account}).one()
+            state = BucketState(*values)
+            result = change(state, float(now))
             conn.execute(self._write, {"a": self.account, **vars(state)})
         return result
 
@@ -189,34 +201,38 @@ def account_key(provider: str, base_url: str, model: str, key: str | None) -> st
 
 class RateLimiter:
     def __init__(self, rpm: float | None = None, tpm: float | None = None, concurrency: int = 16,
-                 bucket: LocalBucket | StoreBucket | None = None, clock: Callable[[], float] = time.time,
-                 max_pause: float = RETRY_CAP_S):
+                 bucket: LocalBucket | StoreBucket | None = None, max_pause: float = RETRY_CAP_S):
         self.rpm, self.tpm, self.max_pause = rpm, tpm, max_pause
         self.bucket = bucket or LocalBucket()
-        self._clock = clock
         self._in_flight = asyncio.Semaphore(concurrency)
         self._probe = asyncio.Lock()
         self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
         self._refund = 0
         self._pace: dict[str, float] = {}
 
+    async def _update(self, change: Callable[[BucketState, float], T]) -> T:
+        """Apply `change` to the shared state: the store's transaction runs in a worker thread, so
+        the event loop goes on sending and reading answers meanwhile."""
+        if isinstance(self.bucket, LocalBucket):
+            return self.bucket.update(change)
+        return await asyncio.to_thread(self.bucket.update, change)
+
     async def _wait_turn(self, tokens: int) -> None:
-        """Take the next request slot and the tokens, then wait for the slot. The reservation is
-        one synchronous step (no other caller runs meanwhile), so callers waiting at once hold
+        """Take the next request slot and the tokens, then wait for the slot. Each reservation is
+        one transaction that reads the state it changes, so callers waiting at once hold
         consecutive slots: the schedule does not drift by how late each one wakes."""
         refunded, self._refund = self._refund, 0
         pace, self._pace = self._pace, {}
 
-        def change(state: BucketState) -> float:
-            now = self._clock()
-            # a pause longer than the cap (written by an older version, or a clock ahead) is cut
+        def change(state: BucketState, now: float) -> float:
+            # a pause longer than the cap (written by an older version) is cut
             state.paused_until = min(state.paused_until, now + self.max_pause)
             refund(state, refunded, self.tpm)
             for kind, value in pace.items():
                 setattr(state, "rpm" if kind == "requests" else "tpm", value)
-            return reserve(state, tokens, now, self.rpm, self.tpm)
+            return reserve(state, tokens, now, self.rpm, self.tpm) - now
 
-        delay = self.bucket.update(change) - self._clock()
+        delay = await self._update(change)
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -233,26 +249,29 @@ class RateLimiter:
                 yield
 
     def correct(self, reserved: int, actual: int) -> None:
-        """The server's token count replaces the reservation (refunded with the next request)."""
+        """The server's token count replaces the reservation (refunded with the next request);
+        `actual` 0 gives back all of it (a 429 or 5xx the provider did not count)."""
         self._refund += reserved - actual
 
-    def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
         """Every collector of the account waits `seconds` (Retry-After, nothing remaining), at most
         `max_pause`: the pause is shared and stored, so an endless one would stall every collector."""
-        until = self._clock() + min(seconds, self.max_pause)
+        seconds = min(seconds, self.max_pause)
 
-        def change(state: BucketState) -> None:
-            state.paused_until = max(state.paused_until, until)
+        def change(state: BucketState, now: float) -> None:
+            state.paused_until = max(state.paused_until, now + seconds)
 
-        self.bucket.update(change)
+        await self._update(change)
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Pace to the provider's own view of the account: its limits, slowed as the budget falls;
-        when nothing remains, wait until one request's (or the tokens') worth is back."""
+    async def observe(self, headers: Mapping[str, str]) -> None:
+        """Pace to the provider's own view of the account: its limits, slowed as the budget falls
+        (with MARGIN unless the user gave a limit no higher); when nothing remains, wait until
+        one request's (or the tokens') worth is back."""
         self._observed = True
-        for kind, seen in learned(headers, self._clock()).items():
+        for kind, seen in learned(headers).items():
             if seen.limit:
-                self._pace[kind] = pace(seen)
+                given = self.rpm if kind == "requests" else self.tpm
+                self._pace[kind] = pace(seen, 1.0 if given and given <= seen.limit else MARGIN)
             if seen.remaining <= 0 and seen.reset_s:
                 one_request = 60.0 / seen.limit if seen.limit and kind == "requests" else seen.reset_s
-                self.pause(min(seen.reset_s, one_request))
+                await self.pause(min(seen.reset_s, one_request))
