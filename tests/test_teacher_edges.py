@@ -23,7 +23,7 @@ from ares_data.teacher.claims import Claim, Claims
 from ares_data.teacher.client import TeacherClient
 from ares_data.teacher.collect import CollectRequest, collect
 from ares_data.teacher.pricing import estimate_tokens
-from ares_data.teacher.ratelimit import RateLimiter
+from ares_data.teacher.ratelimit import LEASE, RateLimiter, StoreBucket
 from teacher_support import add_rationales
 
 
@@ -205,3 +205,34 @@ def test_anthropic_input_tokens_reserve_the_prompt_and_refund_without_cache_read
     prompt = estimate_tokens(body)
     assert anthropic._reservation(body) == prompt and openai._reservation(body) == prompt + 1000
     assert anthropic._counted(900, 50, cached=800) == 100 and openai._counted(900, 50, cached=800) == 950
+
+
+@pytest.mark.both_backends
+def test_slots_are_leased_a_few_at_a_time_and_the_unused_tail_goes_back(store):
+    """A client takes LEASE request slots in one transaction of the shared row; when it is done
+    it gives back the slots it did not use, so the next collector's slot follows its last one."""
+    writes = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.startswith("UPDATE teacher_rate_bucket"):
+            writes.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+
+    def last_slot():
+        return store.query_readonly("SELECT last_request_at FROM teacher_rate_bucket")[1][0][0]
+
+    async def go():
+        first = RateLimiter(rpm=6000, bucket=StoreBucket(store, "account"))
+        for _ in range(LEASE + 1):
+            async with first.slot():
+                pass
+        leases, held = len(writes), last_slot()
+        await first.release()
+        return leases, held, last_slot(), first._before
+
+    leases, held, given_back, last_used = asyncio.run(go())
+    event.remove(store.engine, "before_cursor_execute", count)
+    assert leases == 2 and len(writes) == 3  # 5 slots in 2 leases, then the tail given back
+    assert held - last_used == pytest.approx((2 * LEASE - LEASE - 1) * 0.01)  # 3 slots held, not used
+    assert given_back == last_used  # the next collector's slot follows the last one used

@@ -287,6 +287,7 @@ class TeacherClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.limiter.release()
         await self._http.aclose()
 
     def redact(self, text: str) -> str:

@@ -14,8 +14,10 @@ never a burst, missed slots not made up); tokens come from a bucket of one minut
 reserved before sending and corrected from the usage the answer reports (the client decides
 what counts: OpenAI counts prompt + max_tokens, Anthropic's input-token limit the prompt only).
 Collectors on one store share one state, the row of their account in `teacher_rate_bucket`
-(`StoreBucket`, migration 0013), updated in one transaction per request, off the event loop:
-N collectors started with the same `--rpm` hold it together. The schedule is in the store's
+(`StoreBucket`, migration 0013), updated off the event loop in one transaction per LEASE
+request slots (one per request when a token limit applies): N collectors started with the same
+`--rpm` hold it together. A client that stops, or is told to pause, gives the unused tail of
+its lease back when nobody has taken a slot after it. The schedule is in the store's
 clock (read in that transaction), so collectors on machines whose clocks differ share it too.
 """
 
@@ -40,6 +42,7 @@ TOKEN_BURST_S = 60.0  # the token bucket holds one minute's worth, as the provid
 SLOW_BELOW = 0.5  # below this share of the budget remaining, the pace falls in proportion
 MIN_PACE = 0.25  # ... but never below this share of the limit (at 0 remaining: a pause)
 MARGIN = 0.95  # a learned limit is paced at 95 %: providers enforce it over short windows too
+LEASE = 4  # request slots a client takes from the shared state in one transaction
 
 
 @dataclass
@@ -209,6 +212,10 @@ class RateLimiter:
         self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
         self._refund = 0
         self._pace: dict[str, float] = {}
+        self._leased: list[tuple[float, float]] = []  # slots held: (shared clock, time.monotonic()), earliest first
+        self._before = 0.0  # the shared clock's last slot before the first one held (where the tail goes back)
+        self._leasing = asyncio.Lock()
+        self._token_limit = tpm is not None
 
     async def _update(self, change: Callable[[BucketState, float], T]) -> T:
         """Apply `change` to the shared state: the store's transaction runs in a worker thread, so
@@ -217,24 +224,49 @@ class RateLimiter:
             return self.bucket.update(change)
         return await asyncio.to_thread(self.bucket.update, change)
 
-    async def _wait_turn(self, tokens: int) -> None:
-        """Take the next request slot and the tokens, then wait for the slot. Each reservation is
-        one transaction that reads the state it changes, so callers waiting at once hold
-        consecutive slots: the schedule does not drift by how late each one wakes."""
+    async def _lease(self, tokens: int) -> None:
+        """Take the next LEASE request slots (one, with `tokens`, under a token limit or before the
+        limits are known) in one transaction. Each lease reads the state it changes, so callers
+        hold consecutive slots: the schedule does not drift by how late each one wakes."""
+        count = 1 if (self._token_limit and tokens) or not self._observed else LEASE
         refunded, self._refund = self._refund, 0
         pace, self._pace = self._pace, {}
 
-        def change(state: BucketState, now: float) -> float:
+        def change(state: BucketState, now: float) -> tuple[float, list[tuple[float, float]]]:
             # a pause longer than the cap (written by an older version) is cut
             state.paused_until = min(state.paused_until, now + self.max_pause)
             refund(state, refunded, self.tpm)
             for kind, value in pace.items():
                 setattr(state, "rpm" if kind == "requests" else "tpm", value)
-            return reserve(state, tokens, now, self.rpm, self.tpm) - now
+            before = state.last_request_at
+            slots = [reserve(state, tokens if i == 0 else 0, now, self.rpm, self.tpm) for i in range(count)]
+            return before, [(at, at - now) for at in slots]
 
-        delay = await self._update(change)
+        self._before, slots = await self._update(change)
+        started = time.monotonic()
+        self._leased = [(at, started + delay) for at, delay in slots]
+
+    async def _wait_turn(self, tokens: int) -> None:
+        """Take the next slot held (leasing more when none is left), then wait for it."""
+        async with self._leasing:
+            if not self._leased:
+                await self._lease(tokens)
+            self._before, due = self._leased.pop(0)
+        delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def _give_back(self, state: BucketState, now: float) -> None:
+        """Return the slots held and not used when no other client took one after them."""
+        if self._leased and abs(state.last_request_at - self._leased[-1][0]) < 1e-6:
+            state.last_request_at = self._before
+        self._leased = []
+
+    async def release(self) -> None:
+        """Give the unused tail of the lease back (the client is done)."""
+        async with self._leasing:
+            if self._leased:
+                await self._update(self._give_back)
 
     @asynccontextmanager
     async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
@@ -259,9 +291,11 @@ class RateLimiter:
         seconds = min(seconds, self.max_pause)
 
         def change(state: BucketState, now: float) -> None:
+            self._give_back(state, now)  # the slots held would not wait for the pause
             state.paused_until = max(state.paused_until, now + seconds)
 
-        await self._update(change)
+        async with self._leasing:
+            await self._update(change)
 
     async def observe(self, headers: Mapping[str, str]) -> None:
         """Pace to the provider's own view of the account: its limits, slowed as the budget falls
@@ -270,6 +304,7 @@ class RateLimiter:
         self._observed = True
         for kind, seen in learned(headers).items():
             if seen.limit:
+                self._token_limit |= kind == "tokens"
                 given = self.rpm if kind == "requests" else self.tpm
                 self._pace[kind] = pace(seen, 1.0 if given and given <= seen.limit else MARGIN)
             if seen.remaining <= 0 and seen.reset_s:
