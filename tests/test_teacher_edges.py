@@ -236,3 +236,21 @@ def test_slots_are_leased_a_few_at_a_time_and_the_unused_tail_goes_back(store):
     assert leases == 2 and len(writes) == 3  # 5 slots in 2 leases, then the tail given back
     assert held - last_used == pytest.approx((2 * LEASE - LEASE - 1) * 0.01)  # 3 slots held, not used
     assert given_back == last_used  # the next collector's slot follows the last one used
+
+
+def test_a_429_gives_its_tokens_back(store):
+    """--tpm holds about one request's reservation (prompt + 2048 max tokens) a minute. The first
+    answer's usage refunds most of its reservation; the second request is answered 429 and its
+    retry must find the tokens of the refused attempt given back, not wait ~45 s for them."""
+    add_rationales(store, 2)
+    config = TeacherConfig.from_options(model="fake", rpm=6000, tpm=3200, max_tokens=2048, concurrency=1,
+                                        base_url="http://127.0.0.1:9")
+
+    async def within(seconds: float, url: str):
+        return await asyncio.wait_for(collect(store, replace(config, base_url=url), CollectRequest("score", round=1)),
+                                      seconds)
+
+    with serve_in_thread(rpm=60, ratelimit_headers=False) as url:
+        summary = asyncio.run(within(20, url))
+        seen = stats(url)
+    assert summary.done == 2 and seen["by_status"].get("429", 0) >= 1
