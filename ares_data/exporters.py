@@ -18,7 +18,6 @@ import json
 import subprocess
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,7 +30,7 @@ from .formatting import answer_sentence, parse_answer, student_prompt
 from .paths import default_shard_dir
 from .prm_data import LabelledRationale, labelled_rationales
 from .review.labels import flagged_questions, human_corrections, human_scores
-from .review.policy import ScorePolicy
+from .review.policy import PRMFormat, ScorePolicy
 from .splitter import split_sentences
 from .store import Store
 from .tables import Correction, Export, Question, Rationale, Sentence, SentenceScore, TeacherCall, utcnow
@@ -316,13 +315,6 @@ def find_export(store: Store, shard_dir: str | Path) -> Export | None:
     with store.session() as session:
         stmt = select(Export).where(Export.path == str(Path(shard_dir).resolve())).order_by(Export.id.desc())
         return session.exec(stmt).first()
-
-
-class PRMFormat(str, Enum):
-    """Process-supervision layouts other trainers read."""
-
-    stepwise = "stepwise"  # TRL's stepwise supervision: prompt, completions (steps), labels (bools)
-    math_shepherd = "math-shepherd"  # Math-Shepherd: steps tagged `ки` in `input`, `+`/`-` in `label`
 
 
 STEP_TAG = "ки"

@@ -22,6 +22,7 @@ FAULTS = ("500", "timeout", "malformed", "truncated", "wrong_count")
 REASONING_TOKENS = 64  # what a fake reasoning model "thinks" before each answer
 _NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 _LABEL = re.compile(r"^Rationale (R\d+),", re.MULTILINE)
+_FENCED = re.compile(r"^<rationale-\w+[^>\n]*>\n(.*?)\n</rationale-\w+>$", re.MULTILINE | re.DOTALL)
 
 
 def _digest(text: str) -> int:
@@ -59,7 +60,9 @@ def answer(messages: list[dict[str, Any]], fault: str | None = None, model: str 
         winner = "A" if model == "judge-first" else ("A", "B", "tie")[_digest(first_user) % 3]
         return "{\"winner\": " if fault == "malformed" else json.dumps({"winner": winner})
     if "Rationale to correct:" in first_user:
-        rationale = " ".join(first_user.split("Rationale to correct:", 1)[1].split())
+        tail = first_user.split("Rationale to correct:", 1)[1]
+        fenced = _FENCED.search(tail)
+        rationale = " ".join((fenced.group(1) if fenced else tail).split())
         if judge:
             corrected = judge.correct(first_user, rationale)
         else:

@@ -4,7 +4,8 @@ It answers the project's scoring, correction and judge prompts with well-formed,
 answers (a sentence's score comes from the hash of its text), holds its own --rpm with 429 and
 Retry-After, and with --fault-rate injects 500s, timeouts, malformed JSON, truncated bodies and
 wrong sentence counts. `GET /stats` counts requests by outcome and how many identical requests
-were answered 200 more than once (a client that never pays twice keeps that at 0).
+were answered 200 more than once (a client that never pays twice keeps that at 0); `GET /requests`
+returns the chat bodies received, last 1000 (what a test checks the prompts on).
 Asked for `logprobs`, it returns OpenAI-format token logprobs with a known distribution at
 every score (`token_logprobs`), so expected scores can be computed by hand.
 The Batch API is there too (`/v1/files`, `/v1/batches`): a batch ends `batch_delay_s` after it
@@ -24,7 +25,9 @@ permanent 400 with that error code, online and in batches), `unsupported` (a bod
 parameter gets 400 unsupported_parameter),
 `honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
 `lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
-`garble_batch_lines` (the first N batch output lines hold an unreadable body).
+`garble_batch_lines` (the first N batch output lines hold an unreadable body) and `echo_key`
+(every error message quotes the request's authorization header, as some proxies do); `retry_after`
+replaces the Retry-After of its 429s with that text (`inf`, `86400`).
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
 teacher that checks each sentence instead of hashing it.
 """
@@ -39,7 +42,7 @@ import random
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator
@@ -62,8 +65,9 @@ class FakeTeacher:
                  cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, ratelimit_style: str = "openai",
                  answered_timeouts: int = 0, prose: bool = False, reject: dict[str, str] | None = None,
                  unsupported: str | None = None, honour_max_tokens: bool = False, lose_batch_creates: int = 0,
-                 garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS, judge: "Judge | None" = None):
-        self.judge = judge
+                 garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS, judge: "Judge | None" = None,
+                 echo_key: bool = False, retry_after: str | None = None):
+        self.judge, self.echo_key, self._authorization, self.retry_after = judge, echo_key, "", retry_after
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
         self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
@@ -75,6 +79,7 @@ class FakeTeacher:
         self.by_status: Counter = Counter()
         self.answered: Counter = Counter()
         self.seen: Counter = Counter()
+        self.received: deque[dict[str, Any]] = deque(maxlen=1000)
         # Prompt caching as providers do it: a request's head sent before is reported as cached
         # (None: no cache at all).
         self.cache = None if cache_min_tokens is None else PrefixCache(cache_min_tokens)
@@ -86,7 +91,7 @@ class FakeTeacher:
         self.app = Starlette(routes=[
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/chat/completions", self.chat, methods=["POST"]),
-            Route("/v1/models", self.models), Route("/stats", self.stats),
+            Route("/v1/models", self.models), Route("/stats", self.stats), Route("/requests", self.requests),
             Route("/v1/files", self.upload, methods=["POST"]),
             Route("/v1/files/{file_id}/content", self.file_content),
             Route("/v1/batches", self.create_batch, methods=["POST"]),
@@ -116,6 +121,8 @@ class FakeTeacher:
     def _error(self, status: int, message: str, code: str, headers: dict | None = None,
                param: str | None = None) -> JSONResponse:
         self.by_status[str(status)] += 1
+        if self.echo_key:
+            message += f" (the request was sent with authorization: {self._authorization})"
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error" if status == 400 else code,
                                        "code": code, "param": param}}, status,
                             headers={"x-request-id": self._request_id(), **(headers or {})})
@@ -136,6 +143,7 @@ class FakeTeacher:
 
     async def chat(self, request: Request) -> Response:
         self._requests += 1
+        self._authorization = request.headers.get("authorization", "")
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Incorrect API key provided.", "invalid_api_key")
         raw = await request.body()
@@ -143,6 +151,7 @@ class FakeTeacher:
             body = json.loads(raw)
             if not isinstance(body["messages"], list):
                 raise TypeError("messages is not a list")
+            self.received.append(body)
         except (ValueError, KeyError, TypeError):
             return self._error(400, "the body is not a chat completion request", "invalid_request_error")
         if body.get("model") == "no-quota":
@@ -156,9 +165,10 @@ class FakeTeacher:
             return self._error(400, error["message"], error["code"], param=error["param"])
         wait = self._take()
         if wait:
-            return self._error(429, "Rate limit reached.", "rate_limit_exceeded", {
-                "retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000) + 1),
-                **self._limit_headers(remaining=0, reset_s=wait)})
+            retry = {"retry-after": self.retry_after} if self.retry_after else {
+                "retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000) + 1)}
+            return self._error(429, "Rate limit reached.", "rate_limit_exceeded",
+                               {**retry, **self._limit_headers(remaining=0, reset_s=wait)})
         key = hashlib.sha256(raw).hexdigest()
         fault = self._fault(key)
         await asyncio.sleep(self.latency_s)
@@ -346,6 +356,9 @@ class FakeTeacher:
 
     async def stats(self, request: Request) -> JSONResponse:
         return JSONResponse(self.snapshot())
+
+    async def requests(self, request: Request) -> JSONResponse:
+        return JSONResponse(list(self.received))
 
 
 def _server(teacher: FakeTeacher):

@@ -7,8 +7,11 @@ time limit. PostgreSQL: every transaction is read-only and runs one statement; i
 itself runs through `ares_read()`, a SECURITY DEFINER function of that role, where PostgreSQL
 refuses to change role: `COPY ... TO PROGRAM`, `pg_read_file`, `lo_export` and writes are refused
 even for a superuser's URL. The toolkit's own parameterised queries (status, report) run as
-ares_reader without the wrapper. A store without the role (no right to create it) or a
-connecting role that is not a member of it reads as itself, in a read-only transaction.
+ares_reader without the wrapper. A store without the role or the wrapper (no right to create
+them) or a connecting role that is not a member of it reads as itself, in a read-only
+transaction, except user SQL (`untrusted`) from a role that can run programs or read and write
+server files (a superuser, pg_execute_server_program, ...): a read-only transaction does not
+stop those, so that SQL is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ DEFAULT_TIMEOUT_S = 30.0
 READER_ROLE = "ares_reader"
 _CAN_READ_AS = text(
     "SELECT CASE WHEN r.oid IS NULL THEN false ELSE pg_has_role(r.oid, 'MEMBER') END, "
-    "to_regprocedure('ares_read(text)') IS NOT NULL "
+    "to_regprocedure('ares_read(text)') IS NOT NULL, "
+    # what a read-only transaction does not stop: the login role (RESET ROLE returns to it) running
+    # programs or reading and writing the server's files
+    "(SELECT rolsuper FROM pg_roles WHERE rolname = session_user) OR " + " OR ".join(
+        f"pg_has_role(session_user, '{role}', 'MEMBER')"
+        for role in ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")) + ", "
+    "session_user "
     f"FROM (SELECT (SELECT oid FROM pg_roles WHERE rolname = '{READER_ROLE}') AS oid) r")
 
 
@@ -36,17 +45,19 @@ def refuse_attach(action: int, *_: Any) -> int:
     return sqlite3.SQLITE_DENY if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH) else sqlite3.SQLITE_OK
 
 
-def run(engine: Engine, sql: str, params: dict | None, timeout_s: float | None) -> tuple[list[str], list[Sequence]]:
-    """(columns, rows) of one read-only statement; refusals and timeouts as one-line errors."""
+def run(engine: Engine, sql: str, params: dict | None, timeout_s: float | None,
+        untrusted: bool = False) -> tuple[list[str], list[Sequence]]:
+    """(columns, rows) of one read-only statement; refusals and timeouts as one-line errors.
+    `untrusted`: SQL a user typed (`ares sql`), refused where no read-only role can run it."""
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":
-                return _postgresql(conn, sql, params or {}, timeout_s)
+                return _postgresql(conn, sql, params or {}, timeout_s, untrusted)
             if engine.dialect.name == "sqlite":
                 return _sqlite(conn, sql, params or {}, timeout_s)
             return _plain(conn, sql, params or {})
     except DBAPIError as exc:
-        raise _translate(exc, timeout_s) from exc
+        raise _translate(exc, sql, timeout_s) from exc
 
 
 def _plain(conn: Connection, sql: str, params: dict) -> tuple[list[str], list[Sequence]]:
@@ -67,10 +78,20 @@ def _sqlite(conn: Connection, sql: str, params: dict, timeout_s: float | None) -
         raw.set_progress_handler(None, 0)
 
 
-def _postgresql(conn: Connection, sql: str, params: dict,
-                timeout_s: float | None) -> tuple[list[str], list[Sequence]]:
+def _verb(sql: str) -> str:
+    words = sql.split()
+    return words[0].upper() if words else "an empty statement"
+
+
+def _postgresql(conn: Connection, sql: str, params: dict, timeout_s: float | None,
+                untrusted: bool) -> tuple[list[str], list[Sequence]]:
     conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int((timeout_s or 0) * 1000)}")
-    member, wrapper = conn.execute(_CAN_READ_AS).one()
+    member, wrapper, privileged, login = conn.execute(_CAN_READ_AS).one()
+    if untrusted and privileged and not (member and wrapper):
+        missing = "ares_read() is missing" if not wrapper else f"{login} is not a member of {READER_ROLE}"
+        raise ReadOnlyError(f"refused: {login} can run programs and read server files even in a read-only "
+                            f"transaction, and `ares sql` cannot run as {READER_ROLE} here ({missing}: migration "
+                            "0014 could not set it up); connect as a role without those rights, or see docs/sql.md")
     if not member:
         return _plain(conn, sql, params)
     conn.exec_driver_sql(f"SET LOCAL ROLE {READER_ROLE}")
@@ -80,8 +101,7 @@ def _postgresql(conn: Connection, sql: str, params: dict,
     query = sql.strip().rstrip(";")
     columns, types = _describe(raw, query)
     if not columns:  # a write, DO, SET ...: nothing to read, refused before it runs
-        verb = query.split(None, 1)[0].upper() if query.split() else "an empty statement"
-        raise ReadOnlyError(f"refused (read-only): `ares sql` runs queries that return rows; {verb} returns none")
+        raise ReadOnlyError(f"refused: `ares sql` runs queries that return rows, and {_verb(query)} returns none")
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     cells = ", ".join(f"q.c{i}::text" for i in range(len(columns)))
     wrapped = f"SELECT ARRAY[{cells}] FROM (\n{query}\n) AS q({names})"
@@ -118,13 +138,14 @@ def _describe(raw: Any, query: str) -> tuple[list[str], list[int]]:
             [described.ftype(i) for i in range(described.nfields)])
 
 
-def _translate(exc: DBAPIError, timeout_s: float | None) -> StoreError:
+def _translate(exc: DBAPIError, sql: str, timeout_s: float | None) -> StoreError:
     message = str(exc.orig).strip().splitlines()[0]
     lowered = message.lower()
     if "statement timeout" in lowered or lowered == "interrupted":
         return StoreError(f"the query ran past --timeout {timeout_s:g} s and was stopped")
-    if any(word in lowered for word in ("readonly", "read-only", "read only", "permission denied",
-                                        "not authorized", "must be superuser", "not allowed",
+    if any(word in lowered for word in ("readonly", "read-only", "read only")):  # the message says it once
+        return ReadOnlyError(f"refused: `ares sql` only reads (the database refused this {_verb(sql)})")
+    if any(word in lowered for word in ("permission denied", "not authorized", "must be superuser", "not allowed",
                                         "cannot set parameter")):
-        return ReadOnlyError(f"refused by the database (read-only): {message}")
+        return ReadOnlyError(f"refused by the database: {message}")
     return StoreError(f"SQL error: {message}")

@@ -248,13 +248,13 @@ class Store:
         counts = self.query_readonly(" UNION ALL ".join(f"SELECT '{t}', COUNT(*) FROM {t}" for t in TABLES))[1]
         return {table: n for table, n in counts}
 
-    def query_readonly(self, sql: str, params: dict | None = None,
-                       timeout_s: float | None = DEFAULT_TIMEOUT_S) -> tuple[list[str], list[Sequence[Any]]]:
+    def query_readonly(self, sql: str, params: dict | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                       untrusted: bool = False) -> tuple[list[str], list[Sequence[Any]]]:
         """Run one statement, `sql`, that the database itself keeps from writing (readonly.py),
-        stopped after `timeout_s` seconds."""
+        stopped after `timeout_s` seconds; `untrusted`: a user's SQL (`ares sql`)."""
         if self._reader is None:
             self._reader = _make_engine(self.url, read_only=True)
-        return readonly.run(self._reader, sql, params, timeout_s)
+        return readonly.run(self._reader, sql, params, timeout_s, untrusted)
 
 
 def _refuse_missing_file(url: str) -> None:

@@ -3,6 +3,7 @@ sequential loop, 429s, lost and duplicate answers.
 
     .venv/bin/python benchmarks/teacher_throughput.py [--calls 2000] [--rpm 1200] [--latency-ms 300]
     .venv/bin/python benchmarks/teacher_throughput.py --collectors 4 [--pg-url URL]
+    .venv/bin/python benchmarks/teacher_throughput.py --collectors 1 --calls 300 --rpm 600   # ~1 min
 
 With --collectors N, N `ares collect-scores` processes share one store (SQLite, then
 PostgreSQL: --pg-url, or a throwaway cluster started as the tests do) and the server limit;

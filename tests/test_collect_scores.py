@@ -167,7 +167,7 @@ def test_max_cost_stops_before_the_cap(cli, store):
     add_rationales(store, 10)
     with serve_in_thread() as url:
         result = cli("collect-scores", "--round", 1, "--no-group-by-question",
-                     "--base-url", url, "--price-in", 10000, "--price-out", 0,
+                     "--base-url", url, "--price-in", 2000, "--price-out", 0,
                      "--concurrency", 1, "--max-cost", 5)
         sent = stats(url)["requests"]
     assert result.exit_code == 0, result.output

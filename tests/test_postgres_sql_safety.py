@@ -51,6 +51,25 @@ def test_a_superuser_url_cannot_run_programs_or_read_server_files(pg_store, pg_u
     assert pg_store.query_readonly("SELECT current_user, session_user")[1] == [("ares_reader", "postgres")]
 
 
+def test_user_sql_is_refused_when_a_superuser_url_has_no_reader_to_run_as(pg_store, pg_url, cli):
+    """Migration 0014 skips the reader where it may not create roles; a superuser's URL would then
+    run `ares sql` as itself, and a read-only transaction does not stop COPY TO PROGRAM: refused,
+    in one line saying why. The toolkit's own queries (status) still read."""
+    admin = _admin(pg_url)
+    with admin.connect() as conn:
+        conn.exec_driver_sql("DROP FUNCTION ares_read(text)")  # as when 0014 skipped its block
+    admin.dispose()
+    marker = Path("/tmp") / f"ares-escape-{uuid.uuid4().hex}"
+    for sql in (f"DO $$ BEGIN RESET ROLE; EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; END $$",
+                "SELECT pg_read_file('PG_VERSION')", "SELECT 1"):
+        result = cli("--db", pg_url, "sql", sql)
+        assert result.exit_code == 1, (sql, result.stdout)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: refused: postgres can run programs") and "ares_read() is missing" in line
+    assert not marker.exists()
+    assert cli("--db", pg_url, "status").exit_code == 0
+
+
 def test_writes_and_typed_values_through_the_reader(pg_store, cli, pg_url):
     result = cli("--db", pg_url, "sql", "SELECT nextval(pg_get_serial_sequence('question', 'id'))")
     assert result.exit_code == 1 and "refused" in result.stderr

@@ -43,6 +43,9 @@ def test_retry_after_forms():
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0) == 10
     assert retry_after_seconds({}) is None and retry_after_seconds({"retry-after": "soon"}) is None
     assert parse_duration("6m0s") == 360 and parse_duration("20ms") == 0.02 and parse_duration("x1s") is None
+    # not finite: no duration at all (a pause for ever would stall every collector of the account)
+    assert retry_after_seconds({"retry-after": "inf"}) is None and parse_duration("nan") is None
+    assert retry_after_seconds({"retry-after-ms": "inf", "retry-after": "2"}) == 2
 
 
 def test_check_response_raises_the_right_error_and_redacts():
@@ -214,7 +217,7 @@ def test_rate_limiter_spaces_requests_and_honours_a_pause():
         await asyncio.gather(*(one() for _ in range(6)))
         # The schedule is absolute: a late wake-up shortens the next gap, never the distance from the start.
         offsets = [t - times[0] - i * 0.1 for i, t in enumerate(times)]
-        limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "300ms"})
+        await limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "300ms"})
         before = loop.time()
         await one()
         return offsets, times[-1] - before

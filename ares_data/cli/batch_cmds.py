@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Optional
 
 import typer
@@ -22,6 +21,8 @@ app = typer.Typer(no_args_is_help=True, help="Follow and ingest OpenAI Batch API
 @teacher_options
 def status(ctx: typer.Context, model: ModelOpt = None, as_json: JsonOpt = False, *, teacher: TeacherConfig) -> None:
     """Show the store's batches, the ones not ingested yet brought up to date from the API."""
+    import asyncio
+
     from ..teacher import batch
 
     header, rows = batch.batch_rows(asyncio.run(batch.status(store(ctx), teacher, model=model)))
@@ -33,6 +34,8 @@ def status(ctx: typer.Context, model: ModelOpt = None, as_json: JsonOpt = False,
 @teacher_options
 def ingest(ctx: typer.Context, model: ModelOpt = None, as_json: JsonOpt = False, *, teacher: TeacherConfig) -> None:
     """Store the answers of every ended batch (validated and audited as online answers); once per batch."""
+    import asyncio
+
     from ..teacher import batch
 
     print_summary(asyncio.run(batch.ingest(store(ctx), teacher, model=model)), as_json)

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..exporters import PRMFormat
-from ..review.policy import ScorePolicy
+from ..review.policy import PRMFormat, ScorePolicy
 from ..teacher.logprobs import Reward
 from ._common import RoundReq, console, fail, reading_store, store
 

@@ -74,7 +74,7 @@ def sql(
 ) -> None:
     """Run a read-only query; writes are refused by the database itself (on PostgreSQL as the
     ares_reader role: no COPY TO PROGRAM, pg_read_file or lo_export either). SQLite: no ATTACH."""
-    columns, rows = reading_store(ctx).query_readonly(query, timeout_s=timeout)
+    columns, rows = reading_store(ctx).query_readonly(query, timeout_s=timeout, untrusted=True)
     fmt = SqlFormat.json if as_json else SqlFormat.csv if as_csv else SqlFormat.table
     print_rows(columns, rows, fmt)
 

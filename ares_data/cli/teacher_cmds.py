@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -43,6 +42,8 @@ MaxCostOpt = Annotated[Optional[float], typer.Option(
 
 def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, as_json: bool = False,
              **options) -> None:
+    import asyncio
+
     from ..teacher.batch import BatchLimits
     from ..teacher.collect import CollectRequest, collect
     from .collect_progress import collect_progress

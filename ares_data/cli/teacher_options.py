@@ -38,7 +38,8 @@ TEACHER_OPTIONS: dict[str, Any] = {
         help="The account's requests per minute, shared by every collector on the store and never exceeded "
              "\\[learned from the provider's rate-limit headers].", rich_help_panel=_PANEL)],
     "tpm": Annotated[Optional[float], typer.Option(
-        help="The account's tokens per minute (a request reserves prompt + max tokens), shared like --rpm "
+        help="The account's tokens per minute (OpenAI: a request reserves prompt + max tokens; Anthropic: its "
+             "input tokens per minute, a request reserves its prompt), shared like --rpm "
              "\\[learned from the provider's headers].", rich_help_panel=_PANEL)],
     "concurrency": Annotated[Optional[int], typer.Option(help="Calls in flight at once \\[16].",
                                                          rich_help_panel=_PANEL)],
@@ -46,12 +47,19 @@ TEACHER_OPTIONS: dict[str, Any] = {
                                                           rich_help_panel=_PANEL)],
     "max_repairs": Annotated[Optional[int], typer.Option(
         help="Re-asks after an invalid answer before the rationale is marked failed \\[2].", rich_help_panel=_PANEL)],
-    "timeout": Annotated[Optional[float], typer.Option(help="Seconds to wait for one answer (read timeout) \\[60].",
-                                                       rich_help_panel=_PANEL)],
+    "timeout": Annotated[Optional[float], typer.Option(
+        help="Seconds to wait for one answer (read timeout; a reasoning model's: --reasoning-timeout) \\[60].",
+        rich_help_panel=_PANEL)],
+    "reasoning_timeout": Annotated[Optional[float], typer.Option(
+        help="--timeout for a reasoning model, which may think for minutes; its read timeout is not retried "
+             "in the run (the provider may still be answering, and billing, it) \\[600].", rich_help_panel=_PANEL)],
     "connect_timeout": Annotated[Optional[float], typer.Option(help="Seconds to connect to the server \\[10].",
                                                                rich_help_panel=_PANEL)],
     "write_timeout": Annotated[Optional[float], typer.Option(help="Seconds to send one request \\[30].",
                                                              rich_help_panel=_PANEL)],
+    "max_retry_after": Annotated[Optional[float], typer.Option(
+        help="Longest pause, in seconds, that a server's Retry-After imposes on every collector of the "
+             "account (a longer or infinite one is cut to this) \\[60].", rich_help_panel=_PANEL)],
     "structured_output": Annotated[Optional[StructuredOutput], typer.Option(
         help="How JSON is requested \\[json_schema for openai, tool for anthropic].", rich_help_panel=_PANEL)],
     "score_from": Annotated[Optional[ScoreFrom], typer.Option(

@@ -1,4 +1,4 @@
-"""The export policy: a light module, so the CLI can offer its choices without opening a store."""
+"""The export choices: a light module, so the CLI can offer them without importing the store."""
 
 from enum import Enum
 
@@ -10,3 +10,10 @@ class ScorePolicy(str, Enum):
     human_first = "human-first"
     teacher = "teacher"
     mean = "mean"
+
+
+class PRMFormat(str, Enum):
+    """Process-supervision layouts other trainers read."""
+
+    stepwise = "stepwise"  # TRL's stepwise supervision: prompt, completions (steps), labels (bools)
+    math_shepherd = "math-shepherd"  # Math-Shepherd: steps tagged `ки` in `input`, `+`/`-` in `label`

@@ -15,6 +15,7 @@ first one's stored answer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import uuid
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from ..tables import RequestClaim, WorkClaim, utcnow
 from ..store import Store
 
 NEVER_HELD = datetime(1970, 1, 1, tzinfo=timezone.utc)
+log = logging.getLogger(__name__)
 
 
 def _this_boot() -> str:
@@ -135,12 +138,18 @@ class Claims:
 
     @asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
-        """Renew the leases every third of a lease while the block runs."""
+        """Renew the leases every third of a lease while the block runs, off the event loop. A
+        renewal that fails (store busy, connection lost) is logged and the next one tried: the
+        leases in flight must outlive a transient error, else another collector pays again."""
 
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self.lease.total_seconds() / 3)
-                self.renew()
+                try:
+                    await asyncio.to_thread(self.renew)
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning("renewing the leases of %s failed (next try in %.1f s): %s", self.worker,
+                                self.lease.total_seconds() / 3, " ".join(str(exc).split())[:200])
 
         task = asyncio.create_task(beat())
         try:

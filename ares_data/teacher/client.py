@@ -31,7 +31,7 @@ from .logprobs import logprob_content
 from .pricing import estimate_tokens
 from .prompts import Ask
 from .ratelimit import LocalBucket, RateLimiter, StoreBucket, account_key
-from .retry import check_response, rejection, retrying
+from .retry import brief, check_response, rejection, retrying
 
 ANTHROPIC_VERSION = "2023-06-01"
 TOP_LOGPROBS = 20  # OpenAI's most: enough for every value 0-10 (logprobs.py)
@@ -76,6 +76,11 @@ class Reply:
     log: list[Attempt] = field(default_factory=list)
     finish_reason: str | None = None  # why the answer ended: stop, length, content_filter, refusal...
     refusal: str | None = None  # the model's refusal text (OpenAI `message.refusal`)
+
+
+class StillAnswering(Exception):
+    """A reasoning model's read timeout: the answer may still come, and be billed, so the call
+    is not retried now (tenacity does not retry it); the next run asks again."""
 
 
 CUT = {"length", "max_tokens"}  # finish/stop reasons of an answer cut at the token budget
@@ -155,7 +160,7 @@ def dialect_hint(status: int, body: dict[str, Any], dialect: StructuredOutput, d
     if status not in (400, 422):
         return None
     if ("max_tokens" in detail and "max_tokens" in body) or ("temperature" in detail and "temperature" in body):
-        return (f"the server refused max_tokens/temperature ({' '.join(detail.split())[:160]}); "
+        return (f"the server refused max_tokens/temperature ({brief(detail, 160)}); "
                 "if the model is a reasoning model, add --reasoning")
     if not (STRUCTURED & body.keys()):
         return None
@@ -261,7 +266,7 @@ class TeacherClient:
         self._key = config.api_key()
         account = account_key(config.provider.value, config.base_url, config.model, self._key)
         bucket = StoreBucket(store, account) if store is not None else LocalBucket()
-        self.limiter = RateLimiter(config.rpm, config.tpm, config.concurrency, bucket)
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.concurrency, bucket, max_pause=config.max_retry_after)
         headers = {"content-type": "application/json"}
         if config.provider is Provider.anthropic:
             headers["anthropic-version"] = ANTHROPIC_VERSION
@@ -273,8 +278,8 @@ class TeacherClient:
                 headers["authorization"] = f"Bearer {self._key}"
             self._path = "/chat/completions"
         limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
-        timeout = httpx.Timeout(connect=config.connect_timeout, read=config.timeout, write=config.write_timeout,
-                                pool=None)
+        timeout = httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout(),
+                                write=config.write_timeout, pool=None)
         self._http = httpx.AsyncClient(base_url=config.base_url, headers=headers, timeout=timeout,
                                        limits=limits, transport=transport)
 
@@ -282,21 +287,37 @@ class TeacherClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.limiter.release()
         await self._http.aclose()
 
     def redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
+    def _reservation(self, body: dict[str, Any]) -> int:
+        """Tokens a request counts against the limit before its usage is known: OpenAI counts the
+        prompt + max tokens; Anthropic's input-token limit the prompt only (output has its own)."""
+        prompt = estimate_tokens(body)
+        return prompt if self.config.provider is Provider.anthropic else prompt + max_out(body, self.config.max_tokens)
+
+    def _counted(self, tokens_in: int, tokens_out: int | None, cached: int | None) -> int:
+        """Tokens an answer counted against the limit: Anthropic's input-token limit leaves out
+        cache reads (and output); OpenAI counts prompt and answer."""
+        if self.config.provider is Provider.anthropic:
+            return tokens_in - (cached or 0)
+        return tokens_in + (tokens_out or 0)
+
     async def send(self, body: dict[str, Any]) -> Reply:
         """POST `body` within the limits, retrying what is worth retrying; raises CallFailed.
-        Tokens are reserved as prompt + max tokens (as OpenAI counts them) and refunded from usage."""
-        reserved = estimate_tokens(body) + max_out(body, self.config.max_tokens)
+        Each attempt reserves its tokens; an attempt answered 429 or 5xx gives them back, an
+        answered one is corrected by its usage. A reasoning model's read timeout is not retried:
+        the provider may still be answering, and billing, the request (`StillAnswering`)."""
+        reserved = self._reservation(body)
         log: list[Attempt] = []
         try:
-            async for attempt in retrying(self.config.max_attempts):
+            async for attempt in retrying(self.config.max_attempts, retry_after_cap=self.config.max_retry_after):
                 with attempt:
                     return await self._attempt(body, reserved, log)
-        except (RetryableError, httpx.HTTPError) as exc:
+        except (RetryableError, httpx.HTTPError, StillAnswering) as exc:
             raise CallFailed(self._describe(exc), len(log), permanent=False, log=log) from None
         except RequestRejected as exc:
             raise CallFailed(self.redact(str(exc)), len(log), permanent=True, log=log, rejected=True) from None
@@ -315,24 +336,27 @@ class TeacherClient:
             except httpx.HTTPError as exc:
                 entry.outcome, entry.error = _outcome(exc), self._describe(exc)
                 entry.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+                if entry.outcome is AttemptOutcome.timeout and self.config.is_reasoning():
+                    raise StillAnswering(entry.error) from exc
                 raise
             latency_ms = (time.perf_counter() - started) * 1000
         entry.http_status, entry.request_id = response.status_code, request_id(response.headers)
         entry.latency_ms = round(latency_ms, 1)
-        self.limiter.observe(response.headers)
+        if response.status_code == 429 or response.status_code >= 500:  # not counted by the provider
+            self.limiter.correct(reserved, 0)
+        await self.limiter.observe(response.headers)
         try:
             if response.status_code in (400, 422):  # about the format: stop, naming the parameter
-                about_format, param = rejection(response.status_code, response.text)
+                answered = self.redact(response.text)
+                about_format, param = rejection(response.status_code, answered)
                 if about_format:
-                    detail = self.redact(" ".join(response.text.split())[:200])
-                    hint = format_hint(response.status_code, body, self.config.structured_output, param,
-                                       response.text)
-                    raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({detail})")
+                    hint = format_hint(response.status_code, body, self.config.structured_output, param, answered)
+                    raise TeacherError(f"teacher answered HTTP {response.status_code}: {hint} ({brief(answered)})")
             try:
                 check_response(response, self.redact)
             except RetryableError as exc:
                 if exc.retry_after:
-                    self.limiter.pause(exc.retry_after)
+                    await self.limiter.pause(exc.retry_after)
                 raise
         except TeacherError as exc:
             status = response.status_code
@@ -348,7 +372,7 @@ class TeacherClient:
             entry.outcome, entry.error = AttemptOutcome.unreadable, f"unreadable reply ({exc.__class__.__name__})"
             raise RetryableError(entry.error) from exc
         if tokens_in is not None:
-            self.limiter.correct(reserved, tokens_in + (tokens_out or 0))
+            self.limiter.correct(reserved, self._counted(tokens_in, tokens_out, cached))
         written = (data.get("usage") or {}).get("cache_creation_input_tokens")
         entry.model_snapshot = data.get("model") if isinstance(data.get("model"), str) else None
         entry.tokens_in, entry.tokens_out, entry.reasoning_tokens = tokens_in, tokens_out, reasoning_tokens(data)
@@ -361,8 +385,10 @@ class TeacherClient:
         if isinstance(exc, (httpx.ConnectTimeout, httpx.WriteTimeout)):
             return f"{exc.__class__.__name__}: no connection or request sent within " \
                    f"{self.config.connect_timeout:g}/{self.config.write_timeout:g} s"
+        if isinstance(exc, StillAnswering):
+            return f"{exc}; not asked again in this run: a reasoning model may still be answering, and billing, it"
         if isinstance(exc, httpx.TimeoutException):
-            return f"timed out after {self.config.timeout:g} s"
+            return f"timed out after {self.config.read_timeout():g} s"
         if isinstance(exc, RetryableError):
             return str(exc)
         return self.redact(f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__)

@@ -81,8 +81,10 @@ class TeacherConfig:
     max_attempts: int = 6
     max_repairs: int = 2
     timeout: float = 60.0
+    reasoning_timeout: float = 600.0  # a reasoning model's read timeout: it may think for minutes
     connect_timeout: float = 10.0
     write_timeout: float = 30.0
+    max_retry_after: float = 60.0  # the longest pause a server's Retry-After imposes on the shared account
     # what is asked for
     structured_output: StructuredOutput = StructuredOutput.json_schema
     temperature: float = 0.0
@@ -134,8 +136,10 @@ class TeacherConfig:
         if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0) \
                 or self.concurrency < 1:
             raise TeacherError("--rpm, --tpm and --concurrency must be positive")
-        if min(self.timeout, self.connect_timeout, self.write_timeout) <= 0:
-            raise TeacherError("--timeout, --connect-timeout and --write-timeout must be positive")
+        if min(self.timeout, self.reasoning_timeout, self.connect_timeout, self.write_timeout) <= 0:
+            raise TeacherError("--timeout, --reasoning-timeout, --connect-timeout and --write-timeout must be positive")
+        if not 0 < self.max_retry_after < float("inf"):
+            raise TeacherError("--max-retry-after must be a positive number of seconds")
         if self.max_attempts < 1 or self.max_repairs < 0:
             raise TeacherError("--max-attempts must be at least 1 and --max-repairs at least 0")
         if self.structured_output is StructuredOutput.tool and self.provider is not Provider.anthropic:
@@ -152,6 +156,10 @@ class TeacherConfig:
     def is_reasoning(self) -> bool:
         """--reasoning/--no-reasoning, else the model name: OpenAI's o-series and gpt-5 think first."""
         return self.reasoning if self.reasoning is not None else bool(REASONING_MODEL.match(self.model))
+
+    def read_timeout(self) -> float:
+        """Seconds to wait for an answer: --reasoning-timeout for a reasoning model, else --timeout."""
+        return self.reasoning_timeout if self.is_reasoning() else self.timeout
 
     def api_key(self) -> str | None:
         """The key from the env var, or None for a local server that needs none."""

@@ -16,7 +16,7 @@ from ..errors import InvalidAnswer, PartlyInvalid
 from ..tables import TeacherCall
 from .calls import Task
 from .logprobs import expectations, lookup, score_row
-from .prompts import Ask, load, numbered, question_parts, score_items, score_tokens
+from .prompts import Ask, fence_code, load, numbered, question_parts, score_items, score_tokens
 from .validation import check_scores, extract_json
 
 SCORE_GROUP = "score_group_v1"
@@ -33,7 +33,9 @@ def group_schema(counts: dict[str, int], points: bool = False) -> dict[str, Any]
 def group_ask(question: Any, rationales: Sequence[Sequence[str]], points: bool = False) -> Ask:
     """System and question block first (the cacheable head), then every rationale in one last part."""
     template = load(SCORE_GROUP_POINTS if points else SCORE_GROUP)
-    blocks = [template.render("rationale", label=f"R{i}", n=len(sentences), sentences=numbered(sentences))
+    fence = fence_code([sentence for sentences in rationales for sentence in sentences])  # one code per call
+    blocks = [template.render("rationale", label=f"R{i}", n=len(sentences), sentences=numbered(sentences),
+                              fence=fence)
               for i, sentences in enumerate(rationales, start=1)]
     counts = {f"R{i}": len(s) for i, s in enumerate(rationales, start=1)}
     return Ask(template.render("system"),

@@ -75,8 +75,11 @@ def cost(model: str, tokens_in: int, tokens_out: int, price_in: float | None = N
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
-    """Input tokens of a request body from its text length (chars / 4) plus a flat cost per image."""
-    text = json.dumps(body.get("messages", []), ensure_ascii=False) + str(body.get("system", ""))
+    """Input tokens of a request body from the length of all it sends (chars / 4: the messages,
+    the system prompt and the answer's schema, which providers count too) plus a flat cost per
+    image. Counting the messages alone fell short of the usage billed, so --max-cost could be
+    passed by the call that its estimate let through."""
+    text = json.dumps(body, ensure_ascii=False)
     images = text.count('"image_url"') + text.count('"type": "image"')
     return len(text) // CHARS_PER_TOKEN + images * IMAGE_TOKENS
 

@@ -5,6 +5,12 @@ of one question shares), `rationale` (what is specific to one call) and `repair`
 message that re-asks after an invalid answer). The unchanging part comes first, so provider
 prompt caches hit and several rationales of one question can later share one call.
 A template's version is the hash of its text, stored on every call.
+
+Rationales are the student's (later the policy's) text: each is fenced between
+`<rationale-CODE>` and `</rationale-CODE>` tags, and the instructions say that what is inside
+is data. CODE is a hash of every rationale text of the request, so a text cannot know, and so
+cannot close, its own fence, while an identical request still hashes the same (answers are
+reused by request hash); any rationale tag inside a text is neutralised anyway (`as_data`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from ..images import question_image
 SCORE, CORRECT, JUDGE = "score_v1", "correct_v1", "judge_v1"
 SCORE_POINTS = "score_points_v1"  # whole points 0-10, one token each: --score-from logprobs (logprobs.py)
 _SECTION = re.compile(r"^<!-- (system|question|rationale|repair) -->\s*$", re.MULTILINE)
+_TAG = re.compile(r"<(\s*/?\s*rationale)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -104,8 +111,20 @@ def question_parts(template: PromptTemplate, question: Any) -> list[dict[str, An
     return [image, text] if image else [text]
 
 
+def fence_code(texts: Sequence[str]) -> str:
+    """The code of a request's rationale tags: a hash of all its rationale texts."""
+    return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+
+
+def as_data(text: str) -> str:
+    """A rationale as shown inside its fence: anything that reads as a rationale tag, opening or
+    closing, loses its `<` (becomes `‹`), so no text can end its fence or open another one."""
+    return _TAG.sub(r"‹\1", text)
+
+
 def numbered(sentences: Sequence[str]) -> str:
-    return "\n".join(f"[{i}] {' '.join(s.split())}" for i, s in enumerate(sentences, start=1))
+    """One sentence a line, `[i] text`, whitespace collapsed (a sentence cannot start a line)."""
+    return "\n".join(f"[{i}] {' '.join(as_data(s).split())}" for i, s in enumerate(sentences, start=1))
 
 
 def score_tokens(scores: int, lists: int = 1) -> int:
@@ -117,7 +136,7 @@ def score_tokens(scores: int, lists: int = 1) -> int:
 def score_ask(question: Any, sentences: Sequence[str], points: bool = False) -> Ask:
     """`points`: ask for whole points 0-10 (stored as points / 10) instead of 0.0-1.0."""
     template = load(SCORE_POINTS if points else SCORE)
-    tail = template.render("rationale", n=len(sentences), sentences=numbered(sentences))
+    tail = template.render("rationale", n=len(sentences), sentences=numbered(sentences), fence=fence_code(sentences))
     return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}],
                schema=score_schema(len(sentences), points), schema_name="sentence_scores",
                max_tokens=score_tokens(len(sentences)))
@@ -125,13 +144,14 @@ def score_ask(question: Any, sentences: Sequence[str], points: bool = False) -> 
 
 def correct_ask(question: Any, rationale: str) -> Ask:
     template = load(CORRECT)
-    tail = template.render("rationale", rationale=rationale.strip())
+    tail = template.render("rationale", rationale=as_data(rationale.strip()), fence=fence_code([rationale]))
     return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}])
 
 
 def judge_ask(question: Any, shown_a: str, shown_b: str) -> Ask:
     template = load(JUDGE)
-    tail = template.render("rationale", rationale_a=shown_a.strip(), rationale_b=shown_b.strip())
+    tail = template.render("rationale", rationale_a=as_data(shown_a.strip()), rationale_b=as_data(shown_b.strip()),
+                           fence=fence_code([shown_a, shown_b]))
     return Ask(template.render("system"), [*question_parts(template, question), {"type": "text", "text": tail}],
                schema=JUDGE_SCHEMA, schema_name="judgement")
 

@@ -6,13 +6,19 @@ Anthropic `anthropic-ratelimit-*`). Until the first answer shows them only one r
 flight. As the remaining budget a provider reports falls below half, the pace falls with it
 (`pace`), so a shared account settles before it runs dry instead of stopping at 0.
 
+A learned limit is paced at MARGIN of it; one the user gave (`--rpm` at or below the learned
+limit) is paced at 100 %: the user's number is the cap, the margin would only waste it.
+
 The schedule is a GCRA over one `BucketState`: requests are spaced evenly (one every 60/rpm s,
 never a burst, missed slots not made up); tokens come from a bucket of one minute's worth refilled at tpm/60 per second,
-reserved as prompt + max_tokens before sending (as OpenAI counts them) and refunded from the
-usage the answer reports. Collectors on one store share one state, the row of their account in
-`teacher_rate_bucket` (`StoreBucket`, migration 0013), updated in one transaction per request:
-N collectors started with the same `--rpm` hold it together. The schedule is in wall-clock
-seconds, so collectors on several machines need synchronised clocks.
+reserved before sending and corrected from the usage the answer reports (the client decides
+what counts: OpenAI counts prompt + max_tokens, Anthropic's input-token limit the prompt only).
+Collectors on one store share one state, the row of their account in `teacher_rate_bucket`
+(`StoreBucket`, migration 0013), updated off the event loop in one transaction per LEASE
+request slots (one per request when a token limit applies): N collectors started with the same
+`--rpm` hold it together. A client that stops, or is told to pause, gives the unused tail of
+its lease back when nobody has taken a slot after it. The schedule is in the store's
+clock (read in that transaction), so collectors on machines whose clocks differ share it too.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Mapping, Optional, Ty
 
 from sqlalchemy import text
 
-from .retry import parse_duration
+from .retry import RETRY_CAP_S, parse_duration
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -36,6 +42,7 @@ TOKEN_BURST_S = 60.0  # the token bucket holds one minute's worth, as the provid
 SLOW_BELOW = 0.5  # below this share of the budget remaining, the pace falls in proportion
 MIN_PACE = 0.25  # ... but never below this share of the limit (at 0 remaining: a pause)
 MARGIN = 0.95  # a learned limit is paced at 95 %: providers enforce it over short windows too
+LEASE = 4  # request slots a client takes from the shared state in one transaction
 
 
 @dataclass
@@ -133,13 +140,13 @@ def learned(headers: Mapping[str, str], now: float | None = None) -> dict[str, S
     return found
 
 
-def pace(seen: Seen) -> float:  # seen.limit is known here
-    """Per-minute pace for a limit: MARGIN of it while half the budget or more remains, then in
+def pace(seen: Seen, margin: float = MARGIN) -> float:  # seen.limit is known here
+    """Per-minute pace for a limit: `margin` of it while half the budget or more remains, then in
     proportion to what remains (never below MIN_PACE), so the budget settles instead of running
     dry while other clients of the account draw on it too."""
     limit = cast(float, seen.limit)
     share = max(0.0, seen.remaining) / limit
-    return limit * MARGIN * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
+    return limit * margin * max(MIN_PACE, min(1.0, share / SLOW_BELOW))
 
 
 # -- where the state lives --------------------------------------------------------------------
@@ -149,35 +156,43 @@ T = TypeVar("T")  # what a change of the bucket state returns
 
 
 class LocalBucket:
-    """The state in this process only (no store: one client's limits)."""
+    """The state in this process only (no store: one client's limits), in this machine's clock."""
 
-    def __init__(self) -> None:
-        self.state = BucketState()
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.state, self.clock = BucketState(), clock
 
-    def update(self, change: Callable[[BucketState], T]) -> T:
-        return change(self.state)
+    def update(self, change: Callable[[BucketState, float], T]) -> T:
+        return change(self.state, self.clock())
 
 
 _COLUMNS = [f.name for f in fields(BucketState)]
 
 
+# The store's clock in epoch seconds: every collector of a store schedules by the same clock.
+_NOW = {"postgresql": "EXTRACT(EPOCH FROM clock_timestamp())::float8",
+        "sqlite": "(julianday('now') - 2440587.5) * 86400.0"}
+
+
 class StoreBucket:
     """The state in the account's `teacher_rate_bucket` row, read and written in one transaction
-    (row-locked on PostgreSQL; SQLite transactions take the write lock up front)."""
+    (row-locked on PostgreSQL; SQLite transactions take the write lock up front), with the
+    store's clock read in the same statement."""
 
     def __init__(self, store: "Store", account: str):
         self.store, self.account = store, account
         lock = " FOR UPDATE" if store.dialect == "postgresql" else ""
         self._insert = text("INSERT INTO teacher_rate_bucket (account) VALUES (:a) ON CONFLICT (account) DO NOTHING")
-        self._select = text(f"SELECT {', '.join(_COLUMNS)} FROM teacher_rate_bucket WHERE account = :a{lock}")
+        self._select = text(f"SELECT {', '.join(_COLUMNS)}, {_NOW[store.dialect]} FROM teacher_rate_bucket "
+                            f"WHERE account = :a{lock}")
         self._write = text(f"UPDATE teacher_rate_bucket SET {', '.join(f'{c} = :{c}' for c in _COLUMNS)}, "
                            "updated_at = CURRENT_TIMESTAMP WHERE account = :a")
 
-    def update(self, change: Callable[[BucketState], T]) -> T:
+    def update(self, change: Callable[[BucketState, float], T]) -> T:
         with self.store.engine.begin() as conn:
             conn.execute(self._insert, {"a": self.account})
-            state = BucketState(*conn.execute(self._select, {"a": self.account}).one())
-            result = change(state)
+            *values, now = conn.execute(self._select, {"a": self.account}).one()
+            state = BucketState(*values)
+            result = change(state, float(now))
             conn.execute(self._write, {"a": self.account, **vars(state)})
         return result
 
@@ -189,32 +204,69 @@ def account_key(provider: str, base_url: str, model: str, key: str | None) -> st
 
 class RateLimiter:
     def __init__(self, rpm: float | None = None, tpm: float | None = None, concurrency: int = 16,
-                 bucket: LocalBucket | StoreBucket | None = None, clock: Callable[[], float] = time.time):
-        self.rpm, self.tpm = rpm, tpm
+                 bucket: LocalBucket | StoreBucket | None = None, max_pause: float = RETRY_CAP_S):
+        self.rpm, self.tpm, self.max_pause = rpm, tpm, max_pause
         self.bucket = bucket or LocalBucket()
-        self._clock = clock
         self._in_flight = asyncio.Semaphore(concurrency)
         self._probe = asyncio.Lock()
         self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
         self._refund = 0
         self._pace: dict[str, float] = {}
+        self._leased: list[tuple[float, float]] = []  # slots held: (shared clock, time.monotonic()), earliest first
+        self._before = 0.0  # the shared clock's last slot before the first one held (where the tail goes back)
+        self._leasing = asyncio.Lock()
+        self._token_limit = tpm is not None
 
-    async def _wait_turn(self, tokens: int) -> None:
-        """Take the next request slot and the tokens, then wait for the slot. The reservation is
-        one synchronous step (no other caller runs meanwhile), so callers waiting at once hold
-        consecutive slots: the schedule does not drift by how late each one wakes."""
+    async def _update(self, change: Callable[[BucketState, float], T]) -> T:
+        """Apply `change` to the shared state: the store's transaction runs in a worker thread, so
+        the event loop goes on sending and reading answers meanwhile."""
+        if isinstance(self.bucket, LocalBucket):
+            return self.bucket.update(change)
+        return await asyncio.to_thread(self.bucket.update, change)
+
+    async def _lease(self, tokens: int) -> None:
+        """Take the next LEASE request slots (one, with `tokens`, under a token limit or before the
+        limits are known) in one transaction. Each lease reads the state it changes, so callers
+        hold consecutive slots: the schedule does not drift by how late each one wakes."""
+        count = 1 if (self._token_limit and tokens) or not self._observed else LEASE
         refunded, self._refund = self._refund, 0
         pace, self._pace = self._pace, {}
 
-        def change(state: BucketState) -> float:
+        def change(state: BucketState, now: float) -> tuple[float, list[tuple[float, float]]]:
+            # a pause longer than the cap (written by an older version) is cut
+            state.paused_until = min(state.paused_until, now + self.max_pause)
             refund(state, refunded, self.tpm)
             for kind, value in pace.items():
                 setattr(state, "rpm" if kind == "requests" else "tpm", value)
-            return reserve(state, tokens, self._clock(), self.rpm, self.tpm)
+            before = state.last_request_at
+            slots = [reserve(state, tokens if i == 0 else 0, now, self.rpm, self.tpm) for i in range(count)]
+            return before, [(at, at - now) for at in slots]
 
-        delay = self.bucket.update(change) - self._clock()
+        self._before, slots = await self._update(change)
+        started = time.monotonic()
+        self._leased = [(at, started + delay) for at, delay in slots]
+
+    async def _wait_turn(self, tokens: int) -> None:
+        """Take the next slot held (leasing more when none is left), then wait for it."""
+        async with self._leasing:
+            if not self._leased:
+                await self._lease(tokens)
+            self._before, due = self._leased.pop(0)
+        delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def _give_back(self, state: BucketState, now: float) -> None:
+        """Return the slots held and not used when no other client took one after them."""
+        if self._leased and abs(state.last_request_at - self._leased[-1][0]) < 1e-6:
+            state.last_request_at = self._before
+        self._leased = []
+
+    async def release(self) -> None:
+        """Give the unused tail of the lease back (the client is done)."""
+        async with self._leasing:
+            if self._leased:
+                await self._update(self._give_back)
 
     @asynccontextmanager
     async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
@@ -229,25 +281,32 @@ class RateLimiter:
                 yield
 
     def correct(self, reserved: int, actual: int) -> None:
-        """The server's token count replaces the reservation (refunded with the next request)."""
+        """The server's token count replaces the reservation (refunded with the next request);
+        `actual` 0 gives back all of it (a 429 or 5xx the provider did not count)."""
         self._refund += reserved - actual
 
-    def pause(self, seconds: float) -> None:
-        """Every collector of the account waits `seconds` (Retry-After, nothing remaining)."""
-        until = self._clock() + seconds
+    async def pause(self, seconds: float) -> None:
+        """Every collector of the account waits `seconds` (Retry-After, nothing remaining), at most
+        `max_pause`: the pause is shared and stored, so an endless one would stall every collector."""
+        seconds = min(seconds, self.max_pause)
 
-        def change(state: BucketState) -> None:
-            state.paused_until = max(state.paused_until, until)
+        def change(state: BucketState, now: float) -> None:
+            self._give_back(state, now)  # the slots held would not wait for the pause
+            state.paused_until = max(state.paused_until, now + seconds)
 
-        self.bucket.update(change)
+        async with self._leasing:
+            await self._update(change)
 
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Pace to the provider's own view of the account: its limits, slowed as the budget falls;
-        when nothing remains, wait until one request's (or the tokens') worth is back."""
+    async def observe(self, headers: Mapping[str, str]) -> None:
+        """Pace to the provider's own view of the account: its limits, slowed as the budget falls
+        (with MARGIN unless the user gave a limit no higher); when nothing remains, wait until
+        one request's (or the tokens') worth is back."""
         self._observed = True
-        for kind, seen in learned(headers, self._clock()).items():
+        for kind, seen in learned(headers).items():
             if seen.limit:
-                self._pace[kind] = pace(seen)
+                self._token_limit |= kind == "tokens"
+                given = self.rpm if kind == "requests" else self.tpm
+                self._pace[kind] = pace(seen, 1.0 if given and given <= seen.limit else MARGIN)
             if seen.remaining <= 0 and seen.reset_s:
                 one_request = 60.0 / seen.limit if seen.limit and kind == "requests" else seen.reset_s
-                self.pause(min(seen.reset_s, one_request))
+                await self.pause(min(seen.reset_s, one_request))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from enum import Enum
@@ -21,7 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from ..errors import QuotaError, RequestRejected, RetryableError, TeacherError
 
-RETRY_CAP_S = 60.0
+RETRY_CAP_S = 60.0  # the longest wait a server's Retry-After (or reset) imposes by default
 
 
 class Decision(str, Enum):
@@ -100,12 +101,15 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: str) -> float | None:
-    """`1.5`, `20ms`, `6m0s` (the OpenAI x-ratelimit-reset-* format) as seconds."""
+    """`1.5`, `20ms`, `6m0s` (the OpenAI x-ratelimit-reset-* format) as seconds; `inf` and `nan`
+    are no duration (None)."""
     value = value.strip()
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return seconds if math.isfinite(seconds) else None
     parts = _DURATION.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value:
         return None
@@ -113,12 +117,14 @@ def parse_duration(value: str) -> float | None:
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """`retry-after-ms`, else `retry-after` as seconds or an HTTP date; None when absent or unreadable."""
-    if "retry-after-ms" in headers:
-        try:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        except ValueError:
-            pass
+    """`retry-after-ms`, else `retry-after` as seconds or an HTTP date; None when absent, unreadable
+    or not finite (`inf`)."""
+    try:
+        milliseconds = float(headers.get("retry-after-ms", "nan"))
+    except ValueError:
+        milliseconds = math.nan
+    if math.isfinite(milliseconds):
+        return max(0.0, milliseconds / 1000)
     value = headers.get("retry-after")
     if value is None:
         return None
@@ -132,13 +138,18 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, when - (time.time() if now is None else now))
 
 
+def brief(text: str, limit: int = 200) -> str:
+    """An error body on one line, cut to `limit` characters: cut only text already redacted, or
+    part of a key echoed by the server survives the cut where redaction no longer finds it."""
+    return " ".join(text.split())[:limit]
+
+
 def check_response(response: httpx.Response, redact: Callable[[str], str] = str) -> None:
     """Raise for a non-2xx reply: RetryableError, QuotaError or TeacherError (one line each)."""
     decision = classify_status(response.status_code, response.text)
     if decision is Decision.ok:
         return
-    detail = redact(" ".join(response.text.split())[:200])
-    message = f"teacher answered HTTP {response.status_code}: {detail}"
+    message = f"teacher answered HTTP {response.status_code}: {brief(redact(response.text))}"
     if decision is Decision.retry:
         raise RetryableError(message, retry_after_seconds(response.headers))
     if decision is Decision.quota:
@@ -148,21 +159,22 @@ def check_response(response: httpx.Response, redact: Callable[[str], str] = str)
     raise TeacherError(message)
 
 
-def wait_for(base: wait_random_exponential) -> Callable[[RetryCallState], float]:
-    """Jittered exponential backoff, but never shorter than the server's Retry-After."""
+def wait_for(base: wait_random_exponential, cap: float = RETRY_CAP_S) -> Callable[[RetryCallState], float]:
+    """Jittered exponential backoff, but never shorter than the server's Retry-After (up to `cap`)."""
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         asked = getattr(exc, "retry_after", None)
-        return max(base(state), min(asked, RETRY_CAP_S)) if asked is not None else base(state)
+        return max(base(state), min(asked, cap)) if asked is not None else base(state)
 
     return wait
 
 
-def retrying(max_attempts: int, *, initial: float = 0.5, maximum: float = 20.0) -> AsyncRetrying:
+def retrying(max_attempts: int, *, initial: float = 0.5, maximum: float = 20.0,
+             retry_after_cap: float = RETRY_CAP_S) -> AsyncRetrying:
     return AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
-        wait=wait_for(wait_random_exponential(multiplier=initial, max=maximum)),
+        wait=wait_for(wait_random_exponential(multiplier=initial, max=maximum), retry_after_cap),
         retry=retry_if_exception(is_retryable_exception),
         reraise=True,
     )
