@@ -176,13 +176,13 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
     export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher, reward=reward))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
-        critic = previous_critic(store, start)
+        critic = None if config.critic_free else previous_critic(store, start)  # grpo/rloo: no critic at all
         trainer = SentenceRewardPPOTrainer(config, model, tokenizer, critic_from=critic)
         questions, sampled = questions_of(store, rows), sampled_tokens(store, rows)
         samples = []
         for r in rows:
             prompt, image = student_input(tokenizer, r["prompt"], questions.get(r["question_id"]))
-            samples.append({"prompt": prompt, "image": image, "response": r["response"],
+            samples.append({"prompt": prompt, "image": image, "response": r["response"], "group": r["question_id"],
                             "sentence_ends": r["sentence_ends"], "scores": r["scores"],
                             **sampled.get(r["rationale_id"], {})})
         steps = trainer.train(samples, metrics_path=output / METRICS_FILE)
