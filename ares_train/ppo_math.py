@@ -61,8 +61,23 @@ def token_logprobs(hidden: Tensor, head: Tensor, labels: Tensor, temperature: Te
 
 
 def probs_diff(logprobs: Tensor, behaviour: Tensor, mask: Tensor) -> Tensor:
-    """|p - p_behaviour| per masked token, flattened (verl's `rollout_probs_diff`)."""
+    """|p - p_behaviour| per masked token, flattened (verl's `rollout_probs_diff`). Blind to
+    errors on unlikely tokens: |0.002 - 0.001| is small; `logprob_diff` sees them."""
     return (logprobs.exp() - behaviour.exp()).abs()[mask.bool()]
+
+
+def logprob_diff(logprobs: Tensor, behaviour: Tensor, mask: Tensor) -> Tensor:
+    """|log p - log p_behaviour| per masked token, flattened: the agreement check in log space."""
+    return (logprobs - behaviour).abs()[mask.bool()]
+
+
+def sampled_kl(logprobs: Tensor, ref_logprobs: Tensor, behaviour: Tensor, mask: Tensor, sampled: Tensor) -> Tensor:
+    """KL(p || p_ref) per token, estimated with `k3_kl` on tokens the sampler drew, each weighted
+    by p / p_behaviour (self-normalised) where the sampler's log-prob is known (`sampled`), so
+    it estimates the KL under the current policy's distribution, not the sampler's; >= 0."""
+    weights = torch.where(sampled.bool(), torch.exp((logprobs - behaviour).clamp(max=10)), torch.ones_like(logprobs))
+    weights = weights * mask
+    return (weights * k3_kl(logprobs, ref_logprobs)).sum() / weights.sum().clamp(min=1e-8)
 
 
 def score_rewards(

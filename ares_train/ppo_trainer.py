@@ -134,7 +134,7 @@ class SentenceRewardPPOTrainer:
         tok = self.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.step_count = 0
-        self.probs_diff: list[torch.Tensor] = []  # |p - p_behaviour| of every token that has both
+        self.agreement: dict[str, list[torch.Tensor]] = {"probs": [], "logprob": []}  # per token with both
 
     def _load_critic(self, directory: Path) -> None:
         """The critic adapter and value head an earlier PPO run saved (`save`)."""
@@ -290,7 +290,9 @@ class SentenceRewardPPOTrainer:
                 ref_logprobs, _ = self._logprobs(batch)
         sampled = mask * batch.has_behaviour[:, None]
         diff = pm.probs_diff(ref_logprobs, batch.behaviour, sampled)
-        self.probs_diff.append(diff.cpu())
+        log_diff = pm.logprob_diff(ref_logprobs, batch.behaviour, sampled)
+        self.agreement["probs"].append(diff.cpu())
+        self.agreement["logprob"].append(log_diff.cpu())
         weights = pm.behaviour_weights(old_logprobs, batch.behaviour, sampled, cfg.behaviour_is_cap)
         score_reward = pm.score_rewards(batch.end_positions, batch.scores, mask, cfg.neutral_score,
                                         cfg.reward_placement)
@@ -322,10 +324,12 @@ class SentenceRewardPPOTrainer:
             "mean_reward": rewards.sum(-1).mean().item(),
             "mean_score_reward": score_reward.sum(-1).mean().item(),
             "kl": kl.sum(-1).mean().item(),
+            "kl_k3": pm.sampled_kl(old_logprobs, ref_logprobs, batch.behaviour, mask, sampled).item(),
             "response_tokens": mask.sum(-1).mean().item(),
             "entropy": pm.masked_mean(entropy, mask).item(),
             **{k: sum(v) / len(v) for k, v in stats.items()},
             **({"rollout_probs_diff_max": diff.max().item(), "rollout_probs_diff_mean": diff.mean().item(),
+                "rollout_logprob_diff_max": log_diff.max().item(), "rollout_logprob_diff_mean": log_diff.mean().item(),
                 "behaviour_weight_mean": weights[sampled.bool()].mean().item(),
                 "behaviour_weight_capped": (weights[sampled.bool()] == cfg.behaviour_is_cap).float().mean().item()}
                if diff.numel() else {}),
@@ -392,11 +396,15 @@ class SentenceRewardPPOTrainer:
         self.optimizer.step()
 
     def rollout_probs_diff(self) -> dict[str, float]:
-        """`rollout_probs_diff_max`/`_mean` over every token trained so far that has behaviour log-probs."""
-        diffs = torch.cat(self.probs_diff) if self.probs_diff else torch.zeros(0)
-        if not diffs.numel():
-            return {}
-        return {"rollout_probs_diff_max": diffs.max().item(), "rollout_probs_diff_mean": diffs.mean().item()}
+        """`rollout_probs_diff_max`/`_mean` (|Δp|) and `rollout_logprob_diff_max`/`_mean` (|Δ log p|)
+        over every token trained so far that has behaviour log-probs."""
+        out = {}
+        for name, parts in self.agreement.items():
+            diffs = torch.cat(parts) if parts else torch.zeros(0)
+            if diffs.numel():
+                out |= {f"rollout_{name}_diff_max": diffs.max().item(),
+                        f"rollout_{name}_diff_mean": diffs.mean().item()}
+        return out
 
     def train(self, rows: Iterable[Mapping[str, Any]], metrics_path: Path | None = None) -> list[dict]:
         """PPO over `rows` in batches (`ppo_batches.batches`: of `batch_size`, or of whole

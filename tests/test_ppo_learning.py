@@ -37,10 +37,11 @@ def test_mean_sentence_score_rises_over_online_ppo_updates(tokenizer):
 def test_reference_is_the_policy_before_the_first_update(tokenizer):
     trainer = make_trainer(tokenizer)
     first = trainer.step(ppo_toy.rollouts(trainer, 8))
-    assert first["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6) and first["kl_k3"] == pytest.approx(0.0, abs=1e-6)
     assert first["mean_reward"] == pytest.approx(first["mean_score_reward"], abs=1e-6)
     second = trainer.step(ppo_toy.rollouts(trainer, 8))
     assert second["kl"] != pytest.approx(0.0, abs=1e-6)
+    assert second["kl_k3"] > 1e-8  # an estimate of KL(policy || reference): positive once they differ
 
 
 def test_train_drops_mismatched_rows_and_appends_metrics(tokenizer, tmp_path):

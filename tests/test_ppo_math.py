@@ -232,3 +232,14 @@ def test_k3_kl_and_the_kl_term_of_the_policy_loss():
     plain, _ = pm.policy_loss(logp, logp, ADV, MASK2, 0.2)
     with_kl, _ = pm.policy_loss(logp, logp, ADV, MASK2, 0.2, kl=(ref, 0.5))
     assert with_kl.item() == pytest.approx(plain.item() + 0.5 * (2 - math.log(2) - 1) / 2)
+
+
+def test_sampled_kl_weighs_each_drawn_token_by_policy_over_sampler():
+    logp = torch.tensor([[-1.0, -1.0, -1.0]])
+    ref = logp + torch.tensor([[0.0, math.log(2.0), 5.0]])
+    behaviour = logp - torch.tensor([[0.0, math.log(2.0), 0.0]])  # the second token: p = 2 p_sampler
+    mask, sampled = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    # weights 1 and 2, k3 0 and 2 - ln 2 - 1; the masked third token counts for nothing
+    assert pm.sampled_kl(logp, ref, behaviour, mask, sampled).item() == pytest.approx(2 * (1 - math.log(2)) / 3)
+    unknown = torch.zeros(1, 3)  # no sampler log-probs: plain mean
+    assert pm.sampled_kl(logp, ref, behaviour, mask, unknown).item() == pytest.approx((1 - math.log(2)) / 2)

@@ -144,3 +144,38 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
         results.append(SentenceRewardPPOTrainer(config, model, tokenizer).step(rows))
     for key in ("policy_loss", "value_loss", "rollout_probs_diff_max"):
         assert results[1][key] == pytest.approx(results[0][key], rel=1e-4, abs=1e-6)
+
+
+def test_agreement_checks_fail_when_the_trainer_scores_another_distribution(peaked_model_dir):
+    """On a student that samples likely tokens, each injected defect (scoring at another
+    temperature, each token from the hidden state one position off, or another token id) breaks
+    the `< 1e-3` agreement both in log space and in probability; the honest trainer passes both.
+    (A constant shift of the position ids would not show: rotary embeddings are relative.)"""
+    _, tokenizer, rows = _rollouts(peaked_model_dir, max_new_tokens=12)
+
+    def agreement(rows, hidden=None, collate=None):
+        config = PPOConfig(batch_size=len(rows), mini_batch_size=len(rows), ppo_epochs=1)
+        trainer = SentenceRewardPPOTrainer(config, load_student(str(peaked_model_dir))[0], tokenizer)
+        for name, wrap in (("_hidden", hidden), ("_collate", collate)):
+            if wrap is not None:
+                setattr(trainer, name, wrap(getattr(trainer, name)))
+        return trainer.step(rows)
+
+    def shifted(hidden):  # token t scored from the state after it instead of the one before
+        return lambda batch: torch.roll(hidden(batch), shifts=-1, dims=1)
+
+    def wrong_id(collate):
+        def inject(samples):
+            batch = collate(samples)
+            batch.response_ids[:, 0] = (batch.response_ids[:, 0] + 1) % len(tokenizer)
+            return batch
+        return inject
+
+    honest = agreement(rows)
+    assert honest["rows"] == len(rows) >= 4
+    assert honest["rollout_logprob_diff_max"] < 1e-3 and honest["rollout_probs_diff_max"] < 1e-3
+    for name, broken in (("temperature", agreement([{**r, "temperature": 0.85} for r in rows])),
+                         ("position", agreement(rows, hidden=shifted)),
+                         ("token id", agreement(rows, collate=wrong_id))):
+        assert broken["rollout_logprob_diff_max"] > 1e-2, name
+        assert broken["rollout_probs_diff_max"] > 1e-3, name

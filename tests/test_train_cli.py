@@ -168,7 +168,8 @@ def test_train_rl_with_grpo_stores_its_metrics_and_saves_no_critic(cli, store, f
     assert result.exit_code == 0, result.output
     run = _run(store, "rl")
     assert (run.config["advantage"], run.config["loss_type"], run.config["scale_rewards"]) == ("grpo", "grpo", "none")
-    assert run.status == "done" and run.metrics["summary"]["rows"] == 4 and run.metrics["summary"]["critic_from"] is None
+    assert run.status == "done" and run.metrics["summary"]["rows"] == 4
+    assert run.metrics["summary"]["critic_from"] is None
     (step,) = run.metrics["steps"]  # both questions' rollouts in one batch
     assert step["rows"] == 4 and "value_loss" not in step and step["rollout_probs_diff_max"] < 1e-3
     rl_dir = Path(_registered_path(store, "round-1-rl"))
