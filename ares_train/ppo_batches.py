@@ -16,7 +16,10 @@ import torch
 
 from ares_data.errors import TrainingError
 
-from .vision import concat_images
+from .ppo_config import PPOConfig
+from .rollout_engines import LENGTH
+from .sentence_tokens import sentence_ends_on_ids, tokenize_with_sentence_ends
+from .vision import concat_images, encode, image_tensors, text_tokenizer
 
 Row = Mapping[str, Any]
 
@@ -128,3 +131,83 @@ def _group_batches(rows: list[Row], dropped: int, batch_size: int, advantage: st
     ordered = list(groups.values())
     for start in range(0, len(ordered), per_batch):
         yield [r for group in ordered[start:start + per_batch] for r in group], dropped if start == 0 else 0
+
+
+class RowEncoder:
+    """Rows to token ids and a batch's tensors: the prompt tokenised as the sampler tokenised it
+    (`vision.encode`), the response as sampled (its stored ids) or, for a row without ids,
+    re-tokenised from its text; prompts padded on the left, responses on the right."""
+
+    def __init__(self, config: PPOConfig, processing: Any, device: torch.device):
+        self.config, self.processing, self.device = config, processing, device
+        self.tokenizer = tok = text_tokenizer(processing)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def prompt_inputs(self, prompt: str, image: Any) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """Prompt token ids exactly as the sampler encoded them, plus a VLM's image tensors."""
+        encoded = encode(self.processing, [prompt], [image] if image is not None else None, return_tensors="pt")
+        return encoded["input_ids"][0].tolist(), image_tensors(encoded) if image is not None else {}
+
+    def _left_pad(self, seqs: Sequence[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts padded on the left to `width`: (ids, attention mask)."""
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for b, seq in enumerate(seqs):
+            ids[b, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attn[b, width - len(seq) :] = 1
+        return ids, attn
+
+    def _response(self, row: Mapping[str, Any]) -> tuple[list[int], list[int], list[float] | None, bool]:
+        """(response ids, sentence-end token positions, behaviour log-probs, truncated)."""
+        ids = row.get("token_ids")
+        if ids is None:  # the documented fallback: re-tokenise the text
+            ids, ends = tokenize_with_sentence_ends(self.tokenizer, row["response"], row["sentence_ends"])
+            if self.config.append_eos and self.tokenizer.eos_token_id is not None:
+                ids.append(self.tokenizer.eos_token_id)
+            return ids, ends, None, False
+        ids = [int(i) for i in ids]
+        ends = sentence_ends_on_ids(self.tokenizer, ids, row["response"], row["sentence_ends"])
+        logprobs = row.get("logprobs")
+        if logprobs is not None and len(logprobs) != len(ids):
+            raise TrainingError(f"a rollout has {len(ids)} token ids but {len(logprobs)} log-probs")
+        return ids, ends, logprobs, row.get("finish_reason") == LENGTH
+
+    def encode(self, row: Mapping[str, Any]) -> Sample | None:
+        """Token ids and sentence-end token positions; None when the row cannot be used."""
+        if not scores_match(row):
+            return None
+        prompt_ids, vision = self.prompt_inputs(row["prompt"], row.get("image"))
+        try:
+            response_ids, ends, behaviour, truncated = self._response(row)
+        except ValueError:
+            return None
+        budget = self.config.max_length - len(prompt_ids)
+        if budget < 1 or not response_ids:
+            return None
+        kept = [(e, float(s)) for e, s in zip(ends, row["scores"]) if e < budget]
+        return Sample(prompt_ids, response_ids[:budget], [e for e, _ in kept], [s for _, s in kept], vision,
+                       None if behaviour is None else [float(x) for x in behaviour[:budget]],
+                       truncated or len(response_ids) > budget, float(row.get("temperature") or 1.0))
+
+    def collate(self, samples: Sequence[Sample]) -> Batch:
+        plen = max(len(s.prompt_ids) for s in samples)
+        rlen = max(len(s.response_ids) for s in samples)
+        prompts, prompt_attn = self._left_pad([s.prompt_ids for s in samples], plen)
+        responses = torch.full((len(samples), rlen), self.pad_id, dtype=torch.long)
+        response_attn = torch.zeros_like(responses)
+        behaviour = torch.zeros((len(samples), rlen), dtype=torch.float32)
+        for b, s in enumerate(samples):
+            responses[b, : len(s.response_ids)] = torch.tensor(s.response_ids, dtype=torch.long)
+            response_attn[b, : len(s.response_ids)] = 1
+            if s.behaviour is not None:
+                behaviour[b, : len(s.behaviour)] = torch.tensor(s.behaviour, dtype=torch.float32)
+        ids, attn = torch.cat([prompts, responses], 1), torch.cat([prompt_attn, response_attn], 1)
+        dev = self.device
+        return Batch(
+            ids.to(dev), attn.to(dev), responses.to(dev), response_attn.float().to(dev), plen,
+            [s.end_positions for s in samples], [s.scores for s in samples],
+            [{k: v.to(dev) for k, v in s.vision.items()} for s in samples], behaviour.to(dev),
+            torch.tensor([s.behaviour is not None for s in samples], device=dev),
+            torch.tensor([s.truncated for s in samples], device=dev),
+            torch.tensor([s.temperature for s in samples], dtype=torch.float32, device=dev),
+        )  # fmt: skip

@@ -17,6 +17,7 @@ RewardPlacement = Literal["sentence", "final"]
 Advantage = Literal["gae", "grpo", "rloo"]
 LossType = Literal["bnpo", "grpo"]
 ScaleRewards = Literal["group", "batch", "none"]
+OnStale = Literal["warn", "stop"]
 CRITIC_FREE = ("grpo", "rloo")
 
 
@@ -58,6 +59,12 @@ class PPOConfig:
         2.0, "A round's rollouts are all sampled before PPO starts, so its later batches come from an older "
              "policy than the one trained: each token's policy loss is weighted by min(p_policy / p_sampler, "
              "cap), from the stored log-probs (truncated importance sampling, verl's rollout_is). 0: off.")
+    max_capped_share: float = option(
+        0.2, "Staleness bound: when more than this share of a batch's tokens hit behaviour_is_cap, the batch "
+             "was drawn by a policy too far from the one trained (see on_stale). 1: never.")
+    on_stale: OnStale = option(
+        "warn", "Past max_capped_share: `warn` (logged, and `stale` in the step's metrics) or `stop` (train no "
+                "further batches this run; what was trained is saved, `stopped_stale` in the summary).")
     # -- rewards --------------------------------------------------------------------------
     kl_coef: float = option(1e-4, "KL to the reference. gae: per-token reward penalty on log p_policy - log "
                                   "p_reference; grpo/rloo: weight of the k3 KL term in the loss (DeepSeekMath's beta).")
@@ -102,7 +109,10 @@ class PPOConfig:
             raise TrainingError("behaviour_is_cap must be at least 0 (0 turns the correction off)")
         if self.logits_chunk_tokens < 1 or self.critic_warmup_steps < 0:
             raise TrainingError("logits_chunk_tokens must be at least 1 and critic_warmup_steps at least 0")
-        for name, allowed in (("advantage", Advantage), ("loss_type", LossType), ("scale_rewards", ScaleRewards)):
+        if not 0 <= self.max_capped_share <= 1:
+            raise TrainingError("max_capped_share must be between 0 and 1")
+        for name, allowed in (("advantage", Advantage), ("loss_type", LossType), ("scale_rewards", ScaleRewards),
+                              ("on_stale", OnStale)):
             if getattr(self, name) not in get_args(allowed):
                 raise TrainingError(f"{name} must be one of {get_args(allowed)}, not {getattr(self, name)!r}")
         if self.advantage == "rloo" and self.reward_placement != "final":

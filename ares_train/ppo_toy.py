@@ -71,7 +71,7 @@ def rollouts(trainer: Any, n: int) -> list[dict]:
     for response in responses:
         ends, scores = score(response.text)
         rows.append({"prompt": PROMPT, "response": response.text, "sentence_ends": ends, "scores": scores,
-                     **response.record()})
+                     "sampled_at": trainer.policy_updates, **response.record()})
     return rows
 
 

@@ -12,11 +12,14 @@ One base model in memory, two LoRA adapters on it:
 
 `get_peft_model` injects the adapters into the model passed in, in place.
 
-Sequences are laid out with prompts padded on the left and responses on the right, so every
-response starts at the same column and the hidden states that predict it are one slice.
-`save(dir)` writes the policy adapter at `dir/`, the critic adapter at `dir/critic/` and the
-value head at `dir/value_head.safetensors`; `critic_from=dir` starts the next round's critic
-from them.
+With `advantage=grpo|rloo` there is no critic adapter and no value head: a question's k
+rollouts, trained in one batch (`ppo_batches.batches`), are each other's baseline.
+
+Sequences are laid out with prompts padded on the left and responses on the right
+(`ppo_batches.RowEncoder`), so every response starts at the same column and the hidden states
+that predict it are one slice. `save(dir)` writes the policy adapter at `dir/`, the critic
+adapter at `dir/critic/` and the value head at `dir/value_head.safetensors`; `critic_from=dir`
+starts the next round's critic from them.
 
 What a row trains on: its `token_ids` exactly as sampled (`rollout_engines.py`), with their
 behaviour `logprobs`, `finish_reason` and sampling `temperature`. A `length`-finished row has no
@@ -29,12 +32,18 @@ The ratio starts at 1: every dropout is off (as in TRL's PPO), the prompt is tok
 sampler tokenised it (`vision.encode`), and log-probs are taken at the rollout's temperature.
 Before any update the policy is the reference (LoRA B starts at zero), so each batch's reference
 pass is compared with the behaviour log-probs: `rollout_probs_diff_max`/`_mean` (as verl names
-them, |p - p_behaviour| per token) say how far the trainer's forward is from the sampler's.
+them, |p - p_behaviour| per token) and `rollout_logprob_diff_max`/`_mean` (|log p - log
+p_behaviour|, which also sees errors on unlikely tokens) say how far the trainer's forward is
+from the sampler's. `kl_k3` estimates KL(policy || reference) per token (verl's `low_var_kl`),
+weighted by p_policy / p_sampler so that it is the current policy's KL; `kl` is the summed
+log-ratio on the sampled tokens, which can be negative.
 
 A round's rollouts are all sampled before its first update, so by a later batch the policy has
 moved away from the sampler: each token's policy loss is weighted by `min(p_old / p_behaviour,
 behaviour_is_cap)` (decoupled PPO with truncated importance sampling, as verl's `rollout_is`);
-`behaviour_weight_mean`/`_capped` report the weights.
+`behaviour_weight_mean`/`_capped` report the weights, `stale_updates` the policy updates since
+the batch's rows were sampled (a row's `sampled_at`, 0 for a round sampled before the run), and
+a capped share above `max_capped_share` is logged or stops the run (`on_stale`).
 
 Memory: log-probs come from the last hidden states through the LM head a chunk of tokens at a
 time (`ppo_math.token_logprobs`), never as float32 [B, T, V]; the critic reads hidden states
@@ -44,6 +53,7 @@ only and computes no LM-head logits.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,13 +66,13 @@ from safetensors.torch import load_file, save_file
 from ares_data.errors import TrainingError
 
 from . import ppo_math as pm
-from .ppo_batches import Batch, Sample, batches, check_groups, group_of, scores_match
+from .ppo_batches import Batch, RowEncoder, batches, check_groups, group_of
 from .ppo_config import PPOConfig
-from .rollout_engines import LENGTH, HFEngine, Sampled
-from .sentence_tokens import sentence_ends_on_ids, tokenize_with_sentence_ends
-from .vision import encode, image_tensors, is_processor, lora_targets, model_positions, text_tokenizer
+from .rollout_engines import HFEngine, Sampled
+from .vision import is_processor, lora_targets, model_positions, text_tokenizer
 
 POLICY, CRITIC = "default", "critic"
+log = logging.getLogger(__name__)
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
@@ -131,9 +141,10 @@ class SentenceRewardPPOTrainer:
         self.critic_params += list(self.value_head.parameters()) if self.value_head is not None else []
         self.optimizer = torch.optim.AdamW(self.policy_params + self.critic_params, lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
-        tok = self.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.encoder = RowEncoder(config, tokenizer, self.device)
         self.step_count = 0
+        self.policy_updates = 0  # optimiser steps that moved the policy; a row's `sampled_at` is this count then
+        self.stopped_stale: int | None = None  # the step whose staleness stopped training (on_stale=stop)
         self.agreement: dict[str, list[torch.Tensor]] = {"probs": [], "logprob": []}  # per token with both
 
     def _load_critic(self, directory: Path) -> None:
@@ -144,77 +155,6 @@ class SentenceRewardPPOTrainer:
         self.model.load_adapter(str(adapter), adapter_name=CRITIC, is_trainable=True)
         assert self.value_head is not None
         self.value_head.load_state_dict(load_file(head, device=str(self.device)))
-
-    # -- data -----------------------------------------------------------------------------
-
-    def _prompt_inputs(self, prompt: str, image: Any) -> tuple[list[int], dict[str, torch.Tensor]]:
-        """Prompt token ids exactly as the sampler encoded them, plus a VLM's image tensors."""
-        encoded = encode(self.processing, [prompt], [image] if image is not None else None, return_tensors="pt")
-        return encoded["input_ids"][0].tolist(), image_tensors(encoded) if image is not None else {}
-
-    def _left_pad(self, seqs: Sequence[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts padded on the left to `width`: (ids, attention mask)."""
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for b, seq in enumerate(seqs):
-            ids[b, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            attn[b, width - len(seq) :] = 1
-        return ids, attn
-
-    def _response(self, row: Mapping[str, Any]) -> tuple[list[int], list[int], list[float] | None, bool]:
-        """(response ids, sentence-end token positions, behaviour log-probs, truncated)."""
-        ids = row.get("token_ids")
-        if ids is None:  # the documented fallback: re-tokenise the text
-            ids, ends = tokenize_with_sentence_ends(self.tokenizer, row["response"], row["sentence_ends"])
-            if self.config.append_eos and self.tokenizer.eos_token_id is not None:
-                ids.append(self.tokenizer.eos_token_id)
-            return ids, ends, None, False
-        ids = [int(i) for i in ids]
-        ends = sentence_ends_on_ids(self.tokenizer, ids, row["response"], row["sentence_ends"])
-        logprobs = row.get("logprobs")
-        if logprobs is not None and len(logprobs) != len(ids):
-            raise TrainingError(f"a rollout has {len(ids)} token ids but {len(logprobs)} log-probs")
-        return ids, ends, logprobs, row.get("finish_reason") == LENGTH
-
-    def _encode(self, row: Mapping[str, Any]) -> Sample | None:
-        """Token ids and sentence-end token positions; None when the row cannot be used."""
-        if not scores_match(row):
-            return None
-        prompt_ids, vision = self._prompt_inputs(row["prompt"], row.get("image"))
-        try:
-            response_ids, ends, behaviour, truncated = self._response(row)
-        except ValueError:
-            return None
-        budget = self.config.max_length - len(prompt_ids)
-        if budget < 1 or not response_ids:
-            return None
-        kept = [(e, float(s)) for e, s in zip(ends, row["scores"]) if e < budget]
-        return Sample(prompt_ids, response_ids[:budget], [e for e, _ in kept], [s for _, s in kept], vision,
-                       None if behaviour is None else [float(x) for x in behaviour[:budget]],
-                       truncated or len(response_ids) > budget, float(row.get("temperature") or 1.0))
-
-    def _collate(self, samples: Sequence[Sample]) -> Batch:
-        plen = max(len(s.prompt_ids) for s in samples)
-        rlen = max(len(s.response_ids) for s in samples)
-        prompts, prompt_attn = self._left_pad([s.prompt_ids for s in samples], plen)
-        responses = torch.full((len(samples), rlen), self.pad_id, dtype=torch.long)
-        response_attn = torch.zeros_like(responses)
-        behaviour = torch.zeros((len(samples), rlen), dtype=torch.float32)
-        for b, s in enumerate(samples):
-            responses[b, : len(s.response_ids)] = torch.tensor(s.response_ids, dtype=torch.long)
-            response_attn[b, : len(s.response_ids)] = 1
-            if s.behaviour is not None:
-                behaviour[b, : len(s.behaviour)] = torch.tensor(s.behaviour, dtype=torch.float32)
-        ids, attn = torch.cat([prompts, responses], 1), torch.cat([prompt_attn, response_attn], 1)
-        dev = self.device
-        return Batch(
-            ids.to(dev), attn.to(dev), responses.to(dev), response_attn.float().to(dev), plen,
-            [s.end_positions for s in samples], [s.scores for s in samples],
-            [{k: v.to(dev) for k, v in s.vision.items()} for s in samples], behaviour.to(dev),
-            torch.tensor([s.behaviour is not None for s in samples], device=dev),
-            torch.tensor([s.truncated for s in samples], device=dev),
-            torch.tensor([s.temperature for s in samples], dtype=torch.float32, device=dev),
-        )  # fmt: skip
 
     # -- forward passes -------------------------------------------------------------------
 
@@ -272,16 +212,18 @@ class SentenceRewardPPOTrainer:
         """One PPO batch: rollout statistics under the current policy, then `ppo_epochs` passes.
         With grpo/rloo the batch must hold whole groups of k >= 2 rollouts (`ppo_batches`)."""
         cfg, started = self.config, time.perf_counter()
-        encoded = [(self._encode(row), group_of(row)) for row in batch_rows]
+        encoded = [(self.encoder.encode(row), group_of(row)) for row in batch_rows]
         samples = [s for s, _ in encoded if s is not None]
         groups = [g for s, g in encoded if s is not None]
         dropped = len(batch_rows) - len(samples)
         self.step_count += 1
+        stale_updates = self.policy_updates - min(int(row.get("sampled_at") or 0) for row in batch_rows) \
+            if batch_rows else 0
         if not samples:
             return {"step": self.step_count, "rows": 0, "dropped": dropped}
         if cfg.critic_free:
             check_groups(groups, cfg.advantage)
-        batch = self._collate(samples)
+        batch = self.encoder.collate(samples)
         mask = batch.mask
         self.model.eval()
         with torch.no_grad():
@@ -333,9 +275,25 @@ class SentenceRewardPPOTrainer:
                 "behaviour_weight_mean": weights[sampled.bool()].mean().item(),
                 "behaviour_weight_capped": (weights[sampled.bool()] == cfg.behaviour_is_cap).float().mean().item()}
                if diff.numel() else {}),
+            "stale_updates": stale_updates,
             "time_s": time.perf_counter() - started,
         }
+        self._check_staleness(metrics)
         return metrics
+
+    def _check_staleness(self, metrics: dict[str, Any]) -> None:
+        """Past `max_capped_share`: log it (`warn`) or end training after this batch (`stop`)."""
+        cfg, share = self.config, metrics.get("behaviour_weight_capped", 0.0)
+        if not cfg.behaviour_is_cap or share <= cfg.max_capped_share:
+            return
+        metrics["stale"] = True
+        what = (f"PPO step {metrics['step']}: {share:.0%} of its tokens hit behaviour_is_cap (max_capped_share "
+                f"{cfg.max_capped_share:.0%}), {metrics['stale_updates']} policy updates after they were sampled")
+        if cfg.on_stale == "stop":
+            self.stopped_stale = metrics["step"]
+            log.warning("%s: stopping (on_stale=stop)", what)
+        else:
+            log.warning("%s: fewer questions per round or ppo_epochs=1 keep a round on-policy", what)
 
     def _gae(self, batch: Batch, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(old values, advantages, returns) from the critic: GAE, bootstrapped on truncated rows."""
@@ -380,6 +338,7 @@ class SentenceRewardPPOTrainer:
             stats["first_ratio_deviation"].append((ratio - 1).abs()[mask.bool()].max().item())
         if self.step_count > cfg.critic_warmup_steps:
             p_loss.backward()
+            self.policy_updates += 1
         stats["policy_grad_norm"].append(float(torch.nn.utils.clip_grad_norm_(self.policy_params, cfg.max_grad_norm)))
         stats["policy_loss"].append(p_loss.item())
         stats["clip_frac"].append(clip_frac.item())
@@ -412,6 +371,8 @@ class SentenceRewardPPOTrainer:
         counted in the next step's `dropped`."""
         metrics: list[dict] = []
         for batch_rows, dropped in batches(rows, self.config.batch_size, self.config.advantage):
+            if self.stopped_stale is not None:
+                break
             m = self.step(batch_rows)
             m["dropped"] += dropped
             metrics.append(m)

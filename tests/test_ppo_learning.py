@@ -100,7 +100,7 @@ def test_one_step_on_chat_formatted_prompts_with_the_smollm2_tokenizer(tiny_mode
     assert metrics["mean_score_reward"] == pytest.approx(0.0)  # +0.5 and -0.5 in each response
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-5)
     # the template already holds its special tokens: none is added twice
-    assert trainer._prompt_inputs(prompt, None)[0] == tokenizer(prompt, add_special_tokens=False).input_ids
+    assert trainer.encoder.prompt_inputs(prompt, None)[0] == tokenizer(prompt, add_special_tokens=False).input_ids
 
 
 def test_config_refuses_an_unknown_placement_and_an_oversized_mini_batch():
