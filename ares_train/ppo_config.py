@@ -96,8 +96,9 @@ class PPOConfig:
     # -- placement ------------------------------------------------------------------------
     device: str = option("auto", DEVICE_HELP)
     dtype: DtypeName = option("auto", DTYPE_HELP)
-    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass (less memory, ~30% "
-                                                 "slower); works with the LoRA adapters.")
+    gradient_checkpointing: bool | None = option(
+        None, "Recompute activations in the backward pass (less memory, ~30% slower); works with the LoRA "
+              "adapters. Default: on when the device is CUDA, off otherwise.")
 
     def __post_init__(self) -> None:
         if self.reward_placement not in get_args(RewardPlacement):

@@ -116,7 +116,10 @@ class SentenceRewardPPOTrainer:
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules=lora_targets(model, config.lora_target_modules, config.lora_vision), task_type="CAUSAL_LM",
         )  # fmt: skip
-        if config.gradient_checkpointing:  # renamed `activation_checkpointing_*` in transformers 5.11
+        checkpointing = config.gradient_checkpointing
+        self.gradient_checkpointing = next(model.parameters()).device.type == "cuda" if checkpointing is None \
+            else checkpointing
+        if self.gradient_checkpointing:  # renamed `activation_checkpointing_*` in transformers 5.11
             enable = getattr(model, "activation_checkpointing_enable", None)
             if enable is not None:
                 enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -190,7 +190,7 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
         diff = trainer.rollout_probs_diff()
         return {"steps": steps, **diff, "summary": {
             **(steps[-1] if steps else {}), **diff, "steps": len(steps), "rows": len(rows), "critic_from": critic,
-            "stopped_stale": trainer.stopped_stale,
+            "stopped_stale": trainer.stopped_stale, "gradient_checkpointing": trainer.gradient_checkpointing,
             "rows_retokenised": sum(r["rationale_id"] not in sampled for r in rows)}}
 
     return run_stage(store, stage=RunKind.rl, round=round, start=start, export=export, output_dir=output_dir,

@@ -111,3 +111,24 @@ def test_config_refuses_an_unknown_placement_and_an_oversized_mini_batch():
     with pytest.raises(TrainingError, match="mini_batch_size"):
         PPOConfig(batch_size=2, mini_batch_size=4)
     assert PPOConfig(reward_placement="final").reward_placement == "final"
+
+
+def test_attention_dropout_copied_into_the_layers_is_off_too(tokenizer):
+    """Llama's attention layers copy `config.attention_dropout` when built: zeroing the config
+    afterwards would leave a functional dropout of 0.3 on in train mode, and the first update's
+    ratio would not start at 1."""
+    model = ppo_toy.toy_model(tokenizer, attention_dropout=0.3)
+    trainer = SentenceRewardPPOTrainer(PPOConfig(**{**FAST, "batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 1}),
+                                       model, tokenizer)
+    assert {m.attention_dropout for m in trainer.model.modules() if hasattr(m, "attention_dropout")} == {0.0}
+    assert trainer.step(ppo_toy.rollouts(trainer, 8))["first_ratio_deviation"] < 1e-5
+    assert trainer.gradient_checkpointing is False  # auto: on only on a CUDA device
+
+
+def test_sampling_warpers_the_log_probs_would_not_see_are_refused(tokenizer):
+    from ares_data.errors import TrainingError
+
+    trainer = make_trainer(tokenizer)
+    for option in ({"top_p": 0.9}, {"min_p": 0.1}, {"typical_p": 0.5}):
+        with pytest.raises(TrainingError, match=f"{next(iter(option))} would change the sampled distribution"):
+            trainer.generate([ppo_toy.PROMPT], 4, **option)
