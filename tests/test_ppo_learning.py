@@ -132,3 +132,19 @@ def test_sampling_warpers_the_log_probs_would_not_see_are_refused(tokenizer):
     for option in ({"top_p": 0.9}, {"min_p": 0.1}, {"typical_p": 0.5}):
         with pytest.raises(TrainingError, match=f"{next(iter(option))} would change the sampled distribution"):
             trainer.generate([ppo_toy.PROMPT], 4, **option)
+
+
+def test_a_fresh_critic_starts_near_zero_without_weight_decay(tokenizer):
+    """The value head's default init gave values of std ~1 against rewards of +-0.5; now they
+    start at 0 and the head moves at the first update. AdamW's weight decay is 0 unless set."""
+    trainer = make_trainer(tokenizer)
+    rows = ppo_toy.rollouts(trainer, 8)
+    batch = trainer.encoder.collate([trainer.encoder.encode(r) for r in rows])
+    with torch.no_grad():
+        values = trainer._values(batch)
+    assert values.abs().max().item() == 0.0
+    assert {g["weight_decay"] for g in trainer.optimizer.param_groups} == {0.0}
+    assert trainer.policy_params and trainer.critic_params  # clipped separately, each to max_grad_norm
+    metrics = trainer.step(rows)
+    assert metrics["policy_grad_norm"] > 0 and metrics["critic_grad_norm"] > 0
+    assert trainer.value_head.weight.abs().sum().item() > 0
