@@ -96,12 +96,12 @@ def disable_dropout(model: Any) -> None:
 
 
 def value_head(hidden_size: int) -> torch.nn.Linear:
-    """`Linear(hidden, 1)` that starts at zero (weights and bias; OpenRLHF draws its weights with
-    std 1/(hidden+1)): a fresh critic's values are 0, the neutral score's return, not noise as
-    large as the rewards (`nn.Linear`'s default gave std ~1 against rewards of +-0.5). The head's
-    own gradient (the hidden state) is not zero, so it learns from the first update."""
+    """`Linear(hidden, 1)` that starts near zero: weights N(0, 1/(hidden+1)) and bias 0, as
+    OpenRLHF's value head, so a fresh critic's values are small, not noise as large as the
+    rewards (`nn.Linear`'s default gave std ~1 against rewards of +-0.5). Not exactly zero: a
+    zero head would pass no gradient to the critic adapter in the first update."""
     head = torch.nn.Linear(hidden_size, 1)
-    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.normal_(head.weight, std=1 / (hidden_size + 1))
     torch.nn.init.zeros_(head.bias)
     return head
 

@@ -135,16 +135,22 @@ def test_sampling_warpers_the_log_probs_would_not_see_are_refused(tokenizer):
 
 
 def test_a_fresh_critic_starts_near_zero_without_weight_decay(tokenizer):
-    """The value head's default init gave values of std ~1 against rewards of +-0.5; now they
-    start at 0 and the head moves at the first update. AdamW's weight decay is 0 unless set."""
+    """The value head's default init gave values of std ~1 against rewards of +-0.5; now its
+    weights have std 1/(hidden+1) and no bias (OpenRLHF's), so on the same hidden states its
+    values are a fraction of the default head's. AdamW's weight decay is 0 unless set."""
     trainer = make_trainer(tokenizer)
     rows = ppo_toy.rollouts(trainer, 8)
     batch = trainer.encoder.collate([trainer.encoder.encode(r) for r in rows])
     with torch.no_grad():
         values = trainer._values(batch)
-    assert values.abs().max().item() == 0.0
+        with trainer._adapter("critic"):
+            states = trainer._hidden(batch)
+        torch.manual_seed(0)
+        default = torch.nn.Linear(states.shape[-1], 1)(states).squeeze(-1)
+    assert trainer.value_head.bias.item() == 0.0
+    assert trainer.value_head.weight.std().item() == pytest.approx(1 / (states.shape[-1] + 1), rel=0.3)
+    assert values.abs().mean().item() < 0.5 * default.abs().mean().item()
     assert {g["weight_decay"] for g in trainer.optimizer.param_groups} == {0.0}
     assert trainer.policy_params and trainer.critic_params  # clipped separately, each to max_grad_norm
     metrics = trainer.step(rows)
     assert metrics["policy_grad_norm"] > 0 and metrics["critic_grad_norm"] > 0
-    assert trainer.value_head.weight.abs().sum().item() > 0
