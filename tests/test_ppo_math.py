@@ -179,6 +179,13 @@ def test_sentence_grpo_normalises_each_step_over_its_question_and_sums_the_steps
                 [up, up, up, up, 0.0]]                    # D: step at token 3; token 4 has none after it
     torch.testing.assert_close(advantages, torch.tensor(expected), atol=1e-5, rtol=0)
     torch.testing.assert_close(returns, advantages)
+    # as verl calls a registered estimator: keywords, `index` a numpy array of uids, its `config`
+    import numpy as np
+
+    verl_style, _ = pm.sentence_grpo_advantages(token_level_rewards=GROUP_REWARDS, response_mask=GROUP_MASK,
+                                                index=np.array(GROUPS, dtype=object), config=None,
+                                                step_mask=GROUP_STEPS)
+    torch.testing.assert_close(verl_style, advantages)
 
 
 def test_sentence_grpo_without_a_step_mask_takes_the_nonzero_rewards_as_steps():
