@@ -201,7 +201,22 @@ def _plain(summary: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
+def check_rl(config: LoopConfig) -> None:
+    """The `rl` overrides as a PPOConfig, before any rollout is sampled: a bad value, or a
+    critic-free advantage with one rollout per question, fails now in one line."""
+    from .ppo_config import PPOConfig
+
+    try:
+        rl = PPOConfig(**config.rl)
+    except TypeError as exc:
+        raise AresError(f"bad rl setting: {exc}") from exc
+    if rl.critic_free and config.k < 2:
+        raise AresError(f"advantage={rl.advantage} compares a question's rollouts with each other: --k must be at "
+                        f"least 2, not {config.k}")
+
+
 def run_loop(store: Store, config: LoopConfig, progress: bool = True) -> ModelCheckpoint:
     if config.rounds < 1:
         raise AresError("--rounds must be at least 1")
+    check_rl(config)
     return Pipeline(store, config).run(progress=progress)

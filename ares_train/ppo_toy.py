@@ -33,19 +33,20 @@ def toy_tokenizer() -> Any:
     )
 
 
-def toy_model(tokenizer: Any, seed: int = 0, init_range: float = 0.2) -> Any:
-    """A 2-layer Llama with hidden size 32, randomly initialised from `seed`."""
+def toy_model(tokenizer: Any, seed: int = 0, init_range: float = 0.2, **config: Any) -> Any:
+    """A 2-layer Llama with hidden size 32, randomly initialised from `seed`; `config` overrides
+    LlamaConfig fields (e.g. `attention_dropout`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    llama = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, initializer_range=init_range,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, initializer_range=init_range, **config,
     )  # fmt: skip
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(llama)
 
 
 def score(response: str) -> tuple[list[int], list[float]]:
@@ -71,7 +72,7 @@ def rollouts(trainer: Any, n: int) -> list[dict]:
     for response in responses:
         ends, scores = score(response.text)
         rows.append({"prompt": PROMPT, "response": response.text, "sentence_ends": ends, "scores": scores,
-                     **response.record()})
+                     "sampled_at": trainer.policy_updates, **response.record()})
     return rows
 
 

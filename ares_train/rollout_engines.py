@@ -29,6 +29,9 @@ from .rollout_config import EngineName
 from .vision import encode, text_tokenizer
 
 STOP, LENGTH = "stop", "length"  # finish reasons: an EOS was sampled / cut at max_new_tokens
+# generate's warpers that act after the log-prob recorder (so the stored log-probs would not be
+# those of the distribution sampled from); refused rather than silently mis-recorded.
+UNRECORDED_WARPERS = ("top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")
 VLLM_INSTALL = f"{install_command('vllm')} (on a machine with a CUDA GPU)"
 
 
@@ -113,6 +116,10 @@ class HFEngine:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList, set_seed
 
+        refused = sorted(set(generate_kwargs) & set(UNRECORDED_WARPERS))
+        if refused:
+            raise TrainingError(f"{', '.join(refused)} would change the sampled distribution after its log-probs "
+                                "are recorded: PPO could not score what was sampled (use temperature and top_k)")
         if seed is not None:
             set_seed(seed)
         tok = text_tokenizer(self.processing)

@@ -180,13 +180,13 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
     export, rows = _shard(store, shard_dir, lambda: export_rl(store, round, teacher=teacher, reward=reward))
 
     def train(model: Any, tokenizer: Any, output: Path) -> dict:
-        critic = previous_critic(store, start)
+        critic = None if config.critic_free else previous_critic(store, start)  # grpo/rloo: no critic at all
         trainer = SentenceRewardPPOTrainer(config, model, tokenizer, critic_from=critic)
         questions, sampled = questions_of(store, rows), sampled_tokens(store, rows)
         samples = []
         for r in rows:
             prompt, image = student_input(tokenizer, r["prompt"], questions.get(r["question_id"]))
-            samples.append({"prompt": prompt, "image": image, "response": r["response"],
+            samples.append({"prompt": prompt, "image": image, "response": r["response"], "group": r["question_id"],
                             "sentence_ends": r["sentence_ends"], "scores": r["scores"],
                             **sampled.get(r["rationale_id"], {})})
         total = math.ceil(sum(map(scores_match, samples)) / config.batch_size)
@@ -197,6 +197,7 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
         diff = trainer.rollout_probs_diff()
         return {"steps": steps, **diff, "summary": {
             **(steps[-1] if steps else {}), **diff, "steps": len(steps), "rows": len(rows), "critic_from": critic,
+            "stopped_stale": trainer.stopped_stale, "gradient_checkpointing": trainer.gradient_checkpointing,
             "rows_retokenised": sum(r["rationale_id"] not in sampled for r in rows)}}
 
     return run_stage(store, stage=RunKind.rl, round=round, start=start, export=export, output_dir=output_dir,

@@ -361,6 +361,10 @@ def main(
     ppo_epochs: Annotated[int, typer.Option(min=1, help="PPO passes over each batch.")] = 2,
     is_cap: Annotated[float, typer.Option(min=0, help="PPO's truncated importance weight to the sampler "
                                                       "(behaviour_is_cap; 0: off).")] = 2.0,
+    advantage: Annotated[str, typer.Option(help="PPO's advantage estimator for outcome_ppo and the ares arms: gae "
+                                                "(a critic) or grpo (critic-free; sentence GRPO in the ares arms, "
+                                                "outcome GRPO in outcome_ppo). rloo takes outcome rewards only, "
+                                                "so it is not offered here.")] = "gae",
     sft_lr: Annotated[Optional[float], typer.Option(min=0, help="Correction-SFT learning rate (sft_only and ares; "
                                                                 "default 1e-3 small, 2e-4 smollm2).")] = None,
     sft_epochs: Annotated[float, typer.Option(min=0, help="Correction-SFT passes over the round's shard.")] = 1.0,
@@ -376,6 +380,8 @@ def main(
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     if student not in STUDENTS:
         raise typer.BadParameter(f"--student is one of {', '.join(STUDENTS)}")
+    if advantage not in ("gae", "grpo"):
+        raise typer.BadParameter("--advantage is gae or grpo")
     defaults = dict(STUDENTS[student])
     default_rl_lr, default_sft_lr = defaults.pop("rl_lr"), defaults.pop("sft_lr")
     rl_lr, sft_lr = default_rl_lr if rl_lr is None else rl_lr, default_sft_lr if sft_lr is None else sft_lr
@@ -384,13 +390,15 @@ def main(
     plan = replace(plan, seeds=seeds or plan.seeds, rounds=rounds or plan.rounds, k=k, prep_max_steps=steps,
                    train_questions=questions or plan.train_questions, test_questions=test or plan.test_questions,
                    prep_check_every=min(plan.prep_check_every, steps))
-    plan.rl.update(learning_rate=rl_lr, kl_coef=kl_coef, ppo_epochs=ppo_epochs, behaviour_is_cap=is_cap)
+    plan.rl.update(learning_rate=rl_lr, kl_coef=kl_coef, ppo_epochs=ppo_epochs, behaviour_is_cap=is_cap,
+                   advantage=advantage)
     plan.sft.update(learning_rate=sft_lr, num_train_epochs=sft_epochs)
     chosen = [arm for arm in ARMS if arm in arms.split(",")]
     if not chosen or set(arms.split(",")) - set(ARMS):
         raise typer.BadParameter(f"--arms takes a comma-separated subset of {','.join(ARMS)}")
     work = work.resolve() / f"{student}-q{plan.train_questions}-t{plan.test_questions}"  # the prepared students
-    arms_dir = work / "rl-{learning_rate}-{kl_coef}-{ppo_epochs}-is{behaviour_is_cap}".format(**plan.rl) \
+    arms_dir = work / "rl-{learning_rate}-{kl_coef}-{ppo_epochs}-is{behaviour_is_cap}{grpo}".format(
+        **plan.rl, grpo="-grpo" if advantage == "grpo" else "") \
         / "sft-{learning_rate}-{num_train_epochs}".format(**plan.sft) / f"k{plan.k}-r{plan.rounds}-n{plan.noise}"
     work.mkdir(parents=True, exist_ok=True)
     records = make_tasks(plan.train_questions + plan.prep_questions, plan.test_questions, seed=0)

@@ -12,6 +12,12 @@ pass is not on the GPU. The last line printed is one JSON object:
 the batch per second of the update), `peak_memory_mb` (CUDA: max allocated; CPU: the process's
 peak RSS), `device`, `dtype`, and a few more.
 
+`--advantage` (repeatable; default gae then grpo) runs the PPO update once per estimator, each on
+a freshly loaded student, and reports `ppo_tokens_per_s_<adv>` and `ppo_peak_memory_mb_<adv>`:
+grpo has no critic adapter, value head or critic pass. For grpo the batch's rows are paired into
+groups of two (the advantage values do not change memory or speed). On CUDA each estimator's peak
+is its own (`reset_peak_memory_stats`); on the CPU peak RSS only grows, so compare CUDA figures.
+
     .venv/bin/python benchmarks/gpu_check.py --device cpu --model smollm2 --dtype float32
 
 A vision-language `--model` (a directory whose config has a vision tower) gets the synthetic
@@ -24,7 +30,7 @@ import json
 import resource
 import tempfile
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import torch
 import typer
@@ -121,6 +127,25 @@ def timed(fn: Any, device: str) -> tuple[Any, float]:
     return out, time.perf_counter() - started
 
 
+def ppo_update(advantage: str, rows: list[dict], lm: Any, tokenizer: Any, where: Any) -> dict[str, Any]:
+    """One timed PPO update on the whole batch (after an untimed one): its seconds, metrics and peak memory."""
+    config = PPOConfig(batch_size=len(rows), mini_batch_size=len(rows), ppo_epochs=1, max_length=4096,
+                       advantage=advantage)
+    if config.critic_free:
+        rows = [{**row, "group": i // 2} for i, row in enumerate(rows)]
+    trainer = SentenceRewardPPOTrainer(config, lm, tokenizer)
+    params_on(where.device, trainer.model, *([trainer.value_head] if trainer.value_head is not None else []))
+    guard = guarded(lm, where.device)
+    if where.on_cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(where.device)
+    trainer.step(rows)  # warm-up
+    metrics, seconds = timed(lambda: trainer.step(rows), where.device)
+    if guard:
+        guard.close()
+    return {"seconds": seconds, "metrics": metrics, "peak": peak_mb(where.device)}
+
+
 def main(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N (auto: CUDA when present).")] = "auto",
     model: Annotated[str, typer.Option(help="Student: a model directory, a .gguf file or 'smollm2'.")] = "smollm2",
@@ -129,6 +154,8 @@ def main(
     max_new_tokens: Annotated[int, typer.Option(help="Length cap of a rollout.")] = 64,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of each question's image, for a vision-language model.")] = 448,
+    advantage: Annotated[Optional[list[str]], typer.Option(
+        help="PPO advantage estimator(s) to time, in order (repeat the flag); default gae then grpo.")] = None,
 ) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -156,17 +183,18 @@ def main(
         tokens += len(encode(tokenizer, [text], [image])["input_ids"][0]) + len(one.token_ids)
     generated = sum(len(one.token_ids) for (one,) in sampled)
 
-    config = PPOConfig(batch_size=len(rows), mini_batch_size=len(rows), ppo_epochs=1, max_length=4096)
-    trainer = SentenceRewardPPOTrainer(config, lm, tokenizer)
-    params_on(where.device, trainer.model, trainer.value_head)
-    if where.on_cuda:
-        torch.cuda.reset_peak_memory_stats(where.device)
-    trainer.step(rows)  # warm-up
-    metrics, ppo_s = timed(lambda: trainer.step(rows), where.device)  # noqa: F821 - called before the `del`
-    ppo_peak = peak_mb(where.device)
     if guard:
         guard.close()
-    del trainer, lm, engine
+    del engine
+    ppo: dict[str, dict[str, Any]] = {}
+    for i, estimator in enumerate(advantage or ["gae", "grpo"]):
+        if i:  # a fresh student: the previous trainer injected its adapters into this one
+            del lm
+            if where.on_cuda:
+                torch.cuda.empty_cache()
+            lm, _ = load_student(model, placement=where)
+        ppo[estimator] = ppo_update(estimator, rows, lm, tokenizer, where)
+    del lm
     if where.on_cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(where.device)
@@ -186,18 +214,23 @@ def main(
         guard.close()
     sft_s = timer.times[-1]
 
+    first = next(iter(ppo.values()))
     result = {
         "model": model, "prompts": len(rows), "batch_tokens": tokens, "generated_tokens": generated,
         "generate_tokens_per_s": round(generated / gen_s, 2),
-        "ppo_tokens_per_s": round(tokens / ppo_s, 2),
+        "ppo_tokens_per_s": round(tokens / first["seconds"], 2),
+        **{f"ppo_tokens_per_s_{name}": round(tokens / run["seconds"], 2) for name, run in ppo.items()},
         "sft_tokens_per_s": round(tokens / sft_s, 2),
-        "ppo_over_sft": round(sft_s / ppo_s, 3),
-        "rollout_probs_diff_max": metrics.get("rollout_probs_diff_max"),
-        "generate_peak_memory_mb": round(gen_peak, 1), "ppo_peak_memory_mb": round(ppo_peak, 1),
-        "peak_memory_mb": round(max(gen_peak, ppo_peak, peak_mb(where.device)), 1),
+        "ppo_over_sft": round(sft_s / first["seconds"], 3),
+        "rollout_probs_diff_max": first["metrics"].get("rollout_probs_diff_max"),
+        "rollout_logprob_diff_max": first["metrics"].get("rollout_logprob_diff_max"),
+        "generate_peak_memory_mb": round(gen_peak, 1), "ppo_peak_memory_mb": round(first["peak"], 1),
+        **{f"ppo_peak_memory_mb_{name}": round(run["peak"], 1) for name, run in ppo.items()},
+        "peak_memory_mb": round(max(gen_peak, *(r["peak"] for r in ppo.values()), peak_mb(where.device)), 1),
         "device": where.device, "dtype": where.dtype,
     }
-    print(f"generate {generated} tokens in {gen_s:.1f} s; PPO update {ppo_s:.2f} s; SFT step {sft_s:.2f} s "
+    updates = ", ".join(f"{name} {run['seconds']:.2f} s" for name, run in ppo.items())
+    print(f"generate {generated} tokens in {gen_s:.1f} s; PPO update {updates}; SFT step {sft_s:.2f} s "
           f"on {tokens} tokens ({where.device}, {where.dtype})")
     print(json.dumps(result))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sample_data import write_aokvqa, write_scienceqa
@@ -145,24 +146,34 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tokenizer_dir, tmp_path_factory) -> Path:
-    """A random 2-layer Llama (hidden size 32) with the SmolLM2 tokenizer: a student that
-    generates and trains in seconds on a CPU."""
+def _tiny_llama(tokenizer_dir: Path, out: Path, **config: Any) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
+    llama = LlamaConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=len(tokenizer), max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **config,
     )
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
+    LlamaForCausalLM(llama).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A random 2-layer Llama (hidden size 32) with the SmolLM2 tokenizer: a student that
+    generates and trains in seconds on a CPU. Nearly uniform: it samples tokens of p ~ 2e-5."""
+    return _tiny_llama(tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def peaked_model_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """The tiny student with weights 50x larger (`initializer_range` 1.0): it samples tokens of
+    p ~ 0.01-0.9, so scoring them at another temperature, position or id shows in |Δp| too."""
+    return _tiny_llama(tokenizer_dir, tmp_path_factory.mktemp("peaked-llama"), initializer_range=1.0)
 
 
 class Feedback:

@@ -165,3 +165,21 @@ def test_a_config_file_holds_the_flags_and_the_effective_config_is_stored(cli, t
     assert not any(b"sk-loop-secret-4242" in p.read_bytes() for p in tmp_path.glob("ares.db*"))
     assert _rows(db_path, "SELECT COUNT(*) FROM rationale WHERE source = 'student' AND round = 1 "
                           "AND model_checkpoint_id = (SELECT id FROM model_checkpoint WHERE stage = 'base')") == [(2,)]
+
+
+def test_the_loop_with_grpo_trains_without_a_critic(cli, tiny_model_dir, db_path, tmp_path):
+    _import_questions(cli, tmp_path)
+    config = tmp_path / "run.toml"
+    config.write_text('advantage = "grpo"\n[rl]\nloss_type = "grpo"\nppo_epochs = 1\n')  # top-level, as the flag
+    with serve_in_thread(seed=1) as url:
+        result = cli(*_loop_args(tiny_model_dir, url, rounds=1), "--config", config)
+        assert result.exit_code == 0, result.output
+    (stored,) = _rows(db_path, "SELECT config FROM pipeline_run")
+    assert json.loads(stored[0])["rl"] == {"loss_type": "grpo", "ppo_epochs": 1, "advantage": "grpo"}
+    ((config_json, metrics_json),) = _rows(db_path, "SELECT config, metrics FROM training_run WHERE kind = 'rl'")
+    run_config, metrics = json.loads(config_json), json.loads(metrics_json)
+    assert (run_config["advantage"], run_config["loss_type"]) == ("grpo", "grpo")
+    assert metrics["summary"]["rows"] == QUESTIONS * K and metrics["summary"]["critic_from"] is None
+    assert all("value_loss" not in step for step in metrics["steps"])
+    (rl_dir,) = _rows(db_path, "SELECT adapter_path FROM model_checkpoint WHERE name = 'round-1-rl'")
+    assert not (Path(rl_dir[0]) / "critic").exists() and not (Path(rl_dir[0]) / "value_head.safetensors").exists()

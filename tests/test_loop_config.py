@@ -28,3 +28,13 @@ def test_an_unknown_setting_in_the_config_file_is_one_line(cli, tmp_path):
     result = cli("train", "--config", config)
     assert result.exit_code == 1
     assert "unknown setting(s) roundz" in result.stderr and str(config) in result.stderr
+
+
+def test_a_critic_free_advantage_with_one_rollout_per_question_fails_before_sampling(cli, db_path):
+    result = cli("train", "--model", "some-student-dir", "--advantage", "grpo", "--k", "1",
+                 "--base-url", "http://127.0.0.1:9/v1")
+    assert result.exit_code == 1
+    assert "advantage=grpo compares a question's rollouts" in result.stderr
+    assert "--k must be at least 2" in result.stderr
+    bad = cli("train", "--model", "some-student-dir", "--advantage", "rloo", "--base-url", "http://127.0.0.1:9/v1")
+    assert bad.exit_code == 1 and "reward_placement=final" in bad.stderr

@@ -37,10 +37,11 @@ def test_mean_sentence_score_rises_over_online_ppo_updates(tokenizer):
 def test_reference_is_the_policy_before_the_first_update(tokenizer):
     trainer = make_trainer(tokenizer)
     first = trainer.step(ppo_toy.rollouts(trainer, 8))
-    assert first["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6) and first["kl_k3"] == pytest.approx(0.0, abs=1e-6)
     assert first["mean_reward"] == pytest.approx(first["mean_score_reward"], abs=1e-6)
     second = trainer.step(ppo_toy.rollouts(trainer, 8))
     assert second["kl"] != pytest.approx(0.0, abs=1e-6)
+    assert second["kl_k3"] > 1e-8  # an estimate of KL(policy || reference): positive once they differ
 
 
 def test_train_drops_mismatched_rows_and_appends_metrics(tokenizer, tmp_path):
@@ -99,7 +100,7 @@ def test_one_step_on_chat_formatted_prompts_with_the_smollm2_tokenizer(tiny_mode
     assert metrics["mean_score_reward"] == pytest.approx(0.0)  # +0.5 and -0.5 in each response
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-5)
     # the template already holds its special tokens: none is added twice
-    assert trainer._prompt_inputs(prompt, None)[0] == tokenizer(prompt, add_special_tokens=False).input_ids
+    assert trainer.encoder.prompt_inputs(prompt, None)[0] == tokenizer(prompt, add_special_tokens=False).input_ids
 
 
 def test_config_refuses_an_unknown_placement_and_an_oversized_mini_batch():
@@ -110,3 +111,46 @@ def test_config_refuses_an_unknown_placement_and_an_oversized_mini_batch():
     with pytest.raises(TrainingError, match="mini_batch_size"):
         PPOConfig(batch_size=2, mini_batch_size=4)
     assert PPOConfig(reward_placement="final").reward_placement == "final"
+
+
+def test_attention_dropout_copied_into_the_layers_is_off_too(tokenizer):
+    """Llama's attention layers copy `config.attention_dropout` when built: zeroing the config
+    afterwards would leave a functional dropout of 0.3 on in train mode, and the first update's
+    ratio would not start at 1."""
+    model = ppo_toy.toy_model(tokenizer, attention_dropout=0.3)
+    trainer = SentenceRewardPPOTrainer(PPOConfig(**{**FAST, "batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 1}),
+                                       model, tokenizer)
+    assert {m.attention_dropout for m in trainer.model.modules() if hasattr(m, "attention_dropout")} == {0.0}
+    assert trainer.step(ppo_toy.rollouts(trainer, 8))["first_ratio_deviation"] < 1e-5
+    assert trainer.gradient_checkpointing is False  # auto: on only on a CUDA device
+
+
+def test_sampling_warpers_the_log_probs_would_not_see_are_refused(tokenizer):
+    from ares_data.errors import TrainingError
+
+    trainer = make_trainer(tokenizer)
+    for option in ({"top_p": 0.9}, {"min_p": 0.1}, {"typical_p": 0.5}):
+        with pytest.raises(TrainingError, match=f"{next(iter(option))} would change the sampled distribution"):
+            trainer.generate([ppo_toy.PROMPT], 4, **option)
+
+
+def test_a_fresh_critic_starts_near_zero_without_weight_decay(tokenizer):
+    """The value head's default init gave values of std ~1 against rewards of +-0.5; now its
+    weights have std 1/(hidden+1) and no bias (OpenRLHF's), so on the same hidden states its
+    values are a fraction of the default head's. AdamW's weight decay is 0 unless set."""
+    trainer = make_trainer(tokenizer)
+    rows = ppo_toy.rollouts(trainer, 8)
+    batch = trainer.encoder.collate([trainer.encoder.encode(r) for r in rows])
+    with torch.no_grad():
+        values = trainer._values(batch)
+        with trainer._adapter("critic"):
+            states = trainer._hidden(batch)
+        torch.manual_seed(0)
+        default = torch.nn.Linear(states.shape[-1], 1)(states).squeeze(-1)
+    assert trainer.value_head.bias.item() == 0.0
+    assert trainer.value_head.weight.std().item() == pytest.approx(1 / (states.shape[-1] + 1), rel=0.3)
+    assert values.abs().mean().item() < 0.5 * default.abs().mean().item()
+    assert {g["weight_decay"] for g in trainer.optimizer.param_groups} == {0.0}
+    assert trainer.policy_params and trainer.critic_params  # clipped separately, each to max_grad_norm
+    metrics = trainer.step(rows)
+    assert metrics["policy_grad_norm"] > 0 and metrics["critic_grad_norm"] > 0

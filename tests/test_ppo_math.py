@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -132,8 +133,11 @@ def test_chunked_logprobs_equal_the_full_softmax_with_their_gradients():
     (want_grad,) = torch.autograd.grad(want.sum(), hidden)
     picked, ent = pm.token_logprobs(hidden, head, labels, temperature, chunk=3)  # chunks of 3, 3, 1
     torch.testing.assert_close(picked, want)
+    assert ent is None  # not asked for: never computed, not in the backward's recomputation either
+    with torch.no_grad():
+        stats_pass, ent = pm.token_logprobs(hidden, head, labels, temperature, chunk=3, with_entropy=True)
+    torch.testing.assert_close(stats_pass, want)
     torch.testing.assert_close(ent, want_entropy)
-    assert not ent.requires_grad
     (grad,) = torch.autograd.grad(picked.sum(), hidden)  # through the recomputed chunks
     torch.testing.assert_close(grad, want_grad)
     assert pm.token_logprobs(torch.zeros(1, 2), torch.zeros(4, 2), torch.tensor([2]), torch.ones(1), 8)[0].item() \
@@ -148,3 +152,101 @@ def test_gae_bootstraps_a_truncated_row_from_the_value_after_its_last_token():
     cut, returns = pm.gae(rewards, values, mask, gamma=1.0, lam=1.0, last_values=torch.tensor([0.0, 0.5]))
     torch.testing.assert_close(cut[0], ended[0])  # a zero bootstrap is an ended episode
     torch.testing.assert_close(returns[1], torch.tensor([1.5, 1.5, 1.5, 0.0]))  # reward + value after the cut
+
+
+# -- critic-free advantages ----------------------------------------------------------------
+# Two questions, interleaved rows. q1: row A has two sentences (tokens 1 and 3: +0.5, -0.5), row B
+# one (token 2: +0.5). q2: row C has two (token 0: +0.3, token 2: exactly 0, a neutral score: only
+# the step mask knows it is a step), row D one (token 3: +0.3).
+GROUP_REWARDS = torch.tensor([[0.0, 0.5, 0.0, -0.5, 0.0],
+                              [0.3, 0.0, 0.0, 0.0, 0.0],
+                              [0.0, 0.0, 0.5, 0.0, 0.0],
+                              [0.0, 0.0, 0.0, 0.3, 0.0]])
+GROUP_MASK = torch.tensor([[1.0, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+GROUP_STEPS = GROUP_REWARDS != 0
+GROUP_STEPS[1, 2] = True
+GROUPS = ["q1", "q2", "q1", "q2"]
+
+
+def test_sentence_grpo_normalises_each_step_over_its_question_and_sums_the_steps_to_come():
+    # q1's step rewards {0.5, -0.5, 0.5}: mean 1/6, unbiased std sqrt(1/3), so 0.5 -> +1/sqrt(3) = 0.57735
+    # and -0.5 -> -2/sqrt(3) = -1.1547. q2's {0.3, 0.0, 0.3}: mean 0.2, std sqrt(0.03): the same two values.
+    up, down = 1 / math.sqrt(3), -2 / math.sqrt(3)
+    advantages, returns = pm.sentence_grpo_advantages(GROUP_REWARDS, GROUP_MASK, GROUPS, step_mask=GROUP_STEPS)
+    expected = [[up + down, up + down, down, down, 0.0],  # A: both steps ahead, then the second only
+                [up + down, down, down, 0.0, 0.0],        # C: the zero-reward step counts (-1.1547)
+                [up, up, up, 0.0, 0.0],                   # B: its one step ends at token 2
+                [up, up, up, up, 0.0]]                    # D: step at token 3; token 4 has none after it
+    torch.testing.assert_close(advantages, torch.tensor(expected), atol=1e-5, rtol=0)
+    torch.testing.assert_close(returns, advantages)
+    # as verl calls a registered estimator: keywords, `index` a numpy array of uids, its `config`
+    import numpy as np
+
+    verl_style, _ = pm.sentence_grpo_advantages(token_level_rewards=GROUP_REWARDS, response_mask=GROUP_MASK,
+                                                index=np.array(GROUPS, dtype=object), config=None,
+                                                step_mask=GROUP_STEPS)
+    torch.testing.assert_close(verl_style, advantages)
+
+
+def test_sentence_grpo_without_a_step_mask_takes_the_nonzero_rewards_as_steps():
+    # C's zero step is invisible: q2's steps are {0.3, 0.3}, std 0, so every q2 advantage is 0
+    advantages, _ = pm.sentence_grpo_advantages(GROUP_REWARDS, GROUP_MASK, GROUPS)
+    assert advantages[[1, 3]].abs().max().item() < 1e-6
+    assert advantages[0, 0].item() == pytest.approx(-1 / math.sqrt(3), abs=1e-5)
+
+
+def test_sentence_grpo_scale_rewards_none_and_batch():
+    unscaled, _ = pm.sentence_grpo_advantages(GROUP_REWARDS, GROUP_MASK, GROUPS, scale_rewards="none",
+                                              step_mask=GROUP_STEPS)
+    # q1 centred: 0.5 -> 1/3, -0.5 -> -2/3
+    assert unscaled[0].tolist() == pytest.approx([-1 / 3, -1 / 3, -2 / 3, -2 / 3, 0.0], abs=1e-6)
+    assert unscaled[2].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0, 0.0], abs=1e-6)
+    batch, _ = pm.sentence_grpo_advantages(GROUP_REWARDS, GROUP_MASK, GROUPS, scale_rewards="batch",
+                                           step_mask=GROUP_STEPS)
+    std = statistics.stdev([0.5, -0.5, 0.5, 0.3, 0.0, 0.3])  # every step of the batch, group-centred apart
+    torch.testing.assert_close(batch, unscaled / (std + 1e-6), atol=1e-5, rtol=0)
+
+
+def test_one_outcome_reward_per_row_is_outcome_grpo():
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.5, 0.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    steps = pm.score_steps([[0], [1], [0]], mask, placement="final")
+    assert steps.tolist() == [[False, True], [False, True], [True, False]]  # the last real token, 0 reward too
+    advantages, _ = pm.sentence_grpo_advantages(rewards, mask, [7, 7, 7], step_mask=steps)
+    # outcomes 1, 0, 0.5: mean 0.5, std 0.5
+    torch.testing.assert_close(advantages, torch.tensor([[1.0, 1.0], [-1.0, -1.0], [0.0, 0.0]]), atol=1e-5, rtol=0)
+
+
+def test_rloo_subtracts_the_mean_of_the_other_rollouts():
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.5, 0.0], [0.0, 0.2]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    advantages, _ = pm.rloo_advantages(rewards, mask, ["a", "a", "a", "b"])
+    # a: 1 - (0 + 0.5)/2 = 0.75, 0 - 0.75 = -0.75, 0.5 - 0.5 = 0; b alone keeps its outcome
+    torch.testing.assert_close(advantages, torch.tensor([[0.75, 0.75], [-0.75, -0.75], [0.0, 0.0], [0.2, 0.2]]))
+
+
+def test_loss_aggregation_token_mean_against_sequence_mean():
+    x = torch.tensor([[1.0, 1.0, 1.0, 1.0], [4.0, 9.0, 9.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    assert pm.aggregate(x, mask, "bnpo").item() == pytest.approx(8 / 5)  # every token weighs the same
+    assert pm.aggregate(x, mask, "grpo").item() == pytest.approx((1 + 4) / 2)  # every response weighs the same
+
+
+def test_k3_kl_and_the_kl_term_of_the_policy_loss():
+    logp = torch.tensor([[-1.0, -1.0]])
+    ref = logp + torch.tensor([[0.0, math.log(2.0)]])
+    assert pm.k3_kl(logp, ref).tolist()[0] == pytest.approx([0.0, 2 - math.log(2) - 1])
+    plain, _ = pm.policy_loss(logp, logp, ADV, MASK2, 0.2)
+    with_kl, _ = pm.policy_loss(logp, logp, ADV, MASK2, 0.2, kl=(ref, 0.5))
+    assert with_kl.item() == pytest.approx(plain.item() + 0.5 * (2 - math.log(2) - 1) / 2)
+
+
+def test_sampled_kl_weighs_each_drawn_token_by_policy_over_sampler():
+    logp = torch.tensor([[-1.0, -1.0, -1.0]])
+    ref = logp + torch.tensor([[0.0, math.log(2.0), 5.0]])
+    behaviour = logp - torch.tensor([[0.0, math.log(2.0), 0.0]])  # the second token: p = 2 p_sampler
+    mask, sampled = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    # weights 1 and 2, k3 0 and 2 - ln 2 - 1; the masked third token counts for nothing
+    assert pm.sampled_kl(logp, ref, behaviour, mask, sampled).item() == pytest.approx(2 * (1 - math.log(2)) / 3)
+    unknown = torch.zeros(1, 3)  # no sampler log-probs: plain mean
+    assert pm.sampled_kl(logp, ref, behaviour, mask, unknown).item() == pytest.approx((1 - math.log(2)) / 2)

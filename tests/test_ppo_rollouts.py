@@ -91,18 +91,18 @@ def test_ppo_trains_on_the_stored_ids_and_a_cut_rollout_has_no_eos(tiny_model_di
     trainer = SentenceRewardPPOTrainer(PPOConfig(batch_size=2, mini_batch_size=1), model, tokenizer)
     eos = tokenizer.eos_token_id
     cut = next(r for r in rows if r["finish_reason"] == "length")
-    sample = trainer._encode(cut)
+    sample = trainer.encoder.encode(cut)
     assert sample.response_ids == cut["token_ids"] and eos not in sample.response_ids and sample.truncated
     assert sample.behaviour == cut["logprobs"]
     stopped = {**cut, "token_ids": cut["token_ids"] + [eos], "logprobs": cut["logprobs"] + [-1.0],
                "finish_reason": "stop"}
-    assert trainer._encode(stopped).response_ids[-1] == eos and not trainer._encode(stopped).truncated
+    assert trainer.encoder.encode(stopped).response_ids[-1] == eos and not trainer.encoder.encode(stopped).truncated
     # a rollout stored before ids were kept: the documented fallback re-tokenises and appends EOS
     old = {k: v for k, v in cut.items() if k not in ("token_ids", "logprobs", "finish_reason")}
-    fallback = trainer._encode(old)
+    fallback = trainer.encoder.encode(old)
     assert fallback.response_ids[-1] == eos and fallback.behaviour is None and not fallback.truncated
     # sentence ends land on the same tokens either way when the text round-trips
-    assert trainer._encode(old).end_positions[-1] <= len(cut["token_ids"])
+    assert trainer.encoder.encode(old).end_positions[-1] <= len(cut["token_ids"])
 
 
 def test_the_critic_carries_over_to_the_next_run(tiny_model_dir, tmp_path):
@@ -144,3 +144,58 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
         results.append(SentenceRewardPPOTrainer(config, model, tokenizer).step(rows))
     for key in ("policy_loss", "value_loss", "rollout_probs_diff_max"):
         assert results[1][key] == pytest.approx(results[0][key], rel=1e-4, abs=1e-6)
+
+
+def test_agreement_checks_fail_when_the_trainer_scores_another_distribution(peaked_model_dir):
+    """On a student that samples likely tokens, each injected defect (scoring at another
+    temperature, each token from the hidden state one position off, or another token id) breaks
+    the `< 1e-3` agreement both in log space and in probability; the honest trainer passes both.
+    (A constant shift of the position ids would not show: rotary embeddings are relative.)"""
+    _, tokenizer, rows = _rollouts(peaked_model_dir, max_new_tokens=12)
+
+    def agreement(rows, hidden=None, collate=None):
+        config = PPOConfig(batch_size=len(rows), mini_batch_size=len(rows), ppo_epochs=1)
+        trainer = SentenceRewardPPOTrainer(config, load_student(str(peaked_model_dir))[0], tokenizer)
+        for owner, name, wrap in ((trainer, "_hidden", hidden), (trainer.encoder, "collate", collate)):
+            if wrap is not None:
+                setattr(owner, name, wrap(getattr(owner, name)))
+        return trainer.step(rows)
+
+    def shifted(hidden):  # token t scored from the state after it instead of the one before
+        return lambda batch: torch.roll(hidden(batch), shifts=-1, dims=1)
+
+    def wrong_id(collate):
+        def inject(samples):
+            batch = collate(samples)
+            batch.response_ids[:, 0] = (batch.response_ids[:, 0] + 1) % len(tokenizer)
+            return batch
+        return inject
+
+    honest = agreement(rows)
+    assert honest["rows"] == len(rows) >= 4
+    assert honest["rollout_logprob_diff_max"] < 1e-3 and honest["rollout_probs_diff_max"] < 1e-3
+    for name, broken in (("temperature", agreement([{**r, "temperature": 0.85} for r in rows])),
+                         ("position", agreement(rows, hidden=shifted)),
+                         ("token id", agreement(rows, collate=wrong_id))):
+        assert broken["rollout_logprob_diff_max"] > 1e-2, name
+        assert broken["rollout_probs_diff_max"] > 1e-3, name
+
+
+def test_a_stale_batch_is_reported_and_can_stop_the_run(tiny_model_dir, caplog):
+    """Rows whose every token hits the importance cap (sampler p = policy p / 4): past
+    max_capped_share, `warn` logs and flags each step, `stop` trains no further batch."""
+    import math
+
+    model, tokenizer, rows = _rollouts(tiny_model_dir)
+    unlikely = [{**r, "logprobs": [lp - math.log(4.0) for lp in r["logprobs"]]} for r in rows]
+    half = dict(batch_size=len(rows) // 2, mini_batch_size=len(rows) // 2, ppo_epochs=1)
+    warned = SentenceRewardPPOTrainer(PPOConfig(**half), model, tokenizer).train(unlikely)
+    assert len(warned) == 2 and all(m["stale"] and m["behaviour_weight_capped"] == 1.0 for m in warned)
+    assert [m["stale_updates"] for m in warned] == [0, 1]  # the second batch was sampled one update ago
+    assert "hit behaviour_is_cap" in caplog.text
+    stopper = SentenceRewardPPOTrainer(PPOConfig(**half, on_stale="stop"), load_student(str(tiny_model_dir))[0],
+                                       tokenizer)
+    assert len(stopper.train(unlikely)) == 1 and stopper.stopped_stale == 1
+    fine = SentenceRewardPPOTrainer(PPOConfig(**half, max_capped_share=1.0), load_student(str(tiny_model_dir))[0],
+                                    tokenizer).train(unlikely)
+    assert not any(m.get("stale") for m in fine)

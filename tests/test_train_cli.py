@@ -150,3 +150,29 @@ def test_bfloat16_on_cpu_end_to_end(cli, store, feedback, tiny_model_dir):
 def _registered_path(store, name: str) -> str:
     with store.session() as session:
         return session.exec(select(ModelCheckpoint).where(ModelCheckpoint.name == name)).one().adapter_path
+
+
+def test_train_rl_with_grpo_stores_its_metrics_and_saves_no_critic(cli, store, feedback, tiny_model_dir):
+    for n in range(2):
+        feedback.question(n, answer=n % 2)
+    model = str(tiny_model_dir)
+    result = cli("generate", "--model", model, "--round", "1", "--k", "2", "--max-new-tokens", "16", "--seed", "0")
+    assert result.exit_code == 0, result.output
+    counts = _sentence_counts(store)
+    with store.session() as session:
+        rollouts = session.exec(select(Rationale).where(Rationale.source == "student")).all()
+    assert all(counts[r.id] for r in rollouts)  # every rollout has a sentence: both groups are complete
+    for i, r in enumerate(rollouts):  # one good, one bad rollout per question: nonzero GRPO advantages
+        feedback.score(r, [0.9 if i % 2 else 0.1] * counts[r.id])
+    result = cli("train", "rl", "--round", "1", "--model", model, "--advantage", "grpo", "--batch-size", "4",
+                 "--epochs", "1", "--lr", "1e-2", "--loss-type", "grpo", "--scale-rewards", "none")
+    assert result.exit_code == 0, result.output
+    run = _run(store, "rl")
+    assert (run.config["advantage"], run.config["loss_type"], run.config["scale_rewards"]) == ("grpo", "grpo", "none")
+    assert run.status == "done" and run.metrics["summary"]["rows"] == 4
+    assert run.metrics["summary"]["critic_from"] is None
+    (step,) = run.metrics["steps"]  # both questions' rollouts in one batch
+    assert step["rows"] == 4 and "value_loss" not in step and step["rollout_probs_diff_max"] < 1e-3
+    rl_dir = Path(_registered_path(store, "round-1-rl"))
+    assert _lora_b_norm(rl_dir) > 0
+    assert not (rl_dir / "critic").exists() and not (rl_dir / "value_head.safetensors").exists()

@@ -94,9 +94,14 @@ train_app = typer.Typer(invoke_without_command=True,
                         help="Train the student: PPO on sentence scores, SFT on corrections.")
 
 
+# PPOConfig fields the loop takes as flags (and at the top of --config) as well as in its `rl` section.
+LOOP_RL = ("advantage",)
+
+
 @train_app.callback()
 @teacher_options(settings_param="config")
 @config_flags(SamplingSettings, exclude=("seed",), into="sampling", panel=SAMPLING)
+@config_flags(PPOConfig, only=LOOP_RL, into="rl_flags", panel=RL)
 def _train(
     ctx: typer.Context,
     model: ModelOpt = None,
@@ -123,6 +128,7 @@ def _train(
     verbose: VerboseOpt = False,
     *,
     sampling: dict,
+    rl_flags: dict,
     teacher: "TeacherConfig",
 ) -> None:
     """Run the alternating loop, or one stage of a round (`train rl`, `train sft`).
@@ -145,7 +151,7 @@ def _train(
                  group_by_question=group_by_question, prm=prm, report_to=report_to)
     file = read_settings(config) if config else {}
     sampled = {f.name for f in fields(SamplingSettings)} - {"seed"}
-    unknown = set(file) - set(given) - sampled - {"teacher", "rl", "sft"}
+    unknown = set(file) - set(given) - sampled - set(LOOP_RL) - {"teacher", "rl", "sft"}
     if unknown:
         raise fail(f"{config}: unknown setting(s) {', '.join(sorted(unknown))}")
     for name in given:  # the file fills what the command line left at its default
@@ -156,7 +162,8 @@ def _train(
     if not given["model"]:
         raise fail("ares train needs a student: --model PATH|smollm2 (or `model` in --config)")
     check_student(given["model"])
-    loop = LoopConfig(teacher=teacher, rl=file.get("rl") or {}, sft=file.get("sft") or {}, **given)
+    rl = {**(file.get("rl") or {}), **{name: file[name] for name in LOOP_RL if name in file}, **rl_flags}
+    loop = LoopConfig(teacher=teacher, rl=rl, sft=file.get("sft") or {}, **given)
     opened = store(ctx)
     with library_output(verbose):
         last = run_loop(opened, loop, progress=err_console.is_terminal)
