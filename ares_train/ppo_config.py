@@ -29,50 +29,38 @@ class PPOConfig:
     batch_size: int = option(8, "Rollouts per PPO batch (one `step`).")
     mini_batch_size: int = option(4, "Rollouts per gradient update inside a batch.")
     ppo_epochs: int = option(4, "Passes over each batch.")
-    max_grad_norm: float = option(1.0, "Gradient norm clip, applied to the policy's and the critic's parameters "
-                                       "separately (a large critic gradient does not shrink the policy's step).")
-    weight_decay: float = option(0.0, "AdamW weight decay (0: LoRA weights are not pulled towards zero).")
+    max_grad_norm: float = option(1.0, "Gradient norm clip, for the policy and the critic separately.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
     seed: int = option(42, "Seed for torch (adapter init, mini-batch order).")
     # -- advantage estimator --------------------------------------------------------------
     advantage: Advantage = option(
-        "gae", "`gae`: PPO with a critic (a second LoRA adapter and a value head). `grpo`: critic-free, a "
-               "question's k rollouts are the baseline (DeepSeekMath 4.1.3 process supervision: each sentence "
-               "reward normalised by the mean/std of all sentence rewards of the question's rollouts, a token's "
-               "advantage the sum of those at or after it; outcome GRPO with reward_placement=final). `rloo`: "
-               "critic-free, leave-one-out baseline over the k rollouts (needs reward_placement=final). grpo/rloo "
-               "train a question's rollouts in one batch and need k >= 2.")
+        "gae", "`gae`: with a critic; `grpo`: critic-free, sentence rewards normalised within the question's k "
+               "rollouts (DeepSeekMath process GRPO); `rloo`: critic-free leave-one-out, final reward only. "
+               "grpo/rloo need k >= 2.")
     loss_type: LossType = option(
-        "bnpo", "Policy-loss aggregation, TRL's GRPO names: `bnpo` averages over the mini-batch's tokens (TRL's "
-                "default `dapo` is the same here: a mini-batch is one optimiser step); `grpo` averages each "
-                "response over its tokens, then over responses (longer responses weigh less per token).")
+        "bnpo", "TRL's names: `bnpo` averages the loss over tokens, `grpo` over each response, then responses.")
     scale_rewards: ScaleRewards = option(
-        "group", "grpo only, TRL's semantics: divide the centred rewards by the std of their question's group "
-                 "(`group`), of the whole batch (`batch`), or not at all (`none`, Dr. GRPO).")
+        "group", "grpo: divide centred rewards by the std of the question's group, the batch, or `none` (Dr. GRPO).")
     # -- PPO objective --------------------------------------------------------------------
     clip_range: float = option(0.2, "Policy ratio clip epsilon.")
     value_clip_range: float = option(0.2, "How far a new value may move from the old one before clipping.")
     vf_coef: float = option(0.1, "Weight of the value loss against the policy loss.")
     gamma: float = option(1.0, "Discount over response tokens.")
     lam: float = option(0.95, "GAE lambda.")
-    whiten_advantages: bool = option(True, "Normalise advantages over the batch's response tokens (gae only: "
-                                           "grpo/rloo advantages are already relative to the question's group).")
+    whiten_advantages: bool = option(True, "Normalise advantages over the batch's response tokens (gae only).")
     behaviour_is_cap: float = option(
-        2.0, "Cap of each token's loss weight min(p_policy / p_sampler, cap): later batches of a round were "
-             "sampled by an older policy (truncated importance sampling, verl's rollout_is); 0: off.")
+        2.0, "Cap of a token's off-policy loss weight min(p_policy / p_sampler, cap) (verl's rollout_is); 0: off.")
     max_capped_share: float = option(
-        0.2, "Staleness bound: when more than this share of a batch's tokens hit behaviour_is_cap, the batch "
-             "was drawn by a policy too far from the one trained (see on_stale). 1: never.")
+        0.2, "Staleness bound: a batch with more of its tokens at the cap is stale (see on_stale). 1: never.")
     on_stale: OnStale = option(
-        "warn", "Past max_capped_share: `warn` (logged, and `stale` in the step's metrics) or `stop` (train no "
-                "further batches this run; what was trained is saved, `stopped_stale` in the summary).")
+        "warn", "A stale batch: `warn`, or `stop` training (what was trained is saved; `stopped_stale`).")
     # -- rewards --------------------------------------------------------------------------
-    kl_coef: float = option(1e-4, "KL to the reference. gae: per-token reward penalty on log p_policy - log "
-                                  "p_reference; grpo/rloo: weight of the k3 KL term in the loss (DeepSeekMath's beta).")
+    kl_coef: float = option(1e-4, "KL to the reference: gae, a per-token reward penalty; grpo/rloo, the weight "
+                                  "of the k3 term in the loss.")
     neutral_score: float = option(0.5, "Score that gives zero reward; a sentence earns score - neutral.")
     reward_placement: RewardPlacement = option(
         "sentence",
-        "`sentence`: each score at the last token of its sentence; `final`: the mean score "
-        "at the last token only (the sparse baseline).",
+        "`sentence`: each score at its sentence's last token; `final`: the mean score at the last token.",
     )
     # -- LoRA (policy and critic adapters) ------------------------------------------------
     lora_r: int = option(8, "LoRA rank.")
@@ -82,21 +70,17 @@ class PPOConfig:
     lora_target_modules: str | list[str] = option("all-linear", "Modules that get LoRA (PEFT syntax).")
     lora_vision: bool = option(False, "On a vision-language student, `all-linear` covers the vision tower too.")
     # -- data -----------------------------------------------------------------------------
-    max_length: int = option(1024, "Prompt + response tokens; a longer response is cut (late sentences lose "
-                                   "their reward).")
-    append_eos: bool = option(True, "Append EOS to rollouts re-tokenised from their text (stored before token "
-                                    "ids were kept), as if they had stopped.")
+    max_length: int = option(1024, "Prompt + response tokens; a longer response is cut.")
+    append_eos: bool = option(True, "Append EOS to rollouts stored without token ids (re-tokenised from text).")
     logits_chunk_tokens: int = option(
-        512, "Response tokens whose vocabulary logits exist at once: bounds memory for large vocabularies.")
+        512, "Response tokens whose vocabulary logits exist at once (bounds memory).")
     # -- critic ---------------------------------------------------------------------------
-    critic_warmup_steps: int = option(0, "First PPO batches in which only the critic learns (the policy stays "
-                                         "put).")
+    critic_warmup_steps: int = option(0, "First PPO batches in which only the critic learns.")
     # -- placement ------------------------------------------------------------------------
     device: str = option("auto", DEVICE_HELP)
     dtype: DtypeName = option("auto", DTYPE_HELP)
     gradient_checkpointing: bool | None = option(
-        None, "Recompute activations in the backward pass (less memory, ~30% slower); works with the LoRA "
-              "adapters. Default: on when the device is CUDA, off otherwise.")
+        None, "Recompute activations in backward (less memory, ~30% slower). Default: on with CUDA.")
     # -- logging ------------------------------------------------------------------------
     report_to: ReportTo = option("none", REPORT_TO_HELP)
 

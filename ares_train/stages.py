@@ -8,7 +8,6 @@ checkpoint `round-N-<stage>`, one LoRA link on top of the checkpoint it started 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -171,7 +170,8 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
     with the `reward` the teacher's labels give: sampled or expected); `config`, else PPOConfig
     fields in `overrides`. `progress`: draw the step bar on stderr."""
     from .ppo_config import PPOConfig
-    from .ppo_trainer import SentenceRewardPPOTrainer, scores_match
+    from .ppo_batches import batches
+    from .ppo_trainer import SentenceRewardPPOTrainer
     from .progress import RL_HEADLINE, step_reporter
 
     config = _config(PPOConfig, config, overrides)
@@ -189,7 +189,7 @@ def train_rl(store: Store, round: int, *, start: ModelCheckpoint | None = None, 
             samples.append({"prompt": prompt, "image": image, "response": r["response"], "group": r["question_id"],
                             "sentence_ends": r["sentence_ends"], "scores": r["scores"],
                             **sampled.get(r["rationale_id"], {})})
-        total = math.ceil(sum(map(scores_match, samples)) / config.batch_size)
+        total = sum(1 for _ in batches(samples, config.batch_size, config.advantage))
         with step_reporter("PPO", total, RL_HEADLINE, report_to=config.report_to, output_dir=output,
                            config=asdict(config), enabled=progress) as on_step:
             steps = trainer.train(samples, metrics_path=output / METRICS_FILE, on_step=on_step)

@@ -135,7 +135,7 @@ def test_bfloat16_on_cpu_end_to_end(cli, store, feedback, tiny_model_dir):
         feedback.score(r, [0.8] * counts[r.id])
         feedback.correct(r, "Zero is even. The answer is (A).")
     result = cli("train", "rl", "--round", "1", "--model", model, "--batch-size", "2", "--epochs", "1",
-                 "--dtype", "bfloat16", "--gradient-checkpointing")
+                 "--dtype", "bfloat16", "--gradient-checkpointing", "on")
     assert result.exit_code == 0, result.output
     rl = _run(store, "rl")
     assert (rl.config["device"], rl.config["dtype"], rl.config["gradient_checkpointing"]) == ("cpu", "bfloat16", True)

@@ -7,7 +7,8 @@ the config file's `rl`/`sft` sections and the stored run config all follow it.
 
 Help is laid out to be read in one screen: one panel per section of the dataclass
 (`options.sections`), and a bool field is one switch that flips its default (`--x` when off by
-default, `--no-x` when on), so no column of `--no-...` names takes half the width.
+default, `--no-x` when on), so no column of `--no-...` names takes half the width; a bool whose
+default is None (decided at run time) takes `on` or `off`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import typer
 from ares_train.options import sections
 
 _SCALARS = (bool, int, float, str)
+_ON_OFF = enum.Enum("OnOff", {"on": "on", "off": "off"}, type=str)
 
 
 def _flag_type(hint: Any) -> Any:
@@ -35,15 +37,14 @@ def _flag_type(hint: Any) -> Any:
                          {str(v): str(v) for v in typing.get_args(hint)}, type=str)
     if typing.get_origin(hint) in (Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        if inner == [bool]:
+            return _ON_OFF
         return inner[0] if len(inner) == 1 and inner[0] in _SCALARS else str
     return hint if hint in _SCALARS else str
 
 
 def _switch(flag: str, default: Any) -> tuple[str, str]:
-    """(flag names, default shown) of a bool field: the one switch that flips its default
-    (both ways when it has none)."""
-    if default is None:
-        return f"{flag}/--no-{flag[2:]}", ""
+    """(flag name, default shown) of a bool field: the one switch that flips its default."""
     return (f"--no-{flag[2:]}", " \\[default: on]") if default else (flag, "")
 
 
@@ -94,7 +95,8 @@ def config_flags(cls: type, *, only: Iterable[str] | None = None, exclude: Itera
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             given = {n: kwargs.pop(n) for n in names}
-            given = {n: (not v if n in flipped else v.value if isinstance(v, enum.Enum) else v)
+            given = {n: (not v if n in flipped else v is _ON_OFF.on if isinstance(v, _ON_OFF)
+                         else v.value if isinstance(v, enum.Enum) else v)
                      for n, v in given.items() if v is not None}
             return command(*args, **{into: given}, **kwargs)
 
