@@ -7,7 +7,10 @@ were in flight. Statuses: `ok`; `invalid` (a repair call follows, linked by `rep
 `failed` (the last repair was invalid too; the reason is in `error`); `error` (no answer after
 the retries; a re-run asks again and updates that row). Every HTTP attempt of a call, failed
 ones included, is written with it to `teacher_attempt` (priced from its usage, or bounded when it
-was sent but never read back), so retried spend shows in `v_teacher_spend`.
+was sent but never read back), so retried spend shows in `v_teacher_spend`; a duplicate that lost
+the race to store its answer adds its attempts to the stored call instead of dropping them.
+With claims, a request is claimed before the store is checked for its answer, and the claim is
+released in the transaction that records the answer: a collector that wins the claim next sees it.
 
 Where answers come from is injected: the runner calls an `Answerer` with each request it must
 send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
@@ -58,6 +61,8 @@ class Task:
     # the call it repairs, its repair number): the chain resumes there, whatever the flags
     # would build now; later repairs are built from `ask` as usual.
     sent: Optional[tuple[dict, dict, str, Optional[int], int]] = None
+    # The prompt version the request was built with, when not today's (a batch line submitted earlier).
+    version: Optional[str] = None
 
     def rationale_ids(self) -> list[int]:
         """The rationales this task asks about (a grouped call's `covers`, else its one rationale)."""
@@ -202,12 +207,14 @@ class CallRunner:
 
     async def _stored_or_claimed(self, key: str) -> TeacherCall | None:
         """The stored answer, else None once this collector holds the request's claim (waiting
-        while another live collector is asking it)."""
-        while True:
-            row = stored_answer(self.store, key, self.retry_failed)
-            if row is not None or self.claims is None or self.claims.take_request(key):
-                return row
+        while another live collector is asking it). The claim comes first, the look in the store
+        after it: an answer recorded by the collector that held the claim before is seen."""
+        while self.claims is not None and not self.claims.take_request(key):
             await asyncio.sleep(self.claims.lease.total_seconds() / 10)
+        row = stored_answer(self.store, key, self.retry_failed)
+        if row is not None and self.claims is not None:
+            self.claims.release_request(key)
+        return row
 
     async def _answer(self, task: Task, body: dict, stored: dict, key: str, repair_of: int | None,
                       final: bool) -> tuple[Outcome | None, TeacherCall | None, str]:
@@ -254,21 +261,40 @@ class CallRunner:
             return None, row, text
         if reply is not None:
             row = self._record(task, key, stored, CallStatus.ok, reply, repair_of, started, result=result)
+        elif row.status != CallStatus.ok:
+            row = self._passes_now(row)
         self._link(task, row, result)
         return Outcome(CallStatus.ok, result=result, call_id=row.id), row, text
 
     def _link(self, task: Task, row: TeacherCall, result: Any) -> None:
         """Link the task's rationales to the stored call that answered them (reuse of an identical
-        request, or a racing duplicate) and write what the answer gives them, once per rationale."""
+        request, or a racing duplicate) and write what the answer gives them that is not written
+        yet (`persist` skips what the call wrote before)."""
         with self.store.session() as session:
             linked = set(session.exec(select(TeacherCallRationale.rationale_id)
                                       .where(TeacherCallRationale.teacher_call_id == row.id)))
             fresh = [r for r in task.rationale_ids() if r not in linked and r != row.rationale_id]
-            if not fresh:
-                return
             session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in fresh)
             if result is not None and task.persist is not None:
                 task.persist(session, row, result)
+
+    def _passes_now(self, row: TeacherCall) -> TeacherCall:
+        """A stored `invalid` or `failed` answer that passes validation when reused (it was read
+        with the wrong prompt's parser, as batch ingest once did) becomes `ok`."""
+        with self.store.session() as session:
+            stored = session.exec(select(TeacherCall).where(TeacherCall.id == row.id)).one()
+            stored.status, stored.error = CallStatus.ok, None
+            session.add(stored)
+        return stored
+
+    def keep_duplicate(self, key: str, reply: Reply, stored: dict) -> None:
+        """A paid answer to a request answered before (a batch line also asked online): its
+        attempts join the stored call, so SQL sees what it cost; the stored answer stays."""
+        self.tally.cost_usd += self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0,
+                                              reply.cached_tokens_in or 0, reply.cache_write_tokens_in or 0)
+        with self.store.session() as session:
+            row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
+            session.add_all(self._attempt_rows(row.id, reply.log, stored))
 
     async def _send(self, task: Task, body: dict, key: str) -> Reply:
         estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
@@ -308,7 +334,7 @@ class CallRunner:
         template = load(task.prompt)
         fields: dict[str, Any] = dict(
             kind=task.kind, provider=self.config.provider.value, model=self.config.model,
-            prompt_name=template.name, prompt_version=template.version, request=stored, status=status,
+            prompt_name=template.name, prompt_version=task.version or template.version, request=stored, status=status,
             error=error, question_id=task.question_id, rationale_id=task.rationale_id, repair_of_id=repair_of,
             started_at=started, finished_at=utcnow(), attempts=attempts or 0, response=None, finish_reason=None,
         )
@@ -327,8 +353,11 @@ class CallRunner:
         overwritable = (CallStatus.error, CallStatus.failed) if self.retry_failed else (CallStatus.error,)
         try:
             with self.store.session() as session:
+                if self.claims is not None:  # in this transaction: who claims it next sees the row
+                    self.claims.release_request(key, session)
                 row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
-                if row is not None and row.status not in overwritable:
+                if row is not None and row.status not in overwritable:  # a racing duplicate stored first
+                    session.add_all(self._attempt_rows(row.id, log or [], stored))  # ours were paid too
                     return row
                 new = row is None
                 if row is None:
@@ -346,7 +375,8 @@ class CallRunner:
             return row
         except IntegrityError:  # another collector inserted this request's row first: keep theirs
             with self.store.session() as session:
-                return session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
-        finally:
-            if self.claims is not None:  # stored (or failed to store): others may look at it now
-                self.claims.release_request(key)
+                if self.claims is not None:
+                    self.claims.release_request(key, session)
+                row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
+                session.add_all(self._attempt_rows(row.id, log or [], stored))
+                return row
