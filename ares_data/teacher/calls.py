@@ -40,6 +40,10 @@ from .prompts import Ask, load, repair_message
 
 
 
+class Deferred(Exception):
+    """The request is not answered in this pass: it is (or goes) into a batch."""
+
+
 @dataclass
 class Task:
     """What to ask, how to read the answer, and what an accepted answer writes to the store."""
@@ -147,7 +151,7 @@ class Answerer(Protocol):
     (the idempotency key, the Batch API's custom_id). Return the `Reply` (text, usage, attempts,
     latency; `finish_reason` when the source reports one). Raise `CallFailed` when no answer
     came (`permanent` for one that asking again cannot change); any other exception stops the
-    task and propagates to the caller (batch.Deferred: "not answered in this pass").
+    task and propagates to the caller (`Deferred`: "not answered in this pass").
     """
 
     def __call__(self, body: dict[str, Any], key: str) -> Awaitable[Reply]: ...
@@ -166,12 +170,13 @@ class CallRunner:
     """Runs tasks' request chains against `answer`; `price_factor` scales every stored cost
     (the Batch API's discount). With `claims`, a request is sent only by the collector that
     holds its hash; others wait for the stored answer. `retry_failed` asks given-up requests
-    again instead of reusing them."""
+    again instead of reusing them. `in_batch` tells a request that is a line of a batch not
+    ingested yet: it is not sent (`Deferred`), its answer is on its way."""
 
     def __init__(self, store: Store, config: TeacherConfig, answer: Answerer, *, tally: Tally | None = None,
                  max_cost: float | None = None, price_factor: float = 1.0, claims: Any = None,
-                 retry_failed: bool = False):
-        self.store, self.config, self.answer = store, config, answer
+                 retry_failed: bool = False, in_batch: Callable[[str], bool] | None = None):
+        self.store, self.config, self.answer, self.in_batch = store, config, answer, in_batch
         self.tally = tally or Tally()
         self.budget = Budget(max_cost, self.tally)
         self.price_factor, self.claims, self.retry_failed = price_factor, claims, retry_failed
@@ -228,6 +233,10 @@ class CallRunner:
                 return Outcome(CallStatus.failed, call_id=row.id, reason=reason), row, ""
             text, finish, refusal = row.response or "", row.finish_reason, None
         else:
+            if self.in_batch is not None and self.in_batch(key):
+                if self.claims is not None:
+                    self.claims.release_request(key)
+                raise Deferred(key)
             try:
                 reply = await self._send(task, body, key)
             except CallFailed as exc:

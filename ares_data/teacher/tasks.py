@@ -23,6 +23,7 @@ from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence
                       TeacherCallRationale)
 from ..store import Store
 from .calls import Outcome, Task
+from .claims import Claim, Claims
 from .config import CollectedRationales, ScoreFrom, TeacherConfig
 from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS, group_task, scored_by
 from .logprobs import expectations, lookup, score_row
@@ -96,17 +97,14 @@ class Selection:
     retry_failed: bool = False
 
 
-def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None,
-                exclude: Any = None) -> list[Job]:
-    """Open rationales of the selection in id order; `checkpoint` keeps those one student
-    checkpoint wrote (a round holds rollouts of two). `only` (ids, or a subquery of them)
-    replaces the source filter; `exclude` leaves ids out."""
+def open_rationales(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None) -> Any:
+    """The SELECT of the selection's open rationales in id order (no limit); `checkpoint` keeps
+    those one student checkpoint wrote (a round holds rollouts of two). `only` (ids, or a subquery
+    of them) replaces the source filter."""
     stmt = (select(Rationale).where(*still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
             .order_by(Rationale.id))
     stmt = (stmt.where(Rationale.source == selection.source.value) if only is None
             else stmt.where(Rationale.id.in_(only)))
-    if exclude is not None:
-        stmt = stmt.where(Rationale.id.not_in(exclude))
     if selection.round is not None and selection.source is CollectedRationales.student:
         stmt = stmt.where(Rationale.round == selection.round)
     if selection.checkpoint is not None:
@@ -114,6 +112,15 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
         if found is None:
             raise TeacherError(f"no checkpoint named {selection.checkpoint!r} in the store")
         stmt = stmt.where(Rationale.model_checkpoint_id == found)
+    return stmt
+
+
+def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None,
+                exclude: Any = None) -> list[Job]:
+    """Open rationales of the selection in id order (`open_rationales`); `exclude` leaves ids out."""
+    stmt = open_rationales(session, teacher, selection, only)
+    if exclude is not None:
+        stmt = stmt.where(Rationale.id.not_in(exclude))
     if selection.limit is not None:
         stmt = stmt.limit(selection.limit)
     rationales = list(session.exec(stmt))
@@ -171,6 +178,20 @@ def units(jobs: list[Job], grouped: bool, cap: GroupCap = GroupCap()) -> list[li
             part.append(job)
         out.append(part)
     return out
+
+
+def claim_unit(claims: Claims, unit: list[Job]) -> tuple[list[Job], list[Job]]:
+    """Claim every rationale of a unit: (ours now, held by another live collector); the others
+    were answered meanwhile (or wait in a batch) and are dropped."""
+    taken: list[Job] = []
+    busy: list[Job] = []
+    for job in unit:
+        claim = claims.take(job.rationale.id)
+        if claim is Claim.taken:
+            taken.append(job)
+        elif claim is Claim.busy:
+            busy.append(job)
+    return taken, busy
 
 
 def refused_group(outcome: Outcome, task: Task, jobs: list[Job]) -> list[list[Job]]:
