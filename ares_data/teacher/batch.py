@@ -116,6 +116,7 @@ async def _submit_taken(store: Store, teacher: TeacherConfig, kind: str, prompt:
     covers: dict[str, list[int]] = {}
     for unit in taken:
         await _needed(runner, unit, build, covers)
+        await asyncio.sleep(0)  # the heartbeat renews the leases of a long walk when due
     held = [key for key in collecting.needed if claims.take_request(key)]  # others are being asked elsewhere now
     created: list[TeacherBatch] = []
     try:
@@ -161,6 +162,7 @@ async def submit(store: Store, teacher: TeacherConfig, kind: str, prompt: str, u
                 mine, held = claim_unit(claims, unit)
                 taken += [mine] if mine else []
                 busy += [held] if held else []
+                await asyncio.sleep(0)
             try:
                 created += await _submit_taken(store, teacher, kind, prompt, taken, build, claims, opened, limits,
                                                retry_failed)

@@ -76,7 +76,7 @@ def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_f
                               TeacherCall.status == CallStatus.failed, *same_teacher)
     other = aliased(TeacherCallRationale)
     refused_with_others = TeacherCall.error.like("rejected:%") & exists().where(  # type: ignore[union-attr]
-        other.teacher_call_id == TeacherCall.id, other.rationale_id != Rationale.id)
+        other.teacher_call_id == TeacherCall.id, other.rationale_id != TeacherCallRationale.rationale_id)
     given_up_in_group = exists().where(
         TeacherCallRationale.rationale_id == Rationale.id, TeacherCall.id == TeacherCallRationale.teacher_call_id,
         TeacherCall.kind == kind, TeacherCall.status == CallStatus.failed, *same_teacher,
