@@ -212,12 +212,16 @@ class CallRunner:
 
     async def _stored_or_claimed(self, key: str) -> TeacherCall | None:
         """The stored answer, else None once this collector holds the request's claim (waiting
-        while another live collector is asking it). The claim comes first, the look in the store
-        after it: an answer recorded by the collector that held the claim before is seen."""
-        while self.claims is not None and not self.claims.take_request(key):
+        while another live collector is asking it). Without a stored answer the request is claimed
+        and the store looked at again under the claim: an answer recorded by the collector that
+        held it before (in the transaction that let it go) is seen, never asked again."""
+        row = stored_answer(self.store, key, self.retry_failed)
+        if row is not None or self.claims is None:
+            return row
+        while not self.claims.take_request(key):
             await asyncio.sleep(self.claims.lease.total_seconds() / 10)
         row = stored_answer(self.store, key, self.retry_failed)
-        if row is not None and self.claims is not None:
+        if row is not None:
             self.claims.release_request(key)
         return row
 
