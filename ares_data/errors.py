@@ -12,6 +12,7 @@
     │   ├── CallFailed        no answer after the retries (`attempts`, `permanent`, `rejected`)
     │   ├── RequestRejected   the provider refused this one request (context length, content
     │   │                     policy): its rationale fails, the run goes on
+    │   ├── BatchRefused      the Batch API refused to create a batch (a 4xx): its row fails
     │   └── BudgetReached     the next call would take the estimated spend past --max-cost
     ├── InvalidAnswer         a teacher answer failed validation (`code`: a short reason kept in the store)
     │   └── PartlyInvalid     some parts of a grouped answer passed (`valid`), the rest did not
@@ -88,6 +89,10 @@ class CallFailed(TeacherError):
 class RequestRejected(TeacherError):
     """A permanent refusal of one request, not of the run's settings: asking again cannot help,
     other requests can still be answered."""
+
+
+class BatchRefused(TeacherError):
+    """`POST /batches` answered a 4xx: the batch was not created, and asking again cannot help."""
 
 
 class BudgetReached(TeacherError):

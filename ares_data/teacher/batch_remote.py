@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import exists, update
 from sqlmodel import select
 
-from ..errors import TeacherError
+from ..errors import BatchRefused, TeacherError
 from ..store import Store
 from ..tables import TeacherBatch, TeacherBatchRequest, utcnow
 from .claims import Claims
@@ -40,10 +40,6 @@ class BatchLimits:
 
     max_requests: int = MAX_REQUESTS
     max_bytes: int = MAX_BYTES
-
-
-class BatchRefused(TeacherError):
-    """`POST /batches` answered a 4xx: the batch was not created, and asking again cannot help."""
 
 
 class BatchApi:

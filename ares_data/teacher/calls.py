@@ -393,3 +393,7 @@ class CallRunner:
                 row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
                 session.add_all(self._attempt_rows(row.id, log or [], stored))
                 return row
+        except BaseException:  # nothing stored: others may ask it now
+            if self.claims is not None:
+                self.claims.release_request(key)
+            raise
