@@ -151,6 +151,20 @@ def test_an_identical_rationale_waits_for_the_batch_that_holds_its_request(store
 
 
 @pytest.mark.both_backends
+def test_a_request_already_in_an_open_batch_is_not_submitted_again(store):
+    """Item 1: an identical rationale's request joins the open batch line instead of a second line."""
+    first, second = _identical(store, 2)
+    with serve_in_thread() as url:
+        config = _config(url)
+        asyncio.run(collect(store, config, CollectRequest("score", only=(first,), batch=BatchLimits())))
+        again = _batch(store, config, group_by_question=False)
+        done = asyncio.run(ingest(store, config))
+        stats = _stats(url)
+    assert again.requests == 0 and done.ok == 2 and stats["answered"] == 1
+    assert sorted(r for (r,) in _q(store, "SELECT rationale_id FROM v_call_rationale")) == [first, second]
+
+
+@pytest.mark.both_backends
 def test_batch_answers_to_requests_answered_online_meanwhile_are_kept(store):
     """Item 2: a store where an online run did not see the open batch (as before issue 25): the
     batch's answers, paid too, join the stored calls as attempts, so SQL sees the spend."""
@@ -240,7 +254,7 @@ def test_a_refused_group_in_a_batch_is_split_by_the_next_run(store):
         config = _config(url)
         first = _batch(store, config, group_by_question=True)
         done = asyncio.run(ingest(store, config))
-        halves = _batch(store, config, group_by_question=True)
+        halves = _batch(store, config, group_by_question=True, retry_failed=True)  # split, not the same group
         split = asyncio.run(ingest(store, config))
         last = _batch(store, config, group_by_question=True)
     assert first.requests == 2 and (done.ok, done.failed) == (1, 1)

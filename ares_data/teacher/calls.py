@@ -210,25 +210,34 @@ class CallRunner:
                                max_tokens=2 * budget if code == "cut_off" else None)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _stored_or_claimed(self, key: str) -> TeacherCall | None:
+    async def _stored_or_claimed(self, key: str, group: bool = False) -> TeacherCall | None:
         """The stored answer, else None once this collector holds the request's claim (waiting
         while another live collector is asking it). Without a stored answer the request is claimed
         and the store looked at again under the claim: an answer recorded by the collector that
         held it before (in the transaction that let it go) is seen, never asked again."""
-        row = stored_answer(self.store, key, self.retry_failed)
+        row = self._stored(key, group)
         if row is not None or self.claims is None:
             return row
         while not self.claims.take_request(key):
             await asyncio.sleep(self.claims.lease.total_seconds() / 10)
-        row = stored_answer(self.store, key, self.retry_failed)
+        row = self._stored(key, group)
         if row is not None:
             self.claims.release_request(key)
+        return row
+
+    def _stored(self, key: str, group: bool) -> TeacherCall | None:
+        """The stored answer to reuse; with `retry_failed` a given-up request is asked again, but
+        a refused call about several rationales is kept: its group is split instead."""
+        row = stored_answer(self.store, key)
+        if self.retry_failed and row is not None and row.status == CallStatus.failed and not (
+                group and row.response is None):
+            return None
         return row
 
     async def _answer(self, task: Task, body: dict, stored: dict, key: str, repair_of: int | None,
                       final: bool) -> tuple[Outcome | None, TeacherCall | None, str]:
         """The stored or fresh answer to one request: an Outcome, or (None, invalid row, text) to repair."""
-        row, reply, started = await self._stored_or_claimed(key), None, utcnow()
+        row, reply, started = await self._stored_or_claimed(key, len(task.rationale_ids()) > 1), None, utcnow()
         if row is not None:
             self.tally.reused += 1
             if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not again
