@@ -9,8 +9,9 @@ the retries; a re-run asks again and updates that row). Every HTTP attempt of a 
 ones included, is written with it to `teacher_attempt` (priced from its usage, or bounded when it
 was sent but never read back), so retried spend shows in `v_teacher_spend`; a duplicate that lost
 the race to store its answer adds its attempts to the stored call instead of dropping them.
-With claims, a request is claimed before the store is checked for its answer, and the claim is
-released in the transaction that records the answer: a collector that wins the claim next sees it.
+With claims, a request without a stored answer is claimed and the store is looked at again
+under the claim, which is released in the transaction that records the answer: a collector that
+wins the claim next sees that answer.
 
 Where answers come from is injected: the runner calls an `Answerer` with each request it must
 send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
