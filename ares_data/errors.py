@@ -12,6 +12,7 @@
     │   ├── CallFailed        no answer after the retries (`attempts`, `permanent`, `rejected`)
     │   ├── RequestRejected   the provider refused this one request (context length, content
     │   │                     policy): its rationale fails, the run goes on
+    │   ├── BatchRefused      the Batch API refused to create a batch (a 4xx): its row fails
     │   └── BudgetReached     the next call would take the estimated spend past --max-cost
     ├── InvalidAnswer         a teacher answer failed validation (`code`: a short reason kept in the store)
     │   └── PartlyInvalid     some parts of a grouped answer passed (`valid`), the rest did not
@@ -24,7 +25,7 @@ Errors of httpx, SQLAlchemy and datasets are translated at the boundary with
 `raise ... from exc`, so callers catch `AresError` only.
 
 Two exceptions are control flow, not errors, and stay beside the code that raises and catches
-them: `teacher.batch.Deferred` (a request goes into a batch instead of being answered now) and
+them: `teacher.calls.Deferred` (a request goes into a batch instead of being answered now) and
 `ares_train.loop.Skipped` (a stage had nothing to do; the loop goes on). Neither reaches a user.
 """
 
@@ -88,6 +89,10 @@ class CallFailed(TeacherError):
 class RequestRejected(TeacherError):
     """A permanent refusal of one request, not of the run's settings: asking again cannot help,
     other requests can still be answered."""
+
+
+class BatchRefused(TeacherError):
+    """`POST /batches` answered a 4xx: the batch was not created, and asking again cannot help."""
 
 
 class BudgetReached(TeacherError):

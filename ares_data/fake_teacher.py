@@ -24,10 +24,14 @@ inside prose with bracketed numbers), `reject` (a request whose text holds a mar
 permanent 400 with that error code, online and in batches), `unsupported` (a body naming that
 parameter gets 400 unsupported_parameter),
 `honour_max_tokens` (an answer longer than max_tokens is cut there, `finish_reason: length`),
-`lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
+`lose_batch_creates` (the first N `POST /batches` create the batch but answer 500),
+`refuse_batch_creates` (the first N `POST /batches` answer 400 and create nothing),
 `garble_batch_lines` (the first N batch output lines hold an unreadable body) and `echo_key`
 (every error message quotes the request's authorization header, as some proxies do); `retry_after`
-replaces the Retry-After of its 429s with that text (`inf`, `86400`).
+replaces the Retry-After of its 429s with that text (`inf`, `86400`). `latency_ms` delays
+`POST /files` and `POST /batches` too (so overlapping batch commands overlap). Answers are counted
+by the request body as JSON with sorted keys, online and in batches alike: `answered_twice`
+counts a request paid once online and once in a batch too.
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
 teacher that checks each sentence instead of hashing it.
 """
@@ -65,14 +69,14 @@ class FakeTeacher:
                  cache_min_tokens: int | None = 0, batch_delay_s: float = 0.0, ratelimit_style: str = "openai",
                  answered_timeouts: int = 0, prose: bool = False, reject: dict[str, str] | None = None,
                  unsupported: str | None = None, honour_max_tokens: bool = False, lose_batch_creates: int = 0,
-                 garble_batch_lines: int = 0, faults: tuple[str, ...] = FAULTS, judge: "Judge | None" = None,
-                 echo_key: bool = False, retry_after: str | None = None):
+                 garble_batch_lines: int = 0, refuse_batch_creates: int = 0, faults: tuple[str, ...] = FAULTS,
+                 judge: "Judge | None" = None, echo_key: bool = False, retry_after: str | None = None):
         self.judge, self.echo_key, self._authorization, self.retry_after = judge, echo_key, "", retry_after
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
         self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
             honour_max_tokens, lose_batch_creates, garble_batch_lines)
-        self.batch_delay_s = batch_delay_s
+        self.batch_delay_s, self.refuse_batch_creates = batch_delay_s, refuse_batch_creates
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.api_key, self.hang_s, self.ratelimit_headers = api_key, hang_s, ratelimit_headers
@@ -170,12 +174,13 @@ class FakeTeacher:
             return self._error(429, "Rate limit reached.", "rate_limit_exceeded",
                                {**retry, **self._limit_headers(remaining=0, reset_s=wait)})
         key = hashlib.sha256(raw).hexdigest()
+        paid = _paid_key(body)
         fault = self._fault(key)
         await asyncio.sleep(self.latency_s)
         answered_late = self.answered_timeouts > 0  # answered and billed, but never sent
         if answered_late:
             self.answered_timeouts -= 1
-            self.answered[key] += 1
+            self.answered[paid] += 1
         if answered_late or fault == "timeout":
             self.by_status["answered_timeout" if answered_late else "timeout"] += 1
             deadline = time.monotonic() + self.hang_s
@@ -192,7 +197,7 @@ class FakeTeacher:
             self.by_status["truncated"] += 1
             return Response(envelope[: len(envelope) // 2], media_type="application/json")
         self.by_status["200"] += 1
-        self.answered[key] += 1
+        self.answered[paid] += 1
         return Response(envelope, media_type="application/json",
                         headers={"x-request-id": self._request_id(), **self._limit_headers()})
 
@@ -239,6 +244,7 @@ class FakeTeacher:
         upload = form.get("file")
         if upload is None or isinstance(upload, str) or form.get("purpose") != "batch":
             return self._error(400, "expected a file and purpose=batch", "invalid_request_error")
+        await asyncio.sleep(self.latency_s)
         return JSONResponse(self._file(await upload.read(), upload.filename or "upload.jsonl"))
 
     def _file(self, data: bytes, name: str) -> dict[str, Any]:
@@ -258,6 +264,10 @@ class FakeTeacher:
         data = self.files.get(body.get("input_file_id"))
         if data is None or body.get("endpoint") != "/v1/chat/completions":
             return self._error(400, "unknown input_file_id or endpoint", "invalid_request_error")
+        if self.refuse_batch_creates > 0:
+            self.refuse_batch_creates -= 1
+            return self._error(400, "The batch input file is invalid.", "invalid_request_error")
+        await asyncio.sleep(self.latency_s)
         batch_id = f"batch_fake_{len(self.batches)}"
         lose = self.lose_batch_creates > 0
         self.lose_batch_creates -= lose
@@ -303,7 +313,7 @@ class FakeTeacher:
         for n, line in enumerate(self.files[batch["input_file_id"]].decode().splitlines()):
             item = json.loads(line)
             body = item["body"]
-            key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            key = _paid_key(body)
             fault = self._fault(key)
             base = {"id": f"batch_req_{batch['id']}_{n}", "custom_id": item["custom_id"]}
             refused = self._refusal(body)
@@ -359,6 +369,11 @@ class FakeTeacher:
 
     async def requests(self, request: Request) -> JSONResponse:
         return JSONResponse(list(self.received))
+
+
+def _paid_key(body: dict[str, Any]) -> str:
+    """What `answered` counts by: the request as JSON with sorted keys (online and in a batch alike)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _server(teacher: FakeTeacher):

@@ -289,6 +289,7 @@ class TeacherBatch(SQLModel, table=True):
     finished_at: Optional[datetime] = None
     ingested_at: Optional[datetime] = None
     ares_key: Optional[str] = None  # sent as metadata.ares_key; the row exists before POST /batches (0011)
+    error: Optional[str] = None  # why POST /batches failed (0017)
 
 
 class TeacherBatchRequest(SQLModel, table=True):

@@ -7,7 +7,11 @@ were in flight. Statuses: `ok`; `invalid` (a repair call follows, linked by `rep
 `failed` (the last repair was invalid too; the reason is in `error`); `error` (no answer after
 the retries; a re-run asks again and updates that row). Every HTTP attempt of a call, failed
 ones included, is written with it to `teacher_attempt` (priced from its usage, or bounded when it
-was sent but never read back), so retried spend shows in `v_teacher_spend`.
+was sent but never read back), so retried spend shows in `v_teacher_spend`; a duplicate that lost
+the race to store its answer adds its attempts to the stored call instead of dropping them.
+With claims, a request without a stored answer is claimed and the store is looked at again
+under the claim, which is released in the transaction that records the answer: a collector that
+wins the claim next sees that answer.
 
 Where answers come from is injected: the runner calls an `Answerer` with each request it must
 send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
@@ -37,6 +41,10 @@ from .prompts import Ask, load, repair_message
 
 
 
+class Deferred(Exception):
+    """The request is not answered in this pass: it is (or goes) into a batch."""
+
+
 @dataclass
 class Task:
     """What to ask, how to read the answer, and what an accepted answer writes to the store."""
@@ -58,6 +66,8 @@ class Task:
     # the call it repairs, its repair number): the chain resumes there, whatever the flags
     # would build now; later repairs are built from `ask` as usual.
     sent: Optional[tuple[dict, dict, str, Optional[int], int]] = None
+    # The prompt version the request was built with, when not today's (a batch line submitted earlier).
+    version: Optional[str] = None
 
     def rationale_ids(self) -> list[int]:
         """The rationales this task asks about (a grouped call's `covers`, else its one rationale)."""
@@ -142,7 +152,7 @@ class Answerer(Protocol):
     (the idempotency key, the Batch API's custom_id). Return the `Reply` (text, usage, attempts,
     latency; `finish_reason` when the source reports one). Raise `CallFailed` when no answer
     came (`permanent` for one that asking again cannot change); any other exception stops the
-    task and propagates to the caller (batch.Deferred: "not answered in this pass").
+    task and propagates to the caller (`Deferred`: "not answered in this pass").
     """
 
     def __call__(self, body: dict[str, Any], key: str) -> Awaitable[Reply]: ...
@@ -161,12 +171,13 @@ class CallRunner:
     """Runs tasks' request chains against `answer`; `price_factor` scales every stored cost
     (the Batch API's discount). With `claims`, a request is sent only by the collector that
     holds its hash; others wait for the stored answer. `retry_failed` asks given-up requests
-    again instead of reusing them."""
+    again instead of reusing them. `in_batch` tells a request that is a line of a batch not
+    ingested yet: it is not sent (`Deferred`), its answer is on its way."""
 
     def __init__(self, store: Store, config: TeacherConfig, answer: Answerer, *, tally: Tally | None = None,
                  max_cost: float | None = None, price_factor: float = 1.0, claims: Any = None,
-                 retry_failed: bool = False):
-        self.store, self.config, self.answer = store, config, answer
+                 retry_failed: bool = False, in_batch: Callable[[str], bool] | None = None):
+        self.store, self.config, self.answer, self.in_batch = store, config, answer, in_batch
         self.tally = tally or Tally()
         self.budget = Budget(max_cost, self.tally)
         self.price_factor, self.claims, self.retry_failed = price_factor, claims, retry_failed
@@ -200,19 +211,34 @@ class CallRunner:
                                max_tokens=2 * budget if code == "cut_off" else None)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _stored_or_claimed(self, key: str) -> TeacherCall | None:
+    async def _stored_or_claimed(self, key: str, group: bool = False) -> TeacherCall | None:
         """The stored answer, else None once this collector holds the request's claim (waiting
-        while another live collector is asking it)."""
-        while True:
-            row = stored_answer(self.store, key, self.retry_failed)
-            if row is not None or self.claims is None or self.claims.take_request(key):
-                return row
+        while another live collector is asking it). Without a stored answer the request is claimed
+        and the store looked at again under the claim: an answer recorded by the collector that
+        held it before (in the transaction that let it go) is seen, never asked again."""
+        row = self._stored(key, group)
+        if row is not None or self.claims is None:
+            return row
+        while not self.claims.take_request(key):
             await asyncio.sleep(self.claims.lease.total_seconds() / 10)
+        row = self._stored(key, group)
+        if row is not None:
+            self.claims.release_request(key)
+        return row
+
+    def _stored(self, key: str, group: bool) -> TeacherCall | None:
+        """The stored answer to reuse; with `retry_failed` a given-up request is asked again, but
+        a refused call about several rationales is kept: its group is split instead."""
+        row = stored_answer(self.store, key)
+        if self.retry_failed and row is not None and row.status == CallStatus.failed and not (
+                group and row.response is None):
+            return None
+        return row
 
     async def _answer(self, task: Task, body: dict, stored: dict, key: str, repair_of: int | None,
                       final: bool) -> tuple[Outcome | None, TeacherCall | None, str]:
         """The stored or fresh answer to one request: an Outcome, or (None, invalid row, text) to repair."""
-        row, reply, started = await self._stored_or_claimed(key), None, utcnow()
+        row, reply, started = await self._stored_or_claimed(key, len(task.rationale_ids()) > 1), None, utcnow()
         if row is not None:
             self.tally.reused += 1
             if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not again
@@ -221,6 +247,10 @@ class CallRunner:
                 return Outcome(CallStatus.failed, call_id=row.id, reason=reason), row, ""
             text, finish, refusal = row.response or "", row.finish_reason, None
         else:
+            if self.in_batch is not None and self.in_batch(key):
+                if self.claims is not None:
+                    self.claims.release_request(key)
+                raise Deferred(key)
             try:
                 reply = await self._send(task, body, key)
             except CallFailed as exc:
@@ -254,21 +284,40 @@ class CallRunner:
             return None, row, text
         if reply is not None:
             row = self._record(task, key, stored, CallStatus.ok, reply, repair_of, started, result=result)
+        elif row.status != CallStatus.ok:
+            row = self._passes_now(row)
         self._link(task, row, result)
         return Outcome(CallStatus.ok, result=result, call_id=row.id), row, text
 
     def _link(self, task: Task, row: TeacherCall, result: Any) -> None:
         """Link the task's rationales to the stored call that answered them (reuse of an identical
-        request, or a racing duplicate) and write what the answer gives them, once per rationale."""
+        request, or a racing duplicate) and write what the answer gives them that is not written
+        yet (`persist` skips what the call wrote before)."""
         with self.store.session() as session:
             linked = set(session.exec(select(TeacherCallRationale.rationale_id)
                                       .where(TeacherCallRationale.teacher_call_id == row.id)))
             fresh = [r for r in task.rationale_ids() if r not in linked and r != row.rationale_id]
-            if not fresh:
-                return
             session.add_all(TeacherCallRationale(teacher_call_id=row.id, rationale_id=r) for r in fresh)
             if result is not None and task.persist is not None:
                 task.persist(session, row, result)
+
+    def _passes_now(self, row: TeacherCall) -> TeacherCall:
+        """A stored `invalid` or `failed` answer that passes validation when reused (it was read
+        with the wrong prompt's parser, as batch ingest once did) becomes `ok`."""
+        with self.store.session() as session:
+            stored = session.exec(select(TeacherCall).where(TeacherCall.id == row.id)).one()
+            stored.status, stored.error = CallStatus.ok, None
+            session.add(stored)
+        return stored
+
+    def keep_duplicate(self, key: str, reply: Reply, stored: dict) -> None:
+        """A paid answer to a request answered before (a batch line also asked online): its
+        attempts join the stored call, so SQL sees what it cost; the stored answer stays."""
+        self.tally.cost_usd += self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0,
+                                              reply.cached_tokens_in or 0, reply.cache_write_tokens_in or 0)
+        with self.store.session() as session:
+            row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
+            session.add_all(self._attempt_rows(row.id, reply.log, stored))
 
     async def _send(self, task: Task, body: dict, key: str) -> Reply:
         estimate = self.call_cost(estimate_tokens(body), estimate_out(task))
@@ -308,7 +357,7 @@ class CallRunner:
         template = load(task.prompt)
         fields: dict[str, Any] = dict(
             kind=task.kind, provider=self.config.provider.value, model=self.config.model,
-            prompt_name=template.name, prompt_version=template.version, request=stored, status=status,
+            prompt_name=template.name, prompt_version=task.version or template.version, request=stored, status=status,
             error=error, question_id=task.question_id, rationale_id=task.rationale_id, repair_of_id=repair_of,
             started_at=started, finished_at=utcnow(), attempts=attempts or 0, response=None, finish_reason=None,
         )
@@ -327,8 +376,11 @@ class CallRunner:
         overwritable = (CallStatus.error, CallStatus.failed) if self.retry_failed else (CallStatus.error,)
         try:
             with self.store.session() as session:
+                if self.claims is not None:  # in this transaction: who claims it next sees the row
+                    self.claims.release_request(key, session)
                 row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).first()
-                if row is not None and row.status not in overwritable:
+                if row is not None and row.status not in overwritable:  # a racing duplicate stored first
+                    session.add_all(self._attempt_rows(row.id, log or [], stored))  # ours were paid too
                     return row
                 new = row is None
                 if row is None:
@@ -346,7 +398,12 @@ class CallRunner:
             return row
         except IntegrityError:  # another collector inserted this request's row first: keep theirs
             with self.store.session() as session:
-                return session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
-        finally:
-            if self.claims is not None:  # stored (or failed to store): others may look at it now
+                if self.claims is not None:
+                    self.claims.release_request(key, session)
+                row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
+                session.add_all(self._attempt_rows(row.id, log or [], stored))
+                return row
+        except BaseException:  # nothing stored: others may ask it now
+            if self.claims is not None:
                 self.claims.release_request(key)
+            raise

@@ -120,10 +120,14 @@ class Claims:
             holder = session.execute(select(RequestClaim.worker).where(*where)).scalar_one()
             return self._won(session, RequestClaim, where, holder)
 
-    def release_request(self, request_hash: str) -> None:
-        with self.store.session() as session:
-            session.execute(delete(RequestClaim).where(RequestClaim.request_hash == request_hash,
-                                                       RequestClaim.worker == self.worker))
+    def release_request(self, request_hash: str, session: Session | None = None) -> None:
+        """Give the request's claim up, in `session` when given (with what was recorded in it)."""
+        if session is None:
+            with self.store.session() as own:
+                self.release_request(request_hash, own)
+            return
+        session.execute(delete(RequestClaim).where(RequestClaim.request_hash == request_hash,
+                                                   RequestClaim.worker == self.worker))
 
     def release(self, rationale_id: int) -> None:
         with self.store.session() as session:

@@ -7,8 +7,10 @@ requests and counts what would be sent (`DryRunSummary`); `--batch` hands them t
 API (batch.py, `BatchSummary`); an online run returns an `OnlineSummary`. Each rationale is
 claimed with a lease first (claims.py), so several collectors on one store share the work.
 With `grouped` the rationales of one question are scored in one call (grouped.py); a unit of
-work is then the claimed rationales of one question. Progress goes to an optional callback
-(the CLI draws it with rich); the library prints nothing.
+work is then the claimed rationales of one question; a group the provider refuses is split in
+halves and asked again, so only what it refuses alone fails. Rationales (and requests) waiting in
+a batch not ingested yet are not asked online: the summary says how many. Progress goes to an
+optional callback (the CLI draws it with rich); the library prints nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from ..enums import CallStatus
@@ -28,14 +31,14 @@ from ..store import Store
 from ..tables import Rationale
 from . import batch as batch_api
 from .batch import BatchLimits
-from .calls import BudgetReached, CallRunner, Outcome, Tally, Task, estimate_out, online, request_key, stored_answer
-from .claims import Claim, Claims
+from .calls import BudgetReached, CallRunner, Deferred, Tally, Task, estimate_out, online, request_key, stored_answer
+from .claims import Claims
 from .client import TeacherClient
 from .config import CollectedRationales, TeacherConfig
 from .local import is_local, local_answerer, local_teacher
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
-from .tasks import (GroupCap, Job, Selection, builder, in_points, prompt_name, select_jobs, still_open, teacher_key,
-                    units)
+from .tasks import (GroupCap, Job, Selection, builder, claim_unit, in_points, open_rationales, prompt_name,
+                    refused_group, select_jobs, still_open, teacher_key, units)
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,12 @@ class _Selected:
     kind: str
     selected: int = 0
     skipped_empty: int = 0
+    in_batches: int = 0  # open, but in a batch not ingested yet: not asked now
 
     def _skipped(self) -> list[str]:
-        return [f"skipped {self.skipped_empty} rationales without sentences"] if self.skipped_empty else []
+        return ([f"skipped {self.skipped_empty} rationales without sentences"] if self.skipped_empty else []) + (
+            [f"skipped {self.in_batches} rationales waiting in batches not ingested yet (`ares batch ingest` "
+             "stores their answers)"] if self.in_batches else [])
 
 
 def _cached_line(tokens: int, verb: str) -> list[str]:
@@ -171,10 +177,13 @@ ProgressCallback = Callable[[CollectProgress], None]
 
 
 def _claims(store: Store, request: CollectRequest, teacher: TeacherConfig) -> Claims:
+    """The leases of a run, online or `--batch`: a rationale is taken while it still lacks an
+    answer and is in no batch waiting to be ingested (checked inside the claim)."""
     selection = request.selection
+    pending = batch_api.in_open_batches(request.kind, teacher)
 
     def open_(session: Session, rationale_id: int) -> bool:
-        stmt = select(Rationale.id).where(Rationale.id == rationale_id, *still_open(
+        stmt = select(Rationale.id).where(Rationale.id == rationale_id, Rationale.id.not_in(pending), *still_open(
             selection.kind, teacher, selection.grouped, selection.retry_failed))
         return session.exec(stmt).first() is not None
 
@@ -192,21 +201,25 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
         request = replace(request, grouped=False)  # one rationale per request; the answerer batches them
         teacher = local_teacher(store, teacher)
     selection = request.selection
-    pending = batch_api.in_open_batches(request.kind, teacher) if request.batch is not None else None
+    pending = batch_api.in_open_batches(request.kind, teacher)
     with store.session() as session:
         jobs = select_jobs(session, teacher, selection, only=request.only, exclude=pending)
+        waiting = open_rationales(session, teacher, selection, request.only).where(Rationale.id.in_(pending))
+        in_batches = session.exec(select(func.count()).select_from(waiting.subquery())).one()
     work = units([j for j in jobs if j.sentences], selection.grouped, request.group_cap)
     counts = dict(kind=request.kind, selected=sum(len(unit) for unit in work),
-                  skipped_empty=sum(1 for j in jobs if not j.sentences))
+                  skipped_empty=sum(1 for j in jobs if not j.sentences), in_batches=in_batches)
     build = functools.partial(builder(request.kind, teacher), store, grouped=selection.grouped)
     if request.dry_run:
         dry = DryRunSummary(**counts, batch=request.batch is not None)
         _estimate(store, teacher, [build(unit) for unit in work], dry,
-                  BATCH_DISCOUNT if request.batch is not None else 1.0)
+                  BATCH_DISCOUNT if request.batch is not None else 1.0, request.retry_failed)
         return dry
     if request.batch is not None:
         prompt = prompt_name(request.kind, selection.grouped, in_points(teacher))
-        created = await batch_api.submit(store, teacher, request.kind, prompt, work, build, request.batch)
+        created = await batch_api.submit(store, teacher, request.kind, prompt, work, build,
+                                         _claims(store, request, teacher), request.batch,
+                                         retry_failed=request.retry_failed)
         return BatchSummary(**counts, batches=[row.remote_id for row in created],
                             requests=sum(row.request_count for row in created))
     summary = OnlineSummary(**counts)
@@ -216,7 +229,8 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
             online(await stack.enter_async_context(client or TeacherClient(teacher, store=store)))
         claims = _claims(store, request, teacher)
         runner = CallRunner(store, teacher, answer, tally=tally, max_cost=request.max_cost, claims=claims,
-                            retry_failed=request.retry_failed)
+                            retry_failed=request.retry_failed,
+                            in_batch=functools.partial(batch_api.request_in_open_batch, store))
         async with claims.heartbeat():
             await _run_all(runner, claims, work, build, summary, progress, teacher.concurrency)
     summary.calls, summary.reused = tally.sent, tally.reused
@@ -226,13 +240,14 @@ async def collect(store: Store, teacher: TeacherConfig, request: CollectRequest,
 
 
 def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: DryRunSummary,
-              price_factor: float = 1.0) -> None:
-    """Tokens and cost of the calls not answered from the store; the prompt-cache share counts
-    each request's head already sent by an earlier one (providers cache heads of 1024+ tokens)."""
+              price_factor: float = 1.0, retry_failed: bool = False) -> None:
+    """Tokens and cost of the calls not answered from the store (given-up ones are asked again
+    with `retry_failed`); the prompt-cache share counts each request's head already sent by an
+    earlier one (providers cache heads of 1024+ tokens)."""
     cache = PrefixCache()
     for task in tasks:
         body, _, key = request_key(teacher, task, task.ask)
-        if stored_answer(store, key) is not None:
+        if stored_answer(store, key, retry_failed) is not None:
             summary.est_stored += 1
             continue
         summary.est_calls += 1
@@ -247,7 +262,8 @@ async def _run_all(runner: CallRunner, claims: Claims, work: list[list[Job]], bu
                    summary: OnlineSummary, progress: ProgressCallback | None, workers: int) -> None:
     """Run the units with `workers` coroutines; a permanent error or the budget stops new work.
     Every rationale of a unit is claimed; those another collector holds are looked at again
-    (every tenth of a lease) until they are answered or their lease expires and they become ours."""
+    (every tenth of a lease) until they are answered or their lease expires and they become ours.
+    A group the provider refused is asked again in halves."""
     pending = iter(work)
     busy: list[list[Job]] = []
     fatal: list[BaseException] = []
@@ -261,36 +277,38 @@ async def _run_all(runner: CallRunner, claims: Claims, work: list[list[Job]], bu
             progress(CollectProgress(summary.kind, summary.selected, handled, sum(summary.failed.values()),
                                      tally.sent, tally.tokens_in + tally.tokens_out, tally.cost_usd))
 
-    def advance(task: Task, size: int, outcome: Outcome) -> None:
+    async def ask(jobs: list[Job]) -> None:
+        task = build(jobs)
+        try:
+            outcome = await runner.run(task)
+        except Deferred:  # its request is a line of a batch not ingested yet
+            summary.in_batches += len(jobs)
+            report(len(jobs))
+            return
+        halves = refused_group(outcome, task, jobs)
         # A grouped call that failed may have stored some lists first: `covers` is what is left.
-        left = 0 if outcome.status == CallStatus.ok else len(task.covers) or size
-        summary.done += size - left
-        if left:
+        left = 0 if outcome.status == CallStatus.ok else len(task.covers) or len(jobs)
+        summary.done += len(jobs) - left
+        if left and not halves:
             summary.failed[outcome.reason or outcome.status] += left
-        report(size)
+        report(len(jobs) - left if halves else len(jobs))
+        for half in halves:
+            await ask(half)
 
     async def worker() -> None:
         for unit in pending:
             if fatal or summary.stopped:
                 return
-            taken: list[Job] = []
-            held: list[Job] = []
-            for job in unit:
-                claim = claims.take(job.rationale.id)
-                if claim is Claim.taken:
-                    taken.append(job)
-                elif claim is Claim.busy:
-                    held.append(job)
-                else:
-                    summary.elsewhere += 1
-                    report(1)
+            taken, held = claim_unit(claims, unit)
+            if len(unit) > len(taken) + len(held):
+                summary.elsewhere += len(unit) - len(taken) - len(held)
+                report(len(unit) - len(taken) - len(held))
             if held:
                 busy.append(held)
             if not taken:
                 continue
-            task = build(taken)
             try:
-                advance(task, len(taken), await runner.run(task))
+                await ask(taken)
             except BudgetReached as exc:
                 summary.stopped = str(exc)
             except Exception as exc:  # noqa: BLE001 - stops every worker, re-raised below

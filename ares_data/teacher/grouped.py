@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from ..errors import InvalidAnswer, PartlyInvalid
-from ..tables import TeacherCall
+from ..tables import SentenceScore, TeacherCall
 from .calls import Task
 from .logprobs import expectations, lookup, score_row
 from .prompts import Ask, fence_code, load, numbered, question_parts, score_items, score_tokens
@@ -21,6 +21,11 @@ from .validation import check_scores, extract_json
 
 SCORE_GROUP = "score_group_v1"
 SCORE_GROUP_POINTS = "score_group_points_v1"  # whole points 0-10 (--score-from logprobs)
+
+
+def scored_by(session: Session, call_id: int | None) -> set[int]:
+    """The sentences a call already scored (an answer reused later writes only the rest)."""
+    return set(session.exec(select(SentenceScore.sentence_id).where(SentenceScore.teacher_call_id == call_id)))
 
 
 def group_schema(counts: dict[str, int], points: bool = False) -> dict[str, Any]:
@@ -81,9 +86,11 @@ def group_task(jobs: Sequence[Any], points: bool = False) -> Task:
 
     def persist(session: Session, call: TeacherCall, result: dict[str, list[float]]) -> None:
         weighted = expectations(call.response or "", call.score_logprobs, points)
+        done = scored_by(session, call.id)
         for label, scores in result.items():
             for i, (sentence, score) in enumerate(zip(by_label[label].sentences, scores, strict=True)):
-                session.add(score_row(sentence.id, call.id, score, lookup(weighted, label, i)))
+                if sentence.id not in done:
+                    session.add(score_row(sentence.id, call.id, score, lookup(weighted, label, i)))
 
     def settle(valid: dict[str, list[float]]) -> None:
         for label in valid:

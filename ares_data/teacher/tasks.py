@@ -2,7 +2,9 @@
 
 The online collector (collect.py) and the Batch API (batch.py) both select work and build
 tasks here, so neither imports the other for it. A rationale is open while it has no `ok`
-answer (nor a given-up chain, single or grouped) from this teacher model and prompt version.
+answer (nor a given-up chain, single or grouped) from this teacher model and prompt version;
+a grouped call the provider refused gives up none of its rationales: the group is split and asked
+again (`halves`), so only what the provider refuses alone fails.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import exists
+from sqlalchemy import exists, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from ..enums import CallStatus
@@ -19,9 +22,10 @@ from ..errors import TeacherError
 from ..tables import (Correction, ModelCheckpoint, Question, Rationale, Sentence, SentenceScore, TeacherCall,
                       TeacherCallRationale)
 from ..store import Store
-from .calls import Task
+from .calls import Outcome, Task
+from .claims import Claim, Claims
 from .config import CollectedRationales, ScoreFrom, TeacherConfig
-from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS, group_task
+from .grouped import SCORE_GROUP, SCORE_GROUP_POINTS, group_task, scored_by
 from .logprobs import expectations, lookup, score_row
 from .prompts import CORRECT, SCORE, SCORE_POINTS, correct_ask, load, score_ask
 from .validation import parse_correction, parse_scores
@@ -70,9 +74,13 @@ def still_open(kind: str, teacher: TeacherConfig, grouped: bool = False, retry_f
         return (~answered,)
     given_up = exists().where(TeacherCall.rationale_id == Rationale.id, TeacherCall.kind == kind,
                               TeacherCall.status == CallStatus.failed, *same_teacher)
+    other = aliased(TeacherCallRationale)
+    refused_with_others = TeacherCall.error.like("rejected:%") & exists().where(  # type: ignore[union-attr]
+        other.teacher_call_id == TeacherCall.id, other.rationale_id != TeacherCallRationale.rationale_id)
     given_up_in_group = exists().where(
         TeacherCallRationale.rationale_id == Rationale.id, TeacherCall.id == TeacherCallRationale.teacher_call_id,
-        TeacherCall.kind == kind, TeacherCall.status == CallStatus.failed, *same_teacher)
+        TeacherCall.kind == kind, TeacherCall.status == CallStatus.failed, *same_teacher,
+        or_(TeacherCall.error.is_(None), ~refused_with_others))  # type: ignore[union-attr]
     return ~answered, ~given_up, ~given_up_in_group
 
 
@@ -89,17 +97,14 @@ class Selection:
     retry_failed: bool = False
 
 
-def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None,
-                exclude: Any = None) -> list[Job]:
-    """Open rationales of the selection in id order; `checkpoint` keeps those one student
-    checkpoint wrote (a round holds rollouts of two). `only` (ids, or a subquery of them)
-    replaces the source filter; `exclude` leaves ids out."""
+def open_rationales(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None) -> Any:
+    """The SELECT of the selection's open rationales in id order (no limit); `checkpoint` keeps
+    those one student checkpoint wrote (a round holds rollouts of two). `only` (ids, or a subquery
+    of them) replaces the source filter."""
     stmt = (select(Rationale).where(*still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
             .order_by(Rationale.id))
     stmt = (stmt.where(Rationale.source == selection.source.value) if only is None
             else stmt.where(Rationale.id.in_(only)))
-    if exclude is not None:
-        stmt = stmt.where(Rationale.id.not_in(exclude))
     if selection.round is not None and selection.source is CollectedRationales.student:
         stmt = stmt.where(Rationale.round == selection.round)
     if selection.checkpoint is not None:
@@ -107,6 +112,15 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
         if found is None:
             raise TeacherError(f"no checkpoint named {selection.checkpoint!r} in the store")
         stmt = stmt.where(Rationale.model_checkpoint_id == found)
+    return stmt
+
+
+def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None,
+                exclude: Any = None) -> list[Job]:
+    """Open rationales of the selection in id order (`open_rationales`); `exclude` leaves ids out."""
+    stmt = open_rationales(session, teacher, selection, only)
+    if exclude is not None:
+        stmt = stmt.where(Rationale.id.not_in(exclude))
     if selection.limit is not None:
         stmt = stmt.limit(selection.limit)
     rationales = list(session.exec(stmt))
@@ -166,6 +180,29 @@ def units(jobs: list[Job], grouped: bool, cap: GroupCap = GroupCap()) -> list[li
     return out
 
 
+def claim_unit(claims: Claims, unit: list[Job]) -> tuple[list[Job], list[Job]]:
+    """Claim every rationale of a unit: (ours now, held by another live collector); the others
+    were answered meanwhile (or wait in a batch) and are dropped."""
+    taken: list[Job] = []
+    busy: list[Job] = []
+    for job in unit:
+        claim = claims.take(job.rationale.id)
+        if claim is Claim.taken:
+            taken.append(job)
+        elif claim is Claim.busy:
+            busy.append(job)
+    return taken, busy
+
+
+def refused_group(outcome: Outcome, task: Task, jobs: list[Job]) -> list[list[Job]]:
+    """The two halves to ask again when the provider refused a call about several rationales
+    (one refused rationale must not fail the others); [] otherwise."""
+    if outcome.status != CallStatus.failed or outcome.reason != "rejected":
+        return []
+    left = [job for job in jobs if job.rationale.id in task.rationale_ids()]
+    return [left[:len(left) // 2], left[len(left) // 2:]] if len(left) > 1 else []
+
+
 def score_task(store: Store, jobs: list[Job], grouped: bool = False, points: bool = False) -> Task:
     if grouped:
         return group_task(jobs, points)
@@ -174,8 +211,10 @@ def score_task(store: Store, jobs: list[Job], grouped: bool = False, points: boo
 
     def persist(session: Session, call: TeacherCall, scores: list[float]) -> None:
         weighted = expectations(call.response or "", call.score_logprobs, points)
+        done = scored_by(session, call.id)
         for i, (sentence, score) in enumerate(zip(job.sentences, scores)):
-            session.add(score_row(sentence.id, call.id, score, lookup(weighted, None, i)))
+            if sentence.id not in done:
+                session.add(score_row(sentence.id, call.id, score, lookup(weighted, None, i)))
 
     return Task("score", SCORE_POINTS if points else SCORE, score_ask(job.question, texts, points),
                 lambda text: parse_scores(text, len(texts), points), {"n": len(texts)}, job.question.id,
