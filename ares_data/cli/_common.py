@@ -33,12 +33,13 @@ class State:
     db: Optional[str] = None
     _store: Optional["Store"] = field(default=None, repr=False)
 
-    def store(self, migrate: bool = True) -> "Store":
-        """The store, migrated on open unless `migrate` is False (read-only commands)."""
+    def store(self, migrate: bool = True, create_folder: bool = False) -> "Store":
+        """The store, migrated on open unless `migrate` is False (read-only commands); a SQLite
+        file's missing folder is made only with `create_folder` (`ares init --parents`)."""
         if self._store is None:
             from ..store import Store
 
-            self._store = Store(self.db, migrate=migrate)
+            self._store = Store(self.db, migrate=migrate, create_folder=create_folder)
         return self._store
 
     def close(self) -> None:

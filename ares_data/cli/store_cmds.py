@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import JsonOpt, console, jsonable, print_json, print_table, reading_store, store
+from ._common import JsonOpt, console, jsonable, print_json, print_table, reading_store, state
 
 
 class SqlFormat(str, Enum):
@@ -48,9 +48,11 @@ def print_tables(tables: dict[str, tuple[list[str], list]], as_json: bool = Fals
             print_rows(columns, rows, title=title)
 
 
-def init(ctx: typer.Context) -> None:
+def init(ctx: typer.Context, parents: Annotated[bool, typer.Option(
+        "--parents", help="Create the store's missing folders (else a missing folder is refused, as sqlite3 does, "
+                          "so a typo makes no store elsewhere).")] = False) -> None:
     """Create the store (or bring it up to date) by applying the migrations in db/."""
-    opened = store(ctx)
+    opened = state(ctx).store(create_folder=parents)
     applied = opened.applied_now
     from ..store import redact
 

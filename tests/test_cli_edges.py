@@ -1,0 +1,63 @@
+"""A new user's first hour: a bad --db, a missing folder, empty results, no terminal. Each
+answer is one line that says what is wrong (or what to do next), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every kind of command that opens the store: migrating, read-only, and the `train` plugin's.
+STORE_COMMANDS = [
+    ["init"], ["status"], ["sql", "SELECT 1"], ["import", "example"], ["agreement"], ["batch", "status"],
+    ["collect-scores", "--rationales", "gold", "--dry-run", "--model", "gpt-4o"], ["report", "--out", "{tmp}/r"],
+    ["review", "export", "--out", "{tmp}/t.json"], ["export", "rl", "--round", "1", "--out", "{tmp}/rl"],
+    ["generate", "--model", "smollm2", "--round", "1"], ["eval", "accuracy", "--checkpoint", "latest"],
+    ["train", "rl", "--round", "1"],
+]
+
+
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=lambda c: " ".join(c[:2]))
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_a_store_path_that_cannot_be_made_is_one_line_for_every_command(cli, tmp_path, command, where):
+    a_file = tmp_path / "some_file"
+    a_file.write_text("not a folder")
+    db = a_file / "x.db" if where == "under-a-file" else Path("/proc/nope/x.db")
+    out = cli("--db", db, *(part.format(tmp=tmp_path) for part in command))
+    assert out.exit_code == 1, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(db) in lines[0], out.stderr
+    assert ("Not a directory" if where == "under-a-file" else "No such file") in lines[0] \
+        or "no store at" in lines[0], lines[0]
+    assert not a_file.with_name("r").exists()
+
+
+def test_init_under_a_file_prints_the_one_line_the_user_expects(tmp_path):
+    a_file = tmp_path / "some_file"
+    a_file.write_text("")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "ares_data.cli", "--db", str(a_file / "x.db"), "init"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == f"error: cannot create the store at {a_file / 'x.db'}: Not a directory\n"
+    assert done.stdout == ""
+
+
+def test_init_refuses_a_missing_folder_and_creates_it_only_when_asked(cli, tmp_path):
+    db = tmp_path / "typo" / "dir" / "x.db"
+    out = cli("--db", db, "init")
+    assert out.exit_code == 1
+    assert out.stderr.strip() == (f"error: cannot create the store at {db}: No such file or directory "
+                                  f"(no folder {db.parent}; `ares init --parents` creates it)")
+    assert not (tmp_path / "typo").exists()
+    made = cli("--db", db, "init", "--parents")
+    assert made.exit_code == 0, made.output
+    assert db.is_file() and "applied 0001_initial" in made.stdout
+    assert not (tmp_path / "typo2").exists()
+    later = cli("--db", tmp_path / "typo2" / "x.db", "import", "example")  # only init makes folders
+    assert later.exit_code == 1 and not (tmp_path / "typo2").exists()
