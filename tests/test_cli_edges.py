@@ -61,3 +61,21 @@ def test_init_refuses_a_missing_folder_and_creates_it_only_when_asked(cli, tmp_p
     assert not (tmp_path / "typo2").exists()
     later = cli("--db", tmp_path / "typo2" / "x.db", "import", "example")  # only init makes folders
     assert later.exit_code == 1 and not (tmp_path / "typo2").exists()
+
+
+def test_review_without_a_terminal_refuses_at_once_and_points_at_export(tmp_path, cli):
+    assert cli("--db", tmp_path / "s.db", "init").exit_code == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ARES_DB": str(tmp_path / "s.db")}
+    done = subprocess.run([sys.executable, "-m", "ares_data.cli", "review"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, env=env, timeout=60)  # drew the UI until killed before
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "needs a terminal" in done.stderr and "ares review export" in done.stderr
+
+
+def test_review_help_says_the_bare_command_opens_the_ui_and_lists_its_keys(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = cli("review", "--help")
+    assert out.exit_code == 0
+    assert "opens a full-screen UI" in out.stdout
+    for key in ("up/down", "0-9", "ctrl+s", "n/p", "q quit"):
+        assert key in out.stdout, key
