@@ -79,3 +79,29 @@ def test_review_help_says_the_bare_command_opens_the_ui_and_lists_its_keys(cli, 
     assert "opens a full-screen UI" in out.stdout
     for key in ("up/down", "0-9", "ctrl+s", "n/p", "q quit"):
         assert key in out.stdout, key
+
+
+def test_agreement_with_one_labeller_says_what_is_missing_also_in_json(cli, store, feedback):
+    rollout = feedback.rollout(feedback.question(1), "Alpha is one. Beta is two. The answer is (A).")
+    feedback.score(rollout, [0.2, 0.4, 0.9], model="gpt-4o")
+    expected = "error: needs two labellers on shared sentences; found 1: gpt-4o"
+    for flags in ((), ("--json",)):
+        out = cli("agreement", *flags)
+        assert out.exit_code == 1 and out.stdout == "", out.output
+        assert out.stderr.startswith(expected) and out.stderr.count("\n") == 1, out.stderr
+    other = feedback.rollout(feedback.question(2), "Gamma is three. The answer is (B).")
+    feedback.score(other, [0.5, 0.5], model="claude")  # a second labeller, on other sentences
+    out = cli("agreement", "--round", "1")
+    assert "found 2 (claude, gpt-4o) but no sentence that two of them scored" in out.stderr
+
+
+def test_a_fresh_status_shows_no_empty_table_and_says_what_to_do_next(cli, store):
+    fresh = cli("status")
+    assert fresh.exit_code == 0
+    assert "┏" not in fresh.stdout  # no header-only tables
+    assert "the store is empty; next: `ares import example`" in fresh.stdout
+    assert cli("import", "example").exit_code == 0
+    imported = cli("status")
+    assert "Questions" in imported.stdout and "Stages of the latest" not in imported.stdout
+    assert "| teacher_call" not in imported.stdout and "│ teacher_call" not in imported.stdout
+    assert "next: `ares collect-scores --rationales gold --dry-run`" in imported.stdout

@@ -191,3 +191,19 @@ def test_keys_never_reach_the_store(cli, store, db_path, monkeypatch):
     for path in files:
         assert key.encode() not in path.read_bytes(), path
     assert key not in result.output + result.stderr
+
+
+def test_limit_counts_the_selections_first_rationales_answered_or_not(cli, store):
+    """As `generate --limit` counts questions: --limit 2 then --limit 3 scores 3 rationales, not 5;
+    the same --limit again asks nothing."""
+    ids = add_rationales(store, 6, source="gold")
+    with serve_in_thread() as url:
+        args = ("collect-scores", "--rationales", "gold", "--base-url", url, "--model", "fake",
+                "--no-group-by-question")
+        assert cli(*args, "--limit", 2).exit_code == 0
+        grown = cli(*args, "--limit", 3)
+        again = cli(*args, "--limit", 3, "--dry-run")
+    assert grown.exit_code == 0 and "scored 1 of 1 rationales" in grown.stdout, grown.output
+    assert "0 rationales to score" in again.stdout
+    asked = store.query_readonly("SELECT DISTINCT rationale_id FROM teacher_call ORDER BY rationale_id")[1]
+    assert [r for (r,) in asked] == ids[:3]

@@ -45,10 +45,11 @@ def review(
     """The terminal UI (REVIEW_HELP); refused at once without a terminal, which it would draw into a file."""
     if ctx.invoked_subcommand is not None:
         return
+    from ..review.tui import ReviewApp  # first: a missing 'review' extra is said before anything else
+
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise fail("`ares review` opens a full-screen UI and needs a terminal (stdin and stdout); "
                    "without one, `ares review export --out tasks.json` writes the same rationales for Label Studio")
-    from ..review.tui import ReviewApp
 
     ReviewApp(store(ctx), round=round, where=where, reviewer=reviewer or getpass.getuser()).run()
 
@@ -84,11 +85,14 @@ def import_cmd(
 def agreement(ctx: typer.Context, round: RoundOpt = None, as_json: JsonOpt = False) -> None:
     """Per pair of labellers (teachers, human): shared sentences, Spearman, Pearson, mean absolute
     difference, exact agreement on the 0.1 grid. Without --round, all rounds pooled. A PRM
-    (`ares train prm`, scored with `--provider prm`) is also shown against the teacher it learned from."""
-    from ..review.agreement import COLUMNS, agreement as compute, prm_against_teacher, prm_teachers
+    (`ares train prm`, scored with `--provider prm`) is also shown against the teacher it learned from.
+    Without two labellers on shared sentences: one line saying what is missing, exit 1 (also with --json)."""
+    from ..review.agreement import COLUMNS, agreement as compute, prm_against_teacher, prm_teachers, why_empty
 
     opened = store(ctx)
     rows = compute(opened, round)
+    if not rows:
+        raise fail(why_empty(opened, round))
     print_rows(list(COLUMNS), [[round_float(r[c]) for c in COLUMNS] for r in rows],
                SqlFormat.json if as_json else SqlFormat.table,
                title=f"agreement, round {round}" if round is not None else "agreement, all rounds")

@@ -11,7 +11,7 @@ import typer
 from ..enums import CallKind
 from ..judges import JudgeName
 from ..teacher.config import CollectedRationales, TeacherConfig
-from ._common import JsonOpt, LimitOpt, RoundOpt, err_console, print_summary, store
+from ._common import JsonOpt, RationaleLimitOpt, RoundOpt, err_console, print_summary, store
 from .teacher_options import teacher_options
 
 RationalesOpt = Annotated[CollectedRationales, typer.Option(
@@ -60,7 +60,7 @@ def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, as
 
 @teacher_options
 def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = CollectedRationales.student,
-                   limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
+                   limit: RationaleLimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
                    batch: BatchOpt = False, retry_failed: RetryFailedOpt = False, max_group: MaxGroupOpt = 16,
                    max_group_sentences: MaxGroupSentencesOpt = 160, as_json: JsonOpt = False, *,
@@ -75,7 +75,7 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
 
 @teacher_options
 def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
-                        rationales: RationalesOpt = CollectedRationales.student, limit: LimitOpt = None,
+                        rationales: RationalesOpt = CollectedRationales.student, limit: RationaleLimitOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
                         checkpoint: CheckpointOpt = None, batch: BatchOpt = False, as_json: JsonOpt = False, *,
                         teacher: TeacherConfig) -> None:
