@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -104,14 +105,20 @@ def fake_teacher(
              "outcome: every sentence scores the answer's correctness) instead of hashing it.")] = None,
     judge_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the judge's scores flipped "
                                                "(s -> 1 - s), seeded by --seed: a worse teacher.")] = 0.0,
+    log: Annotated[Optional[Path], typer.Option(
+        "--log", metavar="FILE", dir_okay=False,
+        help="Append every chat request and its answer to FILE, one JSON line each (time, status, request, "
+             "response).")] = None,
 ) -> None:
     """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts)."""
     from ..fake_teacher import serve
     from ..judges import make_judge
 
-    err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats); Ctrl-C stops it")
+    err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats)"
+                      + (f", requests logged to {log}" if log else "") + "; Ctrl-C stops it")
     serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s,
-          ratelimit_style=ratelimit_style.value, judge=make_judge(judge, judge_noise, seed) if judge else None)
+          ratelimit_style=ratelimit_style.value, judge=make_judge(judge, judge_noise, seed) if judge else None,
+          log=log)
 
 
 def register(app: typer.Typer) -> None:
