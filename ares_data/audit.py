@@ -33,12 +33,12 @@ def round_summary(store: Store) -> tuple[list[str], list[tuple]]:
     if not rows:
         return columns, []
     mean, cost = columns.index("mean_score"), columns.index("cost_usd")
-    rows = [tuple(round(v, 4) if i == mean and v is not None else round(float(v), 6) if i == cost else v
-                  for i, v in enumerate(r)) for r in rows]
     spent = float(store.query_readonly(ALL_SPEND_SQL)[1][0][0] or 0)
-    other = spent - sum(r[cost] for r in rows)
+    other = spent - sum(float(r[cost] or 0) for r in rows)
+    rows = [tuple(round(v, 4) if i == mean and v is not None else round(float(v or 0), 6) if i == cost else v
+                  for i, v in enumerate(r)) for r in rows]
     blank = (None,) * (len(columns) - 2)
-    extra = [("other calls", *blank, round(other, 6))] if other > 1e-9 else []
+    extra = [("other calls", *blank, round(other, 6))] if other > 5e-7 else []
     totals = tuple(sum(r[i] or 0 for r in rows) if columns[i] != "mean_score" else None
                    for i in range(1, len(columns) - 1))
     return columns, [*rows, *extra, ("total", *totals, round(spent, 6))]

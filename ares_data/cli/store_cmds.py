@@ -57,7 +57,8 @@ def init(ctx: typer.Context, parents: Annotated[bool, typer.Option(
     applied = opened.applied_now
     from ..store import redact
 
-    console.print(f"store {redact(opened.url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+    console.print(f"store {redact(opened.url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date"),
+                  soft_wrap=True)
 
 
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
