@@ -50,7 +50,12 @@ def materialize(model: str, out_dir: Path) -> Path:
     """Save `model` (alias, .gguf file or directory) to `out_dir`; a finished directory is kept."""
     if is_finished(out_dir):
         return out_dir
-    resolve_model_path(model)
+    directory, gguf_file = resolve_model_path(model)
+    if gguf_file is not None:  # the converted copy load_student keeps already is such a directory
+        tmp = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
+        shutil.copytree(gguf_directory(directory / gguf_file), tmp)
+        tmp.rename(out_dir)
+        return out_dir
     loaded, tokenizer = load_student(model)
     return write_directory(loaded, tokenizer, out_dir, model)
 

@@ -94,3 +94,13 @@ def test_a_gguf_is_converted_once_and_reused_keyed_by_its_hash(tmp_path, monkeyp
     (tmp_path / "tiny.gguf").write_bytes((tmp_path / "other.gguf").read_bytes()[:-4] + b"\0\0\0\1")  # new bytes
     load_student(str(gguf_file))
     assert len(list((tmp_path / "home" / "models").iterdir())) == 2  # a changed file is converted afresh
+
+
+def test_materializing_a_gguf_copies_the_converted_directory(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARES_HOME", str(tmp_path / "home"))
+    gguf_file = write_tiny_gguf(tmp_path / "tiny.gguf")
+    result = cli("model", "materialize", gguf_file, "--out", tmp_path / "hf")
+    assert result.exit_code == 0, result.output
+    (cached,) = (tmp_path / "home" / "models").iterdir()
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == sorted(p.name for p in cached.iterdir())
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (cached / "model.safetensors").read_bytes()
