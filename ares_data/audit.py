@@ -29,14 +29,14 @@ ROUNDS_TITLE = "Rounds (v_round_summary; round 0: gold rationales)"
 def round_summary(store: Store) -> tuple[list[str], list[tuple]]:
     """v_round_summary with a `total` row (every teacher call's cost) and, when some calls belong to
     no round (`eval winrate`'s judging), an `other calls` row between them."""
-    columns, rows = store.query_readonly(ROUND_SQL)
-    if not rows:
+    columns, found = store.query_readonly(ROUND_SQL)
+    if not found:
         return columns, []
     mean, cost = columns.index("mean_score"), columns.index("cost_usd")
     spent = float(store.query_readonly(ALL_SPEND_SQL)[1][0][0] or 0)
-    other = spent - sum(float(r[cost] or 0) for r in rows)
+    other = spent - sum(float(r[cost] or 0) for r in found)
     rows = [tuple(round(v, 4) if i == mean and v is not None else round(float(v or 0), 6) if i == cost else v
-                  for i, v in enumerate(r)) for r in rows]
+                  for i, v in enumerate(r)) for r in found]
     blank = (None,) * (len(columns) - 2)
     extra = [("other calls", *blank, round(other, 6))] if other > 5e-7 else []
     totals = tuple(sum(r[i] or 0 for r in rows) if columns[i] != "mean_score" else None
