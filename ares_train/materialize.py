@@ -53,11 +53,19 @@ def materialize(model: str, out_dir: Path) -> Path:
     directory, gguf_file = resolve_model_path(model)
     if gguf_file is not None:  # the converted copy load_student keeps already is such a directory
         tmp = out_dir.with_name(f"{out_dir.name}.partial-{os.getpid()}")
-        shutil.copytree(gguf_directory(directory / gguf_file), tmp)
+        shutil.copytree(gguf_directory(directory / gguf_file), tmp, copy_function=_link_or_copy)
         tmp.rename(out_dir)
         return out_dir
     loaded, tokenizer = load_student(model)
     return write_directory(loaded, tokenizer, out_dir, model)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link (no second copy of the weights on disk), a copy across file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def file_digest(path: Path) -> str:
