@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # the experiment trackers.
 EXTRAS     ?= train,review,fake-teacher,postgres,verl,tracking,test
 
-.PHONY: install postgresql lint test demo clean
+.PHONY: install postgresql lint test test-slow test-all tour demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,20 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy ares_data ares_train
 
+# `make test` leaves out the end-to-end tests marked `slow` (real training, subprocess servers,
+# the ARES-effect benchmark at toy size) so it stays under 10 minutes on 2 cores; `make test-slow`
+# runs them and CI (.ci/run) runs both.
 test: install postgresql
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install postgresql
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+test-all: test test-slow
+
+# docs/tour.md: the README's tour run against `ares fake-teacher` (scripts/tour.py --check compares).
+tour: install
+	$(BIN)/python scripts/tour.py --out docs/tour.md
 
 demo: install $(VENV)/.llama
 	bash scripts/demo.sh

@@ -33,7 +33,9 @@ replaces the Retry-After of its 429s with that text (`inf`, `86400`). `latency_m
 by the request body as JSON with sorted keys, online and in batches alike: `answered_twice`
 counts a request paid once online and once in a batch too.
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
-teacher that checks each sentence instead of hashing it.
+teacher that checks each sentence instead of hashing it. With `log` (`--log FILE`) every chat
+request and its answer are appended to FILE as one JSON line (time, status, request, response),
+so a rehearsal shows what a client sent and got.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import time
 from collections import Counter, deque
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from starlette.applications import Starlette
@@ -70,8 +73,10 @@ class FakeTeacher:
                  answered_timeouts: int = 0, prose: bool = False, reject: dict[str, str] | None = None,
                  unsupported: str | None = None, honour_max_tokens: bool = False, lose_batch_creates: int = 0,
                  garble_batch_lines: int = 0, refuse_batch_creates: int = 0, faults: tuple[str, ...] = FAULTS,
-                 judge: "Judge | None" = None, echo_key: bool = False, retry_after: str | None = None):
+                 judge: "Judge | None" = None, echo_key: bool = False, retry_after: str | None = None,
+                 log: str | Path | None = None):
         self.judge, self.echo_key, self._authorization, self.retry_after = judge, echo_key, "", retry_after
+        self.log = None if log is None else open(log, "a", encoding="utf-8")  # open while it serves
         self.latency_s, self.rpm, self.fault_rate, self.seed = latency_ms / 1000, rpm, fault_rate, seed
         self.prose, self.reject, self.unsupported, self.faults = prose, reject or {}, unsupported, faults
         self.honour_max_tokens, self.lose_batch_creates, self.garble_batch_lines = (
@@ -146,6 +151,26 @@ class FakeTeacher:
         return None
 
     async def chat(self, request: Request) -> Response:
+        response = await self._chat(request)
+        if self.log is not None:
+            self._write_log(await request.body(), response)
+        return response
+
+    def _write_log(self, raw: bytes, response: Response) -> None:
+        """One JSON line: the request and the answer, each as JSON when it parses (else its text)."""
+        def parsed(data: bytes) -> Any:
+            try:
+                return json.loads(data)
+            except ValueError:
+                return data.decode("utf-8", "replace")
+
+        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "status": response.status_code, "request": parsed(raw), "response": parsed(bytes(response.body))}
+        assert self.log is not None
+        self.log.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self.log.flush()
+
+    async def _chat(self, request: Request) -> Response:
         self._requests += 1
         self._authorization = request.headers.get("authorization", "")
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":

@@ -8,6 +8,7 @@ goes through `Store.session()`, one transaction per block.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 from contextlib import contextmanager
@@ -71,7 +72,23 @@ def _sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _make_engine(url: str, *, read_only: bool = False) -> Engine:
+def check_folder(database: str, *, create: bool = False) -> None:
+    """Refuse, in one line, a SQLite path whose folder is missing or not a folder (as sqlite3
+    does); `create` makes a missing folder first (`ares init --parents`)."""
+    folder = Path(database).parent
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        folder.stat()  # raises what is wrong on the way (ENOENT, ENOTDIR, EACCES)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    except OSError as exc:
+        hint = f" (no folder {folder}; `ares init --parents` creates it)" \
+            if isinstance(exc, FileNotFoundError) and not create else ""
+        raise StoreError(f"cannot create the store at {database}: {exc.strerror}{hint}") from exc
+
+
+def _make_engine(url: str, *, read_only: bool = False, create_folder: bool = False) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -79,7 +96,7 @@ def _make_engine(url: str, *, read_only: bool = False) -> Engine:
             # mode=ro: the database itself refuses writes, whatever the SQL says.
             url = f"sqlite:///file:{Path(database).resolve()}?mode=ro&uri=true"
         elif database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            check_folder(database, create=create_folder)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_pragmas(engine, read_only=read_only)
         return engine
@@ -125,18 +142,21 @@ def redact(url: str) -> str:
 
 class Store:
     """An opened, migrated store. With `migrate=False` nothing is written when it opens (`ares sql`,
-    `status`, `report`: a SELECT-only role can audit); a store behind this code is refused."""
+    `status`, `report`: a SELECT-only role can audit); a store behind this code is refused. A
+    SQLite file's folder must exist unless `create_folder` (a typo makes no store elsewhere)."""
 
-    def __init__(self, target: str | os.PathLike | None = None, *, migrate: bool = True):
+    def __init__(self, target: str | os.PathLike | None = None, *, migrate: bool = True,
+                 create_folder: bool = False):
         self.url = resolve_url(target)
         self._reader: Engine | None = None  # the read-only engine of query_readonly, made on first use
         self.applied_now: list[str] = []
         try:
-            self.engine = _make_engine(self.url)
+            if not migrate:
+                _refuse_missing_file(self.url)
+            self.engine = _make_engine(self.url, create_folder=create_folder)
             if migrate:
                 self.applied_now = apply_migrations(self.engine)
             else:
-                _refuse_missing_file(self.url)
                 check_current(self.engine)
         except SchemaError as exc:
             raise StoreError(f"{redact(self.url)}: {exc}") from exc
@@ -262,7 +282,7 @@ def _refuse_missing_file(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
             and not Path(parsed.database).exists():
-        raise SchemaError(f"no store at {parsed.database}: `ares init` creates one")
+        raise StoreError(f"no store at {parsed.database}: `ares init` creates one")
 
 
 def _in_chunks(session: Session, stmt: Any, column: Any, values: Sequence[Any], size: int = 500) -> list[tuple]:

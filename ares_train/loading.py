@@ -57,6 +57,10 @@ def load_student(model: str, adapters: Iterable[str | Path] = (),
     from .vision import is_vision_language, load_processor
 
     directory, gguf_file = resolve_model_path(model)
+    if gguf_file is not None:  # de-quantized once, then loaded as a plain directory (materialize.py)
+        from .materialize import gguf_directory
+
+        directory, gguf_file = gguf_directory(directory / gguf_file), None
     placement = placement or Placement("cpu", "float32")
     where = {"dtype": placement.torch_dtype, "device_map": placement.device}
     try:

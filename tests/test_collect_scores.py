@@ -1,6 +1,7 @@
 """Collecting sentence scores over real loopback HTTP from the fake teacher."""
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -191,3 +192,39 @@ def test_keys_never_reach_the_store(cli, store, db_path, monkeypatch):
     for path in files:
         assert key.encode() not in path.read_bytes(), path
     assert key not in result.output + result.stderr
+
+
+def test_limit_counts_the_selections_first_rationales_answered_or_not(cli, store):
+    """As `generate --limit` counts questions: --limit 2 then --limit 3 scores 3 rationales, not 5;
+    the same --limit again asks nothing."""
+    ids = add_rationales(store, 6, source="gold")
+    with serve_in_thread() as url:
+        args = ("collect-scores", "--rationales", "gold", "--base-url", url, "--model", "fake",
+                "--no-group-by-question")
+        assert cli(*args, "--limit", 2).exit_code == 0
+        grown = cli(*args, "--limit", 3)
+        again = cli(*args, "--limit", 3, "--dry-run")
+    assert grown.exit_code == 0 and "scored 1 of 1 rationales" in grown.stdout, grown.output
+    assert "0 rationales to score" in again.stdout
+    asked = store.query_readonly("SELECT DISTINCT rationale_id FROM teacher_call ORDER BY rationale_id")[1]
+    assert [r for (r,) in asked] == ids[:3]
+
+
+def test_dry_run_calibrates_on_past_calls_of_the_prompt_and_gives_a_range(cli, store):
+    add_rationales(store, 12, source="gold")
+    with serve_in_thread() as url:
+        args = ("collect-scores", "--rationales", "gold", "--base-url", url, "--model", "fake")
+        first = cli(*args, "--limit", 4, "--dry-run")
+        assert cli(*args, "--limit", 4).exit_code == 0
+        dry = cli(*args, "--dry-run", "--json")
+        calibrated = cli(*args, "--dry-run")
+        done = json.loads(cli(*args, "--json").stdout)
+    assert "from the prompts' length (no past calls of score_group_v1" in first.stdout, first.stdout
+    estimate = json.loads(dry.stdout)
+    used = done["tokens_in"] + done["tokens_out"]
+    predicted = estimate["est_tokens_in"] + estimate["est_tokens_out"]
+    assert estimate["est_calibrated_from"] == 2  # the 4 rationales took 2 grouped calls (2 per question)
+    assert abs(predicted - used) <= 0.05 * used  # chars / 4 alone was 20 % off
+    assert estimate["est_tokens_low"] <= predicted <= estimate["est_tokens_high"]
+    assert f"≈{predicted:,} ({estimate['est_tokens_low']:,}-{estimate['est_tokens_high']:,} from 2 past calls" \
+        in calibrated.stdout

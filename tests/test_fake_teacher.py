@@ -18,7 +18,7 @@ from ares_data.fake_teacher import serve_in_thread
 from ares_data.store import Store
 from ares_data.teacher.prompts import score_ask
 
-from servers import free_port
+from servers import free_port, running
 from teacher_support import add_rationales
 
 ARES = [sys.executable, "-c", "from ares_data.cli import main; main()"]
@@ -118,3 +118,20 @@ def test_sigkill_mid_run_then_rerun_scores_every_sentence_once(tmp_path):
         ok_calls = store.query_readonly("SELECT COUNT(*) FROM teacher_call WHERE status = 'ok'")[1][0][0]
     assert per_sentence and all(n == 1 for _, n in per_sentence)
     assert ok_calls == 40 == stats["answered"]
+
+
+def test_the_cli_logs_every_request_and_its_answer_as_json_lines(cli, store, tmp_path):
+
+    add_rationales(store, 3)
+    port, log = free_port(), tmp_path / "requests.jsonl"
+    argv = [sys.executable, "-m", "ares_data.cli", "fake-teacher", "--port", str(port), "--log", str(log)]
+    with running(argv, f"http://127.0.0.1:{port}/v1/models", tmp_path / "fake.log"):
+        out = cli("collect-scores", "--round", 1, "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "fake",
+                  "--no-group-by-question")
+    assert out.exit_code == 0, out.output
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    stored = store.query_readonly("SELECT request FROM teacher_call ORDER BY id")[1]
+    assert len(lines) == len(stored) == 3
+    for line, (request,) in zip(lines, stored):
+        assert line["status"] == 200 and line["request"]["messages"] == json.loads(request)["messages"]
+        assert json.loads(line["response"]["choices"][0]["message"]["content"])  # the answer the store parsed

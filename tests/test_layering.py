@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -62,17 +63,34 @@ def _without(modules: str, *args: str, db: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+# The same for several commands in one interpreter (one start instead of one per command):
+# prints [exit code, stderr lines] per argument list of argv[2] (JSON).
+WITHOUT_EACH = """
+import json, sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None
+from typer.testing import CliRunner
+from ares_data.cli import app
+results = [CliRunner().invoke(app, args) for args in json.loads(sys.argv[2])]
+print(json.dumps([[r.exit_code, r.stderr.strip().splitlines()] for r in results]))
+"""
+
+
 def test_without_the_train_extra_each_plugin_command_names_the_extra(tmp_path):
-    for args in (["train", "--model", "smollm2"], ["train", "rl", "--round", "1"],
-                 ["generate", "--model", "smollm2", "--round", "1"], ["eval", "accuracy"],
-                 ["model", "materialize", "smollm2", "--out", str(tmp_path / "m")]):
-        done = _without(TRAIN_MODULES, *args, db=tmp_path / "ares.db")
-        assert done.returncode == 1, (args, done.stderr)
-        assert done.stderr.strip().splitlines() == [
-            "error: this needs the 'train' extra (torch is not installed): pip install 'ares-toolkit[train]'"], args
-    # the store-side commands need no extra
-    assert _without(TRAIN_MODULES, "init", db=tmp_path / "ares.db").returncode == 0
-    assert _without(TRAIN_MODULES, "status", db=tmp_path / "ares.db").returncode == 0
+    db = str(tmp_path / "ares.db")
+    commands = [["train", "--model", "smollm2"], ["train", "rl", "--round", "1"],
+                ["generate", "--model", "smollm2", "--round", "1"], ["eval", "accuracy"],
+                ["model", "materialize", "smollm2", "--out", str(tmp_path / "m")]]
+    store_side = [["init"], ["status"]]  # the store-side commands need no extra
+    done = subprocess.run([sys.executable, "-c", WITHOUT_EACH, TRAIN_MODULES,
+                           json.dumps([["--db", db, *args] for args in (*commands, *store_side)])],
+                          capture_output=True, text=True, check=True)
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for args, (code, stderr) in zip(commands, results):
+        assert code == 1, (args, stderr)
+        assert stderr == ["error: this needs the 'train' extra (torch is not installed): "
+                          "pip install 'ares-toolkit[train]'"], args
+    assert [code for code, _ in results[len(commands):]] == [0, 0]
 
 
 @pytest.mark.parametrize("extra,modules,args", [

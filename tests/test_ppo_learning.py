@@ -58,6 +58,7 @@ def test_train_drops_mismatched_rows_and_appends_metrics(tokenizer, tmp_path):
         assert all(key in m for m in metrics)
 
 
+@pytest.mark.slow  # 100 s: among the longest of `make test` (pytest --durations, loaded 2-core machine)
 def test_saved_policy_loads_with_peft_and_has_moved_from_init(tokenizer, tmp_path):
     from peft import PeftModel
 

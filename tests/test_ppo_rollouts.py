@@ -135,6 +135,7 @@ def test_the_critic_carries_over_to_the_next_run(tiny_model_dir, tmp_path):
         SentenceRewardPPOTrainer(config, load_student(str(tiny_model_dir))[0], tokenizer, critic_from=tmp_path)
 
 
+@pytest.mark.slow  # 112 s: among the longest of `make test` (pytest --durations, loaded 2-core machine)
 def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
     results = []
     for checkpointing in (False, True):

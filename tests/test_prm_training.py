@@ -46,6 +46,7 @@ def test_spearman_matches_ranks_with_ties():
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
 
 
+@pytest.mark.slow  # 212 s: among the longest of `make test` (pytest --durations, loaded 2-core machine)
 def test_train_prm_lowers_validation_error_and_registers_a_prm_checkpoint(cli, store, feedback, tiny_model_dir):
     learnable_store(feedback)
     result = cli("train", "prm", "--model", tiny_model_dir, "--epochs", "6", "--lr", "3e-3", "--batch-size", "4",

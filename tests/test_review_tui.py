@@ -78,7 +78,7 @@ def test_flag_escape_and_filter(store, feedback):
 def test_the_filter_selects_and_a_bad_one_is_one_line(cli, feedback, tmp_path):
     feedback.rollout(feedback.question(1), TEXT)
     feedback.rollout(feedback.question(2), TEXT)
-    result = cli("review", "--filter", "no_such_column = 1")
+    result = cli("review", "export", "--out", tmp_path / "t.json", "--filter", "no_such_column = 1")
     assert result.exit_code == 1 and "--filter 'no_such_column = 1'" in result.stderr
     result = cli("review", "export", "--out", tmp_path / "t.json", "--filter", "q.source_id = '2'")
     assert result.exit_code == 0 and "1 tasks" in result.stdout

@@ -29,6 +29,7 @@ def _rows(path: Path) -> list[dict]:
     return load_dataset("parquet", data_files=str(path), split="train").to_list()
 
 
+@pytest.mark.slow  # 105 s: among the longest of `make test` (pytest --durations, loaded 2-core machine)
 def test_export_writes_verls_dataset_and_a_script_verl_composes(cli, feedback, store, db_url, tmp_path,
                                                                tiny_model_dir):
     train = [feedback.question(n) for n in (2, 3, 4)]

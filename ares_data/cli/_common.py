@@ -33,12 +33,13 @@ class State:
     db: Optional[str] = None
     _store: Optional["Store"] = field(default=None, repr=False)
 
-    def store(self, migrate: bool = True) -> "Store":
-        """The store, migrated on open unless `migrate` is False (read-only commands)."""
+    def store(self, migrate: bool = True, create_folder: bool = False) -> "Store":
+        """The store, migrated on open unless `migrate` is False (read-only commands); a SQLite
+        file's missing folder is made only with `create_folder` (`ares init --parents`)."""
         if self._store is None:
             from ..store import Store
 
-            self._store = Store(self.db, migrate=migrate)
+            self._store = Store(self.db, migrate=migrate, create_folder=create_folder)
         return self._store
 
     def close(self) -> None:
@@ -98,7 +99,15 @@ def fail(message: str) -> "typer.Exit":
 
 RoundReq = Annotated[int, typer.Option("--round", min=1, help="Training round (1, 2, ...).")]
 RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Training round (1, 2, ...).")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Stop after this many items.")]
+# --limit means one thing everywhere: the first N items of the selection in id order, done ones
+# included, so a re-run with the same --limit adds nothing and a larger one continues.
+LimitOpt = Annotated[Optional[int], typer.Option(
+    "--limit", min=1, metavar="N", help="Only the split's first N questions (id order), those already done included: "
+                                        "re-run with the same N, nothing is added; with a larger N, it continues.")]
+RationaleLimitOpt = Annotated[Optional[int], typer.Option(
+    "--limit", min=1, metavar="N", help="Only the selection's first N rationales (id order), those already answered "
+                                        "included: re-run with the same N, nothing is asked; with a larger N, it "
+                                        "continues.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (row objects) instead of tables.")]
 
 

@@ -6,13 +6,14 @@ Textual is imported inside `review`, so `ares --help` stays fast.
 from __future__ import annotations
 
 import getpass
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import JsonOpt, RoundOpt, console, store
+from ._common import JsonOpt, RoundOpt, console, fail, store
 from .store_cmds import SqlFormat, print_rows
 
 WhereOpt = Annotated[Optional[str], typer.Option(
@@ -25,8 +26,13 @@ class ExportFormat(str, Enum):
     label_studio = "label-studio"
 
 
-review_app = typer.Typer(invoke_without_command=True,
-                         help="Review teacher feedback: a terminal UI, or a Label Studio round trip.")
+REVIEW_HELP = (
+    "Review teacher feedback. Bare, `ares review` opens a full-screen UI (it needs a terminal) on the "
+    "round's rationales, one at a time; every change is a new human label row.\n\n"
+    "Keys: up/down pick a sentence; 0-9 score it 0.0-0.9, t 1.0; a accept the score shown; e edit the "
+    "correction (ctrl+s save, escape cancel); f flag the question; n/p next/previous rationale; q quit.\n\n"
+    "Without a terminal: `ares review export` and `ares review import` (a Label Studio round trip).")
+review_app = typer.Typer(invoke_without_command=True, help=REVIEW_HELP)
 
 
 @review_app.callback()
@@ -36,11 +42,14 @@ def review(
     where: WhereOpt = None,
     reviewer: ReviewerOpt = "",
 ) -> None:
-    """Walk the round's rationales one at a time: accept or change sentence scores, edit the
-    correction, flag a bad question. Every change is a new human label row."""
+    """The terminal UI (REVIEW_HELP); refused at once without a terminal, which it would draw into a file."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..review.tui import ReviewApp
+    from ..review.tui import ReviewApp  # first: a missing 'review' extra is said before anything else
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise fail("`ares review` opens a full-screen UI and needs a terminal (stdin and stdout); "
+                   "without one, `ares review export --out tasks.json` writes the same rationales for Label Studio")
 
     ReviewApp(store(ctx), round=round, where=where, reviewer=reviewer or getpass.getuser()).run()
 
@@ -76,11 +85,14 @@ def import_cmd(
 def agreement(ctx: typer.Context, round: RoundOpt = None, as_json: JsonOpt = False) -> None:
     """Per pair of labellers (teachers, human): shared sentences, Spearman, Pearson, mean absolute
     difference, exact agreement on the 0.1 grid. Without --round, all rounds pooled. A PRM
-    (`ares train prm`, scored with `--provider prm`) is also shown against the teacher it learned from."""
-    from ..review.agreement import COLUMNS, agreement as compute, prm_against_teacher, prm_teachers
+    (`ares train prm`, scored with `--provider prm`) is also shown against the teacher it learned from.
+    Without two labellers on shared sentences: one line saying what is missing, exit 1 (also with --json)."""
+    from ..review.agreement import COLUMNS, agreement as compute, prm_against_teacher, prm_teachers, why_empty
 
     opened = store(ctx)
     rows = compute(opened, round)
+    if not rows:
+        raise fail(why_empty(opened, round))
     print_rows(list(COLUMNS), [[round_float(r[c]) for c in COLUMNS] for r in rows],
                SqlFormat.json if as_json else SqlFormat.table,
                title=f"agreement, round {round}" if round is not None else "agreement, all rounds")

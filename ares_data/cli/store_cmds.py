@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ._common import JsonOpt, console, jsonable, print_json, print_table, reading_store, store
+from ._common import JsonOpt, console, jsonable, print_json, print_table, reading_store, state
 
 
 class SqlFormat(str, Enum):
@@ -39,29 +39,43 @@ def print_rows(columns: list[str], rows: list, fmt: SqlFormat = SqlFormat.table,
         print_table(table)
 
 
-def print_tables(tables: dict[str, tuple[list[str], list]], as_json: bool = False) -> None:
-    """Titled tables; with `as_json` one JSON object {title: [row objects]}."""
+def print_tables(tables: dict[str, tuple[list[str], list]], as_json: bool = False, skip_empty: bool = False) -> None:
+    """Titled tables; with `as_json` one JSON object {title: [row objects]} (every table, empty or not)."""
     if as_json:
         print_json({title: row_objects(columns, rows) for title, (columns, rows) in tables.items()})
     else:
         for title, (columns, rows) in tables.items():
-            print_rows(columns, rows, title=title)
+            if rows or not skip_empty:
+                print_rows(columns, rows, title=title)
 
 
-def init(ctx: typer.Context) -> None:
+def init(ctx: typer.Context, parents: Annotated[bool, typer.Option(
+        "--parents", help="Create the store's missing folders (else a missing folder is refused, as sqlite3 does, "
+                          "so a typo makes no store elsewhere).")] = False) -> None:
     """Create the store (or bring it up to date) by applying the migrations in db/."""
-    opened = store(ctx)
+    opened = state(ctx).store(create_folder=parents)
     applied = opened.applied_now
     from ..store import redact
 
-    console.print(f"store {redact(opened.url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+    console.print(f"store {redact(opened.url)}: " + (f"applied {', '.join(applied)}" if applied else "up to date"),
+                  soft_wrap=True)
 
 
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Counts per table, per dataset and split, and per round and stage."""
-    from ..audit import status_tables
+    """Counts per table, per dataset and split, and per round and stage; each round's teacher spend
+    (round 0: the gold rationales) and the total. Empty tables are left out (not with --json), and a
+    store that holds little yet says what to do next."""
+    from ..audit import next_step, status_tables
 
-    print_tables(status_tables(reading_store(ctx)), as_json)
+    opened = reading_store(ctx)
+    tables = status_tables(opened)
+    if not as_json:
+        columns, rows = tables["Tables"]
+        tables["Tables"] = (columns, [row for row in rows if row[1]])
+    print_tables(tables, as_json, skip_empty=True)
+    hint = None if as_json else next_step(opened.table_counts())
+    if hint:
+        console.print(hint, highlight=False, soft_wrap=True)
 
 
 def sql(

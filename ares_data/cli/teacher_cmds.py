@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -10,7 +11,7 @@ import typer
 from ..enums import CallKind
 from ..judges import JudgeName
 from ..teacher.config import CollectedRationales, TeacherConfig
-from ._common import JsonOpt, LimitOpt, RoundOpt, err_console, print_summary, store
+from ._common import JsonOpt, RationaleLimitOpt, RoundOpt, err_console, print_summary, store
 from .teacher_options import teacher_options
 
 RationalesOpt = Annotated[CollectedRationales, typer.Option(
@@ -61,7 +62,7 @@ def _collect(ctx: typer.Context, teacher: TeacherConfig, batch: bool = False, as
 
 @teacher_options
 def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: RationalesOpt = CollectedRationales.student,
-                   limit: LimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
+                   limit: RationaleLimitOpt = None, dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None,
                    lease: LeaseOpt = 120.0, checkpoint: CheckpointOpt = None, group_by_question: GroupOpt = True,
                    batch: BatchOpt = False, retry_failed: RetryFailedOpt = False, max_group: MaxGroupOpt = 16,
                    max_group_sentences: MaxGroupSentencesOpt = 160, as_json: JsonOpt = False, *,
@@ -76,7 +77,7 @@ def collect_scores(ctx: typer.Context, round: RoundOpt = None, rationales: Ratio
 
 @teacher_options
 def collect_corrections(ctx: typer.Context, round: RoundOpt = None,
-                        rationales: RationalesOpt = CollectedRationales.student, limit: LimitOpt = None,
+                        rationales: RationalesOpt = CollectedRationales.student, limit: RationaleLimitOpt = None,
                         dry_run: DryRunOpt = False, max_cost: MaxCostOpt = None, lease: LeaseOpt = 120.0,
                         checkpoint: CheckpointOpt = None, batch: BatchOpt = False, as_json: JsonOpt = False, *,
                         teacher: TeacherConfig) -> None:
@@ -105,14 +106,20 @@ def fake_teacher(
              "outcome: every sentence scores the answer's correctness) instead of hashing it.")] = None,
     judge_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the judge's scores flipped "
                                                "(s -> 1 - s), seeded by --seed: a worse teacher.")] = 0.0,
+    log: Annotated[Optional[Path], typer.Option(
+        "--log", metavar="FILE", dir_okay=False,
+        help="Append every chat request and its answer to FILE, one JSON line each (time, status, request, "
+             "response).")] = None,
 ) -> None:
     """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts)."""
     from ..fake_teacher import serve
     from ..judges import make_judge
 
-    err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats); Ctrl-C stops it")
+    err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats)"
+                      + (f", requests logged to {log}" if log else "") + "; Ctrl-C stops it")
     serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s,
-          ratelimit_style=ratelimit_style.value, judge=make_judge(judge, judge_noise, seed) if judge else None)
+          ratelimit_style=ratelimit_style.value, judge=make_judge(judge, judge_noise, seed) if judge else None,
+          log=log)
 
 
 def register(app: typer.Typer) -> None:

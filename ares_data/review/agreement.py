@@ -17,6 +17,21 @@ def agreement(store: Store, round: int | None = None) -> list[dict]:
     return [dict(zip(columns, row)) for row in rows]
 
 
+def why_empty(store: Store, round: int | None = None) -> str:
+    """What an empty agreement lacks: a second labeller, or a sentence two labellers both scored."""
+    where = "WHERE round = :round" if round is not None else ""
+    found = [name for (name,) in store.query_readonly(
+        f"SELECT DISTINCT labeller FROM v_sentence_labels {where} ORDER BY labeller",
+        {"round": round} if round is not None else None)[1]]
+    scope = f" in round {round}" if round is not None else ""
+    if len(found) < 2:
+        return (f"needs two labellers on shared sentences{scope}; found {len(found)}"
+                + (f": {found[0]}" if found else "") + " (score the same rationales with another --teacher-model, "
+                "or label them with `ares review`)")
+    return (f"needs two labellers on shared sentences{scope}; found {len(found)} ({', '.join(found)}) "
+            "but no sentence that two of them scored")
+
+
 def prm_teachers(store: Store) -> dict[str, str]:
     """Each registered PRM (`ares train prm`) -> the teacher it learned from (its training run's config)."""
     from sqlmodel import select

@@ -31,12 +31,15 @@ from ..store import Store
 from ..tables import Rationale
 from . import batch as batch_api
 from .batch import BatchLimits
-from .calls import BudgetReached, CallRunner, Deferred, Tally, Task, estimate_out, online, request_key, stored_answer
+from .calibration import calibrate
+from .calls import (BudgetReached, CallRunner, Deferred, Tally, Task, estimate_out, online, request_key,
+                    stored_answer)
 from .claims import Claims
 from .client import TeacherClient
 from .config import CollectedRationales, TeacherConfig
 from .local import is_local, local_answerer, local_teacher
 from .pricing import BATCH_DISCOUNT, PrefixCache, cost, estimate_tokens
+from .prompts import load
 from .tasks import (GroupCap, Job, Selection, builder, claim_unit, in_points, open_rationales, prompt_name,
                     refused_group, select_jobs, still_open, teacher_key, units)
 
@@ -134,13 +137,25 @@ class DryRunSummary(_Selected):
     est_tokens_out: int = 0
     est_cached_tokens_in: int = 0
     est_cost_usd: float = 0.0
+    # Calibration on the store's past calls (teacher/calibration.py): how many, of which prompt
+    # and teacher, and the range of total tokens their ratios span.
+    est_calibrated_from: int = 0
+    est_prompt: str = ""
+    est_tokens_low: int = 0
+    est_tokens_high: int = 0
 
     def lines(self) -> list[str]:
         priced = f" at the Batch API price ({BATCH_DISCOUNT:.0%})" if self.batch else ""
+        tokens = f"{self.est_tokens_in:,} in, {self.est_tokens_out:,} out (without repairs)"
+        if self.est_calibrated_from:
+            tokens = (f"≈{self.est_tokens_in + self.est_tokens_out:,} ({self.est_tokens_low:,}-"
+                      f"{self.est_tokens_high:,} from {self.est_calibrated_from} past calls of {self.est_prompt}): "
+                      + tokens)
+        elif self.est_calls:
+            tokens += f", from the prompts' length (no past calls of {self.est_prompt} to calibrate on)"
         return [f"dry run: {self.selected} rationales to {self.kind}, {self.est_calls} calls to send "
                 f"({self.est_stored} answered from the store); nothing was sent",
-                f"estimated tokens: {self.est_tokens_in} in, {self.est_tokens_out} out "
-                f"(without repairs); estimated cost ${self.est_cost_usd:.4f}{priced}",
+                f"estimated tokens: {tokens}; estimated cost ${self.est_cost_usd:.4f}{priced}",
                 *_cached_line(self.est_cached_tokens_in, "would be"), *self._skipped()]
 
 
@@ -243,17 +258,30 @@ def _estimate(store: Store, teacher: TeacherConfig, tasks: list[Task], summary: 
               price_factor: float = 1.0, retry_failed: bool = False) -> None:
     """Tokens and cost of the calls not answered from the store (given-up ones are asked again
     with `retry_failed`); the prompt-cache share counts each request's head already sent by an
-    earlier one (providers cache heads of 1024+ tokens)."""
+    earlier one (providers cache heads of 1024+ tokens). With past calls of the same prompt
+    version and teacher, the length-based estimate is scaled by what the provider counted for
+    them, and their spread gives a range."""
     cache = PrefixCache()
+    raw_in = raw_cached = 0
     for task in tasks:
         body, _, key = request_key(teacher, task, task.ask)
         if stored_answer(store, key, retry_failed) is not None:
             summary.est_stored += 1
             continue
         summary.est_calls += 1
-        summary.est_tokens_in += estimate_tokens(body)
-        summary.est_cached_tokens_in += cache.read(body)
+        raw_in += estimate_tokens(body)
+        raw_cached += cache.read(body)
         summary.est_tokens_out += estimate_out(task)
+    if tasks:
+        template = load(tasks[0].prompt)
+        summary.est_prompt = f"{template.name} (version {template.version[:8]}) with {teacher.model}"
+        past = calibrate(store, teacher.model, template.name, template.version)
+        summary.est_calibrated_from = past.calls
+        if past.calls:
+            summary.est_tokens_out = round(raw_in * past.tokens_out)
+            summary.est_tokens_low, summary.est_tokens_high = round(raw_in * past.low), round(raw_in * past.high)
+        raw_in, raw_cached = round(raw_in * past.tokens_in), round(raw_cached * past.tokens_in)
+    summary.est_tokens_in, summary.est_cached_tokens_in = raw_in, min(raw_cached, raw_in)
     summary.est_cost_usd = cost(teacher.model, summary.est_tokens_in, summary.est_tokens_out,
                                 teacher.price_in, teacher.price_out, summary.est_cached_tokens_in) * price_factor
 

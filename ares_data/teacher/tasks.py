@@ -98,21 +98,26 @@ class Selection:
 
 
 def open_rationales(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None) -> Any:
-    """The SELECT of the selection's open rationales in id order (no limit); `checkpoint` keeps
-    those one student checkpoint wrote (a round holds rollouts of two). `only` (ids, or a subquery
-    of them) replaces the source filter."""
-    stmt = (select(Rationale).where(*still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
-            .order_by(Rationale.id))
-    stmt = (stmt.where(Rationale.source == selection.source.value) if only is None
-            else stmt.where(Rationale.id.in_(only)))
+    """The SELECT of the selection's open rationales in id order; `checkpoint` keeps those one
+    student checkpoint wrote (a round holds rollouts of two). `only` (ids, or a subquery of them)
+    replaces the source filter. `limit` keeps the selection's first N rationales, answered ones
+    included (as `generate --limit` counts questions), so a re-run with the same limit asks
+    nothing new."""
+    scope = select(Rationale.id).order_by(Rationale.id)
+    scope = (scope.where(Rationale.source == selection.source.value) if only is None
+             else scope.where(Rationale.id.in_(only)))
     if selection.round is not None and selection.source is CollectedRationales.student:
-        stmt = stmt.where(Rationale.round == selection.round)
+        scope = scope.where(Rationale.round == selection.round)
     if selection.checkpoint is not None:
         found = session.exec(select(ModelCheckpoint.id).where(ModelCheckpoint.name == selection.checkpoint)).first()
         if found is None:
             raise TeacherError(f"no checkpoint named {selection.checkpoint!r} in the store")
-        stmt = stmt.where(Rationale.model_checkpoint_id == found)
-    return stmt
+        scope = scope.where(Rationale.model_checkpoint_id == found)
+    if selection.limit is not None:
+        scope = scope.limit(selection.limit)
+    return (select(Rationale).where(Rationale.id.in_(scope.subquery().select()),
+                                    *still_open(selection.kind, teacher, selection.grouped, selection.retry_failed))
+            .order_by(Rationale.id))
 
 
 def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, only: Any = None,
@@ -121,8 +126,6 @@ def select_jobs(session: Session, teacher: TeacherConfig, selection: Selection, 
     stmt = open_rationales(session, teacher, selection, only)
     if exclude is not None:
         stmt = stmt.where(Rationale.id.not_in(exclude))
-    if selection.limit is not None:
-        stmt = stmt.limit(selection.limit)
     rationales = list(session.exec(stmt))
     ids = [r.id for r in rationales]
     questions = {q.id: q for q in session.exec(select(Question).where(
