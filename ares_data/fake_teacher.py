@@ -26,7 +26,9 @@ parameter gets 400 unsupported_parameter),
 `lose_batch_creates` (the first N `POST /batches` create the batch but answer 500) and
 `garble_batch_lines` (the first N batch output lines hold an unreadable body).
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
-teacher that checks each sentence instead of hashing it.
+teacher that checks each sentence instead of hashing it; `--profile llm|sparse` (and the rate
+options) make it as fallible as an LLM teacher, errors drawn per request
+(`ares_data/teacher_profiles.py`).
 """
 
 from __future__ import annotations
