@@ -210,3 +210,23 @@ def test_the_cli_fake_teacher_corrects_through_the_collector(arith_store, tmp_pa
         gold = {r.question_id: r.text for r in session.exec(select(Rationale).where(Rationale.source == "gold"))}
     assert len(pairs) == 6 and all(new.text == gold[old.question_id] for old, new in pairs)
     assert sum(new.text == old.text for old, new in pairs) == 3  # a right rationale is left as it is
+
+
+def test_the_cli_fake_teacher_applies_its_profile_over_loopback(arith_store, tmp_path):
+    port = free_port()
+    argv = [sys.executable, "-m", "ares_data.cli", "fake-teacher", "--port", str(port), "--judge", "arith",
+            "--profile", "llm", "--score-flip", "1", "--miss-late", "0", "--correction-missing", "0",
+            "--fix-first-only", "0", "--new-slip", "0", "--correction-invalid", "1"]
+    with running(argv, f"http://127.0.0.1:{port}/v1/models", tmp_path / "fake.log"):
+        config = TeacherConfig.from_options(base_url=f"http://127.0.0.1:{port}/v1", model="rule", rpm=6000)
+        asyncio.run(collect_scores(arith_store, config, round=1, group_by_question=True))
+        asyncio.run(collect_corrections(arith_store, config, round=1))
+    flipped = {rid: [round(1 - s, 1) for s in scores] for rid, scores in _expected(arith_store).items()}
+    with arith_store.session() as session:
+        stored = {}
+        for sentence, score in session.exec(select(Sentence, SentenceScore)
+                                            .join(SentenceScore, SentenceScore.sentence_id == Sentence.id)
+                                            .order_by(Sentence.idx)):
+            stored.setdefault(sentence.rationale_id, []).append(score.score)
+        assert stored == flipped  # every score flipped, as --score-flip 1 says
+        assert session.exec(select(Correction)).all() == []  # every correction empty, refused by the collector
