@@ -207,17 +207,15 @@ def draw_question(rng: random.Random, n_ops: int) -> tuple[int, list[tuple[int, 
             return start, ops, rng.choice(free)
 
 
-def make_family(counts: dict[str, tuple[int, int, int]], seed: int = 0, long_share: float = 0.0,
-                long_ops: tuple[int, int] = (5, 6)) -> list[dict]:
+def make_family(counts: dict[str, tuple[int, int, int]], seed: int = 0) -> list[dict]:
     """`v2` records: per split, `count` distinct questions of `min_ops`-`max_ops` operations
-    (`counts[split] = (count, min_ops, max_ops)`), of which a share `long_share` has `long_ops`
-    instead; no question in two splits. Seeded: one seed, one set of files."""
+    (`counts[split] = (count, min_ops, max_ops)`); no question in two splits. Seeded: one seed,
+    one set of records."""
     rng, seen, records = random.Random(seed), set(), []
     for split, (count, min_ops, max_ops) in counts.items():
         index = 0
         while index < count:
-            low, high = long_ops if rng.random() < long_share else (min_ops, max_ops)
-            start, ops, distractor = draw_question(rng, rng.randint(low, high))
+            start, ops, distractor = draw_question(rng, rng.randint(min_ops, max_ops))
             if (start, tuple(ops)) in seen:
                 continue
             seen.add((start, tuple(ops)))

@@ -126,9 +126,9 @@ def test_a_correct_chain_is_accepted_in_any_valid_order_and_only_then():
 
 
 def test_v2_questions_are_long_seeded_distinct_and_carry_a_distractor(tmp_path):
-    records = make_family({"train": (40, 2, 4), "dev": (30, 5, 6), "test": (30, 5, 6)}, seed=2, long_share=0.2)
-    assert records == make_family({"train": (40, 2, 4), "dev": (30, 5, 6), "test": (30, 5, 6)}, seed=2,
-                                  long_share=0.2)
+    records = make_family({"train": (40, 2, 4), "dev": (30, 5, 6), "test": (30, 5, 6)}, seed=2)
+    assert records == make_family({"train": (40, 2, 4), "dev": (30, 5, 6), "test": (30, 5, 6)}, seed=2)
+    assert records != make_family({"train": (40, 2, 4), "dev": (30, 5, 6), "test": (30, 5, 6)}, seed=3)
     assert len({r["question"].split(". ", 1)[1] for r in records}) == 100  # no question in two splits
     judge = make_judge("arith")
     for r in records:
@@ -136,11 +136,10 @@ def test_v2_questions_are_long_seeded_distinct_and_carry_a_distractor(tmp_path):
         distractor = parse_distractor(r["question"])
         steps = gold_steps(start, ops)
         assert distractor not in {start, *(s.result for s in steps)} and 1 <= distractor <= 9
-        assert (5 <= len(ops) <= 6) if r["split"] != "train" else 2 <= len(ops) <= 6
+        assert (5 <= len(ops) <= 6) if r["split"] != "train" else 2 <= len(ops) <= 4
         assert chain_is_correct(r["question"], r["rationale"]) and all(0 <= s.result <= 9 for s in steps)
         sentences = [s.text for s in split_sentences(r["rationale"])]
         assert judge.scores(prompt(r["question"], r["answer"]), sentences) == [1.0] * len(sentences)
-    assert sum(len(parse_question(r["question"])[1]) >= 5 for r in records if r["split"] == "train") >= 3
     checkable_main([str(tmp_path / "v2.jsonl"), "--train", "5", "--test", "5", "--family", "v2"])
     written = [json.loads(line) for line in (tmp_path / "v2.jsonl").read_text().splitlines()]
     assert len(written) == 10 and all(parse_distractor(r["question"]) for r in written)
