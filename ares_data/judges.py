@@ -19,6 +19,8 @@ construction. A judge reads the question, options and correct answer from the pr
 - `outcome`: every sentence gets the rationale's outcome (1.0 when its answer is correct,
   else 0.0): with `reward_placement=final` this is the answer-correct reward of outcome-only
   PPO. It corrects as `arith` does.
+- `gold`: scores as `arith`; every correction is the question's gold rationale, whatever the
+  student wrote (the oracle of the `gold_sft` arm in `benchmarks/ares_effect.py`).
 
 A fallible teacher (`ares_data/teacher_profiles.py`, `--profile llm`) wraps either one.
 """
@@ -45,6 +47,7 @@ _OPTION = re.compile(r"\(([A-Z])\) ")
 class JudgeName(str, Enum):
     arith = "arith"
     outcome = "outcome"
+    gold = "gold"
 
 
 class Judge(Protocol):
@@ -178,7 +181,18 @@ class OutcomeJudge(ArithJudge):
         return [1.0 if right else 0.0] * len(sentences)
 
 
-JUDGES: dict[JudgeName, type] = {JudgeName.arith: ArithJudge, JudgeName.outcome: OutcomeJudge}
+class GoldJudge(ArithJudge):
+    """Corrects every rationale to the question's gold one (an oracle, not a teacher)."""
+
+    def correct(self, prompt: str, rationale: str) -> str:
+        problem = read_problem(prompt)
+        if problem is None:
+            return rationale.strip()
+        return " ".join([*(s.sentence() for s in problem.steps), answer_sentence(problem.answer)])
+
+
+JUDGES: dict[JudgeName, type] = {JudgeName.arith: ArithJudge, JudgeName.outcome: OutcomeJudge,
+                                 JudgeName.gold: GoldJudge}
 
 
 def make_judge(name: JudgeName | str, profile: "Profile | None" = None, seed: int = 0) -> Judge:

@@ -100,6 +100,7 @@ def test_a_correction_keeps_the_useful_steps_and_rewrites_from_the_first_wrong_o
     # a right start in another valid order is kept and finished in that order
     reordered = "8 plus 5 is 13. 13 minus 6 is 7. The answer is (H)."
     assert judge.correct(SHORT, "8 plus 5 is 13. 13 minus 6 is 8.") == reordered
+    assert make_judge("gold").correct(SHORT, reordered) == SHORT_GOLD  # the oracle writes the gold chain
 
 
 def test_a_correct_chain_is_accepted_in_any_valid_order_and_only_then():

@@ -106,7 +106,8 @@ def fake_teacher(
         help="Spelling of the rate-limit headers sent with --rpm.")] = RateLimitStyle.openai,
     judge: Annotated[Optional[JudgeName], typer.Option(
         help="A rule teacher that checks each sentence (arith: the `python -m ares_data.checkable` tasks; "
-             "outcome: every sentence scores the answer's correctness) instead of hashing it.")] = None,
+             "outcome: every sentence scores the answer's correctness; gold: arith scores, every correction the gold "
+             "rationale) instead of hashing it.")] = None,
     profile: Annotated[ProfileName, typer.Option(
         help="How fallible the --judge is (ares_data/teacher_profiles.py): exact (no errors); llm (10% of scores "
              "flipped, 25% of late false steps missed; corrections 10% missing, 10% invalid, 20% fixing only the "
