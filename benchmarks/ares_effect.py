@@ -29,7 +29,7 @@ JSON line: each arm's test accuracy, right chains and teacher output tokens per 
 `ares - sft_only` and `rl_sentence - rl_outcome` per advantage with 95 % intervals, the verdict.
 
     .venv/bin/python benchmarks/ares_effect.py --quick            # 1 seed, llm, core arms (not yet timed)
-    .venv/bin/python benchmarks/ares_effect.py --plot docs/ares_effect.png   # 4 seeds, llm and sparse
+    .venv/bin/python benchmarks/ares_effect.py --plot docs/ares_effect_v2.png  # 4 seeds, llm and sparse
     .venv/bin/python benchmarks/ares_effect.py --profiles exact --arms base,gold_sft,sft_only,ares  # sanity
 """
 
@@ -92,6 +92,7 @@ def run(plan: Plan, work: Path, rates: dict[str, float]) -> tuple[dict[str, dict
                       f"ops), calibrated {info['calibrated']}, plateaued {info['plateaued']}")
     key = hashlib.sha256(json.dumps([plan_json(plan), rates], sort_keys=True).encode()).hexdigest()[:12]
     runs_dir = work / f"runs-{key}"
+    runs_dir.mkdir(parents=True, exist_ok=True)
     tasks = {seed: write_tasks(runs_dir / f"tasks-{seed}.jsonl", questions[seed]) for seed in range(plan.seeds)}
     results: dict[str, dict] = {}
     for profile in plan.profiles:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from ares_effect_stats import bootstrap, difference, paired, verdict  # noqa: E402
+from ares_effect_stats import bootstrap, difference, paired, verdict
 
 
 def test_paired_differences_are_per_question_and_need_the_same_questions():
