@@ -13,7 +13,8 @@ Arms, each on its own store, the same student, questions and teacher, the same n
 student samples per round question (`--samples`; ares samples half before its PPO, half after):
 
 - `base`: no training;
-- `gold_sft`: SFT on the round questions' gold rationales, one per student sample (an oracle; `exact` only);
+- `gold_sft`: SFT on the round questions' gold rationales, one per student sample (an oracle, run
+  in the `exact` sanity sweep: its teacher is the same under every profile);
 - `sft_only`: generate -> the profile teacher's corrections -> SFT;
 - `rl_outcome` / `rl_sentence`: generate -> scores -> PPO, identical but for the reward: the answer
   check (a program, exact under every profile) at the last token, or the profile teacher's
@@ -98,18 +99,18 @@ def run(plan: Plan, work: Path, rates: dict[str, float]) -> tuple[dict[str, dict
     for profile in plan.profiles:
         with ExitStack() as stack:
             teachers, sft_chosen, results[profile] = teachers_for(stack, profile, rates, plan.seeds), None, {}
-            for arm in arms_of(plan, profile):
+            for arm in arms_of(plan):
                 results[profile][arm.name] = tune(arm, plan, students, tasks, runs_dir / profile, teachers, sft_chosen)
                 if arm.kind == "sft_only":
                     sft_chosen = results[profile][arm.name]["lrs"]["sft"]
     return results, [{k: v for k, v in s.items() if k != "trace"} for s in students.values()]
 
 
-def comparisons(plan: Plan, profile: str) -> list[tuple[str, str]]:
-    """(arm, against) pairs whose paired difference is reported under `profile`."""
-    pairs = [(f"ares/{a}", "sft_only") for a in plan.advantages] + [
-        (f"rl_sentence/{a}", f"rl_outcome/{a}") for a in plan.advantages]
-    return pairs + ([("gold_sft", "sft_only"), ("ares/gae", "gold_sft")] if profile == "exact" else [])
+def comparisons(plan: Plan) -> list[tuple[str, str]]:
+    """(arm, against) pairs whose paired difference is reported, when both ran."""
+    return [(f"ares/{a}", "sft_only") for a in plan.advantages] + [
+        (f"rl_sentence/{a}", f"rl_outcome/{a}") for a in plan.advantages] + [
+        ("sft_only", "gold_sft")] + [(f"ares/{a}", "gold_sft") for a in plan.advantages]
 
 
 def per_round(seeds: list[dict], key: str, metric: str) -> list[float]:
@@ -139,7 +140,7 @@ def summarize(results: dict[str, dict], plan: Plan) -> dict[str, Any]:
         differences = {f"{a} - {b}": {m: difference([s["test"][m] for s in arms[a]["seeds"]],
                                                     [s["test"][m] for s in arms[b]["seeds"]])
                                       for m in ("accuracy", "chain")}
-                       for a, b in comparisons(plan, profile) if a in arms and b in arms}
+                       for a, b in comparisons(plan) if a in arms and b in arms}
         out[profile] = {"arms": rows, "differences": differences}
     verdicts = {}
     for a in plan.advantages:

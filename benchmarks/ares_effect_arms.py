@@ -77,10 +77,9 @@ class Arm:
         return self.kind if self.advantage is None else f"{self.kind}/{self.advantage}"
 
 
-def arms_of(plan: Plan, profile: str) -> list[Arm]:
-    """The plan's arms under `profile`, in the order they must run (ares takes sft_only's SFT rate);
-    `gold_sft` only under `exact`, where it is the oracle the others are checked against."""
-    kinds = [k for k in KINDS if k in plan.kinds and (k != "gold_sft" or profile == "exact")]
+def arms_of(plan: Plan) -> list[Arm]:
+    """The plan's arms in the order they must run (ares takes sft_only's SFT rate)."""
+    kinds = [k for k in KINDS if k in plan.kinds]
     return [Arm(k, a) for k in kinds for a in (plan.advantages if k in RL_KINDS else (None,))]
 
 
@@ -263,7 +262,7 @@ def measure(store: Store, checkpoint: ModelCheckpoint, split: str, limit: int, p
     question: right answer, and steps forming a correct chain in a valid order."""
     from ares_train.evaluate import ensure_eval_rationales, eval_questions, evaluate_accuracy
 
-    evaluate_accuracy(store, checkpoint, split=split, limit=limit, max_new_tokens=plan.max_new_tokens, batch_size=32)
+    evaluate_accuracy(store, checkpoint, split=split, limit=limit, max_new_tokens=plan.max_new_tokens, batch_size=64)
     questions = eval_questions(store, split, limit)
     texts = {q: r.text for q, r in ensure_eval_rationales(store, checkpoint, questions,
                                                             max_new_tokens=plan.max_new_tokens).items()}
