@@ -290,7 +290,7 @@ def run_arm(arm: Arm, plan: Plan, seed: int, lrs: dict[str, float], model: str, 
             teachers: dict[str, TeacherConfig]) -> dict[str, Any]:
     """The arm on its own store: dev measures after rounds 0 (the prepared student) .. plan.rounds
     (ares: of its RL checkpoint too), samples per round, teacher spend, the final checkpoint."""
-    from ares_train.loading import ensure_base_checkpoint, find_checkpoint
+    from ares_train.loading import ensure_base_checkpoint
     from ares_train.loop import LoopConfig, run_loop
     from ares_train.ppo_config import PPOConfig
     from ares_train.rollouts import SamplingSettings, generate_rollouts
@@ -313,9 +313,11 @@ def run_arm(arm: Arm, plan: Plan, seed: int, lrs: dict[str, float], model: str, 
                                   rl=rl_overrides(plan, arm, lrs["rl"]),
                                   sft={**plan.sft, "learning_rate": lrs["sft"]}, **sampling)
                 current = run_loop(store, loop, progress=False)
-                if current.name != checkpoint_name(r, "rl"):  # the RL checkpoint, measured on its own
-                    row["dev_rl"] = measure(store, find_checkpoint(store, checkpoint_name(r, "rl")), "dev",
-                                            plan.dev_questions, plan)
+                with store.session() as session:  # the RL checkpoint, measured on its own (none: PPO skipped)
+                    rl = session.exec(select(ModelCheckpoint).where(
+                        ModelCheckpoint.name == checkpoint_name(r, "rl"))).first()
+                row["dev_rl"] = rounds[-1]["dev"] if rl is None else measure(store, rl, "dev", plan.dev_questions,
+                                                                              plan)
             else:
                 generate_rollouts(store, checkpoint=current, round=r, k=plan.samples, limit=plan.round_questions,
                                   settings=SamplingSettings(seed=seed * 1000 + r, **sampling), progress=False)

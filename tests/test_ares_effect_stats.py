@@ -37,3 +37,24 @@ def test_the_verdict_applies_the_rule_stated_in_advance():
     assert verdict(both(below, below), both(above, above)) == "refuted"
     assert verdict(both(level, below), both(above, above)) == "inconclusive"  # +0.04 not excluded
     assert verdict({"llm": {"accuracy": above}}, {"llm": {"accuracy": above}}) == "incomplete"
+
+
+def test_the_rl_arms_differ_only_in_reward_placement_and_grpo_waits_for_its_field(capsys):
+    from ares_effect_arms import Arm, Plan, arms_of, available_advantages, candidates, rl_overrides
+
+    from ares_train.ppo_config import PPOConfig
+
+    plan = Plan(kinds=("base", "sft_only", "rl_outcome", "rl_sentence", "ares"), advantages=("gae", "grpo"))
+    assert [a.name for a in arms_of(plan)] == ["base", "sft_only", "rl_outcome/gae", "rl_outcome/grpo",
+                                               "rl_sentence/gae", "rl_sentence/grpo", "ares/gae", "ares/grpo"]
+    outcome, sentence = (rl_overrides(plan, Arm(kind, "gae"), 3e-4) for kind in ("rl_outcome", "rl_sentence"))
+    assert {k: v for k, v in outcome.items() if k != "reward_placement"} == {
+        k: v for k, v in sentence.items() if k != "reward_placement"}
+    assert (outcome["reward_placement"], sentence["reward_placement"]) == ("final", "sentence")
+    PPOConfig(**sentence)  # every override is a PPOConfig field
+    assert candidates(plan, Arm("ares", "gae"), sft_chosen=1e-3) == [{"rl": lr, "sft": 1e-3} for lr in plan.rl_lrs]
+    if "advantage" in PPOConfig.__dataclass_fields__:
+        assert available_advantages(("gae", "grpo")) == ("gae", "grpo") and sentence["advantage"] == "gae"
+    else:
+        assert available_advantages(("gae", "grpo")) == ("gae",) and "advantage" not in sentence
+        assert "only gae runs" in capsys.readouterr().out
