@@ -178,7 +178,7 @@ def prep_key(plan: Plan) -> str:
     """The settings a prepared student depends on (its cache directory's name)."""
     fields = ("student", "prep_questions", "prep_long_share", "prep_dev", "prep_calib", "prep_band", "prep_patience",
               "prep_max_steps", "prep_check_every", "prep_batch", "prep_lr", "max_new_tokens")
-    return "-".join(str(getattr(plan, f)) for f in fields).replace(" ", "").replace(",", "_")
+    return "-".join(str(getattr(plan, f)) for f in fields).translate(str.maketrans(",", "_", " ()"))
 
 
 def prepare(plan: Plan, questions: dict[str, list[dict]], seed: int, out: Path) -> dict[str, Any]:
