@@ -127,7 +127,7 @@ def fix_first_only(problem: Problem, sentences: list[str]) -> list[str]:
 def with_slip(problem: Problem, sentences: list[str], rng: random.Random) -> list[str]:
     """The correction of `sentences` with one step's result off by one: a step the correction
     wrote itself when it wrote any, else any step."""
-    out = corrected(problem, sentences, rng)
+    out = corrected(problem, sentences)
     kept = len(kept_prefix(problem, sentences)[0])
     steps = [i for i in range(len(out)) if parse_step(out[i]) is not None]
     written = [i for i in steps if i >= kept] or steps
