@@ -15,11 +15,12 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from sqlmodel import func, select
 
+from ares_data.errors import ExportError
 from ares_data.checkable import DATASET, chain_is_correct, make_family, write_records
 from ares_data.formatting import parse_answer, student_prompt
 from ares_data.importers import import_jsonl
@@ -286,6 +287,17 @@ def samples_of(store: Store, round: int) -> int:
             Rationale.source == "student", Rationale.round == round)).one()
 
 
+def trained(stage: Callable[..., ModelCheckpoint], store: Store, round: int, current: ModelCheckpoint,
+            **options: Any) -> ModelCheckpoint:
+    """`stage`'s checkpoint trained from `current`, or `current` when the round gave it nothing to
+    train on (a sparse teacher may correct none of a round's questions): skipped, as `run_loop` does."""
+    try:
+        return stage(store, round, start=current, **options)
+    except ExportError as exc:
+        console.print(f"  skipped: {exc}")
+        return current
+
+
 def run_arm(arm: Arm, plan: Plan, seed: int, lrs: dict[str, float], model: str, tasks: Path, home: Path,
             teachers: dict[str, TeacherConfig]) -> dict[str, Any]:
     """The arm on its own store: dev measures after rounds 0 (the prepared student) .. plan.rounds
@@ -325,11 +337,12 @@ def run_arm(arm: Arm, plan: Plan, seed: int, lrs: dict[str, float], model: str, 
                 if arm.kind in ("sft_only", "gold_sft"):
                     asyncio.run(collect_corrections(store, teachers["gold" if arm.kind == "gold_sft" else "arith"],
                                                     **ask))
-                    current = train_sft(store, r, start=current, overrides={**plan.sft, "learning_rate": lrs["sft"]})
+                    current = trained(train_sft, store, r, current, overrides={**plan.sft, "learning_rate": lrs["sft"]})
                 else:
                     scorer = teachers["outcome" if arm.kind == "rl_outcome" else "arith"]
                     asyncio.run(collect_scores(store, scorer, group_by_question=True, **ask))  # as the loop asks
-                    current = train_rl(store, r, start=current, config=PPOConfig(**rl_overrides(plan, arm, lrs["rl"])))
+                    config = PPOConfig(**rl_overrides(plan, arm, lrs["rl"]))
+                    current = trained(train_rl, store, r, current, config=config)
             rounds.append({"dev": measure(store, current, "dev", plan.dev_questions, plan),
                            "samples": samples_of(store, r), **row})
             console.print(f"  seed {seed} {arm.name} {lrs} round {r}: dev accuracy "
