@@ -160,15 +160,3 @@ def test_a_config_file_holds_the_flags_and_the_effective_config_is_stored(cli, t
     assert not any(b"sk-loop-secret-4242" in p.read_bytes() for p in tmp_path.glob("ares.db*"))
     assert _rows(db_path, "SELECT COUNT(*) FROM rationale WHERE source = 'student' AND round = 1 "
                           "AND model_checkpoint_id = (SELECT id FROM model_checkpoint WHERE stage = 'base')") == [(2,)]
-
-
-def test_a_stage_records_the_summary_of_a_collector_whose_teacher_failed():
-    """Found by benchmarks/ares_effect.py with a sparse teacher: `asdict` turned the summary's
-    `failed` Counter into one keyed by (reason, count) tuples, and the stage crashed recording it."""
-    from collections import Counter
-
-    from ares_data.teacher.collect import OnlineSummary
-    from ares_train.loop import _plain
-
-    summary = OnlineSummary("correct", selected=6, done=4, failed=Counter({"empty": 2}))
-    assert _plain(summary) == {**_plain(OnlineSummary("correct", selected=6, done=4)), "failed": {"empty": 2}}

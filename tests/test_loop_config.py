@@ -28,3 +28,15 @@ def test_an_unknown_setting_in_the_config_file_is_one_line(cli, tmp_path):
     result = cli("train", "--config", config)
     assert result.exit_code == 1
     assert "unknown setting(s) roundz" in result.stderr and str(config) in result.stderr
+
+
+def test_a_stage_records_the_summary_of_a_collector_whose_teacher_failed():
+    """Found by benchmarks/ares_effect.py with a sparse teacher: `asdict` turned the summary's
+    `failed` Counter into one keyed by (reason, count) tuples, and the stage crashed recording it."""
+    from collections import Counter
+
+    from ares_data.teacher.collect import OnlineSummary
+    from ares_train.loop import _plain
+
+    summary = OnlineSummary("correct", selected=6, done=4, failed=Counter({"empty": 2}))
+    assert _plain(summary) == {**_plain(OnlineSummary("correct", selected=6, done=4)), "failed": {"empty": 2}}
