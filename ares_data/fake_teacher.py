@@ -33,9 +33,11 @@ replaces the Retry-After of its 429s with that text (`inf`, `86400`). `latency_m
 by the request body as JSON with sorted keys, online and in batches alike: `answered_twice`
 counts a request paid once online and once in a batch too.
 With a `judge` (`--judge arith`, `ares_data/judges.py`) scores and corrections come from a rule
-teacher that checks each sentence instead of hashing it. With `log` (`--log FILE`) every chat
-request and its answer are appended to FILE as one JSON line (time, status, request, response),
-so a rehearsal shows what a client sent and got.
+teacher that checks each sentence instead of hashing it; `--profile llm|sparse` (and the rate
+options) make it as fallible as an LLM teacher, errors drawn per request
+(`ares_data/teacher_profiles.py`). With `log` (`--log FILE`) every chat request and its answer
+are appended to FILE as one JSON line (time, status, request, response), so a rehearsal shows
+what a client sent and got.
 """
 
 from __future__ import annotations

@@ -5,32 +5,40 @@ correction prompts with one of these, in the wire format of an LLM teacher, so t
 collectors, validation, store and exports run unchanged while every judgement is right by
 construction. A judge reads the question, options and correct answer from the prompt text.
 
-- `arith` (the `ares_data.checkable` family): a sentence `3 plus 4 is 7.` scores 1.0 when it
-  is the next step of the correct chain, 0.5 when it is true but does not help (an unrelated
-  true sum), 0.0 when it is false, uses a wrong operand, repeats an earlier sentence, or
-  cannot be read; `The answer is (X).` scores 1.0 for the correct letter, else 0.0. A
-  correction keeps the sentences before the first wrong one and rewrites the rest: the
-  remaining correct steps, then the answer sentence.
+- `arith` (the `ares_data.checkable` family): walking the rationale with the running value
+  (the start number, then each accepted step's result) and the operations not yet used, a
+  sentence `3 plus 4 is 7.` scores 1.0 when it is true, starts from the running value and uses
+  an unused operation (a step of a valid order, see `checkable`); 0.5 when it is true and
+  starts from the question's distractor (`v2` questions): true but useless, no harm done;
+  0.0 when it is false, uses a wrong operand on the running value, starts from any other
+  number (a wrong running value), repeats an earlier sentence without progress, or cannot be
+  read.
+  `The answer is (X).` scores 1.0 for the correct letter, else 0.0. A correction keeps the
+  useful steps before the first wrong sentence, drops the detours (0.5) among them, and
+  writes the rest: the remaining operations (`checkable.complete`), then the answer sentence.
 - `outcome`: every sentence gets the rationale's outcome (1.0 when its answer is correct,
   else 0.0): with `reward_placement=final` this is the answer-correct reward of outcome-only
   PPO. It corrects as `arith` does.
+- `gold`: scores as `arith`; every correction is the question's gold rationale, whatever the
+  student wrote (the oracle of the `gold_sft` arm in `benchmarks/ares_effect.py`).
 
-`NoisyJudge` flips a share of the scores (s -> 1 - s), seeded by the sentence and its
-question, so one request always gets the same answer: a worse teacher for the noise arm.
+A fallible teacher (`ares_data/teacher_profiles.py`, `--profile llm`) wraps either one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .checkable import Step, gold_steps, parse_question, parse_step
+from .checkable import Ops, Step, advance, complete, gold_steps, parse_distractor, parse_question, parse_step
 from .formatting import LETTERS, answer_sentence, parse_answer
 from .splitter import split_sentences
+
+if TYPE_CHECKING:
+    from .teacher_profiles import Profile
 
 _FIELD = re.compile(r"^(Question|Options|Correct answer): (.*)$", re.MULTILINE)
 _OPTION = re.compile(r"\(([A-Z])\) ")
@@ -39,6 +47,7 @@ _OPTION = re.compile(r"\(([A-Z])\) ")
 class JudgeName(str, Enum):
     arith = "arith"
     outcome = "outcome"
+    gold = "gold"
 
 
 class Judge(Protocol):
@@ -51,17 +60,27 @@ class Judge(Protocol):
 
 @dataclass(frozen=True)
 class Problem:
-    """What a judge needs of a prompt: the correct chain, the answer index, the option count."""
+    """What a judge needs of a prompt: the start and operations, the answer index, the option
+    count and the distractor (None for a `v1` question)."""
 
-    steps: list[Step]
+    start: int
+    ops: Ops
     answer: int
     n_choices: int
+    distractor: int | None = None
+
+    @property
+    def steps(self) -> list[Step]:
+        """The gold chain (the operations in the question's order)."""
+        return gold_steps(self.start, list(self.ops))
 
 
 def problem_of(question: str, n_choices: int, answer: int) -> Problem | None:
     """The problem of a question of the family (None for any other question)."""
     parsed = parse_question(question)
-    return None if parsed is None else Problem(gold_steps(*parsed), answer, n_choices)
+    if parsed is None:
+        return None
+    return Problem(parsed[0], tuple(parsed[1]), answer, n_choices, parse_distractor(question))
 
 
 def read_problem(prompt: str) -> Problem | None:
@@ -74,31 +93,65 @@ def read_problem(prompt: str) -> Problem | None:
                       LETTERS.index(answer.group(1)))
 
 
-def _is_answer(sentence: str) -> bool:
+def is_answer(sentence: str) -> bool:
     return "answer is" in sentence.lower()
 
 
-def check(problem: Problem, sentences: list[str]) -> list[tuple[float, int]]:
-    """(score, gold steps done after it) for each sentence, walking the rationale in order."""
+@dataclass(frozen=True)
+class Verdict:
+    """A sentence's score and the walk's state after it: the running value, the operations left."""
+
+    score: float
+    value: int
+    remaining: Ops
+
+
+def walk(problem: Problem, sentences: list[str]) -> list[Verdict]:
+    """One verdict per sentence, walking the rationale in order (module docstring)."""
     seen: set[str] = set()
-    done, out = 0, []
+    value, remaining, out = problem.start, problem.ops, []
     for sentence in sentences:
         text = " ".join(sentence.split())
         step = parse_step(text)
-        if text in seen:
+        left = None if step is None else advance(value, remaining, step)
+        if step is not None and left is not None:  # progress, even in the words of an earlier step
+            score, value, remaining = 1.0, step.result, left
+        elif text in seen:
             score = 0.0
-        elif _is_answer(text):
+        elif is_answer(text):
             score = 1.0 if parse_answer(text, problem.n_choices) == problem.answer else 0.0
-        elif step is None or not step.true:
+        elif step is not None and step.true and step.left == problem.distractor:
+            score = 0.5
+        else:  # false, unreadable, a wrong operand on the running value, or a wrong running value
             score = 0.0
-        elif step in problem.steps[done:]:
-            score, done = 1.0, problem.steps.index(step, done) + 1
-        else:  # true, but not a step of this chain: on the current value it misreads the question
-            current = problem.steps[done - 1].result if done else problem.steps[0].left
-            score = 0.0 if step.left == current else 0.5
         seen.add(text)
-        out.append((score, done))
+        out.append(Verdict(score, value, remaining))
     return out
+
+
+def check(problem: Problem, sentences: list[str]) -> list[tuple[float, int]]:
+    """(score, operations done after it) for each sentence, walking the rationale in order."""
+    return [(v.score, len(problem.ops) - len(v.remaining)) for v in walk(problem, sentences)]
+
+
+def kept_prefix(problem: Problem, sentences: list[str]) -> tuple[list[str], int, Ops]:
+    """What a minimal correction keeps of a rationale: its useful steps (1.0) before the first
+    wrong sentence or its answer sentence, detours (0.5) dropped; with the running value and the
+    operations left after them."""
+    kept, value, remaining = [], problem.start, problem.ops
+    for sentence, verdict in zip(sentences, walk(problem, sentences)):
+        if verdict.score == 0.0 or is_answer(sentence):
+            break
+        if verdict.score == 1.0:
+            kept.append(sentence)
+        value, remaining = verdict.value, verdict.remaining
+    return kept, value, remaining
+
+
+def corrected(problem: Problem, sentences: list[str], rng: random.Random | None = None) -> list[str]:
+    """The sentences of the minimal correction; with `rng`, the rest in a random valid order."""
+    kept, value, remaining = kept_prefix(problem, sentences)
+    return [*kept, *(s.sentence() for s in complete(value, remaining, rng)), answer_sentence(problem.answer)]
 
 
 class ArithJudge:
@@ -108,21 +161,13 @@ class ArithJudge:
         problem = read_problem(prompt)
         if problem is None:
             return [0.5] * len(sentences)
-        return [score for score, _ in check(problem, sentences)]
+        return [v.score for v in walk(problem, sentences)]
 
     def correct(self, prompt: str, rationale: str) -> str:
         problem = read_problem(prompt)
         if problem is None:
             return rationale.strip()
-        sentences = [s.text for s in split_sentences(rationale)]
-        kept, done = [], 0
-        for sentence, (score, after) in zip(sentences, check(problem, sentences)):
-            if score == 0.0 or _is_answer(sentence):
-                break
-            kept.append(sentence)
-            done = after
-        rest = [s.sentence() for s in problem.steps[done:]] + [answer_sentence(problem.answer)]
-        return " ".join([*kept, *rest])
+        return " ".join(corrected(problem, [s.text for s in split_sentences(rationale)]))
 
 
 class OutcomeJudge(ArithJudge):
@@ -136,31 +181,23 @@ class OutcomeJudge(ArithJudge):
         return [1.0 if right else 0.0] * len(sentences)
 
 
-@dataclass
-class NoisyJudge:
-    """`judge` with a share `noise` of its scores flipped (s -> 1 - s); corrections unchanged."""
-
-    judge: Judge
-    noise: float
-    seed: int = 0
-
-    def scores(self, prompt: str, sentences: list[str]) -> list[float]:
-        question = dict(_FIELD.findall(prompt)).get("Question", "")
-        out = []
-        for index, (sentence, score) in enumerate(zip(sentences, self.judge.scores(prompt, sentences))):
-            key = hashlib.sha256(f"{self.seed}:{question}:{index}:{sentence}".encode()).hexdigest()
-            flip = random.Random(key).random() < self.noise
-            out.append(round(1.0 - score, 1) if flip else score)
-        return out
+class GoldJudge(ArithJudge):
+    """Corrects every rationale to the question's gold one (an oracle, not a teacher)."""
 
     def correct(self, prompt: str, rationale: str) -> str:
-        return self.judge.correct(prompt, rationale)
+        problem = read_problem(prompt)
+        if problem is None:
+            return rationale.strip()
+        return " ".join([*(s.sentence() for s in problem.steps), answer_sentence(problem.answer)])
 
 
-JUDGES: dict[JudgeName, type] = {JudgeName.arith: ArithJudge, JudgeName.outcome: OutcomeJudge}
+JUDGES: dict[JudgeName, type] = {JudgeName.arith: ArithJudge, JudgeName.outcome: OutcomeJudge,
+                                 JudgeName.gold: GoldJudge}
 
 
-def make_judge(name: JudgeName | str, noise: float = 0.0, seed: int = 0) -> Judge:
-    """The judge called `name`, with `noise` of its scores flipped when noise > 0."""
+def make_judge(name: JudgeName | str, profile: "Profile | None" = None, seed: int = 0) -> Judge:
+    """The judge called `name`, made as fallible as `profile` says (exact when None)."""
+    from .teacher_profiles import FallibleJudge  # it wraps these judges
+
     judge = JUDGES[JudgeName(name)]()
-    return NoisyJudge(judge, noise, seed) if noise > 0 else judge
+    return judge if profile is None or profile.exact else FallibleJudge(judge, profile, seed)

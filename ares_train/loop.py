@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Callable
 
 from rich.console import Console
@@ -196,8 +196,10 @@ class Pipeline:
 
 
 def _plain(summary: Any) -> dict[str, Any]:
-    """A collector summary as JSON-able values."""
-    data = asdict(summary) if hasattr(summary, "__dataclass_fields__") else dict(summary)
+    """A collector summary as JSON-able values. Its fields are read one level deep: `asdict`
+    rebuilds a Counter from (key, count) pairs, so `failed` came back keyed by tuples and a
+    stage whose teacher failed on any rationale could not record its outcome."""
+    data = {f.name: getattr(summary, f.name) for f in fields(summary)} if is_dataclass(summary) else dict(summary)
     return json.loads(json.dumps(data, default=str))
 
 

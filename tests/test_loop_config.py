@@ -38,3 +38,15 @@ def test_a_critic_free_advantage_with_one_rollout_per_question_fails_before_samp
     assert "--k must be at least 2" in result.stderr
     bad = cli("train", "--model", "some-student-dir", "--advantage", "rloo", "--base-url", "http://127.0.0.1:9/v1")
     assert bad.exit_code == 1 and "reward_placement=final" in bad.stderr
+
+
+def test_a_stage_records_the_summary_of_a_collector_whose_teacher_failed():
+    """Found by benchmarks/ares_effect.py with a sparse teacher: `asdict` turned the summary's
+    `failed` Counter into one keyed by (reason, count) tuples, and the stage crashed recording it."""
+    from collections import Counter
+
+    from ares_data.teacher.collect import OnlineSummary
+    from ares_train.loop import _plain
+
+    summary = OnlineSummary("correct", selected=6, done=4, failed=Counter({"empty": 2}))
+    assert _plain(summary) == {**_plain(OnlineSummary("correct", selected=6, done=4)), "failed": {"empty": 2}}

@@ -10,6 +10,7 @@ import typer
 
 from ..enums import CallKind
 from ..judges import JudgeName
+from ..teacher_profiles import ProfileName
 from ..teacher.config import CollectedRationales, TeacherConfig
 from ._common import JsonOpt, RationaleLimitOpt, RoundOpt, err_console, print_summary, store
 from .teacher_options import teacher_options
@@ -91,35 +92,61 @@ class RateLimitStyle(str, Enum):
     anthropic = "anthropic"  # anthropic-ratelimit-*
 
 
+RateOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, show_default=False,
+                                                  help="A teacher-profile rate (see the command's help).")]
+
+
 def fake_teacher(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
     latency_ms: Annotated[float, typer.Option(help="Delay before each answer.")] = 0.0,
     rpm: Annotated[Optional[float], typer.Option(help="Requests per minute allowed; more get 429.")] = None,
     fault_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of requests that fail "
                                               "(500, timeout, malformed JSON, truncated body, wrong count).")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the fault draws.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the fault draws and of the --profile's errors.")] = 0,
     batch_delay_s: Annotated[float, typer.Option(help="Seconds until a Batch API batch ends.")] = 0.0,
     ratelimit_style: Annotated[RateLimitStyle, typer.Option(
         help="Spelling of the rate-limit headers sent with --rpm.")] = RateLimitStyle.openai,
     judge: Annotated[Optional[JudgeName], typer.Option(
         help="A rule teacher that checks each sentence (arith: the `python -m ares_data.checkable` tasks; "
-             "outcome: every sentence scores the answer's correctness) instead of hashing it.")] = None,
-    judge_noise: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of the judge's scores flipped "
-                                               "(s -> 1 - s), seeded by --seed: a worse teacher.")] = 0.0,
+             "outcome: every sentence scores the answer's correctness; gold: arith scores, every correction the gold "
+             "rationale) instead of hashing it.")] = None,
+    profile: Annotated[ProfileName, typer.Option(
+        help="How fallible the --judge is (ares_data/teacher_profiles.py): exact (no errors); llm (10% of scores "
+             "flipped, 25% of late false steps missed; corrections 10% missing, 10% invalid, 20% fixing only the "
+             "first error, 10% with a new slip, the rest valid, half in another valid order); sparse (llm, "
+             "corrections for a quarter of the questions). The rate options below set one rate over the "
+             "profile's. Errors are drawn per request, seeded by --seed.")] = ProfileName.exact,
+    score_flip: RateOpt = None, miss_late: RateOpt = None, correction_missing: RateOpt = None,
+    correction_invalid: RateOpt = None, fix_first_only: RateOpt = None, new_slip: RateOpt = None,
+    other_order: RateOpt = None, corrected_share: RateOpt = None,
     log: Annotated[Optional[Path], typer.Option(
         "--log", metavar="FILE", dir_okay=False,
         help="Append every chat request and its answer to FILE, one JSON line each (time, status, request, "
              "response).")] = None,
 ) -> None:
-    """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts)."""
+    """Serve a fake OpenAI-compatible teacher for tests and offline rehearsals (GET /stats for counts).
+
+    Rates (shares, 0-1) over --profile: --score-flip (scores s -> 1 - s), --miss-late (false steps in a
+    rationale's second half scored 1.0), --correction-missing (the rationale sent back unchanged),
+    --correction-invalid (an empty answer), --fix-first-only (only the first wrong sentence fixed),
+    --new-slip (a valid correction with one result off by one), --other-order (a valid correction in
+    another valid order), --corrected-share (share of questions that get corrections at all).
+    """
     from ..fake_teacher import serve
     from ..judges import make_judge
+    from ..teacher_profiles import make_profile
 
+    try:
+        rules = make_profile(profile, score_flip=score_flip, miss_late=miss_late,
+                             correction_missing=correction_missing, correction_invalid=correction_invalid,
+                             fix_first_only=fix_first_only, new_slip=new_slip, other_order=other_order,
+                             corrected_share=corrected_share)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     err_console.print(f"fake teacher on http://127.0.0.1:{port}/v1 (stats: /stats)"
                       + (f", requests logged to {log}" if log else "") + "; Ctrl-C stops it")
     serve(port, latency_ms=latency_ms, rpm=rpm, fault_rate=fault_rate, seed=seed, batch_delay_s=batch_delay_s,
-          ratelimit_style=ratelimit_style.value, judge=make_judge(judge, judge_noise, seed) if judge else None,
-          log=log)
+          ratelimit_style=ratelimit_style.value, judge=make_judge(judge, rules, seed) if judge else None, log=log)
 
 
 def register(app: typer.Typer) -> None:

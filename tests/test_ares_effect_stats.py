@@ -1,0 +1,60 @@
+"""The ares_effect benchmark's statistics: paired differences, the seeds x questions bootstrap, the verdict rule."""
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from ares_effect_stats import bootstrap, difference, paired, verdict
+
+
+def test_paired_differences_are_per_question_and_need_the_same_questions():
+    assert paired([[1, 0, 1]], [[0, 0, 1]]) == [[1, 0, 0]]
+    with pytest.raises(ValueError, match="same seeds and questions"):
+        paired([[1, 0]], [[1, 0, 1]])
+
+
+def test_the_bootstrap_carries_question_variance_and_seed_variance():
+    rng = random.Random(0)
+    coins = [[float(rng.random() < 0.5) for _ in range(500)]]
+    mean, low, high = bootstrap(coins)
+    assert low < mean < high and (high - low) / 2 == pytest.approx(1.96 * (0.25 / 500) ** 0.5, abs=0.01)
+    assert bootstrap([[0.3] * 50, [0.3] * 40]) == pytest.approx((0.3, 0.3, 0.3))
+    # two students that disagree entirely: a questions-only bootstrap would say 0.5 exactly
+    assert bootstrap([[0.0] * 100, [1.0] * 100]) == (0.5, 0.0, 1.0)
+    # paired: a constant gain on noisy questions is exact, the students' spread cancels
+    base = [[rng.random() for _ in range(100)] for _ in range(3)]
+    assert difference([[x + 0.1 for x in s] for s in base], base) == pytest.approx((0.1, 0.1, 0.1))
+
+
+def test_the_verdict_applies_the_rule_stated_in_advance():
+    above, level, below = (0.05, 0.01, 0.09), (0.0, -0.04, 0.04), (-0.02, -0.05, 0.01)
+    both = lambda a, c: {"llm": {"accuracy": a, "chain": c}, "sparse": {"accuracy": a, "chain": c}}  # noqa: E731
+    assert verdict(both(above, level), both(level, above)) == "supported"  # chain or accuracy suffices
+    assert verdict(both(above, above), both(level, level)) == "inconclusive"  # sentence rewards must beat outcome
+    assert verdict(both(below, below), both(above, above)) == "refuted"
+    assert verdict(both(level, below), both(above, above)) == "inconclusive"  # +0.04 not excluded
+    assert verdict({"llm": {"accuracy": above}}, {"llm": {"accuracy": above}}) == "incomplete"
+
+
+def test_the_rl_arms_differ_only_in_reward_placement_and_grpo_waits_for_its_field(capsys):
+    from ares_effect_arms import Arm, Plan, arms_of, available_advantages, candidates, rl_overrides
+
+    from ares_train.ppo_config import PPOConfig
+
+    plan = Plan(kinds=("base", "sft_only", "rl_outcome", "rl_sentence", "ares"), advantages=("gae", "grpo"))
+    assert [a.name for a in arms_of(plan)] == ["base", "sft_only", "rl_outcome/gae", "rl_outcome/grpo",
+                                               "rl_sentence/gae", "rl_sentence/grpo", "ares/gae", "ares/grpo"]
+    outcome, sentence = (rl_overrides(plan, Arm(kind, "gae"), 3e-4) for kind in ("rl_outcome", "rl_sentence"))
+    assert {k: v for k, v in outcome.items() if k != "reward_placement"} == {
+        k: v for k, v in sentence.items() if k != "reward_placement"}
+    assert (outcome["reward_placement"], sentence["reward_placement"]) == ("final", "sentence")
+    PPOConfig(**sentence)  # every override is a PPOConfig field
+    assert candidates(plan, Arm("ares", "gae"), sft_chosen=1e-3) == [{"rl": lr, "sft": 1e-3} for lr in plan.rl_lrs]
+    if "advantage" in PPOConfig.__dataclass_fields__:
+        assert available_advantages(("gae", "grpo")) == ("gae", "grpo") and sentence["advantage"] == "gae"
+    else:
+        assert available_advantages(("gae", "grpo")) == ("gae",) and "advantage" not in sentence
+        assert "only gae runs" in capsys.readouterr().out
