@@ -102,12 +102,18 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
 MODEL="${{ARES_VERL_MODEL:-{model}}}"
 {db}
+# ARES_ADVANTAGE=grpo: critic-free sentence GRPO (ares_sentence_grpo), the KL as a loss term.
+case "${{ARES_ADVANTAGE:-gae}}" in
+  gae) ADVANTAGE=(algorithm.adv_estimator=gae algorithm.use_kl_in_reward=true) ;;
+  grpo) ADVANTAGE=(algorithm.adv_estimator=ares_sentence_grpo algorithm.use_kl_in_reward=false
+                   actor_rollout_ref.actor.use_kl_loss=true actor_rollout_ref.actor.kl_loss_type=low_var_kl) ;;
+  *) echo "run_verl.sh: ARES_ADVANTAGE is gae or grpo, not $ARES_ADVANTAGE" >&2; exit 1 ;;
+esac
 exec "${{PYTHON:-{sys.executable}}}" -m ares_train.verl_main \\
   trainer.use_v1=true \\
   actor_rollout_ref.rollout.agent.default_agent_loop=ares_single_turn \\
   actor_rollout_ref.rollout.agent.agent_loop_config_path="$HERE/{AGENT_LOOPS}" \\
-  algorithm.adv_estimator=gae \\
-  algorithm.use_kl_in_reward=true \\
+  "${{ADVANTAGE[@]}}" \\
   data.train_files="$HERE/{VERL_FILES[0]}" \\
   data.val_files="$HERE/{VERL_FILES[1]}" \\
   data.train_batch_size=16 \\

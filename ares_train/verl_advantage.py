@@ -16,22 +16,19 @@ from typing import Any
 ESTIMATOR = "ares_sentence_grpo"
 
 
-def register_sentence_grpo() -> bool:
-    """Register `ares_sentence_grpo` with verl; False while `ares_train.ppo_math` has no
-    `sentence_grpo_advantages` (the RL-algorithms branch adds it)."""
+def register_sentence_grpo() -> None:
+    """Register `ares_sentence_grpo` with verl. verl's `algorithm.norm_adv_by_std_in_grpo=false`
+    (Dr. GRPO) maps to `scale_rewards="none"`. A sentence scored exactly neutral has reward 0 and
+    so is not counted as a step here (verl passes no step mask); the offline trainer counts it."""
     from verl.trainer.ppo import core_algos
 
-    from . import ppo_math
-
-    advantages_of = getattr(ppo_math, "sentence_grpo_advantages", None)
-    if advantages_of is None:
-        return False
+    from .ppo_math import sentence_grpo_advantages
 
     def ares_sentence_grpo(token_level_rewards: Any, response_mask: Any, index: Any = None, config: Any = None,
                            **_: Any) -> tuple[Any, Any]:
-        advantages = advantages_of(token_level_rewards, response_mask, index)
-        return advantages, advantages  # verl's critic-free estimators return the advantages as the returns
+        by_std = True if config is None else config.get("norm_adv_by_std_in_grpo", True)
+        return sentence_grpo_advantages(token_level_rewards, response_mask, index,
+                                        scale_rewards="group" if by_std else "none")
 
     core_algos.ADV_ESTIMATOR_REGISTRY.pop(ESTIMATOR, None)  # a re-import registers the same name again
     core_algos.register_adv_est(ESTIMATOR)(ares_sentence_grpo)
-    return True

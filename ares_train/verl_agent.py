@@ -32,7 +32,7 @@ from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentL
 
 from ares_data.errors import TrainingError
 
-from .verl_advantage import ESTIMATOR, register_sentence_grpo
+from .verl_advantage import ESTIMATOR
 from .verl_reward import GROUP_KEY, PLACED_KEY, VerlRewardSettings
 
 AGENT_LOOP = "ares_single_turn"
@@ -181,8 +181,8 @@ class AresSingleTurnAgentLoop(SingleTurnAgentLoop):
 def check_config(config: Any) -> None:
     """Refuse, in one line, a composed config on which the sentence rewards would not reach the advantage
     densely: the legacy trainer (it keeps only the reward loop's scalar, on the last token), another
-    agent loop, a reward model (verl's workers would score with it), or `ares_sentence_grpo` where
-    this version has no such function."""
+    agent loop, a reward model (verl's workers would score with it), or `ares_sentence_grpo` with the
+    KL penalty in the reward (every token would look like a sentence end)."""
     from omegaconf import OmegaConf
 
     agent = config.actor_rollout_ref.rollout.agent
@@ -199,9 +199,10 @@ def check_config(config: Any) -> None:
     if not any(loop.get("name") == AGENT_LOOP and loop.get("_target_") == AGENT_LOOP_TARGET for loop in loops):
         raise TrainingError(f"actor_rollout_ref.rollout.agent.agent_loop_config_path="
                             f"{agent.agent_loop_config_path}: no {AGENT_LOOP} entry for {AGENT_LOOP_TARGET}")
-    if config.algorithm.adv_estimator == ESTIMATOR and not register_sentence_grpo():
-        raise TrainingError(f"algorithm.adv_estimator={ESTIMATOR}: ares_train.ppo_math has no "
-                            "sentence_grpo_advantages in this version")
+    if config.algorithm.adv_estimator == ESTIMATOR and config.algorithm.use_kl_in_reward:
+        raise TrainingError(f"algorithm.adv_estimator={ESTIMATOR} with algorithm.use_kl_in_reward=true: the KL "
+                            "penalty would put a reward on every token; set algorithm.use_kl_in_reward=false "
+                            "actor_rollout_ref.actor.use_kl_loss=true (GRPO's KL term in the loss)")
     if config.reward.reward_model.enable:
         raise TrainingError("reward.reward_model.enable=true: verl's reward workers would score with that model "
                             "instead of the teacher (and sum the rewards on the last token)")

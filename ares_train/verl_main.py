@@ -29,7 +29,7 @@ def method_overrides(config: PPOConfig) -> list[str]:
     targets = _hydra_value(config.lora_target_modules)
     out = [
         f"algorithm.gamma={config.gamma}", f"algorithm.lam={config.lam}",
-        f"algorithm.kl_ctrl.kl_coef={config.kl_coef}",
+        f"algorithm.kl_ctrl.kl_coef={config.kl_coef}", f"actor_rollout_ref.actor.kl_loss_coef={config.kl_coef}",
         *(f"actor_rollout_ref.actor.{key}={config.clip_range}" for key in
           ("clip_ratio", "clip_ratio_low", "clip_ratio_high")),
         f"critic.cliprange_value={config.value_clip_range}",

@@ -215,29 +215,34 @@ def test_run_verl_stops_at_start_on_the_legacy_trainer(tmp_path, monkeypatch, ve
     assert "\n" not in str(stopped.value)
 
 
-def test_sentence_grpo_is_refused_until_ppo_math_has_it_then_verl_hands_it_the_uids(verl_cfg, monkeypatch):
-    """The wiring only: the advantage math is ares_train.ppo_math's (the RL-algorithms branch)."""
+def test_verl_computes_sentence_grpo_with_the_offline_trainers_function(verl_cfg):
+    """verl's own compute_advantage, with the registered estimator, gives exactly what the offline
+    trainer's ppo_math gives for the same dense rewards and uids; the KL-in-reward config is refused."""
     from ares_train import ppo_math
     from ares_train.verl_advantage import ESTIMATOR, register_sentence_grpo
 
     cfg = verl_cfg.copy()
     cfg.algorithm.adv_estimator = ESTIMATOR
-    if not hasattr(ppo_math, "sentence_grpo_advantages"):
-        with pytest.raises(TrainingError, match="no sentence_grpo_advantages"):
-            check_config(cfg)
-    seen = {}
-
-    def advantages(token_level_rewards, response_mask, index):
-        seen.update(rewards=token_level_rewards, mask=response_mask, index=list(index))
-        return token_level_rewards * 2
-
-    monkeypatch.setattr(ppo_math, "sentence_grpo_advantages", advantages, raising=False)
-    monkeypatch.setattr(core_algos, "ADV_ESTIMATOR_REGISTRY", dict(core_algos.ADV_ESTIMATOR_REGISTRY))
-    assert register_sentence_grpo()
+    cfg.algorithm.use_kl_in_reward = True
+    with pytest.raises(TrainingError, match="use_kl_in_reward=true"):
+        check_config(cfg)
+    cfg.algorithm.use_kl_in_reward = False
     check_config(cfg)
-    rewards, mask = torch.tensor([[0.0, 0.4, -0.4], [0.1, 0.0, 0.0]]), torch.tensor([[1, 1, 1], [1, 0, 0]])
+    register_sentence_grpo()
+    # two rollouts of question a (2 and 1 sentences), one of b; rewards at sentence ends
+    rewards = torch.tensor([[0.0, 0.4, 0.0, -0.4], [0.0, 0.0, 0.1, 0.0], [0.3, 0.0, -0.1, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0]])
+    uids = np.array(["a", "a", "b"], dtype=object)
     data = DataProto.from_dict(tensors={"token_level_rewards": rewards, "response_mask": mask},
-                               non_tensors={"uid": np.array(["a", "a"], dtype=object)})
-    out = compute_advantage(data, ESTIMATOR, config=OmegaConf.create({}))
-    assert seen["index"] == ["a", "a"] and torch.equal(seen["rewards"], rewards)
-    assert torch.equal(out.batch["advantages"], rewards * 2)
+                               non_tensors={"uid": uids})
+    out = compute_advantage(data, ESTIMATOR, config=OmegaConf.create({"norm_adv_by_std_in_grpo": True}))
+    expected, _ = ppo_math.sentence_grpo_advantages(rewards, mask, list(uids))
+    torch.testing.assert_close(out.batch["advantages"], expected)
+    assert len(set(out.batch["advantages"][0, :4].tolist())) > 1  # earlier tokens carry later steps' credit
+    unscaled = compute_advantage(DataProto.from_dict(tensors={"token_level_rewards": rewards, "response_mask": mask},
+                                                     non_tensors={"uid": uids}),
+                                 ESTIMATOR, config=OmegaConf.create({"norm_adv_by_std_in_grpo": False}))
+    torch.testing.assert_close(unscaled.batch["advantages"],
+                               ppo_math.sentence_grpo_advantages(rewards, mask, list(uids), scale_rewards="none")[0])
+
+

@@ -86,6 +86,17 @@ def test_export_writes_verls_dataset_and_a_script_verl_composes(cli, feedback, s
     assert need_critic(cfg) and need_reference_policy(cfg)  # GAE's critic; the KL-in-reward reference
     validate_config(cfg, use_reference_policy=True, use_critic=True)  # raises on an inconsistent config
 
+    # ARES_ADVANTAGE=grpo: critic-free sentence GRPO with the KL in the loss, at the offline coefficient
+    grpo = subprocess.run(["bash", str(out / "run_verl.sh"), "actor_rollout_ref.rollout.name=sglang", "--cfg", "job"],
+                          capture_output=True, text=True, env={**env, "ARES_ADVANTAGE": "grpo"}, timeout=300)
+    assert grpo.returncode == 0, grpo.stderr[-3000:]
+    cfg = OmegaConf.create(grpo.stdout)
+    check_config(cfg)
+    assert (cfg.algorithm.adv_estimator, cfg.algorithm.use_kl_in_reward) == ("ares_sentence_grpo", False)
+    assert cfg.actor_rollout_ref.actor.use_kl_loss and cfg.actor_rollout_ref.actor.kl_loss_coef == method.kl_coef
+    OmegaConf.resolve(cfg)
+    assert not need_critic(cfg)
+
 
 
 def test_a_store_url_with_a_password_is_not_written(tmp_path):
