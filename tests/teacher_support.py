@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
+
 from ares_data.store import Store
 from ares_data.tables import Question
+from ares_data.teacher import TeacherConfig
 
 TEXTS = [
     "The magnet pulls the nail. Magnets attract iron. So the nail is made of iron. The answer is (A).",
@@ -30,3 +33,18 @@ def add_rationales(store: Store, n: int, *, round: int = 1, source: str = "stude
                                                sample_index=i % 2)
             ids.append(rationale.id)
     return ids
+
+
+def fake_config(url: str, **options) -> TeacherConfig:
+    """A teacher config for the fake teacher at `url`: fast limits, short timeout."""
+    return TeacherConfig.from_options(base_url=url, **{"model": "fake", "rpm": 6000, "timeout": 5, **options})
+
+
+def fake_stats(url: str) -> dict:
+    """The fake teacher's counters (`GET /stats`)."""
+    return httpx.get(url.removesuffix("/v1") + "/stats").json()
+
+
+def sql_rows(store: Store, sql: str) -> list:
+    """The rows of a read-only query, as `ares sql` runs it."""
+    return store.query_readonly(sql)[1]

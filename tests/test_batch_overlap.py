@@ -13,7 +13,6 @@ import re
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import update
 from sqlmodel import select
@@ -23,7 +22,7 @@ from ares_data.errors import InvalidAnswer, TeacherError
 from ares_data.fake_teacher import serve_in_thread
 from ares_data.store import Store
 from ares_data.tables import Sentence, TeacherBatch, utcnow
-from ares_data.teacher import TeacherConfig, collect_scores
+from ares_data.teacher import collect_scores
 from ares_data.teacher.batch import BatchApi, BatchLimits, ingest, status
 from ares_data.teacher.calls import CallRunner, online
 from ares_data.teacher.claims import Claims
@@ -31,21 +30,12 @@ from ares_data.teacher.client import Attempt, Reply, TeacherClient
 from ares_data.teacher.collect import CollectRequest, collect
 from ares_data.teacher.tasks import jobs_of, score_task
 from teacher_support import add_rationales
+from teacher_support import fake_config as _config
+from teacher_support import fake_stats as _stats
+from teacher_support import sql_rows as _q
 
 SAME = "Magnets attract iron. The nail is iron. The answer is (A)."
 REFUSED = {"HUGE": "context_length_exceeded"}
-
-
-def _config(url: str, **options) -> TeacherConfig:
-    return TeacherConfig.from_options(base_url=url, **{"model": "fake", "rpm": 6000, "timeout": 5, **options})
-
-
-def _stats(url: str) -> dict:
-    return httpx.get(url.removesuffix("/v1") + "/stats").json()
-
-
-def _q(store, sql: str) -> list:
-    return store.query_readonly(sql)[1]
 
 
 def _scores(store, config, **options):

@@ -11,18 +11,14 @@ from ares_data.errors import TrainingError  # noqa: E402
 from ares_train import ppo_toy  # noqa: E402
 from ares_train.ppo_batches import batches  # noqa: E402
 from ares_train.ppo_config import PPOConfig  # noqa: E402
-from ares_train.ppo_trainer import VALUE_HEAD_FILE, SentenceRewardPPOTrainer  # noqa: E402
+from ares_train.ppo_trainer import VALUE_HEAD_FILE  # noqa: E402
 
-FAST = dict(learning_rate=5e-3, batch_size=16, mini_batch_size=8, lora_dropout=0.0, seed=0)
+from ppo_support import make_trainer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return ppo_toy.toy_tokenizer()
-
-
-def make_trainer(tokenizer, **overrides):
-    return SentenceRewardPPOTrainer(PPOConfig(**{**FAST, **overrides}), ppo_toy.toy_model(tokenizer), tokenizer)
 
 
 def _row(group, scores=(1.0,)):

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlmodel import select
 
@@ -27,20 +26,11 @@ from ares_data.teacher.prompts import SCORE, score_ask
 from ares_data.teacher.tasks import GroupCap
 from ares_data.teacher.validation import parse_scores
 from teacher_support import add_rationales
+from teacher_support import fake_config as _config
+from teacher_support import fake_stats as _stats
+from teacher_support import sql_rows as _q
 
 SAME = "Magnets attract iron. The nail is iron. The answer is (A)."
-
-
-def _config(url: str, **options) -> TeacherConfig:
-    return TeacherConfig.from_options(base_url=url, **{"model": "fake", "rpm": 6000, "timeout": 5, **options})
-
-
-def _stats(url: str) -> dict:
-    return httpx.get(url.removesuffix("/v1") + "/stats").json()
-
-
-def _q(store, sql: str) -> list:
-    return store.query_readonly(sql)[1]
 
 
 def _identical(store, n: int, text: str = SAME) -> list[int]:
