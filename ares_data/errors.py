@@ -24,9 +24,11 @@
 Errors of httpx, SQLAlchemy and datasets are translated at the boundary with
 `raise ... from exc`, so callers catch `AresError` only.
 
-Two exceptions are control flow, not errors, and stay beside the code that raises and catches
-them: `teacher.calls.Deferred` (a request goes into a batch instead of being answered now) and
-`ares_train.loop.Skipped` (a stage had nothing to do; the loop goes on). Neither reaches a user.
+Three exceptions are control flow, not errors, and stay beside the code that raises and catches
+them: `teacher.calls.Deferred` (a request goes into a batch instead of being answered now),
+`teacher.client.StillAnswering` (a reasoning model's read timeout, not retried: the provider may
+still be answering) and `ares_train.loop.Skipped` (a stage had nothing to do; the loop goes on).
+None reaches a user.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ def test_the_verdict_applies_the_rule_stated_in_advance():
     assert verdict({"llm": {"accuracy": above}}, {"llm": {"accuracy": above}}) == "incomplete"
 
 
-def test_the_rl_arms_differ_only_in_reward_placement_and_grpo_waits_for_its_field(capsys):
-    from ares_effect_arms import Arm, Plan, arms_of, available_advantages, candidates, rl_overrides
+def test_the_rl_arms_differ_only_in_reward_placement_and_take_gae_or_grpo():
+    from ares_effect_arms import Arm, Plan, arms_of, candidates, checked_advantages, rl_overrides
 
     from ares_train.ppo_config import PPOConfig
 
@@ -53,8 +53,8 @@ def test_the_rl_arms_differ_only_in_reward_placement_and_grpo_waits_for_its_fiel
     assert (outcome["reward_placement"], sentence["reward_placement"]) == ("final", "sentence")
     PPOConfig(**sentence)  # every override is a PPOConfig field
     assert candidates(plan, Arm("ares", "gae"), sft_chosen=1e-3) == [{"rl": lr, "sft": 1e-3} for lr in plan.rl_lrs]
-    if "advantage" in PPOConfig.__dataclass_fields__:
-        assert available_advantages(("gae", "grpo")) == ("gae", "grpo") and sentence["advantage"] == "gae"
-    else:
-        assert available_advantages(("gae", "grpo")) == ("gae",) and "advantage" not in sentence
-        assert "only gae runs" in capsys.readouterr().out
+    assert sentence["advantage"] == "gae"
+    assert rl_overrides(plan, Arm("rl_sentence", "grpo"), 3e-4)["advantage"] == "grpo"
+    assert checked_advantages(("gae", "grpo")) == ("gae", "grpo")
+    with pytest.raises(ValueError, match="rloo"):  # outcome rewards only: no sentence-reward arm can use it
+        checked_advantages(("gae", "rloo"))

@@ -16,14 +16,16 @@ what counts: OpenAI counts prompt + max_tokens, Anthropic's input-token limit th
 Collectors on one store share one state, the row of their account in `teacher_rate_bucket`
 (`StoreBucket`, migration 0013), updated off the event loop in one transaction per LEASE
 request slots (one per request when a token limit applies): N collectors started with the same
-`--rpm` hold it together. A client that stops, or is told to pause, gives the unused tail of
-its lease back when nobody has taken a slot after it. The schedule is in the store's
+`--rpm` hold it together. A client that stops, is told to pause, or learns a slower pace gives
+the unused tail of its lease back when nobody has taken a slot after it (then leases at the new
+pace). The schedule is in the store's
 clock (read in that transaction), so collectors on machines whose clocks differ share it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import hashlib
 import time
 from contextlib import asynccontextmanager
@@ -211,7 +213,8 @@ class RateLimiter:
         self._probe = asyncio.Lock()
         self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
         self._refund = 0
-        self._pace: dict[str, float] = {}
+        self._pace: dict[str, float] = {}  # paces learned since the last lease (applied by the next)
+        self._paced: dict[str, float] = {}  # the last pace learned of each limit
         self._leased: list[tuple[float, float]] = []  # slots held: (shared clock, time.monotonic()), earliest first
         self._before = 0.0  # the shared clock's last slot before the first one held (where the tail goes back)
         self._leasing = asyncio.Lock()
@@ -302,11 +305,18 @@ class RateLimiter:
         (with MARGIN unless the user gave a limit no higher); when nothing remains, wait until
         one request's (or the tokens') worth is back."""
         self._observed = True
+        slower = False
         for kind, seen in learned(headers).items():
             if seen.limit:
                 self._token_limit |= kind == "tokens"
                 given = self.rpm if kind == "requests" else self.tpm
                 self._pace[kind] = pace(seen, 1.0 if given and given <= seen.limit else MARGIN)
+                slower |= self._pace[kind] < self._paced.get(kind, math.inf) * 0.999
+                self._paced[kind] = self._pace[kind]
             if seen.remaining <= 0 and seen.reset_s:
                 one_request = 60.0 / seen.limit if seen.limit and kind == "requests" else seen.reset_s
                 await self.pause(min(seen.reset_s, one_request))
+        if slower:  # the slots held were spaced at a faster pace: lease again at this one
+            async with self._leasing:
+                if self._leased:
+                    await self._update(self._give_back)
