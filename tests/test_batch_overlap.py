@@ -363,6 +363,7 @@ def _invariant_queries() -> list[tuple[str, str]]:
     return [(q.strip().splitlines()[0], q.strip()) for q in block.group(1).split(";") if q.strip()]
 
 
+@pytest.mark.slow  # among the longest of `make test` (--durations); CI runs it in `make test-slow`
 @pytest.mark.both_backends
 def test_the_invariant_holds_over_the_mixes(store):
     """Overlapping submissions and an online run, two `batch status` on fresh batches, a refused

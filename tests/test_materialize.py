@@ -1,8 +1,10 @@
 """`ares model materialize`: a model becomes a plain Hugging Face directory with the same weights."""
 
+import pytest
 import torch
 
 
+@pytest.mark.slow  # among the longest of `make test` (--durations); CI runs it in `make test-slow`
 def test_materialized_model_gives_the_same_logits(cli, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -35,6 +35,7 @@ def _claims_of(store: Store, pid: int) -> list[int]:
                                                {"w": f"%:{pid}:%"})[1]]
 
 
+@pytest.mark.slow  # among the longest of `make test` (--durations); CI runs it in `make test-slow`
 @pytest.mark.both_backends
 def test_two_collectors_share_the_work_and_the_survivor_takes_over(store, db_url):
     add_rationales(store, N)

@@ -147,6 +147,7 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir):
         assert results[1][key] == pytest.approx(results[0][key], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow  # among the longest of `make test` (--durations); CI runs it in `make test-slow`
 def test_agreement_checks_fail_when_the_trainer_scores_another_distribution(peaked_model_dir):
     """On a student that samples likely tokens, each injected defect (scoring at another
     temperature, each token from the hidden state one position off, or another token id) breaks

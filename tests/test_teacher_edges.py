@@ -88,6 +88,7 @@ def test_a_key_echoed_in_an_error_body_never_reaches_the_store_in_any_part(store
     assert not [e for e in errors if any(piece in e for piece in pieces)]
 
 
+@pytest.mark.slow  # among the longest of `make test` (--durations); CI runs it in `make test-slow`
 @pytest.mark.both_backends
 @pytest.mark.parametrize("retry_after", ["inf", "86400"])
 def test_an_endless_retry_after_pauses_the_account_at_most_the_cap(store, retry_after):

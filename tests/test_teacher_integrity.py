@@ -260,6 +260,7 @@ def test_batch_commands_without_model_cover_every_batch(store, cli):
 ARES = [sys.executable, "-c", "from ares_data.cli import main; main()"]
 
 
+@pytest.mark.slow  # among the longest of `make test` (--durations); CI runs it in `make test-slow`
 @pytest.mark.both_backends
 def test_two_collectors_never_send_the_same_request(store, db_url):
     """Item 7: two processes claim different identical rationales; the request is sent once."""
