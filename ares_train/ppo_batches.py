@@ -75,13 +75,8 @@ def group_of(row: Row) -> Hashable:
     return row["prompt"] if group is None else group
 
 
-def _named(group: Hashable) -> str:
-    text = str(group)
-    return f"question {text}" if len(text) <= 40 else f"the question whose prompt starts {text[:30]!r}"
-
-
 def check_groups(groups: Sequence[Hashable], advantage: str) -> int:
-    """k, the rollouts per question, after checking every group has k >= 2 of them."""
+    """k, the most rollouts of one question, after checking some question has k >= 2 of them."""
     sizes: dict[Hashable, int] = {}
     for g in groups:
         sizes[g] = sizes.get(g, 0) + 1
@@ -89,10 +84,6 @@ def check_groups(groups: Sequence[Hashable], advantage: str) -> int:
     if k < 2:
         raise TrainingError(f"advantage={advantage} compares a question's rollouts with each other: "
                             "every question has one (sample k >= 2 per question, or use advantage=gae)")
-    short = next((g for g, n in sizes.items() if n < k), None)
-    if short is not None:
-        raise TrainingError(f"advantage={advantage}: {_named(short)} has {sizes[short]} usable rollouts, the others "
-                            f"{k} (unscored or scores not matching sentences); score them all or drop the question")
     return k
 
 
@@ -124,6 +115,10 @@ def _group_batches(rows: list[Row], dropped: int, batch_size: int, advantage: st
         yield [], dropped
         return
     k = check_groups([group_of(r) for r in rows], advantage)
+    # a question left with one usable rollout (the others unscored) has nothing to be compared with:
+    # dropped and counted; one left with fewer than k is compared within what it has
+    alone = [g for g, members in groups.items() if len(members) < 2]
+    dropped += sum(len(groups.pop(g)) for g in alone)
     if k > batch_size:
         raise TrainingError(f"advantage={advantage} trains a question's {k} rollouts in one batch: "
                             f"batch_size {batch_size} is too small")

@@ -78,12 +78,15 @@ def test_batches_keep_a_questions_rollouts_together():
     assert [len(b) for b, _ in gae] == [7, 2]  # gae takes rows in order
 
 
-def test_groups_that_cannot_be_compared_are_refused_in_one_line():
+def test_groups_that_cannot_be_compared_are_refused_or_dropped():
     with pytest.raises(TrainingError, match="every question has one"):
         list(batches([_row("a"), _row("b")], 8, "grpo"))
-    with pytest.raises(TrainingError, match="question b has 1 usable rollouts, the others 2"):
-        mismatched = {**_row("b"), "scores": [1.0, 0.0]}  # dropped: two scores, one sentence
-        list(batches([_row("a"), _row("a"), _row("b"), mismatched], 8, "rloo"))
+    mismatched = {**_row("b"), "scores": [1.0, 0.0]}  # unusable: two scores, one sentence
+    # b is left with one usable rollout: nothing to compare it with, so it is dropped (and counted);
+    # c, with two of k = 3, is compared within those two
+    rows = [_row("a"), _row("a"), _row("a"), _row("b"), mismatched, _row("c"), _row("c")]
+    [(kept, dropped)] = list(batches(rows, 8, "rloo"))
+    assert [r["group"] for r in kept] == ["a", "a", "a", "c", "c"] and dropped == 2
     with pytest.raises(TrainingError, match="batch_size 2 is too small"):
         list(batches([_row("a")] * 3, 2, "grpo"))
 
