@@ -8,8 +8,11 @@ import asyncio
 import math
 import re
 import secrets
+import sqlite3
+import threading
 import time
 from dataclasses import replace
+from datetime import datetime
 
 import httpx
 import pytest
@@ -209,9 +212,11 @@ def test_anthropic_input_tokens_reserve_the_prompt_and_refund_without_cache_read
 
 
 @pytest.mark.both_backends
-def test_slots_are_leased_a_few_at_a_time_and_the_unused_tail_goes_back(store):
-    """A client takes LEASE request slots in one transaction of the shared row; when it is done
-    it gives back the slots it did not use, so the next collector's slot follows its last one."""
+def test_a_lease_takes_the_slots_of_the_calls_waiting_and_leaves_no_hole(store):
+    """Calls waiting at once share a transaction of the shared row (a first call alone leases one
+    slot, the LEASE queued behind it one lease); a call alone takes one slot, so another
+    collector's next slot follows it. Leasing LEASE slots for one call left slots nobody used
+    between collectors' slots: three collectors reached 0.97 of --rpm instead of 0.99."""
     writes = []
 
     def count(conn, cursor, statement, *args):
@@ -223,20 +228,90 @@ def test_slots_are_leased_a_few_at_a_time_and_the_unused_tail_goes_back(store):
     def last_slot():
         return store.query_readonly("SELECT last_request_at FROM teacher_rate_bucket")[1][0][0]
 
-    async def go():
-        first = RateLimiter(rpm=6000, bucket=StoreBucket(store, "account"))
-        for _ in range(LEASE + 1):
-            async with first.slot():
-                pass
-        leases, held = len(writes), last_slot()
-        await first.release()
-        return leases, held, last_slot(), first._before
+    async def call(limiter):
+        async with limiter.slot():
+            pass
 
-    leases, held, given_back, last_used = asyncio.run(go())
+    async def go():
+        first, second = (RateLimiter(rpm=600, bucket=StoreBucket(store, "account")) for _ in range(2))
+        await asyncio.gather(*(call(first) for _ in range(LEASE + 1)))
+        leases, used = len(writes), last_slot()
+        await call(first)
+        alone = last_slot()
+        await call(second)
+        return leases, used, alone, last_slot()
+
+    leases, used, alone, after = asyncio.run(go())
     event.remove(store.engine, "before_cursor_execute", count)
-    assert leases == 2 and len(writes) == 3  # 5 slots in 2 leases, then the tail given back
-    assert held - last_used == pytest.approx((2 * LEASE - LEASE - 1) * 0.01)  # 3 slots held, not used
-    assert given_back == last_used  # the next collector's slot follows the last one used
+    assert leases == 2  # 1 slot, then LEASE for the calls queued behind it
+    assert alone - used == pytest.approx(0.1) and after - alone == pytest.approx(0.1)  # no slot left unused
+
+
+def test_a_pause_voids_the_slots_taken_before_it():
+    """A call that took its slot before a Retry-After pause began waits for a slot after the
+    pause instead of going while the provider asked to wait."""
+
+    async def go():
+        limiter, sent, started = RateLimiter(rpm=600), [], time.monotonic()
+
+        async def call():
+            async with limiter.slot():
+                sent.append(time.monotonic() - started)
+
+        async def pause():
+            await asyncio.sleep(0.05)
+            await limiter.pause(0.5)
+
+        await asyncio.gather(*(call() for _ in range(4)), pause())
+        return sorted(sent)
+
+    sent = asyncio.run(go())
+    assert sent[0] < 0.05 and min(sent[1:]) >= 0.5  # slots at 0.1-0.3 s were taken before the pause
+
+
+def test_an_attempt_is_stamped_when_it_is_sent_not_when_it_began_to_wait(store):
+    """`teacher_attempt.started_at` is when the request left: three calls paced 0.5 s apart
+    (120 RPM) show the pacing, not the moment they queued together."""
+    add_rationales(store, 3)
+    with serve_in_thread() as url:
+        asyncio.run(collect(store, replace(teacher(url, rpm=120), concurrency=3), CollectRequest("score", round=1)))
+    stamps = [datetime.fromisoformat(str(v)).timestamp() for (v,) in store.query_readonly(
+        "SELECT started_at FROM teacher_attempt ORDER BY started_at")[1]]
+    assert len(stamps) == 3 and min(b - a for a, b in zip(stamps, stamps[1:])) >= 0.45
+
+
+def test_a_store_waiting_for_its_write_lock_does_not_stall_the_event_loop(store, db_path):
+    """Claims, stored answers and records go through worker threads: while another process holds
+    SQLite's write lock for a second, the answers that arrive wait for it off the event loop,
+    which goes on (sending the other calls at their times); on the loop, it stalled ~0.6 s."""
+    add_rationales(store, 4)
+
+    def hold_the_write_lock() -> None:
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        time.sleep(1.0)
+        holder.rollback()
+        holder.close()
+
+    async def go(url):
+        ticks = [time.monotonic()]
+
+        async def run():
+            task = asyncio.create_task(collect(store, replace(teacher(url), concurrency=4),
+                                               CollectRequest("score", round=1)))
+            await asyncio.sleep(0.2)  # the four calls are in flight (answered at 0.5 s): lock the store
+            threading.Thread(target=hold_the_write_lock).start()
+            while not task.done():
+                await asyncio.sleep(0.02)
+                ticks.append(time.monotonic())
+            return task.result()
+
+        summary = await run()
+        return summary, max(b - a for a, b in zip(ticks, ticks[1:]))
+
+    with serve_in_thread(latency_ms=500) as url:
+        summary, stall = asyncio.run(go(url))
+    assert summary.done == 4 and stall < 0.3
 
 
 def test_a_429_gives_its_tokens_back(store):

@@ -11,7 +11,9 @@ was sent but never read back), so retried spend shows in `v_teacher_spend`; a du
 the race to store its answer adds its attempts to the stored call instead of dropping them.
 With claims, a request without a stored answer is claimed and the store is looked at again
 under the claim, which is released in the transaction that records the answer: a collector that
-wins the claim next sees that answer.
+wins the claim next sees that answer. The store is read and written in worker threads
+(`asyncio.to_thread`): a transaction waiting for SQLite's write lock or a PostgreSQL round trip
+never holds up the event loop, which sends the other calls at their scheduled times meanwhile.
 
 Where answers come from is injected: the runner calls an `Answerer` with each request it must
 send. Online that is the HTTP client (`online(client)`); the Batch API answers from a batch's
@@ -216,14 +218,14 @@ class CallRunner:
         while another live collector is asking it). Without a stored answer the request is claimed
         and the store looked at again under the claim: an answer recorded by the collector that
         held it before (in the transaction that let it go) is seen, never asked again."""
-        row = self._stored(key, group)
+        row = await asyncio.to_thread(self._stored, key, group)
         if row is not None or self.claims is None:
             return row
-        while not self.claims.take_request(key):
+        while not await asyncio.to_thread(self.claims.take_request, key):
             await asyncio.sleep(self.claims.lease.total_seconds() / 10)
-        row = self._stored(key, group)
+        row = await asyncio.to_thread(self._stored, key, group)
         if row is not None:
-            self.claims.release_request(key)
+            await asyncio.to_thread(self.claims.release_request, key)
         return row
 
     def _stored(self, key: str, group: bool) -> TeacherCall | None:
@@ -242,30 +244,30 @@ class CallRunner:
         if row is not None:
             self.tally.reused += 1
             if row.status == CallStatus.failed and row.response is None:  # refused by the provider: not again
-                self._link(task, row, None)
+                await asyncio.to_thread(self._link, task, row, None)
                 reason = (row.error or "rejected").split(":")[0]
                 return Outcome(CallStatus.failed, call_id=row.id, reason=reason), row, ""
             text, finish, refusal = row.response or "", row.finish_reason, None
         else:
-            if self.in_batch is not None and self.in_batch(key):
+            if self.in_batch is not None and await asyncio.to_thread(self.in_batch, key):
                 if self.claims is not None:
-                    self.claims.release_request(key)
+                    await asyncio.to_thread(self.claims.release_request, key)
                 raise Deferred(key)
             try:
                 reply = await self._send(task, body, key)
             except CallFailed as exc:
                 if exc.rejected:  # this request only: its rationales fail, the run goes on
-                    row = self._record(task, key, stored, CallStatus.failed, None, repair_of, started,
-                                       error=f"rejected: {exc}", attempts=exc.attempts, log=exc.log)
+                    row = await self._record(task, key, stored, CallStatus.failed, None, repair_of, started,
+                                             error=f"rejected: {exc}", attempts=exc.attempts, log=exc.log)
                     return Outcome(CallStatus.failed, call_id=row.id, reason="rejected"), row, ""
-                self._record(task, key, stored, CallStatus.error, None, repair_of, started, error=str(exc),
-                             attempts=exc.attempts, log=exc.log)
+                await self._record(task, key, stored, CallStatus.error, None, repair_of, started, error=str(exc),
+                                   attempts=exc.attempts, log=exc.log)
                 if exc.permanent:
                     raise TeacherError(str(exc)) from None
                 return Outcome(CallStatus.error, reason="error"), None, ""
             finally:
                 if self.claims is not None and reply is None:
-                    self.claims.release_request(key)
+                    await asyncio.to_thread(self.claims.release_request, key)
             text, finish, refusal = reply.text, reply.finish_reason, reply.refusal
         try:
             result = verdict(task, text, finish, refusal)
@@ -273,20 +275,20 @@ class CallRunner:
             partial = exc.valid if isinstance(exc, PartlyInvalid) else None
             if row is None:
                 status = CallStatus.failed if final else CallStatus.invalid
-                row = self._record(task, key, stored, status, reply, repair_of, started,
-                                   error=f"{exc.code}: {exc}", result=partial)
+                row = await self._record(task, key, stored, status, reply, repair_of, started,
+                                         error=f"{exc.code}: {exc}", result=partial)
             elif partial:
-                self._link(task, row, partial)
+                await asyncio.to_thread(self._link, task, row, partial)
             if partial and task.settle is not None:
                 task.settle(partial)
             if final or row.status == CallStatus.failed:
                 return Outcome(CallStatus.failed, call_id=row.id, reason=exc.code), row, text
             return None, row, text
         if reply is not None:
-            row = self._record(task, key, stored, CallStatus.ok, reply, repair_of, started, result=result)
+            row = await self._record(task, key, stored, CallStatus.ok, reply, repair_of, started, result=result)
         elif row.status != CallStatus.ok:
-            row = self._passes_now(row)
-        self._link(task, row, result)
+            row = await asyncio.to_thread(self._passes_now, row)
+        await asyncio.to_thread(self._link, task, row, result)
         return Outcome(CallStatus.ok, result=result, call_id=row.id), row, text
 
     def _link(self, task: Task, row: TeacherCall, result: Any) -> None:
@@ -313,8 +315,7 @@ class CallRunner:
     def keep_duplicate(self, key: str, reply: Reply, stored: dict) -> None:
         """A paid answer to a request answered before (a batch line also asked online): its
         attempts join the stored call, so SQL sees what it cost; the stored answer stays."""
-        self.tally.cost_usd += self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0,
-                                              reply.cached_tokens_in or 0, reply.cache_write_tokens_in or 0)
+        self.tally.cost_usd += self.reply_cost(reply, stored)
         with self.store.session() as session:
             row = session.exec(select(TeacherCall).where(TeacherCall.request_hash == key)).one()
             session.add_all(self._attempt_rows(row.id, reply.log, stored))
@@ -348,9 +349,21 @@ class CallRunner:
             rows.append(TeacherAttempt(teacher_call_id=call_id, attempt=attempt.number, **values))
         return rows
 
-    def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
-                repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,
-                result: Any = None, log: list[Attempt] | None = None) -> TeacherCall:
+    def reply_cost(self, reply: Reply, stored: dict) -> float:
+        """What an answer cost, from the usage it reports (its prompt's length when it reports none)."""
+        return self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0,
+                              reply.cached_tokens_in or 0, reply.cache_write_tokens_in or 0)
+
+    async def _record(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
+                      repair_of: int | None, started, **values: Any) -> TeacherCall:
+        """`_write` in a worker thread; the answer's cost joins the tally here, on the event loop."""
+        if reply is not None:
+            self.tally.cost_usd += self.reply_cost(reply, stored)
+        return await asyncio.to_thread(self._write, task, key, stored, status, reply, repair_of, started, **values)
+
+    def _write(self, task: Task, key: str, stored: dict, status: str, reply: Reply | None,
+               repair_of: int | None, started, *, error: str | None = None, attempts: int | None = None,
+               result: Any = None, log: list[Attempt] | None = None) -> TeacherCall:
         """Insert the call (or update the `error` row of the same request, or the `failed` one
         under --retry-failed), its HTTP attempts and what it produced. A stored answer of the
         same request written meanwhile by another collector is kept as it is and returned."""
@@ -362,9 +375,7 @@ class CallRunner:
             started_at=started, finished_at=utcnow(), attempts=attempts or 0, response=None, finish_reason=None,
         )
         if reply is not None:
-            price = self.call_cost(reply.tokens_in or estimate_tokens(stored), reply.tokens_out or 0,
-                                   reply.cached_tokens_in or 0, reply.cache_write_tokens_in or 0)
-            self.tally.cost_usd += price
+            price = self.reply_cost(reply, stored)
             fields.update(response=reply.text, attempts=reply.attempts, tokens_in=reply.tokens_in,
                           tokens_out=reply.tokens_out, cached_tokens_in=reply.cached_tokens_in,
                           cache_write_tokens_in=reply.cache_write_tokens_in,

@@ -129,9 +129,11 @@ class Claims:
         session.execute(delete(RequestClaim).where(RequestClaim.request_hash == request_hash,
                                                    RequestClaim.worker == self.worker))
 
-    def release(self, rationale_id: int) -> None:
+    def release(self, *rationale_ids: int) -> None:
+        """Give up the leases of `rationale_ids` (one transaction)."""
         with self.store.session() as session:
-            session.execute(delete(WorkClaim).where(*self._key(rationale_id), WorkClaim.worker == self.worker))
+            for rationale_id in rationale_ids:
+                session.execute(delete(WorkClaim).where(*self._key(rationale_id), WorkClaim.worker == self.worker))
 
     def renew(self) -> int:
         """Push back the expiry of every lease this run holds (rationales and requests); returns how many."""

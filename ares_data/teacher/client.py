@@ -329,7 +329,7 @@ class TeacherClient:
         entry = Attempt(len(log) + 1, AttemptOutcome.ok, utcnow())
         log.append(entry)
         async with self.limiter.slot(reserved):
-            started = time.perf_counter()
+            entry.started_at, started = utcnow(), time.perf_counter()  # sent now, not when it began to wait
             try:
                 response = await self._http.post(self._path, json=body)
                 await response.aread()

@@ -327,7 +327,7 @@ async def _run_all(runner: CallRunner, claims: Claims, work: list[list[Job]], bu
         for unit in pending:
             if fatal or summary.stopped:
                 return
-            taken, held = claim_unit(claims, unit)
+            taken, held = await asyncio.to_thread(claim_unit, claims, unit)
             if len(unit) > len(taken) + len(held):
                 summary.elsewhere += len(unit) - len(taken) - len(held)
                 report(len(unit) - len(taken) - len(held))
@@ -342,8 +342,7 @@ async def _run_all(runner: CallRunner, claims: Claims, work: list[list[Job]], bu
             except Exception as exc:  # noqa: BLE001 - stops every worker, re-raised below
                 fatal.append(exc)
             finally:
-                for job in taken:
-                    claims.release(job.rationale.id)
+                await asyncio.to_thread(claims.release, *(job.rationale.id for job in taken))
 
     while True:
         await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(work))))))

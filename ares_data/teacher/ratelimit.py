@@ -14,20 +14,21 @@ never a burst, missed slots not made up); tokens come from a bucket of one minut
 reserved before sending and corrected from the usage the answer reports (the client decides
 what counts: OpenAI counts prompt + max_tokens, Anthropic's input-token limit the prompt only).
 Collectors on one store share one state, the row of their account in `teacher_rate_bucket`
-(`StoreBucket`, migration 0013), updated off the event loop in one transaction per LEASE
-request slots (one per request when a token limit applies): N collectors started with the same
-`--rpm` hold it together. A client that stops, is told to pause, or learns a slower pace gives
-the unused tail of its lease back when nobody has taken a slot after it (then leases at the new
-pace). The schedule is in the store's
-clock (read in that transaction), so collectors on machines whose clocks differ share it too.
+(`StoreBucket`, migration 0013), updated in the limiter's own thread in one transaction per
+lease of request slots (one per call waiting, at most LEASE; one per request when a token
+limit applies): N collectors started with the same `--rpm` hold it together. A client that
+stops or is told to pause gives the unused tail of its lease back when nobody has taken a slot
+after it; a call whose slot a pause overtook takes a new one after the pause. The
+schedule is in the store's clock (read in that transaction), so collectors on machines whose
+clocks differ share it too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -214,24 +215,31 @@ class RateLimiter:
         self._observed = rpm is not None  # with no --rpm, one request alone until an answer shows the limits
         self._refund = 0
         self._pace: dict[str, float] = {}  # paces learned since the last lease (applied by the next)
-        self._paced: dict[str, float] = {}  # the last pace learned of each limit
+        self._pauses = 0  # pauses begun: a slot taken before one is void
+        self._waiting = 0  # calls waiting for a slot: a lease takes no more slots than they need
         self._leased: list[tuple[float, float]] = []  # slots held: (shared clock, time.monotonic()), earliest first
         self._before = 0.0  # the shared clock's last slot before the first one held (where the tail goes back)
         self._leasing = asyncio.Lock()
         self._token_limit = tpm is not None
+        self._thread: ThreadPoolExecutor | None = None
 
     async def _update(self, change: Callable[[BucketState, float], T]) -> T:
-        """Apply `change` to the shared state: the store's transaction runs in a worker thread, so
-        the event loop goes on sending and reading answers meanwhile."""
+        """Apply `change` to the shared state. The store's transaction runs in the limiter's own
+        thread: the event loop goes on sending and reading answers meanwhile, and a lease never
+        queues behind the run's other store I/O in the default pool (a late lease loses slots)."""
         if isinstance(self.bucket, LocalBucket):
             return self.bucket.update(change)
-        return await asyncio.to_thread(self.bucket.update, change)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="ares-rate-bucket")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.bucket.update, change)
 
     async def _lease(self, tokens: int) -> None:
-        """Take the next LEASE request slots (one, with `tokens`, under a token limit or before the
-        limits are known) in one transaction. Each lease reads the state it changes, so callers
-        hold consecutive slots: the schedule does not drift by how late each one wakes."""
-        count = 1 if (self._token_limit and tokens) or not self._observed else LEASE
+        """Take the next request slots in one transaction: one per call waiting for a slot, at most
+        LEASE (one, with `tokens`, under a token limit or before the limits are known). Each lease
+        reads the state it changes, so callers hold consecutive slots: the schedule does not drift
+        by how late each one wakes. A slot nobody waits for is never taken: it would leave a hole
+        in the shared schedule once another collector leases after it."""
+        count = 1 if (self._token_limit and tokens) or not self._observed else min(LEASE, self._waiting)
         refunded, self._refund = self._refund, 0
         pace, self._pace = self._pace, {}
 
@@ -250,14 +258,25 @@ class RateLimiter:
         self._leased = [(at, started + delay) for at, delay in slots]
 
     async def _wait_turn(self, tokens: int) -> None:
-        """Take the next slot held (leasing more when none is left), then wait for it."""
-        async with self._leasing:
-            if not self._leased:
-                await self._lease(tokens)
-            self._before, due = self._leased.pop(0)
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        """Take the next slot held (leasing more when none is left), then wait for it. A pause that
+        begins meanwhile voids the slot (and gives its tokens back): the call takes one after the
+        pause instead of going while the provider asked to wait."""
+        while True:
+            pauses = self._pauses
+            self._waiting += 1
+            try:
+                async with self._leasing:
+                    if not self._leased:
+                        await self._lease(tokens)
+                    self._before, due = self._leased.pop(0)
+            finally:
+                self._waiting -= 1
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if pauses == self._pauses:
+                return
+            self._refund += tokens
 
     def _give_back(self, state: BucketState, now: float) -> None:
         """Return the slots held and not used when no other client took one after them."""
@@ -270,6 +289,9 @@ class RateLimiter:
         async with self._leasing:
             if self._leased:
                 await self._update(self._give_back)
+            if self._thread is not None:
+                self._thread.shutdown(wait=False)
+                self._thread = None
 
     @asynccontextmanager
     async def slot(self, tokens: int = 0) -> AsyncIterator[None]:
@@ -292,6 +314,7 @@ class RateLimiter:
         """Every collector of the account waits `seconds` (Retry-After, nothing remaining), at most
         `max_pause`: the pause is shared and stored, so an endless one would stall every collector."""
         seconds = min(seconds, self.max_pause)
+        self._pauses += 1
 
         def change(state: BucketState, now: float) -> None:
             self._give_back(state, now)  # the slots held would not wait for the pause
@@ -301,22 +324,15 @@ class RateLimiter:
             await self._update(change)
 
     async def observe(self, headers: Mapping[str, str]) -> None:
-        """Pace to the provider's own view of the account: its limits, slowed as the budget falls
-        (with MARGIN unless the user gave a limit no higher); when nothing remains, wait until
-        one request's (or the tokens') worth is back."""
+        """Pace to the provider's own view of the account from the next lease on: its limits, slowed
+        as the budget falls (with MARGIN unless the user gave a limit no higher); when nothing
+        remains, wait until one request's (or the tokens') worth is back."""
         self._observed = True
-        slower = False
         for kind, seen in learned(headers).items():
             if seen.limit:
                 self._token_limit |= kind == "tokens"
                 given = self.rpm if kind == "requests" else self.tpm
                 self._pace[kind] = pace(seen, 1.0 if given and given <= seen.limit else MARGIN)
-                slower |= self._pace[kind] < self._paced.get(kind, math.inf) * 0.999
-                self._paced[kind] = self._pace[kind]
             if seen.remaining <= 0 and seen.reset_s:
                 one_request = 60.0 / seen.limit if seen.limit and kind == "requests" else seen.reset_s
                 await self.pause(min(seen.reset_s, one_request))
-        if slower:  # the slots held were spaced at a faster pace: lease again at this one
-            async with self._leasing:
-                if self._leased:
-                    await self._update(self._give_back)
