@@ -32,6 +32,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from .formatting import answer_sentence
 from .splitter import split_sentences
@@ -207,11 +208,16 @@ def draw_question(rng: random.Random, n_ops: int) -> tuple[int, list[tuple[int, 
             return start, ops, rng.choice(free)
 
 
-def make_family(counts: dict[str, tuple[int, int, int]], seed: int = 0) -> list[dict]:
+def question_key(record: dict) -> tuple:
+    """What makes two records of the family the same question (the distractor aside)."""
+    return record["metadata"]["start"], tuple(tuple(op) for op in record["metadata"]["ops"])
+
+
+def make_family(counts: dict[str, tuple[int, int, int]], seed: int = 0, exclude: Iterable[dict] = ()) -> list[dict]:
     """`v2` records: per split, `count` distinct questions of `min_ops`-`max_ops` operations
-    (`counts[split] = (count, min_ops, max_ops)`); no question in two splits. Seeded: one seed,
-    one set of records."""
-    rng, seen, records = random.Random(seed), set(), []
+    (`counts[split] = (count, min_ops, max_ops)`); no question in two splits, none of `exclude`'s.
+    Seeded: one seed, one set of records."""
+    rng, seen, records = random.Random(seed), {question_key(r) for r in exclude}, []
     for split, (count, min_ops, max_ops) in counts.items():
         index = 0
         while index < count:

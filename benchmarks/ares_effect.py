@@ -5,9 +5,11 @@ and test, a distractor sentence in each question, the ten digits as options), im
 `import_jsonl`. Teacher: the fake teacher on 127.0.0.1 with the `arith` rule judge made fallible
 by a profile (`ares_data/teacher_profiles.py`: `exact`, `llm`, `sparse`), errors drawn per request
 and seeded per seed, the same server for every arm of a seed. Student: `small` (a random 4-layer
-Llama with a task tokenizer) or `smollm2`, prepared per seed by gold SFT on 2-4-operation
-questions (plus a share of 5-6-operation ones) until its dev accuracy plateaus, and kept where it
-writes 20-35 % of round-length chains right (`ares_effect_arms.prepare`, cached).
+Llama with a task tokenizer) or `smollm2`, prepared once by gold SFT on 2-4-operation questions
+(plus a share of 5-6-operation ones) until its dev accuracy plateaus, and kept where it writes
+20-35 % of round-length chains right (`ares_effect_arms.prepare`, cached); every seed starts from
+it (preparing one per seed costs ~20 min each on 2 cores) with its own round, dev and test
+questions, teacher errors and samples.
 
 Arms, each on its own store, the same student, questions and teacher, the same number of
 student samples per round question (`--samples`; ares samples half before its PPO, half after):
@@ -57,8 +59,7 @@ from ares_effect_arms import (KINDS, Plan, arms_of, checked_advantages, console,
                               seed_questions, tune, write_tasks)
 from ares_effect_stats import bootstrap, difference, verdict
 
-QUICK = dict(seeds=1, profiles=("llm",), rounds=2, round_questions=32, samples=4, rl_lrs=(3e-4,), sft_lrs=(1e-3,),
-             prep_max_steps=1500)
+QUICK = dict(seeds=1, profiles=("llm",), rounds=2, round_questions=32, samples=4, rl_lrs=(3e-4,), sft_lrs=(1e-3,))
 # SmolLM2 is pretrained: a gentler preparation and LoRA learning rates of the usual size.
 STUDENTS: dict[str, dict[str, Any]] = {
     "small": {},
@@ -82,15 +83,12 @@ def teachers_for(stack: ExitStack, profile: str, rates: dict[str, float], seeds:
 
 
 def run(plan: Plan, work: Path, rates: dict[str, float]) -> tuple[dict[str, dict], list[dict]]:
-    """Every profile's arms on every seed: per profile, per arm, `tune`'s result; the students."""
+    """Every profile's arms on every seed: per profile, per arm, `tune`'s result; the student."""
     questions = {seed: seed_questions(plan, seed) for seed in range(plan.seeds)}
-    students = {}
-    for seed in range(plan.seeds):
-        students[seed] = prepare(plan, questions[seed], seed, work / "students" / prep_key(plan) / f"seed-{seed}")
-        info = students[seed]
-        console.print(f"seed {seed}: student after {info['step']} gold SFT steps ({info['seconds']:.0f} s): dev "
-                      f"accuracy {info['dev_accuracy']:.2f} (2-4 ops), right chains {info['calib_chain']:.2f} (5-6 "
-                      f"ops), calibrated {info['calibrated']}, plateaued {info['plateaued']}")
+    info = prepare(plan, questions[0], 0, work / "students" / prep_key(plan) / "seed-0")
+    console.print(f"student after {info['step']} gold SFT steps ({info['seconds']:.0f} s): dev accuracy "
+                  f"{info['dev_accuracy']:.2f} (2-4 ops), right chains {info['calib_chain']:.2f} (5-6 ops), "
+                  f"calibrated {info['calibrated']}, plateaued {info['plateaued']}")
     key = hashlib.sha256(json.dumps([plan_json(plan), rates], sort_keys=True).encode()).hexdigest()[:12]
     runs_dir = work / f"runs-{key}"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -100,10 +98,11 @@ def run(plan: Plan, work: Path, rates: dict[str, float]) -> tuple[dict[str, dict
         with ExitStack() as stack:
             teachers, sft_chosen, results[profile] = teachers_for(stack, profile, rates, plan.seeds), None, {}
             for arm in arms_of(plan):
-                results[profile][arm.name] = tune(arm, plan, students, tasks, runs_dir / profile, teachers, sft_chosen)
+                results[profile][arm.name] = tune(arm, plan, info["model"], tasks, runs_dir / profile, teachers,
+                                                  sft_chosen)
                 if arm.kind == "sft_only":
                     sft_chosen = results[profile][arm.name]["lrs"]["sft"]
-    return results, [{k: v for k, v in s.items() if k != "trace"} for s in students.values()]
+    return results, [{k: v for k, v in info.items() if k != "trace"}]
 
 
 def comparisons(plan: Plan) -> list[tuple[str, str]]:

@@ -58,10 +58,10 @@ class Plan:
     prep_dev: int = 200  # 2-4 operations: the preparation stops when their accuracy plateaus
     prep_calib: int = 200  # 5-6 operations: the prepared student writes 20-35 % of their chains right
     prep_band: tuple[float, float] = (0.20, 0.35)
-    prep_patience: int = 4  # checks without a dev accuracy gain of 0.01: a plateau
-    prep_max_steps: int = 3000
-    prep_check_every: int = 25
-    prep_batch: int = 32
+    prep_patience: int = 5  # checks without a dev accuracy gain of 0.01: a plateau
+    prep_max_steps: int = 4000
+    prep_check_every: int = 100  # a check (400 greedy answers) costs ~30 training steps
+    prep_batch: int = 16  # learns as much per step as 32 did, at half the cost
     prep_lr: float = 1e-3  # all weights
     rl: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "mini_batch_size": 8, "max_length": 320,
                                                         "kl_coef": 1e-4, "ppo_epochs": 2})
@@ -101,15 +101,18 @@ def rl_overrides(plan: Plan, arm: Arm, lr: float) -> dict[str, Any]:
 # -- questions and the student ---------------------------------------------------------------
 
 def seed_questions(plan: Plan, seed: int) -> dict[str, list[dict]]:
-    """The seed's questions by split, all distinct: the preparation's first (so a student's cache
-    does not depend on the round, dev and test sizes), then the rounds', dev and test."""
+    """The seed's questions by split, all distinct. The preparation's are the same for every
+    seed (one student is prepared, `prepare`) and drawn first, so its cache does not depend on
+    the round, dev and test sizes; the rounds', dev and test questions are the seed's own and
+    none of them is a preparation question."""
     long = round(plan.prep_questions * plan.prep_long_share)
-    counts = {"prep": (plan.prep_questions, 2, 4), "prep_long": (long, 5, 6),
-              "prep_dev": (plan.prep_dev, 2, 4), "calib": (plan.prep_calib, 5, 6),
-              "train": (plan.round_questions, 5, 6), "dev": (plan.dev_questions, 5, 6),
-              "test": (plan.test_questions, 5, 6)}
-    out: dict[str, list[dict]] = {split: [] for split in counts}
-    for record in make_family(counts, seed=seed):
+    prep = make_family({"prep": (plan.prep_questions, 2, 4), "prep_long": (long, 5, 6),
+                        "prep_dev": (plan.prep_dev, 2, 4), "calib": (plan.prep_calib, 5, 6)}, seed=0)
+    rest = make_family({"train": (plan.round_questions, 5, 6), "dev": (plan.dev_questions, 5, 6),
+                        "test": (plan.test_questions, 5, 6)}, seed=1000 + seed, exclude=prep)
+    out: dict[str, list[dict]] = {split: [] for split in ("prep", "prep_long", "prep_dev", "calib", "train", "dev",
+                                                          "test")}
+    for record in prep + rest:
         out[record["split"]].append(record)
     return out
 
@@ -291,6 +294,9 @@ def trained(stage: Callable[..., ModelCheckpoint], store: Store, round: int, cur
         return current
 
 
+_BEFORE: dict[tuple[str, Path], Measure] = {}  # (student, seed's questions) -> its dev measure
+
+
 def run_arm(arm: Arm, plan: Plan, seed: int, lrs: dict[str, float], model: str, tasks: Path, home: Path,
             teachers: dict[str, TeacherConfig]) -> dict[str, Any]:
     """The arm on its own store: dev measures after rounds 0 (the prepared student) .. plan.rounds
@@ -308,7 +314,9 @@ def run_arm(arm: Arm, plan: Plan, seed: int, lrs: dict[str, float], model: str, 
     try:
         import_jsonl(store, tasks, dataset=DATASET)
         current = ensure_base_checkpoint(store, model)
-        rounds = [{"dev": measure(store, current, "dev", plan.dev_questions, plan), "samples": 0}]
+        if (model, tasks) not in _BEFORE:  # every arm of a seed starts from the same student
+            _BEFORE[model, tasks] = measure(store, current, "dev", plan.dev_questions, plan)
+        rounds = [{"dev": _BEFORE[model, tasks], "samples": 0}]
         for r in range(1, plan.rounds + 1 if arm.kind != "base" else 1):
             started, row = time.monotonic(), {}
             sampling = dict(max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, batch_size=16)
@@ -372,17 +380,22 @@ def dev_score(runs: list[dict[str, Any]]) -> tuple[float, float]:
             statistics.fmean(statistics.fmean(run["rounds"][-1]["dev"]["chain"]) for run in runs))
 
 
-def tune(arm: Arm, plan: Plan, students: dict[int, dict], tasks: dict[int, Path], home: Path,
+def tune(arm: Arm, plan: Plan, model: str, tasks: dict[int, Path], home: Path,
          teachers: dict[int, dict[str, TeacherConfig]], sft_chosen: float | None) -> dict[str, Any]:
-    """The arm at each candidate learning rate on every seed; the best by final dev accuracy (then
-    right chains) is kept and only its final checkpoints meet the test split."""
+    """The arm at each candidate learning rate on seed 0's dev split; the best by final dev
+    accuracy (then right chains) runs on the other seeds, and only its final checkpoints meet
+    the test split."""
+
+    def arm_run(lrs: dict[str, float], seed: int) -> dict[str, Any]:
+        where = home / arm.name.replace("/", "-") / "-".join(f"{k}{v}" for k, v in lrs.items())
+        return run_arm(arm, plan, seed, lrs, model, tasks[seed], where / f"seed-{seed}", teachers[seed])
+
     tried = []
     for lrs in candidates(plan, arm, sft_chosen):
-        where = home / arm.name.replace("/", "-") / "-".join(f"{k}{v}" for k, v in lrs.items())
-        runs = [run_arm(arm, plan, seed, lrs, students[seed]["model"], tasks[seed], where / f"seed-{seed}",
-                        teachers[seed]) for seed in range(plan.seeds)]
-        tried.append((dev_score(runs), lrs, runs))
-    score, lrs, runs = max(tried, key=lambda t: t[0])
+        run = arm_run(lrs, 0)
+        tried.append((dev_score([run]), lrs, run))
+    _, lrs, first = max(tried, key=lambda t: t[0])
+    runs = [first] + [arm_run(lrs, seed) for seed in range(1, plan.seeds)]
     return {"lrs": lrs, "dev_by_lr": [{"lrs": t[1], "dev": t[0]} for t in tried],
             "seeds": [{**run, "test": final_test(run, plan)} for run in runs]}
 

@@ -58,3 +58,20 @@ def test_the_rl_arms_differ_only_in_reward_placement_and_take_gae_or_grpo():
     assert checked_advantages(("gae", "grpo")) == ("gae", "grpo")
     with pytest.raises(ValueError, match="rloo"):  # outcome rewards only: no sentence-reward arm can use it
         checked_advantages(("gae", "rloo"))
+
+
+def test_every_seed_shares_the_preparation_questions_and_draws_its_own_others():
+    from ares_effect_arms import Plan, seed_questions
+
+    from ares_data.checkable import question_key
+
+    plan = Plan(prep_questions=300, prep_dev=20, prep_calib=20, round_questions=20, dev_questions=30,
+                test_questions=40)
+    first, second = seed_questions(plan, 0), seed_questions(plan, 1)
+    prep = ("prep", "prep_long", "prep_dev", "calib")
+    assert all(first[split] == second[split] for split in prep)  # one student serves every seed
+    prepared = {question_key(r) for split in prep for r in first[split]}
+    for questions in (first, second):
+        own = [question_key(r) for split in ("train", "dev", "test") for r in questions[split]]
+        assert len(own) == len(set(own)) == 90 and not prepared & set(own)
+    assert first["test"] != second["test"]  # fresh test questions per seed
