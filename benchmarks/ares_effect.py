@@ -34,6 +34,7 @@ JSON line: each arm's test accuracy, right chains and teacher output tokens per 
     .venv/bin/python benchmarks/ares_effect.py --quick            # 1 seed, llm, core arms (not yet timed)
     .venv/bin/python benchmarks/ares_effect.py --plot docs/ares_effect_v2.png  # 4 seeds, llm and sparse
     .venv/bin/python benchmarks/ares_effect.py --profiles exact --arms base,gold_sft,sft_only,ares  # sanity
+    .venv/bin/python benchmarks/ares_effect.py --combine llm.out --combine sparse.out  # runs side by side
 """
 
 from __future__ import annotations
@@ -141,14 +142,30 @@ def summarize(results: dict[str, dict], plan: Plan) -> dict[str, Any]:
                                       for m in ("accuracy", "chain")}
                        for a, b in comparisons(plan) if a in arms and b in arms}
         out[profile] = {"arms": rows, "differences": differences}
-    verdicts = {}
-    for a in plan.advantages:
-        ares = {p: d["differences"][f"ares/{a} - sft_only"] for p, d in out.items()
-                if f"ares/{a} - sft_only" in d["differences"]}
-        rl = {p: d["differences"][f"rl_sentence/{a} - rl_outcome/{a}"] for p, d in out.items()
-              if f"rl_sentence/{a} - rl_outcome/{a}" in d["differences"]}
-        verdicts[a] = verdict(ares, rl)
-    return {"profiles": out, "verdict": verdicts}
+    return {"profiles": out, "verdict": verdicts({p: d["differences"] for p, d in out.items()}, plan.advantages)}
+
+
+def verdicts(differences: dict[str, dict], advantages: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Per advantage estimator, the verdict rule on the paired differences of every profile."""
+    out = {}
+    for a in advantages:
+        ares = {p: d[f"ares/{a} - sft_only"] for p, d in differences.items() if f"ares/{a} - sft_only" in d}
+        rl = {p: d[f"rl_sentence/{a} - rl_outcome/{a}"] for p, d in differences.items()
+              if f"rl_sentence/{a} - rl_outcome/{a}" in d}
+        out[a] = verdict(ares, rl)
+    return out
+
+
+def combine(paths: list[Path]) -> dict[str, Any]:
+    """The JSON lines of runs on different profiles (e.g. `llm` and `sparse` run side by side,
+    one thread each) as one: their arms and differences by profile, and the verdict over all."""
+    runs = [json.loads(path.read_text().strip().splitlines()[-1]) for path in paths]
+    if len({tuple(run["plan"]["advantages"]) for run in runs}) != 1:
+        raise typer.BadParameter("--combine takes runs with the same --advantages")
+    arms = {p: a for run in runs for p, a in run["arms"].items()}
+    differences = {p: d for run in runs for p, d in run["differences"].items()}
+    return {"arms": arms, "differences": differences, "verdict": verdicts(differences, runs[0]["plan"]["advantages"]),
+            "runs": [{"plan": run["plan"], "minutes": run["minutes"], "prepared": run["prepared"]} for run in runs]}
 
 
 def _ci(interval: tuple[float, float, float]) -> str:
@@ -249,7 +266,13 @@ def main(
     work: Annotated[Path, typer.Option(help="Stores, checkpoints and the prepared students.")] = Path(
         ".ares-bench/ares_effect_v2"),
     plot_to: Annotated[Optional[Path], typer.Option("--plot", help="Write the dev-accuracy plot (PNG) here.")] = None,
+    combine_runs: Annotated[Optional[list[Path]], typer.Option(
+        "--combine", help="Run nothing: merge the outputs (their last line) of runs on different profiles and "
+                          "print the verdict over all of them. Repeat per file.")] = None,
 ) -> None:
+    if combine_runs:
+        print(json.dumps(_rounded(combine(combine_runs))))
+        return
     import torch
 
     torch.set_num_threads(threads)

@@ -259,7 +259,7 @@ def measure(store: Store, checkpoint: ModelCheckpoint, split: str, limit: int, p
     question: right answer, and steps forming a correct chain in a valid order."""
     from ares_train.evaluate import ensure_eval_rationales, eval_questions, evaluate_accuracy
 
-    evaluate_accuracy(store, checkpoint, split=split, limit=limit, max_new_tokens=plan.max_new_tokens, batch_size=64)
+    evaluate_accuracy(store, checkpoint, split=split, limit=limit, max_new_tokens=plan.max_new_tokens, batch_size=128)
     questions = eval_questions(store, split, limit)
     texts = {q: r.text for q, r in ensure_eval_rationales(store, checkpoint, questions,
                                                             max_new_tokens=plan.max_new_tokens).items()}
@@ -319,7 +319,7 @@ def run_arm(arm: Arm, plan: Plan, seed: int, lrs: dict[str, float], model: str, 
         rounds = [{"dev": _BEFORE[model, tasks], "samples": 0}]
         for r in range(1, plan.rounds + 1 if arm.kind != "base" else 1):
             started, row = time.monotonic(), {}
-            sampling = dict(max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, batch_size=16)
+            sampling = dict(max_new_tokens=plan.max_new_tokens, temperature=plan.temperature, batch_size=64)
             if arm.kind == "ares":
                 loop = LoopConfig(model=model, teacher=teachers["arith"], rounds=r, seed=seed * 1000,
                                   k=plan.samples // 2, limit=plan.round_questions,

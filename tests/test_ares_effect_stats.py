@@ -1,5 +1,6 @@
 """The ares_effect benchmark's statistics: paired differences, the seeds x questions bootstrap, the verdict rule."""
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -75,3 +76,21 @@ def test_every_seed_shares_the_preparation_questions_and_draws_its_own_others():
         own = [question_key(r) for split in ("train", "dev", "test") for r in questions[split]]
         assert len(own) == len(set(own)) == 90 and not prepared & set(own)
     assert first["test"] != second["test"]  # fresh test questions per seed
+
+
+def test_runs_on_different_profiles_combine_into_one_verdict(tmp_path):
+    """llm and sparse run side by side (one process each) give one verdict over both."""
+    from ares_effect import combine
+
+    above, level = (0.05, 0.01, 0.09), (0.0, -0.04, 0.04)
+    paths = []
+    for profile in ("llm", "sparse"):
+        line = {"arms": {profile: {}}, "plan": {"advantages": ["grpo"]}, "minutes": 1.0, "prepared": [],
+                "differences": {profile: {"ares/grpo - sft_only": {"accuracy": above, "chain": level},
+                                          "rl_sentence/grpo - rl_outcome/grpo": {"accuracy": above,
+                                                                                 "chain": level}}}}
+        paths.append(tmp_path / f"{profile}.out")
+        paths[-1].write_text("table\n" + json.dumps(line) + "\n")
+    assert combine(paths[:1])["verdict"] == {"grpo": "incomplete"}
+    both = combine(paths)
+    assert both["verdict"] == {"grpo": "supported"} and set(both["differences"]) == {"llm", "sparse"}
