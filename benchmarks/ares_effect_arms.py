@@ -63,6 +63,11 @@ class Plan:
     prep_check_every: int = 100  # a check (400 greedy answers) costs ~30 training steps
     prep_batch: int = 16  # learns as much per step as 32 did, at half the cost
     prep_lr: float = 1e-3  # all weights
+    prep_calib_questions: int = 2000  # 5-6-operation gold rationales of the calibration phase
+    prep_calib_share: float = 0.5  # of each calibration batch; the rest are 2-4-operation ones
+    prep_calib_steps: int = 2000  # 0: no calibration phase
+    prep_calib_check_every: int = 10
+    prep_calib_lr: float = 2e-4  # at 1e-3, 10 steps took right chains from 10 % to 36 %, past the band
     rl: dict[str, Any] = field(default_factory=lambda: {"batch_size": 16, "mini_batch_size": 8, "max_length": 320,
                                                         "kl_coef": 1e-4, "ppo_epochs": 2})
     sft: dict[str, Any] = field(default_factory=lambda: {"batch_size": 8, "max_length": 320, "num_train_epochs": 1.0})
@@ -107,11 +112,12 @@ def seed_questions(plan: Plan, seed: int) -> dict[str, list[dict]]:
     none of them is a preparation question."""
     long = round(plan.prep_questions * plan.prep_long_share)
     prep = make_family({"prep": (plan.prep_questions, 2, 4), "prep_long": (long, 5, 6),
-                        "prep_dev": (plan.prep_dev, 2, 4), "calib": (plan.prep_calib, 5, 6)}, seed=0)
+                        "prep_dev": (plan.prep_dev, 2, 4), "calib": (plan.prep_calib, 5, 6),
+                        "prep_calib": (plan.prep_calib_questions, 5, 6)}, seed=0)
     rest = make_family({"train": (plan.round_questions, 5, 6), "dev": (plan.dev_questions, 5, 6),
                         "test": (plan.test_questions, 5, 6)}, seed=1000 + seed, exclude=prep)
-    out: dict[str, list[dict]] = {split: [] for split in ("prep", "prep_long", "prep_dev", "calib", "train", "dev",
-                                                          "test")}
+    out: dict[str, list[dict]] = {split: [] for split in ("prep", "prep_long", "prep_dev", "calib", "prep_calib",
+                                                          "train", "dev", "test")}
     for record in prep + rest:
         out[record["split"]].append(record)
     return out
@@ -172,52 +178,41 @@ def greedy_check(model: Any, tokenizer: Any, records: list[dict], max_new_tokens
 
 
 def prep_key(plan: Plan) -> str:
-    """The settings a prepared student depends on (its cache directory's name)."""
+    """The settings the plateau phase depends on (its cache directory's name)."""
     fields = ("student", "prep_questions", "prep_long_share", "prep_dev", "prep_calib", "prep_band", "prep_patience",
               "prep_max_steps", "prep_check_every", "prep_batch", "prep_lr", "max_new_tokens")
     return "-".join(str(getattr(plan, f)) for f in fields).translate(str.maketrans(",", "_", " ()"))
 
 
-def prepare(plan: Plan, questions: dict[str, list[dict]], seed: int, out: Path) -> dict[str, Any]:
-    """The student every arm of a seed starts from: trained (all weights, causal-LM loss on the
-    rationale only) on gold rationales of 2-4-operation questions plus a share of 5-6-operation
-    ones, checked every `prep_check_every` steps on held-out 2-4-operation questions (accuracy)
-    and on round-length ones (right chains). It stops when the first plateau (`prep_patience`
-    checks without a 0.01 gain), when the round-length chains pass the band's top, or at
-    `prep_max_steps`; the student kept is the last checked one inside the band (20-35 % right
-    chains on round-length questions), else the last one, and `calibrated` says which. Neither
-    the rounds', dev nor test questions are looked at. Cached in `out`."""
-    import torch
-
-    from ares_train.loading import load_student
+def _examples(tokenizer: Any, records: list[dict]) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) of gold rationales: the loss falls on the rationale only."""
     from ares_train.prompting import format_prompt
 
-    done = out / "prepared.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    started = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
-    train = questions["prep"] + questions["prep_long"]
-    if plan.student == "small":  # its tokenizer has no chat template, so it sees format_prompt's plain form
-        corpus = [f"{student_prompt(as_question(r))}\nAnswer: {r['rationale']}" for r in train]
-        source = str(small_student(out, seed, corpus))
-    else:
-        source = "smollm2"
-    model, tokenizer = load_student(source)
-    torch.manual_seed(seed)
-    examples = []
-    for r in train:
+    out = []
+    for r in records:
         prompt = tokenizer(format_prompt(tokenizer, student_prompt(as_question(r))), add_special_tokens=False).input_ids
         answer = tokenizer(r["rationale"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        examples.append((prompt + answer, [-100] * len(prompt) + answer))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.prep_lr)
+        out.append((prompt + answer, [-100] * len(prompt) + answer))
+    return out
+
+
+def _gold_sft(model: Any, tokenizer: Any, pools: list[tuple[list, int]], plan: Plan, questions: dict[str, list[dict]],
+              seed: int, max_steps: int, check_every: int, lr: float, stop: Callable[[dict], bool],
+              label: str) -> list[dict]:
+    """Gold SFT (all weights, AdamW) on batches of `count` examples drawn from each pool, checked
+    every `check_every` steps on held-out 2-4-operation questions (accuracy) and
+    round-length ones (right chains), until `stop(check)` or `max_steps`; returns the checks.
+    The model is left at the last check; the last in-band check keeps its weights in `state`."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    low, high = plan.prep_band
-    step, trace, best, stale, kept = 0, [], 0.0, 0, None
+    trace: list[dict] = []
     model.train()
-    while step < plan.prep_max_steps:
-        for _ in range(plan.prep_check_every):
-            batch = [examples[i] for i in torch.randint(len(examples), (plan.prep_batch,), generator=generator)]
+    step = 0
+    while step < max_steps:
+        for _ in range(check_every):
+            batch = [pool[i] for pool, count in pools for i in torch.randint(len(pool), (count,), generator=generator)]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.tensor([i + [tokenizer.pad_token_id] * (width - len(i)) for i, _ in batch])
             labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
@@ -233,23 +228,90 @@ def prepare(plan: Plan, questions: dict[str, list[dict]], seed: int, out: Path) 
         calib_accuracy, calib_chain = greedy_check(model, tokenizer, questions["calib"], plan.max_new_tokens)
         trace.append({"step": step, "dev_accuracy": dev_accuracy, "calib_accuracy": calib_accuracy,
                       "calib_chain": calib_chain})
-        console.print(f"  prepare seed {seed}: step {step}, loss {loss.item():.3f}, dev accuracy (2-4 ops) "
+        console.print(f"  {label} seed {seed}: step {step}, loss {loss.item():.3f}, dev accuracy (2-4 ops) "
                       f"{dev_accuracy:.2f}, right chains (5-6 ops) {calib_chain:.2f}")
-        if low <= calib_chain <= high:
-            kept = (len(trace) - 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-        best, stale = (dev_accuracy, 0) if dev_accuracy >= best + 0.01 else (best, stale + 1)
-        if stale >= plan.prep_patience or calib_chain > high:
+        if plan.prep_band[0] <= calib_chain <= plan.prep_band[1]:  # one copy of the weights at most
+            for check in trace:
+                check.pop("state", None)
+            trace[-1]["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if stop(trace[-1]):
             break
-    at = len(trace) - 1
-    if kept is not None:
-        at = kept[0]
-        model.load_state_dict(kept[1])
+    return trace
+
+
+def _saved(model: Any, tokenizer: Any, out: Path, trace: list[dict], **info: Any) -> dict[str, Any]:
+    """The last in-band check's weights (else the last check's) saved to `out`, with the trace."""
+    kept = [i for i, check in enumerate(trace) if "state" in check]
+    at = kept[-1] if kept else len(trace) - 1
+    if kept:
+        model.load_state_dict(trace[at]["state"])
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    info = {"model": str(out), **trace[at], "calibrated": kept is not None, "plateaued": stale >= plan.prep_patience,
-            "steps_run": step, "trace": trace, "seconds": time.monotonic() - started}
-    done.write_text(json.dumps(info))
-    return info
+    trace = [{k: v for k, v in check.items() if k != "state"} for check in trace]
+    result = {"model": str(out), **trace[at], "calibrated": bool(kept), "steps_run": trace[-1]["step"], **info,
+              "trace": trace}
+    (out / "prepared.json").write_text(json.dumps(result))
+    return result
+
+
+def prepare(plan: Plan, questions: dict[str, list[dict]], seed: int, out: Path) -> dict[str, Any]:
+    """The student every arm of a seed starts from, in two gold-SFT phases, each cached.
+
+    Plateau (in `out`): trained on 2-4-operation questions plus a share of 5-6-operation ones
+    until the 2-4-operation dev accuracy plateaus (`prep_patience` checks without a 0.01 gain),
+    the round-length chains pass the band's top, or `prep_max_steps`. Calibration (in a
+    subdirectory), only when the plateaued student writes fewer round-length chains right than
+    the band's bottom (20 %): continued on `prep_calib_share` of 5-6-operation questions per
+    batch at `prep_calib_lr`, checked every `prep_calib_check_every` steps, until a check falls in the band or
+    above it, or `prep_calib_steps`. Either keeps its
+    last check inside the band (`calibrated`), else its last one. Neither looks at the rounds',
+    dev or test questions."""
+    from ares_train.loading import load_student
+
+    started = time.monotonic()
+    done = out / "prepared.json"
+    if done.is_file():
+        plateau = json.loads(done.read_text())
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        train = questions["prep"] + questions["prep_long"]
+        if plan.student == "small":  # its tokenizer has no chat template, so it sees format_prompt's plain form
+            corpus = [f"{student_prompt(as_question(r))}\nAnswer: {r['rationale']}" for r in train]
+            source = str(small_student(out, seed, corpus))
+        else:
+            source = "smollm2"
+        model, tokenizer = load_student(source)
+        best, stale = 0.0, 0
+
+        def plateaued(check: dict) -> bool:
+            nonlocal best, stale
+            best, stale = (check["dev_accuracy"], 0) if check["dev_accuracy"] >= best + 0.01 else (best, stale + 1)
+            return stale >= plan.prep_patience or check["calib_chain"] > plan.prep_band[1]
+
+        trace = _gold_sft(model, tokenizer, [(_examples(tokenizer, train), plan.prep_batch)], plan, questions, seed,
+                          plan.prep_max_steps, plan.prep_check_every, plan.prep_lr, plateaued, "prepare")
+        plateau = _saved(model, tokenizer, out, trace, plateaued=stale >= plan.prep_patience,
+                         seconds=time.monotonic() - started)
+    if plateau["calibrated"] or plateau["calib_chain"] > plan.prep_band[1] or not plan.prep_calib_steps:
+        return plateau
+    fields = ("prep_calib_questions", "prep_calib_share", "prep_calib_steps", "prep_calib_check_every",
+              "prep_calib_lr")
+    calibrated = out / ("calibrated-" + "-".join(str(getattr(plan, f)) for f in fields))
+    if (calibrated / "prepared.json").is_file():
+        return json.loads((calibrated / "prepared.json").read_text())
+    started = time.monotonic()
+    calibrated.mkdir(exist_ok=True)
+    model, tokenizer = load_student(str(out))
+    long = round(plan.prep_batch * plan.prep_calib_share)
+    pools = [(_examples(tokenizer, questions["prep_calib"]), long),
+             (_examples(tokenizer, questions["prep"]), plan.prep_batch - long)]
+    trace = _gold_sft(model, tokenizer, pools, plan, questions, seed, plan.prep_calib_steps,
+                      plan.prep_calib_check_every, plan.prep_calib_lr,
+                      lambda check: check["calib_chain"] >= plan.prep_band[0], "calibrate")
+    for check in trace:
+        check["step"] += plateau["steps_run"]
+    return _saved(model, tokenizer, calibrated, trace, plateaued=plateau["plateaued"], plateau=plateau,
+                  seconds=plateau["seconds"] + time.monotonic() - started)
 
 
 # -- one arm ---------------------------------------------------------------------------------

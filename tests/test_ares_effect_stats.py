@@ -66,10 +66,10 @@ def test_every_seed_shares_the_preparation_questions_and_draws_its_own_others():
 
     from ares_data.checkable import question_key
 
-    plan = Plan(prep_questions=300, prep_dev=20, prep_calib=20, round_questions=20, dev_questions=30,
-                test_questions=40)
+    plan = Plan(prep_questions=300, prep_dev=20, prep_calib=20, prep_calib_questions=50, round_questions=20,
+                dev_questions=30, test_questions=40)
     first, second = seed_questions(plan, 0), seed_questions(plan, 1)
-    prep = ("prep", "prep_long", "prep_dev", "calib")
+    prep = ("prep", "prep_long", "prep_dev", "calib", "prep_calib")
     assert all(first[split] == second[split] for split in prep)  # one student serves every seed
     prepared = {question_key(r) for split in prep for r in first[split]}
     for questions in (first, second):
@@ -94,3 +94,30 @@ def test_runs_on_different_profiles_combine_into_one_verdict(tmp_path):
     assert combine(paths[:1])["verdict"] == {"grpo": "incomplete"}
     both = combine(paths)
     assert both["verdict"] == {"grpo": "supported"} and set(both["differences"]) == {"llm", "sparse"}
+
+
+def test_a_student_below_the_band_is_calibrated_on_round_length_chains_from_its_cached_plateau(tmp_path):
+    """The plateau phase is cached and reused; the calibration phase continues from its weights,
+    counts its steps after the plateau's and stops at `prep_calib_steps` when the band is out of reach."""
+    import torch
+    from ares_effect_arms import Plan, prepare, seed_questions
+
+    torch.set_num_threads(1)
+    plan = Plan(prep_questions=40, prep_dev=4, prep_calib=4, prep_calib_questions=20, prep_batch=4,
+                prep_max_steps=2, prep_check_every=2, prep_calib_steps=4, prep_calib_check_every=2,
+                prep_band=(0.9, 1.0), max_new_tokens=8)
+    questions = seed_questions(plan, 0)
+    out = tmp_path / "student"
+    info = prepare(plan, questions, 0, out)
+    plateau = json.loads((out / "prepared.json").read_text())
+    assert [check["step"] for check in plateau["trace"]] == [2]
+    assert [check["step"] for check in info["trace"]] == [4, 6]
+    assert info["model"] != plateau["model"] and Path(info["model"]).parent == out
+    assert not info["calibrated"] and info["plateau"]["steps_run"] == 2
+    from transformers import AutoModelForCausalLM
+
+    start = AutoModelForCausalLM.from_pretrained(out).state_dict()  # the calibration moved the weights on
+    trained = AutoModelForCausalLM.from_pretrained(info["model"]).state_dict()
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+    (out / "model.safetensors").unlink()  # both phases are cached: nothing is loaded or trained again
+    assert prepare(plan, questions, 0, out) == info
