@@ -103,7 +103,8 @@ def run(plan: Plan, work: Path, rates: dict[str, float]) -> tuple[dict[str, dict
                                                   sft_chosen)
                 if arm.kind == "sft_only":
                     sft_chosen = results[profile][arm.name]["lrs"]["sft"]
-    return results, [{k: v for k, v in info.items() if k != "trace"}]
+    return results, [{k: v for k, v in info.items() if k != "trace"} | {
+        "plateau": {k: v for k, v in info.get("plateau", {}).items() if k != "trace"}}]
 
 
 def comparisons(plan: Plan) -> list[tuple[str, str]]:
