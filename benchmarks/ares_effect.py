@@ -6,10 +6,11 @@ and test, a distractor sentence in each question, the ten digits as options), im
 by a profile (`ares_data/teacher_profiles.py`: `exact`, `llm`, `sparse`), errors drawn per request
 and seeded per seed, the same server for every arm of a seed. Student: `small` (a random 4-layer
 Llama with a task tokenizer) or `smollm2`, prepared once by gold SFT on 2-4-operation questions
-(plus a share of 5-6-operation ones) until its dev accuracy plateaus, and kept where it writes
-20-35 % of round-length chains right (`ares_effect_arms.prepare`, cached); every seed starts from
-it (preparing one per seed costs ~20 min each on 2 cores) with its own round, dev and test
-questions, teacher errors and samples.
+(plus a share of 5-6-operation ones) until its dev accuracy plateaus, then calibrated (gold SFT
+continued on half 5-6-operation batches at a lower rate) until it writes 20-35 % of round-length
+chains right (`ares_effect_arms.prepare`, both phases cached); every seed starts from it
+(preparing one costs ~25 min on 2 cores) with its own round, dev and test questions, teacher
+errors and samples.
 
 Arms, each on its own store, the same student, questions and teacher, the same number of
 student samples per round question (`--samples`; ares samples half before its PPO, half after):
@@ -31,7 +32,7 @@ questions (`ares_effect_stats.py`). Printed: a table per profile, the difference
 JSON line: each arm's test accuracy, right chains and teacher output tokens per profile,
 `ares - sft_only` and `rl_sentence - rl_outcome` per advantage with 95 % intervals, the verdict.
 
-    .venv/bin/python benchmarks/ares_effect.py --quick            # 1 seed, llm, core arms (not yet timed)
+    .venv/bin/python benchmarks/ares_effect.py --quick            # 1 seed, llm, core arms: 13 min
     .venv/bin/python benchmarks/ares_effect.py --plot docs/ares_effect_v2.png  # 4 seeds, llm and sparse
     .venv/bin/python benchmarks/ares_effect.py --profiles exact --arms base,gold_sft,sft_only,ares  # sanity
     .venv/bin/python benchmarks/ares_effect.py --combine llm.out --combine sparse.out  # runs side by side
@@ -258,7 +259,10 @@ def main(
                                                        "3e-4,1e-3).")] = None,
     sft_lrs: Annotated[Optional[str], typer.Option(help="SFT learning rates tried per SFT arm (default "
                                                         "3e-4,1e-3).")] = None,
-    prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps preparing the student.")] = None,
+    prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps of the preparation's "
+                                                                  "plateau phase (default 4000).")] = None,
+    calib_steps: Annotated[Optional[int], typer.Option(min=0, help="Most gold-SFT steps of its calibration phase "
+                                                                   "(default 2000; 0: none).")] = None,
     prep_questions: Annotated[int, typer.Option(min=1, help="2-4-operation gold rationales the student is "
                                                             "prepared on (plus a tenth of 5-6-op ones).")] = 5000,
     prep_held_out: Annotated[int, typer.Option(min=1, help="Held-out questions of each preparation check: 2-4 "
@@ -299,6 +303,7 @@ def main(
                        rl_lrs=_floats(rl_lrs, "--rl-lrs") if rl_lrs else plan.rl_lrs,
                        sft_lrs=_floats(sft_lrs, "--sft-lrs") if sft_lrs else plan.sft_lrs,
                        prep_max_steps=prep_steps or plan.prep_max_steps, prep_questions=prep_questions,
+                       prep_calib_steps=plan.prep_calib_steps if calib_steps is None else calib_steps,
                        prep_dev=prep_held_out, prep_calib=prep_held_out)
         rules = {k: float(v) for k, v in overrides.items()}
         make_profile("exact", **rules)  # a bad rate name or value fails here, before any work
@@ -306,7 +311,8 @@ def main(
         raise typer.BadParameter(f"--rates: {exc}") from exc
     if plan.samples % 2:
         raise typer.BadParameter("--samples must be even: ares samples half before its PPO and half after")
-    plan = replace(plan, prep_check_every=min(plan.prep_check_every, plan.prep_max_steps))
+    plan = replace(plan, prep_check_every=min(plan.prep_check_every, plan.prep_max_steps),
+                   prep_calib_check_every=min(plan.prep_calib_check_every, plan.prep_calib_steps or 1))
     started = time.monotonic()
     results, prepared = run(plan, work.resolve(), rules)
     summary = summarize(results, plan)

@@ -15,11 +15,14 @@ def test_every_arm_runs_from_one_student_on_equal_samples_and_reports_its_differ
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--profiles", "sparse", "--arms", "base,gold_sft,sft_only,rl_outcome,"
          "rl_sentence,ares", "--advantages", "gae,grpo", "--seeds", "1", "--rounds", "1", "--questions", "2",
-         "--samples", "4", "--dev", "8", "--test", "8", "--prep-steps", "20", "--prep-questions", "300",
+         "--samples", "4", "--dev", "8", "--test", "8", "--prep-steps", "20", "--calib-steps", "10",
+         "--prep-questions", "300",
          "--prep-held-out", "8", "--rl-lrs", "1e-3", "--sft-lrs", "1e-3", "--threads", "1", "--work", str(tmp_path)],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    prepared = result["prepared"][0]  # the plateau phase (20 steps) left it below the band: calibrated 10 more
+    assert (prepared["plateau"]["steps_run"], prepared["steps_run"]) == (20, 30)
     advantages = result["plan"]["advantages"]
     assert advantages == ["gae", "grpo"]
     rl = [f"{kind}/{a}" for kind in ("rl_outcome", "rl_sentence", "ares") for a in advantages]
