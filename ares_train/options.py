@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import re
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
 _SECTION = re.compile(r"^\s*# -- (.+?) -+\s*$")
@@ -25,13 +26,20 @@ def option(default: Any, help: str) -> Any:
 
 def sections(cls: type) -> dict[str, str]:
     """Field name -> title of the `# -- title ---` comment above it in `cls`'s body ('' before any;
-    {} when the source cannot be read)."""
+    {} when the source cannot be read). Reads the module's lines, not `inspect.getsource`, which
+    parses and tokenises the whole module and cost `ares --help` ~60 ms."""
     try:
-        lines = inspect.getsource(cls).splitlines()
+        lines = Path(inspect.getfile(cls)).read_text(encoding="utf-8").splitlines()
     except (OSError, TypeError):
         return {}
+    header = re.compile(rf"^class {cls.__name__}\b")
+    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is None:
+        return {}
     names, found, current = {f.name for f in dataclasses.fields(cls)}, {}, ""
-    for line in lines:
+    for line in lines[start + 1:]:
+        if line[:1].strip() and not line.startswith("#"):  # back at column 0: the class body is over
+            break
         if heading := _SECTION.match(line):
             current = heading.group(1)
         elif (name := _FIELD.match(line)) and name.group(1) in names:

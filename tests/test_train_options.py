@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import pytest
 from typer.main import get_command
 
 from ares_data.cli import app
+from ares_train.options import option, sections
 from ares_train.placement import RunsOn
 from ares_train.ppo_config import PPOConfig
 from ares_train.rollout_config import SamplingSettings
@@ -81,3 +82,21 @@ def test_the_rollout_engine_seam(cli, tiny_model_dir, feedback):
     result = cli("generate", "--round", "1", "--model", tiny_model_dir, "--rollout-engine", "vllm")
     assert result.exit_code == 1 and why in result.stderr.replace("\n", " ")
     assert "vllm" not in __import__("sys").modules  # never imported
+
+
+@dataclass
+class _ShortNamedToo:
+    size: int = option(2, "y")
+    # -- beta -----------
+    rate: float = option(0.1, "z")
+
+
+@dataclass
+class _ShortNamed:
+    # -- alpha ----------
+    size: int = option(1, "x")
+
+
+def test_sections_come_from_the_class_body_alone():
+    assert sections(_ShortNamed) == {"size": "alpha"}
+    assert sections(_ShortNamedToo) == {"size": "", "rate": "beta"}  # not the next class's, nor a longer name's
