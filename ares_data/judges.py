@@ -30,11 +30,11 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from .checkable import Ops, Step, advance, complete, gold_steps, parse_distractor, parse_question, parse_step
 from .formatting import LETTERS, answer_sentence, parse_answer
+from .rule_names import JudgeName
 from .splitter import split_sentences
 
 if TYPE_CHECKING:
@@ -42,12 +42,6 @@ if TYPE_CHECKING:
 
 _FIELD = re.compile(r"^(Question|Options|Correct answer): (.*)$", re.MULTILINE)
 _OPTION = re.compile(r"\(([A-Z])\) ")
-
-
-class JudgeName(str, Enum):
-    arith = "arith"
-    outcome = "outcome"
-    gold = "gold"
 
 
 class Judge(Protocol):

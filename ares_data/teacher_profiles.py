@@ -29,12 +29,12 @@ import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass, replace
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .checkable import parse_step
 from .formatting import answer_sentence
 from .judges import Problem, complete, corrected, is_answer, kept_prefix, read_problem, walk
+from .rule_names import ProfileName
 from .splitter import split_sentences
 
 if TYPE_CHECKING:
@@ -75,12 +75,6 @@ class Profile:
 
 LLM = Profile(score_flip=0.10, miss_late=0.25, correction_missing=0.10, correction_invalid=0.10,
               fix_first_only=0.20, new_slip=0.10, other_order=0.5)
-
-
-class ProfileName(str, Enum):
-    exact = "exact"
-    llm = "llm"
-    sparse = "sparse"
 
 
 PROFILES = {ProfileName.exact: Profile(), ProfileName.llm: LLM,

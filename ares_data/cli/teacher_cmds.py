@@ -9,8 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..enums import CallKind
-from ..judges import JudgeName
-from ..teacher_profiles import ProfileName
+from ..rule_names import JudgeName, ProfileName
 from ..teacher.config import CollectedRationales, TeacherConfig
 from ._common import JsonOpt, RationaleLimitOpt, RoundOpt, err_console, print_summary, store
 from .teacher_options import teacher_options
