@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Sequence
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 from sqlalchemy import func
@@ -109,7 +110,7 @@ def generate_rollouts(
     started = time.monotonic()
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), RateColumn("questions"),
                TimeElapsedColumn())
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:  # stdout: results
         task = bar.add_task("generate", total=len(pending))
         for start in range(0, len(pending), settings.batch_size):
             batch = pending[start:start + settings.batch_size]

@@ -90,6 +90,7 @@ def test_generate_stores_k_rollouts_and_a_rerun_adds_nothing(cli, store, feedbac
     result = cli(*args)
     assert result.exit_code == 0, result.output
     assert "6 rationales for 3 questions" in result.stdout
+    assert "generating" in result.stderr and "generating" not in result.stdout  # the bar: stdout stays the result
     with store.session() as session:
         rows = session.exec(select(Rationale).order_by(Rationale.id)).all()
         base = session.exec(select(ModelCheckpoint)).one()
