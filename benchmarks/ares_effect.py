@@ -104,8 +104,12 @@ def run(plan: Plan, work: Path, rates: dict[str, float]) -> tuple[dict[str, dict
                                                   sft_chosen)
                 if arm.kind == "sft_only":
                     sft_chosen = results[profile][arm.name]["lrs"]["sft"]
-    return results, [{k: v for k, v in info.items() if k != "trace"} | {
-        "plateau": {k: v for k, v in info.get("plateau", {}).items() if k != "trace"}}]
+    return results, [_untraced(info)]
+
+
+def _untraced(info: dict[str, Any]) -> dict[str, Any]:
+    """A preparation's summary without its checks (the calibration's and its plateau's)."""
+    return {k: _untraced(v) if k == "plateau" else v for k, v in info.items() if k != "trace"}
 
 
 def comparisons(plan: Plan) -> list[tuple[str, str]]:
