@@ -260,7 +260,7 @@ def main(
     dev: Annotated[int, typer.Option(min=1, help="Dev questions per seed.")] = 200,
     test: Annotated[int, typer.Option(min=1, help="Test questions per seed, used once.")] = 500,
     rl_lrs: Annotated[Optional[str], typer.Option(help="PPO learning rates tried per RL arm (default "
-                                                       "3e-4,1e-3).")] = None,
+                                                       "1e-4,3e-4,1e-3).")] = None,
     sft_lrs: Annotated[Optional[str], typer.Option(help="SFT learning rates tried per SFT arm (default "
                                                         "3e-4,1e-3).")] = None,
     prep_steps: Annotated[Optional[int], typer.Option(min=1, help="Most gold-SFT steps of the preparation's "

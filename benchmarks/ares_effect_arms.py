@@ -51,7 +51,7 @@ class Plan:
     max_new_tokens: int = 80  # a 6-operation gold rationale is ~60 tokens of the small student's tokenizer
     temperature: float = 1.0
     threads: int = 2
-    rl_lrs: tuple[float, ...] = (3e-4, 1e-3)
+    rl_lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)  # 3e-4 and 1e-3 both took rl_outcome below base
     sft_lrs: tuple[float, ...] = (3e-4, 1e-3)
     prep_questions: int = 5000  # gold rationales of 2-4-operation questions the student is prepared on
     prep_long_share: float = 0.1  # plus this share of 5-6-operation ones
