@@ -258,7 +258,8 @@ def export_sft(store: Store, round: int, out_dir: str | Path | None = None, teac
              .join(Rationale, Rationale.id == Correction.corrected_rationale_id)
              .join(Question, Question.id == Rationale.question_id)
              .join(TeacherCall, TeacherCall.id == Correction.teacher_call_id)
-             .where(Rationale.source == RationaleSource.correction, Rationale.round == round).order_by(Correction.id))
+             .where(Rationale.source == RationaleSource.correction, Rationale.round == round)
+             .order_by(Correction.rationale_id, Correction.id))  # the rollouts' order, not the answers' arrival
     human_q = (select(Rationale, Question).join(Question, Question.id == Rationale.question_id)
                .where(Rationale.source == RationaleSource.student, Rationale.round == round).order_by(Rationale.id))
     rows: list[dict[str, Any]] = []

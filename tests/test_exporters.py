@@ -81,6 +81,16 @@ def test_export_sft_ends_every_completion_with_the_answer(store, feedback):
     assert export.row_count == 2 and export.skipped == {}
 
 
+def test_export_sft_rows_follow_the_rollouts_not_the_order_the_teacher_answered_in(store, feedback):
+    """Concurrent collectors store corrections as answers arrive; the shard (so SFT's batches) must not
+    depend on it, or a rerun trains on another order."""
+    q = feedback.question(3, answer=1)
+    first, second = feedback.rollout(q, "Three is even."), feedback.rollout(q, "Three is two.", index=1)
+    feedback.correct(second, "Three is odd. The answer is (B).")  # answered first
+    feedback.correct(first, "Three is not even. The answer is (B).")
+    assert [r["source_rationale_id"] for r in _load(export_sft(store, 1))] == [first.id, second.id]
+
+
 def test_empty_export_is_refused_in_one_line(cli, feedback):
     feedback.rollout(feedback.question(1), "Unscored.")
     result = cli("export", "rl", "--round", "1")
