@@ -177,11 +177,15 @@ def greedy_check(model: Any, tokenizer: Any, records: list[dict], max_new_tokens
             statistics.fmean(chain_is_correct(r["question"], t) for r, t in zip(records, texts)))
 
 
+def _settings(plan: Plan, *fields: str) -> str:
+    """The plan's values of `fields` as a directory name."""
+    return "-".join(str(getattr(plan, f)) for f in fields).translate(str.maketrans(",", "_", " ()"))
+
+
 def prep_key(plan: Plan) -> str:
     """The settings the plateau phase depends on (its cache directory's name)."""
-    fields = ("student", "prep_questions", "prep_long_share", "prep_dev", "prep_calib", "prep_band", "prep_patience",
-              "prep_max_steps", "prep_check_every", "prep_batch", "prep_lr", "max_new_tokens")
-    return "-".join(str(getattr(plan, f)) for f in fields).translate(str.maketrans(",", "_", " ()"))
+    return _settings(plan, "student", "prep_questions", "prep_long_share", "prep_dev", "prep_calib", "prep_band",
+                     "prep_patience", "prep_max_steps", "prep_check_every", "prep_batch", "prep_lr", "max_new_tokens")
 
 
 def _examples(tokenizer: Any, records: list[dict]) -> list[tuple[list[int], list[int]]]:
@@ -262,10 +266,9 @@ def prepare(plan: Plan, questions: dict[str, list[dict]], seed: int, out: Path) 
     the round-length chains pass the band's top, or `prep_max_steps`. Calibration (in a
     subdirectory), only when the plateaued student writes fewer round-length chains right than
     the band's bottom (20 %): continued on `prep_calib_share` of 5-6-operation questions per
-    batch at `prep_calib_lr`, checked every `prep_calib_check_every` steps, until a check falls in the band or
-    above it, or `prep_calib_steps`. Either keeps its
-    last check inside the band (`calibrated`), else its last one. Neither looks at the rounds',
-    dev or test questions."""
+    batch at `prep_calib_lr`, checked every `prep_calib_check_every` steps, until a check falls
+    in the band or above it, or `prep_calib_steps`. Either keeps its last check inside the band
+    (`calibrated`), else its last one. Neither looks at the rounds', dev or test questions."""
     from ares_train.loading import load_student
 
     started = time.monotonic()
@@ -294,9 +297,8 @@ def prepare(plan: Plan, questions: dict[str, list[dict]], seed: int, out: Path) 
                          seconds=time.monotonic() - started)
     if plateau["calibrated"] or plateau["calib_chain"] > plan.prep_band[1] or not plan.prep_calib_steps:
         return plateau
-    fields = ("prep_calib_questions", "prep_calib_share", "prep_calib_steps", "prep_calib_check_every",
-              "prep_calib_lr")
-    calibrated = out / ("calibrated-" + "-".join(str(getattr(plan, f)) for f in fields))
+    calibrated = out / ("calibrated-" + _settings(plan, "prep_calib_questions", "prep_calib_share", "prep_calib_steps",
+                                                  "prep_calib_check_every", "prep_calib_lr"))
     if (calibrated / "prepared.json").is_file():
         return json.loads((calibrated / "prepared.json").read_text())
     started = time.monotonic()
