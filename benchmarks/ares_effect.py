@@ -32,7 +32,7 @@ questions (`ares_effect_stats.py`). Printed: a table per profile, the difference
 JSON line: each arm's test accuracy, right chains and teacher output tokens per profile,
 `ares - sft_only` and `rl_sentence - rl_outcome` per advantage with 95 % intervals, the verdict.
 
-    .venv/bin/python benchmarks/ares_effect.py --quick            # 1 seed, llm, core arms: 13 min
+    .venv/bin/python benchmarks/ares_effect.py --quick            # 1 seed, llm, core arms: 13 min (37 preparing)
     .venv/bin/python benchmarks/ares_effect.py --plot docs/ares_effect_v2.png  # 4 seeds, llm and sparse
     .venv/bin/python benchmarks/ares_effect.py --profiles exact --arms base,gold_sft,sft_only,ares  # sanity
     .venv/bin/python benchmarks/ares_effect.py --combine llm.out --combine sparse.out  # runs side by side
