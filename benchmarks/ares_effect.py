@@ -9,7 +9,7 @@ Llama with a task tokenizer) or `smollm2`, prepared once by gold SFT on 2-4-oper
 (plus a share of 5-6-operation ones) until its dev accuracy plateaus, then calibrated (gold SFT
 continued on half 5-6-operation batches at a lower rate) until it writes 20-35 % of round-length
 chains right (`ares_effect_arms.prepare`, both phases cached); every seed starts from it
-(preparing one costs ~25 min on 2 cores) with its own round, dev and test questions, teacher
+(preparing one costs ~24 min on 2 cores) with its own round, dev and test questions, teacher
 errors and samples.
 
 Arms, each on its own store, the same student, questions and teacher, the same number of

@@ -85,18 +85,25 @@ def test_the_rollout_engine_seam(cli, tiny_model_dir, feedback):
 
 
 @dataclass
-class _ShortNamedToo:
+class _Inherited:
+    shared: int = option(0, "w")
+
+
+@dataclass
+class _ShortNamedToo(_Inherited):
     size: int = option(2, "y")
     # -- beta -----------
     rate: float = option(0.1, "z")
 
 
 @dataclass
-class _ShortNamed:
+class _ShortNamed(_Inherited):
     # -- alpha ----------
     size: int = option(1, "x")
+    shared: int = option(3, "v")
 
 
 def test_sections_come_from_the_class_body_alone():
-    assert sections(_ShortNamed) == {"size": "alpha"}
-    assert sections(_ShortNamedToo) == {"size": "", "rate": "beta"}  # not the next class's, nor a longer name's
+    assert sections(_ShortNamed) == {"size": "alpha", "shared": "alpha"}
+    # not the next class's body (where the inherited `shared` is declared again), nor a longer name's
+    assert sections(_ShortNamedToo) == {"size": "", "rate": "beta"}
